@@ -1,0 +1,348 @@
+//! The `batch` command: resolves the station, devices and flags into a [`BatchPlan`], checks
+//! everything that can be checked (files, names, output directory, AWS credentials, the claim
+//! policy, the account endpoints) before anything is created, then runs the pipeline and
+//! prints the summary. Resuming is the same command on the same directory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::aws::{AwsError, AwsSettings, EndpointKind, Iot};
+use crate::cli::BatchArgs;
+use crate::core::devices::{self, Device};
+use crate::core::greengrass::ProvisioningTarget;
+use crate::core::names;
+use crate::core::station::{KeyAlgorithm, StationConfig};
+use crate::error::UserError;
+use crate::journal::Journal;
+use crate::outdir::{self, BatchDir, Existing, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
+use crate::pipeline::{BatchPlan, BatchRun, Outcome};
+
+/// What `batch.json` records about a batch, so a re-run can tell it is the same batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    pub format: u32,
+    pub device_count: usize,
+    /// SHA-256 over every serial and thing name, in order.
+    pub devices_sha256: String,
+    pub claim_policy: String,
+    pub key_algorithm: KeyAlgorithm,
+    pub target: ProvisioningTarget,
+}
+
+fn devices_fingerprint(devices: &[Device]) -> String {
+    let mut hash = Sha256::new();
+    for d in devices {
+        hash.update(d.serial.as_bytes());
+        hash.update(b"\0");
+        hash.update(d.thing_name.as_bytes());
+        hash.update(b"\n");
+    }
+    hex::encode(hash.finalize())
+}
+
+/// How a batch command ended, for the exit code.
+pub enum BatchResult {
+    /// Every device is ready.
+    Done,
+    /// Some devices failed (listed in the summary).
+    SomeFailed,
+    /// Stopped by a signal before the end.
+    Interrupted,
+}
+
+/// Resolves the device list from `--count`/`--first-serial` or `--devices`.
+fn resolve_devices(args: &BatchArgs, station: &StationConfig) -> Result<Vec<Device>, UserError> {
+    let pattern = station.thing_name_pattern();
+    if let Some(file) = &args.devices {
+        let bytes = std::fs::read(file).map_err(|e| UserError::Devices {
+            file: file.clone(),
+            line: 0,
+            problem: format!("cannot read: {e}; check the path passed to --devices"),
+        })?;
+        return devices::parse_serials_csv(&bytes, &pattern).map_err(|p| UserError::Devices {
+            file: file.clone(),
+            line: p.line,
+            problem: p.problem,
+        });
+    }
+    let count = args.count.expect("clap requires --count or --devices");
+    if !(1..=1_000_000).contains(&count) {
+        return Err(UserError::Flag {
+            flag: "--count",
+            value: count.to_string(),
+            problem: "must be 1 to 1000000 devices per batch".into(),
+        });
+    }
+    let flag_error = |problem: String| UserError::Flag {
+        flag: "--first-serial",
+        value: args.first_serial.clone(),
+        problem,
+    };
+    let serials = devices::counted_serials(&args.first_serial, count).map_err(flag_error)?;
+    let numbered = serials
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (i as u64 + 1, s))
+        .collect();
+    devices::devices_from_serials(numbered, &pattern).map_err(|p| flag_error(p.problem))
+}
+
+fn check_override(
+    flag: &'static str,
+    value: &Option<String>,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<(), UserError> {
+    match value {
+        Some(v) => check(v).map_err(|problem| UserError::Flag {
+            flag,
+            value: v.clone(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Turns an AWS error met during preflight into a one-line user error.
+fn preflight_error(what: &str, action: &str, error: AwsError) -> UserError {
+    let fix = match &error {
+        AwsError::AccessDenied(_) => format!("allow {action} for the AWS identity in use"),
+        AwsError::Uncertain(_) => {
+            "check the network, --endpoint-url / AWS_ENDPOINT_URL and the region".to_string()
+        }
+        _ => "check the region and account".to_string(),
+    };
+    UserError::Aws(format!("{what}: {error}; {fix}"))
+}
+
+/// Runs `claimfab batch`.
+pub async fn run(args: BatchArgs) -> Result<BatchResult> {
+    let station_text = std::fs::read_to_string(&args.station).map_err(|e| {
+        UserError::station(
+            &args.station,
+            format!("cannot read: {e}; check the path passed to --station"),
+        )
+    })?;
+    let station = StationConfig::parse(&station_text, &args.station)?;
+    check_override(
+        "--claim-policy",
+        &args.claim_policy,
+        names::check_policy_name,
+    )?;
+    check_override("--template", &args.template, names::check_template_name)?;
+    check_override("--region", &args.region, names::check_region)?;
+    let devices = resolve_devices(&args, &station)?;
+    let existing = outdir::inspect(&args.out)?;
+
+    let settings = AwsSettings {
+        region: args.region.clone().or_else(|| station.aws.region.clone()),
+        profile: args.profile.clone().or_else(|| station.aws.profile.clone()),
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    let iot = Iot::connect(&settings, &station.limits)
+        .await
+        .map_err(UserError::Aws)?;
+    let claim_policy = args
+        .claim_policy
+        .clone()
+        .unwrap_or_else(|| station.provisioning.claim_policy.clone());
+    let previous: Option<BatchSpec> = match &existing {
+        Existing::Fresh => None,
+        Existing::Batch(text) => Some(serde_json::from_str(text).map_err(|e| {
+            UserError::output_dir(
+                &args.out,
+                format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
+            )
+        })?),
+    };
+
+    match iot.policy_exists(&claim_policy).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(UserError::Aws(format!(
+                "claim policy {claim_policy:?} does not exist in {}; create it (claimfab setup) or pass --claim-policy",
+                iot.region()
+            ))
+            .into())
+        }
+        Err(e) => return Err(preflight_error(&format!("GetPolicy {claim_policy}"), "iot:GetPolicy", e).into()),
+    }
+
+    let pinned_or_previous = |pinned: &Option<String>, previous: Option<&String>| {
+        pinned.clone().or_else(|| previous.cloned())
+    };
+    let prev_target = previous.as_ref().map(|p| &p.target);
+    let mut endpoints = Vec::new();
+    for (pinned, previous, kind) in [
+        (
+            &station.aws.iot_data_endpoint,
+            prev_target.map(|t| &t.iot_data_endpoint),
+            EndpointKind::DataAts,
+        ),
+        (
+            &station.aws.iot_credential_endpoint,
+            prev_target.map(|t| &t.iot_credential_endpoint),
+            EndpointKind::CredentialProvider,
+        ),
+    ] {
+        let endpoint = match pinned_or_previous(pinned, previous) {
+            Some(endpoint) => endpoint,
+            None => iot
+                .describe_endpoint(kind)
+                .await
+                .map_err(|e| preflight_error("DescribeEndpoint", "iot:DescribeEndpoint", e))?,
+        };
+        endpoints.push(endpoint);
+    }
+    let [iot_data_endpoint, iot_credential_endpoint]: [String; 2] =
+        endpoints.try_into().expect("two endpoints");
+
+    let spec = BatchSpec {
+        format: 1,
+        device_count: devices.len(),
+        devices_sha256: devices_fingerprint(&devices),
+        claim_policy: claim_policy.clone(),
+        key_algorithm: station.keys.algorithm,
+        target: ProvisioningTarget {
+            region: iot.region().to_string(),
+            iot_data_endpoint,
+            iot_credential_endpoint,
+            role_alias: station.provisioning.role_alias.clone(),
+            template: args
+                .template
+                .clone()
+                .unwrap_or_else(|| station.provisioning.template.clone()),
+            thing_group: station.provisioning.thing_group.clone(),
+            greengrass: station.greengrass.clone(),
+        },
+    };
+    if let Some(previous) = &previous {
+        if previous != &spec {
+            return Err(UserError::output_dir(
+                &args.out,
+                format!(
+                    "holds a batch made with other inputs ({}); re-run with the same station, devices and flags to resume, or choose a new --out",
+                    spec_difference(previous, &spec)
+                ),
+            )
+            .into());
+        }
+    }
+
+    // Everything checked: from here on, things are created.
+    let dir = BatchDir::open(&args.out)?;
+    if previous.is_none() {
+        let json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
+        dir.write_atomic(BATCH_FILE, &json, 0o644)?;
+    }
+    let (journal, replay) = Journal::open(&dir.path(JOURNAL_FILE))?;
+    let plan = BatchPlan {
+        devices,
+        claim_policy,
+        key_algorithm: station.keys.algorithm,
+        target: spec.target.clone(),
+        concurrency: station.limits.concurrency as usize,
+    };
+    let started = Instant::now();
+    let batch = BatchRun::new(iot, dir, journal, replay, plan);
+    let signals = tokio::spawn(stop_on_signals(batch.clone()));
+    let outcome = batch.clone().run().await?;
+    signals.abort();
+    print_summary(&args.out, &batch, &outcome, started.elapsed().as_secs_f64());
+    Ok(if outcome.interrupted {
+        BatchResult::Interrupted
+    } else if outcome.failures.is_empty() {
+        BatchResult::Done
+    } else {
+        BatchResult::SomeFailed
+    })
+}
+
+fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
+    if previous.devices_sha256 != current.devices_sha256 {
+        return format!(
+            "device list differs: {} devices then, {} now",
+            previous.device_count, current.device_count
+        );
+    }
+    if previous.claim_policy != current.claim_policy {
+        return format!("claim policy was {:?}", previous.claim_policy);
+    }
+    if previous.key_algorithm != current.key_algorithm {
+        return format!("key algorithm was {:?}", previous.key_algorithm);
+    }
+    if previous.target.region != current.target.region {
+        return format!("region was {}", previous.target.region);
+    }
+    "station settings differ".to_string()
+}
+
+/// First Ctrl-C or SIGTERM: stop starting devices, finish in-flight ones, write the
+/// manifest. Second: exit at once (the journal makes that safe).
+async fn stop_on_signals(batch: Arc<BatchRun>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        if round == 0 {
+            batch.request_stop();
+        } else {
+            eprintln!("aborted; re-run the same command to finish the batch");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) {
+    let ready = outcome
+        .rows
+        .iter()
+        .filter(|r| r.status == crate::core::manifest::DeviceStatus::Ready)
+        .count();
+    let pending = outcome
+        .rows
+        .iter()
+        .filter(|r| r.status == crate::core::manifest::DeviceStatus::Pending)
+        .count();
+    println!(
+        "batch {}: {ready} ready, {} failed, {pending} pending, of {} devices in {elapsed:.1} s",
+        out.display(),
+        outcome.failures.len(),
+        outcome.rows.len()
+    );
+    let seconds = outcome.register_seconds.max(0.001);
+    for (api, calls) in batch.api_calls() {
+        println!("  {api}: {calls} calls, {:.1}/s", calls as f64 / seconds);
+    }
+    if outcome.retired > 0 {
+        println!(
+            "  {} certificate(s) of an interrupted run set INACTIVE (their keys were lost); see journal.jsonl",
+            outcome.retired
+        );
+    }
+    for failure in &outcome.failures {
+        println!("  failed {}: {}", failure.serial, failure.reason);
+    }
+    println!("  manifest: {}", out.join(MANIFEST_FILE).display());
+    println!("  bundles:  {}", out.join(outdir::BUNDLES_DIR).display());
+    if outcome.interrupted || pending > 0 || !outcome.failures.is_empty() {
+        println!("  re-run the same command to finish the batch");
+    }
+}
+
+/// Reads a station file for commands that only need its config.
+pub fn load_station(path: &Path) -> Result<StationConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read station file {}", path.display()))?;
+    Ok(StationConfig::parse(&text, path)?)
+}

@@ -1,0 +1,69 @@
+//! Command-line syntax only (clap derive). Values are checked and resolved elsewhere.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Bulk AWS IoT fleet-provisioning claim certificates for Greengrass device factories.
+#[derive(Debug, Parser)]
+#[command(name = "claimfab", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make claim-certificate bundles for a batch of devices (resumable: re-run the same
+    /// command on the same --out to finish an interrupted batch).
+    Batch(BatchArgs),
+}
+
+/// `claimfab batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Station config (TOML); see station-config/example.toml.
+    #[arg(long, value_name = "FILE")]
+    pub station: PathBuf,
+
+    /// Batch directory: receives manifest.csv, bundles/, journal.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Number of devices, with serials counting up from --first-serial.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "devices",
+        required_unless_present = "devices"
+    )]
+    pub count: Option<u64>,
+
+    /// First serial of a counted batch; its trailing digits count up, width kept.
+    #[arg(long, value_name = "S", default_value = "SN000001", requires = "count")]
+    pub first_serial: String,
+
+    /// CSV of serials (header row with a `serial` column, one device per row).
+    #[arg(long, value_name = "FILE.csv")]
+    pub devices: Option<PathBuf>,
+
+    /// Claim policy to attach (overrides the station's provisioning.claim_policy).
+    #[arg(long, value_name = "NAME")]
+    pub claim_policy: Option<String>,
+
+    /// Provisioning template devices use (overrides provisioning.template).
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+
+    /// AWS region (overrides the station's aws.region, then AWS_REGION and the profile).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// AWS named profile (overrides the station's aws.profile, then AWS_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// AWS IoT control-plane endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}

@@ -1,0 +1,145 @@
+//! The per-device bundle: a zip whose entry paths mirror where each file lands on the device
+//! (claim certificate, claim key, Amazon Root CA 1, Greengrass config). Built in memory; the
+//! caller writes the bytes. The key entry is stored uncompressed so no compressor buffer ever
+//! holds a copy of it, and carries mode 0600.
+
+use std::io::{Cursor, Write};
+
+use zeroize::Zeroizing;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipWriter};
+
+use crate::core::greengrass::ProvisioningTarget;
+
+/// Amazon Root CA 1, the root AWS IoT's ATS endpoints chain to. Embedded so factories that are
+/// offline never need to download it.
+pub const AMAZON_ROOT_CA_1: &str = include_str!("AmazonRootCA1.pem");
+
+/// One file of a bundle: its path on the device, its bytes and its Unix mode.
+pub struct BundleEntry<'a> {
+    pub device_path: &'a str,
+    pub contents: &'a [u8],
+    pub mode: u32,
+}
+
+/// The path inside the zip for a file that lands at `device_path` (leading `/` dropped).
+pub fn zip_path(device_path: &str) -> &str {
+    device_path.trim_start_matches('/')
+}
+
+/// Builds the zip bytes for one device. The returned buffer is wiped on drop, as it holds
+/// the private key.
+pub fn build_bundle(
+    target: &ProvisioningTarget,
+    thing_name: &str,
+    certificate_pem: &str,
+    private_key_pem: &str,
+) -> Zeroizing<Vec<u8>> {
+    let config = target.render_config(thing_name);
+    let g = &target.greengrass;
+    let entries = [
+        BundleEntry {
+            device_path: &g.claim_certificate_path,
+            contents: certificate_pem.as_bytes(),
+            mode: 0o644,
+        },
+        BundleEntry {
+            device_path: &g.claim_private_key_path,
+            contents: private_key_pem.as_bytes(),
+            mode: 0o600,
+        },
+        BundleEntry {
+            device_path: &g.root_ca_path,
+            contents: AMAZON_ROOT_CA_1.as_bytes(),
+            mode: 0o644,
+        },
+        BundleEntry {
+            device_path: &g.config_path,
+            contents: config.as_bytes(),
+            mode: 0o644,
+        },
+    ];
+    write_zip(&entries)
+}
+
+fn write_zip(entries: &[BundleEntry<'_>]) -> Zeroizing<Vec<u8>> {
+    // Room for four small PEM/YAML files; avoids reallocations that would leave unwiped copies.
+    let mut buffer = Zeroizing::new(Vec::with_capacity(16 * 1024));
+    {
+        let mut zip = ZipWriter::new(Cursor::new(&mut *buffer));
+        for entry in entries {
+            let method = if entry.mode & 0o077 == 0 {
+                CompressionMethod::Stored
+            } else {
+                CompressionMethod::Deflated
+            };
+            let options = SimpleFileOptions::default()
+                .compression_method(method)
+                .unix_permissions(entry.mode);
+            zip.start_file(zip_path(entry.device_path), options)
+                .expect("starting a zip entry in memory cannot fail");
+            zip.write_all(entry.contents)
+                .expect("writing to memory cannot fail");
+        }
+        zip.finish().expect("writing a zip to memory cannot fail");
+    }
+    buffer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::station::{GreengrassSection, Nucleus};
+    use std::io::Read;
+
+    fn target() -> ProvisioningTarget {
+        ProvisioningTarget {
+            region: "us-east-1".into(),
+            iot_data_endpoint: "abc-ats.iot.us-east-1.amazonaws.com".into(),
+            iot_credential_endpoint: "abc.credentials.iot.us-east-1.amazonaws.com".into(),
+            role_alias: "Alias".into(),
+            template: "Template".into(),
+            thing_group: None,
+            greengrass: GreengrassSection {
+                nucleus: Nucleus::Java,
+                ..GreengrassSection::default()
+            },
+        }
+    }
+
+    #[test]
+    fn bundle_mirrors_device_paths_with_modes() {
+        let bytes = build_bundle(&target(), "gg-1", "CERT", "KEY");
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes.to_vec())).unwrap();
+        let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "greengrass/v2/AmazonRootCA1.pem",
+                "greengrass/v2/claim-certs/claim.pem.crt",
+                "greengrass/v2/claim-certs/claim.private.pem.key",
+                "greengrass/v2/init-config/config.yaml",
+            ]
+        );
+        let key = zip
+            .by_name("greengrass/v2/claim-certs/claim.private.pem.key")
+            .unwrap();
+        assert_eq!(key.unix_mode().unwrap() & 0o777, 0o600);
+        assert_eq!(key.compression(), CompressionMethod::Stored);
+        drop(key);
+        let mut ca = String::new();
+        zip.by_name("greengrass/v2/AmazonRootCA1.pem")
+            .unwrap()
+            .read_to_string(&mut ca)
+            .unwrap();
+        assert_eq!(ca, AMAZON_ROOT_CA_1);
+    }
+
+    #[test]
+    fn same_inputs_same_bytes() {
+        let a = build_bundle(&target(), "gg-1", "CERT", "KEY");
+        let b = build_bundle(&target(), "gg-1", "CERT", "KEY");
+        assert_eq!(*a, *b, "bundles are reproducible (fixed timestamps)");
+    }
+}

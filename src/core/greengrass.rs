@@ -1,0 +1,312 @@
+//! Rendering of the Greengrass bootstrap config each device boots with: the Java nucleus's
+//! `aws.greengrass.FleetProvisioningByClaim` plugin config, or nucleus lite's
+//! `aws.greengrass.fleet_provisioning` component config. Key names follow what each runtime's
+//! source reads (the Java plugin ignores the pre-2025 `certPath`/`keyPath` names, so they are
+//! never written).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::station::{GreengrassSection, Nucleus};
+
+/// Everything a device's config needs beyond its own thing name; fixed for a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningTarget {
+    pub region: String,
+    pub iot_data_endpoint: String,
+    pub iot_credential_endpoint: String,
+    pub role_alias: String,
+    pub template: String,
+    pub thing_group: Option<String>,
+    pub greengrass: GreengrassSection,
+}
+
+#[derive(Serialize)]
+struct JavaConfig<'a> {
+    services: JavaServices<'a>,
+}
+
+#[derive(Serialize)]
+struct JavaServices<'a> {
+    #[serde(rename = "aws.greengrass.Nucleus")]
+    nucleus: NucleusVersion<'a>,
+    #[serde(rename = "aws.greengrass.FleetProvisioningByClaim")]
+    plugin: Configuration<JavaPluginConfig<'a>>,
+}
+
+#[derive(Serialize)]
+struct NucleusVersion<'a> {
+    version: &'a str,
+}
+
+#[derive(Serialize)]
+struct Configuration<T> {
+    configuration: T,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JavaPluginConfig<'a> {
+    root_path: &'a str,
+    aws_region: &'a str,
+    iot_data_endpoint: &'a str,
+    iot_credential_endpoint: &'a str,
+    iot_role_alias: &'a str,
+    provisioning_template: &'a str,
+    claim_certificate_path: &'a str,
+    claim_certificate_private_key_path: &'a str,
+    root_ca_path: &'a str,
+    template_parameters: BTreeMap<&'static str, &'a str>,
+}
+
+#[derive(Serialize)]
+struct LiteConfig<'a> {
+    system: LiteSystem<'a>,
+    services: LiteServices<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiteSystem<'a> {
+    root_path: &'a str,
+    root_ca_path: &'a str,
+    thing_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct LiteServices<'a> {
+    #[serde(rename = "aws.greengrass.NucleusLite")]
+    nucleus: Configuration<LiteNucleusConfig<'a>>,
+    #[serde(rename = "aws.greengrass.fleet_provisioning")]
+    fleet_provisioning: Configuration<LiteProvisioningConfig<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiteNucleusConfig<'a> {
+    aws_region: &'a str,
+    iot_cred_endpoint: &'a str,
+    iot_data_endpoint: &'a str,
+    iot_role_alias: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiteProvisioningConfig<'a> {
+    iot_data_endpoint: &'a str,
+    iot_cred_endpoint: &'a str,
+    root_ca_path: &'a str,
+    claim_key_path: &'a str,
+    claim_cert_path: &'a str,
+    csr_common_name: &'a str,
+    template_name: &'a str,
+    template_params: BTreeMap<&'static str, &'a str>,
+}
+
+impl ProvisioningTarget {
+    /// The template parameters a device sends when it provisions.
+    fn template_parameters<'a>(&'a self, thing_name: &'a str) -> BTreeMap<&'static str, &'a str> {
+        let mut params = BTreeMap::from([("ThingName", thing_name)]);
+        if let Some(group) = &self.thing_group {
+            params.insert("ThingGroupName", group.as_str());
+        }
+        params
+    }
+
+    /// The bootstrap config YAML for the device named `thing_name`.
+    pub fn render_config(&self, thing_name: &str) -> String {
+        let g = &self.greengrass;
+        let yaml = match g.nucleus {
+            Nucleus::Java => serde_yaml_ng::to_string(&JavaConfig {
+                services: JavaServices {
+                    nucleus: NucleusVersion {
+                        version: &g.nucleus_version,
+                    },
+                    plugin: Configuration {
+                        configuration: JavaPluginConfig {
+                            root_path: &g.root_path,
+                            aws_region: &self.region,
+                            iot_data_endpoint: &self.iot_data_endpoint,
+                            iot_credential_endpoint: &self.iot_credential_endpoint,
+                            iot_role_alias: &self.role_alias,
+                            provisioning_template: &self.template,
+                            claim_certificate_path: &g.claim_certificate_path,
+                            claim_certificate_private_key_path: &g.claim_private_key_path,
+                            root_ca_path: &g.root_ca_path,
+                            template_parameters: self.template_parameters(thing_name),
+                        },
+                    },
+                },
+            }),
+            Nucleus::Lite => serde_yaml_ng::to_string(&LiteConfig {
+                system: LiteSystem {
+                    root_path: &g.root_path,
+                    root_ca_path: &g.root_ca_path,
+                    thing_name,
+                },
+                services: LiteServices {
+                    nucleus: Configuration {
+                        configuration: LiteNucleusConfig {
+                            aws_region: &self.region,
+                            iot_cred_endpoint: &self.iot_credential_endpoint,
+                            iot_data_endpoint: &self.iot_data_endpoint,
+                            iot_role_alias: &self.role_alias,
+                        },
+                    },
+                    fleet_provisioning: Configuration {
+                        configuration: LiteProvisioningConfig {
+                            iot_data_endpoint: &self.iot_data_endpoint,
+                            iot_cred_endpoint: &self.iot_credential_endpoint,
+                            root_ca_path: &g.root_ca_path,
+                            claim_key_path: &g.claim_private_key_path,
+                            claim_cert_path: &g.claim_certificate_path,
+                            csr_common_name: thing_name,
+                            template_name: &self.template,
+                            template_params: self.template_parameters(thing_name),
+                        },
+                    },
+                },
+            }),
+        };
+        yaml.expect("plain string maps always serialize to YAML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_yaml_ng::Value;
+
+    pub(crate) fn target(nucleus: Nucleus) -> ProvisioningTarget {
+        ProvisioningTarget {
+            region: "us-west-2".into(),
+            iot_data_endpoint: "abc-ats.iot.us-west-2.amazonaws.com".into(),
+            iot_credential_endpoint: "abc.credentials.iot.us-west-2.amazonaws.com".into(),
+            role_alias: "GreengrassCoreTokenExchangeRoleAlias".into(),
+            template: "GreengrassFleetProvisioningTemplate".into(),
+            thing_group: Some("LineOne".into()),
+            greengrass: GreengrassSection {
+                nucleus,
+                ..GreengrassSection::default()
+            },
+        }
+    }
+
+    fn lookup<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+        path.iter().fold(value, |v, key| {
+            v.get(*key)
+                .unwrap_or_else(|| panic!("missing {key} in {path:?}"))
+        })
+    }
+
+    #[test]
+    fn java_config_has_every_plugin_key() {
+        let yaml = target(Nucleus::Java).render_config("gg-SN1");
+        let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(
+            lookup(&doc, &["services", "aws.greengrass.Nucleus", "version"]),
+            "2.14.3"
+        );
+        let plugin = lookup(
+            &doc,
+            &[
+                "services",
+                "aws.greengrass.FleetProvisioningByClaim",
+                "configuration",
+            ],
+        );
+        for (key, want) in [
+            ("rootPath", "/greengrass/v2"),
+            ("awsRegion", "us-west-2"),
+            ("iotDataEndpoint", "abc-ats.iot.us-west-2.amazonaws.com"),
+            (
+                "iotCredentialEndpoint",
+                "abc.credentials.iot.us-west-2.amazonaws.com",
+            ),
+            ("iotRoleAlias", "GreengrassCoreTokenExchangeRoleAlias"),
+            (
+                "provisioningTemplate",
+                "GreengrassFleetProvisioningTemplate",
+            ),
+            (
+                "claimCertificatePath",
+                "/greengrass/v2/claim-certs/claim.pem.crt",
+            ),
+            (
+                "claimCertificatePrivateKeyPath",
+                "/greengrass/v2/claim-certs/claim.private.pem.key",
+            ),
+            ("rootCaPath", "/greengrass/v2/AmazonRootCA1.pem"),
+        ] {
+            assert_eq!(lookup(plugin, &[key]), want, "{key}");
+        }
+        assert_eq!(
+            lookup(plugin, &["templateParameters", "ThingName"]),
+            "gg-SN1"
+        );
+        assert_eq!(
+            lookup(plugin, &["templateParameters", "ThingGroupName"]),
+            "LineOne"
+        );
+        assert!(!yaml.contains("certPath") && !yaml.contains("keyPath"));
+    }
+
+    #[test]
+    fn no_thing_group_means_no_group_parameter() {
+        let mut t = target(Nucleus::Java);
+        t.thing_group = None;
+        let yaml = t.render_config("gg-SN1");
+        assert!(!yaml.contains("ThingGroupName"), "{yaml}");
+    }
+
+    #[test]
+    fn lite_config_uses_lite_key_names() {
+        let yaml = target(Nucleus::Lite).render_config("gg-SN1");
+        let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let fp = lookup(
+            &doc,
+            &[
+                "services",
+                "aws.greengrass.fleet_provisioning",
+                "configuration",
+            ],
+        );
+        for (key, want) in [
+            ("iotDataEndpoint", "abc-ats.iot.us-west-2.amazonaws.com"),
+            (
+                "iotCredEndpoint",
+                "abc.credentials.iot.us-west-2.amazonaws.com",
+            ),
+            ("rootCaPath", "/greengrass/v2/AmazonRootCA1.pem"),
+            (
+                "claimKeyPath",
+                "/greengrass/v2/claim-certs/claim.private.pem.key",
+            ),
+            ("claimCertPath", "/greengrass/v2/claim-certs/claim.pem.crt"),
+            ("csrCommonName", "gg-SN1"),
+            ("templateName", "GreengrassFleetProvisioningTemplate"),
+        ] {
+            assert_eq!(lookup(fp, &[key]), want, "{key}");
+        }
+        assert_eq!(lookup(fp, &["templateParams", "ThingName"]), "gg-SN1");
+    }
+
+    #[test]
+    fn odd_but_valid_values_stay_strings() {
+        // A thing name that YAML would read as a number or boolean must stay a string.
+        let yaml = target(Nucleus::Java).render_config("0123");
+        let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let name = lookup(
+            &doc,
+            &[
+                "services",
+                "aws.greengrass.FleetProvisioningByClaim",
+                "configuration",
+                "templateParameters",
+                "ThingName",
+            ],
+        );
+        assert_eq!(name.as_str(), Some("0123"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Claim keys and CSRs, made locally: an EC key (P-256 or P-384, RustCrypto) that zeroizes
+//! itself on drop, and a PKCS#10 CSR whose subject CN is the thing name, signed by that key.
+//! Only the CSR and the public key ever leave this module for the network.
+
+use p256::ecdsa::signature::Signer;
+use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use rand_core::OsRng;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::core::devices::Device;
+use crate::core::station::KeyAlgorithm;
+
+/// A claim private key. Its secret scalar is wiped when it is dropped; `Debug` never shows it.
+pub enum ClaimKey {
+    P256 {
+        key: p256::ecdsa::SigningKey,
+        public_point: Vec<u8>,
+    },
+    P384 {
+        key: p384::ecdsa::SigningKey,
+        public_point: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for ClaimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let curve = match self {
+            ClaimKey::P256 { .. } => "P-256",
+            ClaimKey::P384 { .. } => "P-384",
+        };
+        write!(f, "ClaimKey({curve}, secret redacted)")
+    }
+}
+
+impl ClaimKey {
+    /// Draws a fresh key from the operating system's CSPRNG.
+    pub fn generate(algorithm: KeyAlgorithm) -> Self {
+        match algorithm {
+            KeyAlgorithm::P256 => {
+                let key = p256::ecdsa::SigningKey::random(&mut OsRng);
+                let public_point = key
+                    .verifying_key()
+                    .to_encoded_point(false)
+                    .as_bytes()
+                    .to_vec();
+                ClaimKey::P256 { key, public_point }
+            }
+            KeyAlgorithm::P384 => {
+                let key = p384::ecdsa::SigningKey::random(&mut OsRng);
+                let public_point = key
+                    .verifying_key()
+                    .to_encoded_point(false)
+                    .as_bytes()
+                    .to_vec();
+                ClaimKey::P384 { key, public_point }
+            }
+        }
+    }
+
+    /// The private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`), in a buffer wiped on drop.
+    pub fn pkcs8_pem(&self) -> Zeroizing<String> {
+        let pem = match self {
+            ClaimKey::P256 { key, .. } => key.to_pkcs8_pem(LineEnding::LF),
+            ClaimKey::P384 { key, .. } => key.to_pkcs8_pem(LineEnding::LF),
+        };
+        pem.expect("an in-memory EC key always encodes as PKCS#8")
+    }
+
+    /// The public key as X.509 SubjectPublicKeyInfo DER.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        let der = match self {
+            ClaimKey::P256 { key, .. } => key.verifying_key().to_public_key_der(),
+            ClaimKey::P384 { key, .. } => key.verifying_key().to_public_key_der(),
+        };
+        der.expect("an in-memory EC key always encodes as SPKI")
+            .into_vec()
+    }
+}
+
+impl rcgen::PublicKeyData for ClaimKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            ClaimKey::P256 { public_point, .. } | ClaimKey::P384 { public_point, .. } => {
+                public_point
+            }
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            ClaimKey::P256 { .. } => &rcgen::PKCS_ECDSA_P256_SHA256,
+            ClaimKey::P384 { .. } => &rcgen::PKCS_ECDSA_P384_SHA384,
+        }
+    }
+}
+
+impl rcgen::SigningKey for ClaimKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(match self {
+            ClaimKey::P256 { key, .. } => {
+                let signature: p256::ecdsa::DerSignature = key.sign(msg);
+                signature.as_bytes().to_vec()
+            }
+            ClaimKey::P384 { key, .. } => {
+                let signature: p384::ecdsa::DerSignature = key.sign(msg);
+                signature.as_bytes().to_vec()
+            }
+        })
+    }
+}
+
+/// The output of the prepare stage for one device: its key (secret, memory only), its CSR
+/// and the fingerprint of its public key, which ties an issued certificate back to it.
+#[derive(Debug)]
+pub struct PreparedDevice {
+    pub device: Device,
+    pub key: ClaimKey,
+    pub csr_pem: String,
+    /// SHA-256 of the public key's SubjectPublicKeyInfo DER, hex.
+    pub public_key_sha256: String,
+}
+
+/// SHA-256 of a SubjectPublicKeyInfo, hex: the identity of a key pair across CSR and cert.
+pub fn public_key_fingerprint(spki_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(spki_der))
+}
+
+/// Makes a key and a CSR (subject CN = thing name) for one device.
+pub fn prepare_device(device: Device, algorithm: KeyAlgorithm) -> PreparedDevice {
+    let key = ClaimKey::generate(algorithm);
+    let mut params = rcgen::CertificateParams::default();
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, device.thing_name.as_str());
+    params.distinguished_name = subject;
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .expect("a CSR over a thing name (validated ASCII) always serializes");
+    let public_key_sha256 = public_key_fingerprint(&key.public_key_der());
+    PreparedDevice {
+        device,
+        key,
+        csr_pem,
+        public_key_sha256,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::FromDer;
+
+    fn device() -> Device {
+        Device {
+            serial: "SN1".into(),
+            thing_name: "gg-SN1".into(),
+        }
+    }
+
+    fn check_csr(prepared: &PreparedDevice, curve_oid: &str) {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(prepared.csr_pem.as_bytes()).unwrap();
+        assert_eq!(pem.label, "CERTIFICATE REQUEST");
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+                .unwrap();
+        let info = &csr.certification_request_info;
+        let signature = csr.signature_value.data.as_ref();
+        match prepared.key {
+            ClaimKey::P256 { .. } => {
+                use p256::ecdsa::signature::Verifier;
+                use p256::pkcs8::DecodePublicKey;
+                let key =
+                    p256::ecdsa::VerifyingKey::from_public_key_der(info.subject_pki.raw).unwrap();
+                let sig = p256::ecdsa::Signature::from_der(signature).unwrap();
+                key.verify(info.raw, &sig)
+                    .expect("CSR self-signature verifies");
+            }
+            ClaimKey::P384 { .. } => {
+                use p384::ecdsa::signature::Verifier;
+                use p384::pkcs8::DecodePublicKey;
+                let key =
+                    p384::ecdsa::VerifyingKey::from_public_key_der(info.subject_pki.raw).unwrap();
+                let sig = p384::ecdsa::Signature::from_der(signature).unwrap();
+                key.verify(info.raw, &sig)
+                    .expect("CSR self-signature verifies");
+            }
+        }
+        let cn = info
+            .subject
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(cn, "gg-SN1");
+        assert_eq!(
+            info.subject_pki.raw,
+            prepared.key.public_key_der().as_slice()
+        );
+        let params = info.subject_pki.algorithm.parameters.as_ref().unwrap();
+        assert_eq!(params.as_oid().unwrap().to_id_string(), curve_oid);
+    }
+
+    #[test]
+    fn p256_csr_is_self_signed_with_thing_name_cn() {
+        let prepared = prepare_device(device(), KeyAlgorithm::P256);
+        check_csr(&prepared, "1.2.840.10045.3.1.7");
+    }
+
+    #[test]
+    fn p384_csr_is_self_signed_with_thing_name_cn() {
+        let prepared = prepare_device(device(), KeyAlgorithm::P384);
+        check_csr(&prepared, "1.3.132.0.34");
+    }
+
+    #[test]
+    fn private_key_is_pkcs8_and_debug_hides_it() {
+        let prepared = prepare_device(device(), KeyAlgorithm::P256);
+        let pem = prepared.key.pkcs8_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let shown = format!("{prepared:?}");
+        assert!(!shown.contains("PRIVATE KEY"));
+        assert!(shown.contains("secret redacted"));
+    }
+
+    #[test]
+    fn keys_are_fresh_each_time() {
+        let a = prepare_device(device(), KeyAlgorithm::P256);
+        let b = prepare_device(device(), KeyAlgorithm::P256);
+        assert_ne!(a.public_key_sha256, b.public_key_sha256);
+    }
+}

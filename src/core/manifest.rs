@@ -1,0 +1,127 @@
+//! The batch manifest flashing stations consume: one CSV row per device with stable columns,
+//! certificate and bundle fingerprints, and a status. Never holds key material.
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest's column order; stations may rely on it.
+pub const COLUMNS: [&str; 10] = [
+    "serial",
+    "thing_name",
+    "certificate_id",
+    "certificate_arn",
+    "certificate_sha256",
+    "not_after",
+    "bundle",
+    "bundle_sha256",
+    "status",
+    "created_at",
+];
+
+/// Where a device stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    /// Certificate active with the claim policy, bundle written: flash it.
+    Ready,
+    /// This run could not finish the device; the summary says why. Re-run to retry.
+    Failed,
+    /// Not reached yet (the run was interrupted). Re-run to finish.
+    Pending,
+}
+
+/// One manifest row. Certificate and bundle fields are empty unless the device is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    pub serial: String,
+    pub thing_name: String,
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub certificate_sha256: String,
+    /// RFC 3339 UTC.
+    pub not_after: String,
+    /// Path of the zip, relative to the batch directory.
+    pub bundle: String,
+    pub bundle_sha256: String,
+    pub status: DeviceStatus,
+    /// When the certificate was created, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// Serializes rows to CSV bytes with a header row.
+pub fn to_csv(rows: &[ManifestRow]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 400 + 200));
+    if rows.is_empty() {
+        writer.write_record(COLUMNS).expect("in-memory CSV");
+    }
+    for row in rows {
+        writer.serialize(row).expect("in-memory CSV");
+    }
+    writer.into_inner().expect("in-memory CSV")
+}
+
+/// Parses manifest bytes back into rows (for resume and for auditors' tools).
+pub fn from_csv(bytes: &[u8]) -> Result<Vec<ManifestRow>, String> {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let headers = reader.headers().map_err(|e| e.to_string())?;
+    if headers.iter().ne(COLUMNS) {
+        return Err(format!(
+            "manifest columns are {headers:?}, expected {COLUMNS:?}"
+        ));
+    }
+    reader
+        .deserialize()
+        .map(|row| row.map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: DeviceStatus) -> ManifestRow {
+        ManifestRow {
+            serial: "SN1".into(),
+            thing_name: "gg-SN1".into(),
+            certificate_id: "ab".repeat(32),
+            certificate_arn: format!(
+                "arn:aws:iot:us-east-1:123456789012:cert/{}",
+                "ab".repeat(32)
+            ),
+            certificate_sha256: "ab".repeat(32),
+            not_after: "2049-12-31T23:59:59Z".into(),
+            bundle: "bundles/SN1.zip".into(),
+            bundle_sha256: "cd".repeat(32),
+            status,
+            created_at: "2026-11-23T20:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn header_and_columns_are_stable() {
+        let csv = String::from_utf8(to_csv(&[row(DeviceStatus::Ready)])).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(lines.next().unwrap(), COLUMNS.join(","));
+        let fields: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(fields[0], "SN1");
+        assert_eq!(fields[8], "ready");
+        assert_eq!(fields.len(), COLUMNS.len());
+    }
+
+    #[test]
+    fn empty_manifest_still_has_a_header() {
+        assert_eq!(
+            String::from_utf8(to_csv(&[])).unwrap().trim(),
+            COLUMNS.join(",")
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        let rows = vec![
+            row(DeviceStatus::Ready),
+            row(DeviceStatus::Failed),
+            row(DeviceStatus::Pending),
+        ];
+        assert_eq!(from_csv(&to_csv(&rows)).unwrap(), rows);
+    }
+}

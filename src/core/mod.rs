@@ -1,0 +1,11 @@
+//! The pure core: devices and names, keys and CSRs, certificates, Greengrass config
+//! rendering, bundle layout and manifest rows. No network, no filesystem, no clock.
+
+pub mod bundle;
+pub mod certificate;
+pub mod devices;
+pub mod greengrass;
+pub mod keys;
+pub mod manifest;
+pub mod names;
+pub mod station;

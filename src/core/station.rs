@@ -1,0 +1,401 @@
+//! The station config: one TOML file per production line or flashing station, naming the AWS
+//! resources, the on-device Greengrass layout, the key algorithm and the API rate limits.
+//! Parsing and validation are pure (text in, typed config or one-line error out) so every
+//! value is checked before the first AWS call.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::devices::ThingNamePattern;
+use crate::core::names;
+use crate::error::UserError;
+
+/// AWS IoT's default quota for CreateCertificateFromCsr, requests per second.
+pub const DEFAULT_CREATE_CERTIFICATE_RATE: u32 = 15;
+/// AWS IoT's default quota for AttachPolicy, requests per second.
+pub const DEFAULT_ATTACH_POLICY_RATE: u32 = 15;
+/// AWS IoT's default quota for UpdateCertificate, requests per second.
+pub const DEFAULT_UPDATE_CERTIFICATE_RATE: u32 = 10;
+/// AWS IoT's default quota for DescribeCertificate, requests per second.
+pub const DEFAULT_DESCRIBE_CERTIFICATE_RATE: u32 = 10;
+
+/// A validated station config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    #[serde(default)]
+    pub aws: AwsSection,
+    #[serde(default)]
+    pub provisioning: ProvisioningSection,
+    #[serde(default)]
+    pub greengrass: GreengrassSection,
+    #[serde(default)]
+    pub keys: KeysSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[aws]`: where the account is and how to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSection {
+    /// Region; when absent, the SDK's chain (AWS_REGION, the profile) decides.
+    pub region: Option<String>,
+    /// Named profile; when absent, AWS_PROFILE or the default chain decides.
+    pub profile: Option<String>,
+    /// Pinned `iot:Data-ATS` endpoint; when absent, DescribeEndpoint is asked once per batch.
+    pub iot_data_endpoint: Option<String>,
+    /// Pinned `iot:CredentialProvider` endpoint; likewise.
+    pub iot_credential_endpoint: Option<String>,
+}
+
+/// `[provisioning]`: the AWS IoT resources a claim certificate is tied to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningSection {
+    pub claim_policy: String,
+    pub template: String,
+    pub thing_name_pattern: String,
+    pub thing_group: Option<String>,
+    pub role_alias: String,
+}
+
+impl Default for ProvisioningSection {
+    fn default() -> Self {
+        Self {
+            claim_policy: "GreengrassProvisioningClaimPolicy".into(),
+            template: "GreengrassFleetProvisioningTemplate".into(),
+            thing_name_pattern: "{serial}".into(),
+            thing_group: None,
+            role_alias: "GreengrassCoreTokenExchangeRoleAlias".into(),
+        }
+    }
+}
+
+/// Which Greengrass runtime the devices run; decides the config schema in the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nucleus {
+    /// The Java nucleus with the `aws.greengrass.FleetProvisioningByClaim` plugin.
+    Java,
+    /// Greengrass nucleus lite with its `aws.greengrass.fleet_provisioning` component.
+    Lite,
+}
+
+/// `[greengrass]`: the on-device layout the bundle mirrors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GreengrassSection {
+    pub nucleus: Nucleus,
+    pub nucleus_version: String,
+    pub root_path: String,
+    pub config_path: String,
+    pub claim_certificate_path: String,
+    pub claim_private_key_path: String,
+    pub root_ca_path: String,
+}
+
+impl Default for GreengrassSection {
+    fn default() -> Self {
+        Self {
+            nucleus: Nucleus::Java,
+            nucleus_version: "2.14.3".into(),
+            root_path: "/greengrass/v2".into(),
+            config_path: "/greengrass/v2/init-config/config.yaml".into(),
+            claim_certificate_path: "/greengrass/v2/claim-certs/claim.pem.crt".into(),
+            claim_private_key_path: "/greengrass/v2/claim-certs/claim.private.pem.key".into(),
+            root_ca_path: "/greengrass/v2/AmazonRootCA1.pem".into(),
+        }
+    }
+}
+
+/// The claim key's curve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    /// NIST P-256 with ECDSA-SHA256 (the default; what AWS's samples use).
+    #[default]
+    P256,
+    /// NIST P-384 with ECDSA-SHA384.
+    P384,
+}
+
+/// `[keys]`: how claim keys are made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSection {
+    #[serde(default)]
+    pub algorithm: KeyAlgorithm,
+}
+
+/// `[limits]`: client-side rate limits per AWS API and in-flight device concurrency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub create_certificate_from_csr_per_second: u32,
+    pub attach_policy_per_second: u32,
+    pub update_certificate_per_second: u32,
+    pub describe_certificate_per_second: u32,
+    pub concurrency: u32,
+    pub max_attempts: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            create_certificate_from_csr_per_second: DEFAULT_CREATE_CERTIFICATE_RATE,
+            attach_policy_per_second: DEFAULT_ATTACH_POLICY_RATE,
+            update_certificate_per_second: DEFAULT_UPDATE_CERTIFICATE_RATE,
+            describe_certificate_per_second: DEFAULT_DESCRIBE_CERTIFICATE_RATE,
+            concurrency: 16,
+            max_attempts: 10,
+        }
+    }
+}
+
+impl StationConfig {
+    /// Parses and validates a station file's text; `file` only labels errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, UserError> {
+        let config: StationConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            // toml's message can span lines; keep the first for a one-line error.
+            let message = e.message().lines().next().unwrap_or("invalid TOML").trim();
+            let location = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            UserError::station(
+                file,
+                format!("{location}{message}; see station-config/example.toml for every key"),
+            )
+        })?;
+        config.validate().map_err(|p| UserError::station(file, p))?;
+        Ok(config)
+    }
+
+    /// Checks every value against AWS's naming rules and sane bounds.
+    fn validate(&self) -> Result<(), String> {
+        let bad = |key: &str, value: &dyn std::fmt::Debug, rule: String| {
+            Err(format!("key `{key}` = {value:?}: {rule}"))
+        };
+        if let Some(region) = &self.aws.region {
+            if let Err(rule) = names::check_region(region) {
+                return bad("aws.region", region, rule);
+            }
+        }
+        for (key, value) in [
+            ("aws.iot_data_endpoint", &self.aws.iot_data_endpoint),
+            (
+                "aws.iot_credential_endpoint",
+                &self.aws.iot_credential_endpoint,
+            ),
+        ] {
+            if let Some(host) = value {
+                if let Err(rule) = names::check_hostname(host) {
+                    return bad(key, host, rule);
+                }
+            }
+        }
+        let p = &self.provisioning;
+        if let Err(rule) = names::check_policy_name(&p.claim_policy) {
+            return bad("provisioning.claim_policy", &p.claim_policy, rule);
+        }
+        if let Err(rule) = names::check_template_name(&p.template) {
+            return bad("provisioning.template", &p.template, rule);
+        }
+        if let Err(rule) = ThingNamePattern::parse(&p.thing_name_pattern) {
+            return bad(
+                "provisioning.thing_name_pattern",
+                &p.thing_name_pattern,
+                rule,
+            );
+        }
+        if let Some(group) = &p.thing_group {
+            if let Err(rule) = names::check_thing_name(group) {
+                return bad("provisioning.thing_group", group, rule);
+            }
+        }
+        if let Err(rule) = names::check_role_alias(&p.role_alias) {
+            return bad("provisioning.role_alias", &p.role_alias, rule);
+        }
+        let g = &self.greengrass;
+        if let Err(rule) = names::check_version(&g.nucleus_version) {
+            return bad("greengrass.nucleus_version", &g.nucleus_version, rule);
+        }
+        let paths = [
+            ("greengrass.root_path", &g.root_path),
+            ("greengrass.config_path", &g.config_path),
+            (
+                "greengrass.claim_certificate_path",
+                &g.claim_certificate_path,
+            ),
+            (
+                "greengrass.claim_private_key_path",
+                &g.claim_private_key_path,
+            ),
+            ("greengrass.root_ca_path", &g.root_ca_path),
+        ];
+        for (key, path) in paths {
+            if let Err(rule) = names::check_device_path(path) {
+                return bad(key, path, rule);
+            }
+        }
+        // Files in a bundle must not land on top of each other on the device.
+        for (i, (key_a, a)) in paths.iter().enumerate().skip(1) {
+            for (key_b, b) in paths.iter().skip(i + 1) {
+                if a == b {
+                    return Err(format!(
+                        "keys `{key_a}` and `{key_b}` are both {a:?}: each file needs its own path"
+                    ));
+                }
+            }
+        }
+        let l = &self.limits;
+        let rates = [
+            (
+                "limits.create_certificate_from_csr_per_second",
+                l.create_certificate_from_csr_per_second,
+            ),
+            (
+                "limits.attach_policy_per_second",
+                l.attach_policy_per_second,
+            ),
+            (
+                "limits.update_certificate_per_second",
+                l.update_certificate_per_second,
+            ),
+            (
+                "limits.describe_certificate_per_second",
+                l.describe_certificate_per_second,
+            ),
+        ];
+        for (key, rate) in rates {
+            if !(1..=10_000).contains(&rate) {
+                return bad(
+                    key,
+                    &rate,
+                    "must be 1 to 10000 requests per second (your account's quota; AWS's default is 10-15)".into(),
+                );
+            }
+        }
+        if !(1..=512).contains(&l.concurrency) {
+            return bad(
+                "limits.concurrency",
+                &l.concurrency,
+                "must be 1 to 512".into(),
+            );
+        }
+        if !(1..=50).contains(&l.max_attempts) {
+            return bad(
+                "limits.max_attempts",
+                &l.max_attempts,
+                "must be 1 to 50".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The thing-name pattern, already validated.
+    pub fn thing_name_pattern(&self) -> ThingNamePattern {
+        ThingNamePattern::parse(&self.provisioning.thing_name_pattern)
+            .expect("validated at parse time")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StationConfig, String> {
+        StationConfig::parse(text, Path::new("line1.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_the_guides_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(
+            config.provisioning.claim_policy,
+            "GreengrassProvisioningClaimPolicy"
+        );
+        assert_eq!(config.limits.create_certificate_from_csr_per_second, 15);
+        assert_eq!(config.limits.attach_policy_per_second, 15);
+        assert_eq!(config.keys.algorithm, KeyAlgorithm::P256);
+        assert_eq!(config.greengrass.nucleus, Nucleus::Java);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../station-config/example.toml");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[limits]\nconcurrency = 4\nconcurency = 4\n").unwrap_err();
+        assert!(err.starts_with("line1.toml: line 3: "), "{err}");
+        assert!(err.contains("concurency"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_algorithm_lists_the_allowed_values() {
+        let err = parse("[keys]\nalgorithm = \"rsa\"\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("p256") && err.contains("p384"), "{err}");
+    }
+
+    #[test]
+    fn p384_is_accepted() {
+        let config = parse("[keys]\nalgorithm = \"p384\"\n").unwrap();
+        assert_eq!(config.keys.algorithm, KeyAlgorithm::P384);
+    }
+
+    #[test]
+    fn zero_rate_is_rejected_with_the_key() {
+        let err = parse("[limits]\nattach_policy_per_second = 0\n").unwrap_err();
+        assert!(err.contains("limits.attach_policy_per_second"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        for (text, key) in [
+            (
+                "[provisioning]\nclaim_policy = \"has space\"\n",
+                "provisioning.claim_policy",
+            ),
+            (
+                "[provisioning]\ntemplate = \"a/b\"\n",
+                "provisioning.template",
+            ),
+            (
+                "[provisioning]\nthing_name_pattern = \"dev\"\n",
+                "provisioning.thing_name_pattern",
+            ),
+            (
+                "[provisioning]\nthing_group = \"g g\"\n",
+                "provisioning.thing_group",
+            ),
+            ("[aws]\nregion = \"moon-1\"\n", "aws.region"),
+            (
+                "[greengrass]\nroot_path = \"relative\"\n",
+                "greengrass.root_path",
+            ),
+            (
+                "[greengrass]\nnucleus_version = \"latest\"\n",
+                "greengrass.nucleus_version",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn colliding_device_paths_are_rejected() {
+        let err = parse(
+            "[greengrass]\nclaim_certificate_path = \"/x/a\"\nclaim_private_key_path = \"/x/a\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("each file needs its own path"), "{err}");
+    }
+}

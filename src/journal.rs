@@ -1,0 +1,359 @@
+//! The batch journal: an append-only JSON-lines file in the batch directory, written and
+//! fsynced *before* each AWS call and after each result, so a re-run after a crash knows
+//! every certificate that may exist. Replaying it (pure) gives each device's state.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// About to call CreateCertificateFromCsr for this key. If no `Created` follows, a
+    /// certificate for this key may exist in AWS anyway.
+    CreateRequested {
+        serial: String,
+        public_key_sha256: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// AWS issued this certificate for the device's key.
+    Created {
+        serial: String,
+        public_key_sha256: String,
+        certificate_id: String,
+        certificate_arn: String,
+        certificate_sha256: String,
+        #[serde(with = "time::serde::rfc3339")]
+        not_after: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A create whose outcome was unknown was checked against AWS: no certificate carries
+    /// this key, and the key is discarded.
+    CreateAbandoned {
+        serial: String,
+        public_key_sha256: String,
+    },
+    /// The claim policy is attached to the certificate.
+    PolicyAttached {
+        serial: String,
+        certificate_id: String,
+    },
+    /// The bundle is on disk, complete, under its final name.
+    Packaged {
+        serial: String,
+        certificate_id: String,
+        bundle: String,
+        bundle_sha256: String,
+    },
+    /// The certificate was set INACTIVE and is no longer the device's (its key was lost in a
+    /// crash, or it was a duplicate).
+    Retired {
+        serial: String,
+        certificate_id: String,
+        reason: String,
+    },
+}
+
+impl Event {
+    fn serial(&self) -> &str {
+        match self {
+            Event::CreateRequested { serial, .. }
+            | Event::Created { serial, .. }
+            | Event::CreateAbandoned { serial, .. }
+            | Event::PolicyAttached { serial, .. }
+            | Event::Packaged { serial, .. }
+            | Event::Retired { serial, .. } => serial,
+        }
+    }
+}
+
+/// A create call whose outcome the journal does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedCreate {
+    pub public_key_sha256: String,
+    pub at: OffsetDateTime,
+}
+
+/// The device's live certificate, as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub certificate_sha256: String,
+    pub not_after: OffsetDateTime,
+    pub public_key_sha256: String,
+    pub created_at: OffsetDateTime,
+    pub policy_attached: bool,
+    pub bundle: Option<(String, String)>,
+}
+
+/// What the journal says about one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub unresolved_creates: Vec<UnresolvedCreate>,
+    pub certificate: Option<CertificateRecord>,
+    pub retired: Vec<String>,
+}
+
+impl DeviceRecord {
+    /// Ready to flash: certificate with policy and bundle.
+    pub fn is_ready(&self) -> bool {
+        self.certificate
+            .as_ref()
+            .is_some_and(|c| c.policy_attached && c.bundle.is_some())
+    }
+}
+
+/// Every device's record, plus every certificate id the journal has ever named.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub devices: HashMap<String, DeviceRecord>,
+    pub known_certificates: std::collections::HashSet<String>,
+}
+
+impl Replay {
+    /// Applies one event.
+    pub fn apply(&mut self, event: Event) {
+        let record = self.devices.entry(event.serial().to_string()).or_default();
+        match event {
+            Event::CreateRequested {
+                public_key_sha256,
+                at,
+                ..
+            } => record.unresolved_creates.push(UnresolvedCreate {
+                public_key_sha256,
+                at,
+            }),
+            Event::Created {
+                public_key_sha256,
+                certificate_id,
+                certificate_arn,
+                certificate_sha256,
+                not_after,
+                at,
+                ..
+            } => {
+                record
+                    .unresolved_creates
+                    .retain(|u| u.public_key_sha256 != public_key_sha256);
+                self.known_certificates.insert(certificate_id.clone());
+                record.certificate = Some(CertificateRecord {
+                    certificate_id,
+                    certificate_arn,
+                    certificate_sha256,
+                    not_after,
+                    public_key_sha256,
+                    created_at: at,
+                    policy_attached: false,
+                    bundle: None,
+                });
+            }
+            Event::CreateAbandoned {
+                public_key_sha256, ..
+            } => record
+                .unresolved_creates
+                .retain(|u| u.public_key_sha256 != public_key_sha256),
+            Event::PolicyAttached { certificate_id, .. } => {
+                if let Some(c) = record.certificate.as_mut() {
+                    if c.certificate_id == certificate_id {
+                        c.policy_attached = true;
+                    }
+                }
+            }
+            Event::Packaged {
+                certificate_id,
+                bundle,
+                bundle_sha256,
+                ..
+            } => {
+                if let Some(c) = record.certificate.as_mut() {
+                    if c.certificate_id == certificate_id {
+                        c.bundle = Some((bundle, bundle_sha256));
+                    }
+                }
+            }
+            Event::Retired { certificate_id, .. } => {
+                self.known_certificates.insert(certificate_id.clone());
+                if record
+                    .certificate
+                    .as_ref()
+                    .is_some_and(|c| c.certificate_id == certificate_id)
+                {
+                    record.certificate = None;
+                }
+                record.retired.push(certificate_id);
+            }
+        }
+    }
+
+    /// Replays journal text. A torn last line (a crash mid-write) is ignored; a bad line
+    /// anywhere else is an error.
+    pub fn from_lines<I: IntoIterator<Item = String>>(lines: I) -> Result<Self, String> {
+        let mut replay = Replay::default();
+        let mut pending_error: Option<String> = None;
+        for (index, line) in lines.into_iter().enumerate() {
+            if let Some(error) = pending_error.take() {
+                return Err(error);
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Event>(&line) {
+                Ok(event) => replay.apply(event),
+                Err(e) => pending_error = Some(format!("line {}: {e}", index + 1)),
+            }
+        }
+        Ok(replay)
+    }
+}
+
+/// The open journal file. Appends are serialized and each is fsynced before returning.
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal and replays what it holds.
+    pub fn open(path: &Path) -> Result<(Self, Replay)> {
+        let replay = if path.exists() {
+            let file = File::open(path)
+                .with_context(|| format!("cannot read journal {}", path.display()))?;
+            let lines = BufReader::new(file)
+                .lines()
+                .collect::<std::io::Result<Vec<_>>>()
+                .with_context(|| format!("cannot read journal {}", path.display()))?;
+            match Replay::from_lines(lines) {
+                Ok(replay) => replay,
+                Err(e) => bail!(
+                    "journal {} is corrupt at {e}; restore it from backup or start a new --out",
+                    path.display()
+                ),
+            }
+        } else {
+            Replay::default()
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open journal {} for writing", path.display()))?;
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                file: Mutex::new(file),
+            },
+            replay,
+        ))
+    }
+
+    /// Appends one event durably.
+    pub fn record(&self, event: &Event) -> Result<()> {
+        let mut line = serde_json::to_vec(event).expect("journal events always serialize");
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot append to journal {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn requested(serial: &str, key: &str) -> Event {
+        Event::CreateRequested {
+            serial: serial.into(),
+            public_key_sha256: key.into(),
+            at: datetime!(2026-11-23 20:00 UTC),
+        }
+    }
+
+    fn created(serial: &str, key: &str, id: &str) -> Event {
+        Event::Created {
+            serial: serial.into(),
+            public_key_sha256: key.into(),
+            certificate_id: id.into(),
+            certificate_arn: format!("arn:cert/{id}"),
+            certificate_sha256: id.into(),
+            not_after: datetime!(2049-12-31 23:59:59 UTC),
+            at: datetime!(2026-11-23 20:00:01 UTC),
+        }
+    }
+
+    fn lines(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn full_lifecycle_is_ready() {
+        let replay = Replay::from_lines(lines(&[
+            requested("A", "k1"),
+            created("A", "k1", "c1"),
+            Event::PolicyAttached {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+            },
+            Event::Packaged {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+                bundle: "bundles/A.zip".into(),
+                bundle_sha256: "x".into(),
+            },
+        ]))
+        .unwrap();
+        let a = &replay.devices["A"];
+        assert!(a.is_ready());
+        assert!(a.unresolved_creates.is_empty());
+    }
+
+    #[test]
+    fn request_without_result_is_unresolved() {
+        let replay = Replay::from_lines(lines(&[requested("A", "k1")])).unwrap();
+        assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
+        assert!(!replay.devices["A"].is_ready());
+    }
+
+    #[test]
+    fn retiring_clears_the_live_certificate() {
+        let replay = Replay::from_lines(lines(&[
+            requested("A", "k1"),
+            created("A", "k1", "c1"),
+            Event::Retired {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+                reason: "r".into(),
+            },
+            requested("A", "k2"),
+            created("A", "k2", "c2"),
+        ]))
+        .unwrap();
+        let a = &replay.devices["A"];
+        assert_eq!(a.certificate.as_ref().unwrap().certificate_id, "c2");
+        assert_eq!(a.retired, ["c1"]);
+        assert!(replay.known_certificates.contains("c1"));
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_but_a_bad_middle_line_is_not() {
+        let mut good = lines(&[requested("A", "k1")]);
+        good.push("{\"event\":\"crea".into());
+        assert!(Replay::from_lines(good.clone()).is_ok());
+        good.push(serde_json::to_string(&requested("B", "k2")).unwrap());
+        assert!(Replay::from_lines(good).unwrap_err().starts_with("line 2"));
+    }
+}

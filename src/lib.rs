@@ -1,0 +1,15 @@
+//! claimfab: bulk AWS IoT fleet-provisioning claim certificates for Greengrass factories.
+//! `core` is pure; `aws`, `outdir`, `journal`, `progress` and `pipeline` are the shell around
+//! it; `batch` and `cli` are the commands.
+
+#![forbid(unsafe_code)]
+
+pub mod aws;
+pub mod batch;
+pub mod cli;
+pub mod core;
+pub mod error;
+pub mod journal;
+pub mod outdir;
+pub mod pipeline;
+pub mod progress;

@@ -1,0 +1,43 @@
+//! The binary: parse arguments, run the command, map the result to an exit code
+//! (0 all done, 1 some devices failed or a run-time fault, 2 bad input or setup, 130
+//! interrupted). Errors print once, on one line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use claimfab::batch::{self, BatchResult};
+use claimfab::cli::{Cli, Command};
+use claimfab::error::UserError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("claimfab: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Batch(args) => batch::run(args).await,
+        }
+    });
+    match result {
+        Ok(BatchResult::Done) => ExitCode::SUCCESS,
+        Ok(BatchResult::SomeFailed) => ExitCode::from(1),
+        Ok(BatchResult::Interrupted) => ExitCode::from(130),
+        Err(error) => {
+            eprintln!("claimfab: {error:#}");
+            if error.downcast_ref::<UserError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The batch directory: checked before anything is created, then made, locked against a
+//! second claimfab, and written only through atomic replace (temp file, fsync, rename, fsync
+//! of the directory). It holds `batch.json` (what the batch is), `journal.jsonl`,
+//! `manifest.csv` and `bundles/`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::error::UserError;
+
+pub const BATCH_FILE: &str = "batch.json";
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+pub const MANIFEST_FILE: &str = "manifest.csv";
+pub const BUNDLES_DIR: &str = "bundles";
+const LOCK_FILE: &str = ".lock";
+
+/// What is at the output path before the batch starts.
+#[derive(Debug)]
+pub enum Existing {
+    /// Nothing, or an empty directory: a new batch.
+    Fresh,
+    /// A batch started earlier; its `batch.json` text.
+    Batch(String),
+}
+
+/// Checks, creating nothing, that `dir` can hold a batch.
+pub fn inspect(dir: &Path) -> Result<Existing, UserError> {
+    let fail = |problem: String| UserError::output_dir(dir, problem);
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(fail(
+            "exists and is not a directory; choose another --out".into(),
+        )),
+        Ok(_) => {
+            let batch_file = dir.join(BATCH_FILE);
+            if batch_file.exists() {
+                let text = fs::read_to_string(&batch_file).map_err(|e| {
+                    fail(format!(
+                        "cannot read {BATCH_FILE}: {e}; fix its permissions"
+                    ))
+                })?;
+                check_writable(dir).map_err(fail)?;
+                return Ok(Existing::Batch(text));
+            }
+            let mut entries = fs::read_dir(dir).map_err(|e| {
+                fail(format!(
+                    "cannot list it: {e}; fix its permissions or choose another --out"
+                ))
+            })?;
+            if entries.next().is_some() {
+                return Err(fail(
+                    "is not empty and holds no claimfab batch; choose a new or empty --out".into(),
+                ));
+            }
+            check_writable(dir).map_err(fail)?;
+            Ok(Existing::Fresh)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(fail(format!(
+                    "its parent {} does not exist; create it or choose another --out",
+                    parent.display()
+                )));
+            }
+            check_writable(parent).map_err(|problem| {
+                fail(format!(
+                    "cannot be created in {}: {problem}",
+                    parent.display()
+                ))
+            })?;
+            Ok(Existing::Fresh)
+        }
+        Err(e) => Err(fail(format!("cannot be read: {e}; choose another --out"))),
+    }
+}
+
+/// Proves `dir` is writable with an unnamed temporary file, which leaves nothing behind.
+fn check_writable(dir: &Path) -> Result<(), String> {
+    tempfile::tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("is not writable ({e}); fix its permissions or choose another --out"))
+}
+
+/// An open, locked batch directory.
+pub struct BatchDir {
+    root: PathBuf,
+    // Held for the life of the run: the OS releases the lock if the process dies.
+    _lock: File,
+}
+
+impl BatchDir {
+    /// Creates (if needed) and locks the batch directory.
+    pub fn open(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root.join(BUNDLES_DIR))
+            .with_context(|| format!("cannot create {}", root.join(BUNDLES_DIR).display()))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            return Err(UserError::output_dir(
+                root,
+                "is in use by another claimfab process; wait for it to finish",
+            )
+            .into());
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory's path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Absolute path of a file in the batch directory.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Relative path of a device's bundle.
+    pub fn bundle_name(serial: &str) -> String {
+        format!("{BUNDLES_DIR}/{serial}.zip")
+    }
+
+    /// Replaces `relative` with `bytes` atomically and durably, with Unix `mode`.
+    pub fn write_atomic(&self, relative: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let target = self.root.join(relative);
+        let dir = target.parent().unwrap_or(&self.root);
+        let context = || format!("cannot write {}", target.display());
+        // NamedTempFile is created 0600, so key material is never readable by others, even
+        // before the rename.
+        let mut temp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .with_context(context)?;
+        temp.write_all(bytes).with_context(context)?;
+        if mode != 0o600 {
+            temp.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))
+                .with_context(context)?;
+        }
+        temp.as_file().sync_all().with_context(context)?;
+        temp.persist(&target)
+            .map_err(|e| e.error)
+            .with_context(context)?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync directory {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// Removes temp files a crash may have left behind.
+    pub fn sweep_temp_files(&self) -> Result<()> {
+        for dir in [self.root.clone(), self.root.join(BUNDLES_DIR)] {
+            for entry in
+                fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+            {
+                let entry = entry?;
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    fs::remove_file(entry.path())
+                        .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_missing_and_empty_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            inspect(&tmp.path().join("new")).unwrap(),
+            Existing::Fresh
+        ));
+        assert!(!tmp.path().join("new").exists(), "inspect creates nothing");
+        assert!(matches!(inspect(tmp.path()).unwrap(), Existing::Fresh));
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_foreign_content_and_missing_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("other.txt"), "x").unwrap();
+        let err = inspect(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("not empty"), "{err}");
+        let err = inspect(&tmp.path().join("a/b")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = inspect(&tmp.path().join("other.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = BatchDir::open(tmp.path()).unwrap();
+        dir.write_atomic("bundles/a.zip", b"secret", 0o600).unwrap();
+        dir.write_atomic("manifest.csv", b"rows", 0o644).unwrap();
+        let mode = |p: &str| {
+            fs::metadata(tmp.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("bundles/a.zip"), 0o600);
+        assert_eq!(mode("manifest.csv"), 0o644);
+        let leftovers = fs::read_dir(tmp.path().join("bundles")).unwrap().count();
+        assert_eq!(leftovers, 1);
+    }
+
+    #[test]
+    fn second_open_is_refused_while_locked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = BatchDir::open(tmp.path()).unwrap();
+        let err = BatchDir::open(tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("in use"), "{err}");
+    }
+}
