@@ -411,7 +411,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
     parser.add_argument("--region", default="us-east-1", help="region warmed up at start")
     parser.add_argument("--log-requests", action="store_true", help="log each request to stderr")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true",
+        help="stop when the process that started this one dies (test harnesses, demo scripts)",
+    )
     args = parser.parse_args()
+    parent = os.getppid()
     # From here on SIGTERM/SIGINT mean a clean stop, even mid-start.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -474,7 +479,9 @@ def main() -> int:
     sys.stdout = sys.stderr
 
     while not stop.wait(1.0):
-        pass
+        # A harness killed with SIGKILL cannot stop us; notice it is gone instead.
+        if args.exit_with_parent and os.getppid() != parent:
+            break
 
     try:
         if json.loads(endpoint_json.read_text()).get("pid") == os.getpid():

@@ -66,12 +66,12 @@ struct LiteConfig<'a> {
     services: LiteServices<'a>,
 }
 
+/// Only `rootPath`: nucleus lite provisions only while `system.certificateFilePath` is unset,
+/// and fills in the certificate, key, root CA and thing name itself once provisioned.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LiteSystem<'a> {
     root_path: &'a str,
-    root_ca_path: &'a str,
-    thing_name: &'a str,
 }
 
 #[derive(Serialize)]
@@ -82,12 +82,12 @@ struct LiteServices<'a> {
     fleet_provisioning: Configuration<LiteProvisioningConfig<'a>>,
 }
 
+/// Region and role alias only: nucleus lite copies the endpoints from the provisioning
+/// section into this one when provisioning succeeds (its docs say to leave them blank).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LiteNucleusConfig<'a> {
     aws_region: &'a str,
-    iot_cred_endpoint: &'a str,
-    iot_data_endpoint: &'a str,
     iot_role_alias: &'a str,
 }
 
@@ -142,15 +142,11 @@ impl ProvisioningTarget {
             Nucleus::Lite => serde_yaml_ng::to_string(&LiteConfig {
                 system: LiteSystem {
                     root_path: &g.root_path,
-                    root_ca_path: &g.root_ca_path,
-                    thing_name,
                 },
                 services: LiteServices {
                     nucleus: Configuration {
                         configuration: LiteNucleusConfig {
                             aws_region: &self.region,
-                            iot_cred_endpoint: &self.iot_credential_endpoint,
-                            iot_data_endpoint: &self.iot_data_endpoint,
                             iot_role_alias: &self.role_alias,
                         },
                     },
@@ -290,6 +286,10 @@ mod tests {
             assert_eq!(lookup(fp, &[key]), want, "{key}");
         }
         assert_eq!(lookup(fp, &["templateParams", "ThingName"]), "gg-SN1");
+        // Lite skips provisioning when a device certificate is already configured.
+        assert!(doc["system"].get("certificateFilePath").is_none());
+        // Lite reads each config file into an 8 KiB buffer.
+        assert!(yaml.len() < 8192);
     }
 
     #[test]

@@ -83,9 +83,11 @@ pub enum Nucleus {
     Lite,
 }
 
-/// `[greengrass]`: the on-device layout the bundle mirrors.
+/// `[greengrass]`: the on-device layout the bundle mirrors. Path defaults follow the chosen
+/// nucleus: `/greengrass/v2/...` for Java (AWS's guide), `/var/lib/greengrass` and
+/// `/etc/greengrass/config.yaml` for nucleus lite (its own defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "RawGreengrassSection")]
 pub struct GreengrassSection {
     pub nucleus: Nucleus,
     pub nucleus_version: String,
@@ -96,17 +98,49 @@ pub struct GreengrassSection {
     pub root_ca_path: String,
 }
 
+/// `[greengrass]` as written, before nucleus-dependent defaults are filled in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGreengrassSection {
+    nucleus: Option<Nucleus>,
+    nucleus_version: Option<String>,
+    root_path: Option<String>,
+    config_path: Option<String>,
+    claim_certificate_path: Option<String>,
+    claim_private_key_path: Option<String>,
+    root_ca_path: Option<String>,
+}
+
+impl From<RawGreengrassSection> for GreengrassSection {
+    fn from(raw: RawGreengrassSection) -> Self {
+        let nucleus = raw.nucleus.unwrap_or(Nucleus::Java);
+        let (root, config) = match nucleus {
+            Nucleus::Java => ("/greengrass/v2", "/greengrass/v2/init-config/config.yaml"),
+            Nucleus::Lite => ("/var/lib/greengrass", "/etc/greengrass/config.yaml"),
+        };
+        let root_path = raw.root_path.unwrap_or_else(|| root.into());
+        let under_root = |file: &str| format!("{}/{file}", root_path.trim_end_matches('/'));
+        Self {
+            nucleus,
+            nucleus_version: raw.nucleus_version.unwrap_or_else(|| "2.14.3".into()),
+            config_path: raw.config_path.unwrap_or_else(|| config.into()),
+            claim_certificate_path: raw
+                .claim_certificate_path
+                .unwrap_or_else(|| under_root("claim-certs/claim.pem.crt")),
+            claim_private_key_path: raw
+                .claim_private_key_path
+                .unwrap_or_else(|| under_root("claim-certs/claim.private.pem.key")),
+            root_ca_path: raw
+                .root_ca_path
+                .unwrap_or_else(|| under_root("AmazonRootCA1.pem")),
+            root_path,
+        }
+    }
+}
+
 impl Default for GreengrassSection {
     fn default() -> Self {
-        Self {
-            nucleus: Nucleus::Java,
-            nucleus_version: "2.14.3".into(),
-            root_path: "/greengrass/v2".into(),
-            config_path: "/greengrass/v2/init-config/config.yaml".into(),
-            claim_certificate_path: "/greengrass/v2/claim-certs/claim.pem.crt".into(),
-            claim_private_key_path: "/greengrass/v2/claim-certs/claim.private.pem.key".into(),
-            root_ca_path: "/greengrass/v2/AmazonRootCA1.pem".into(),
-        }
+        RawGreengrassSection::default().into()
     }
 }
 
@@ -342,6 +376,18 @@ mod tests {
         let err = parse("[keys]\nalgorithm = \"rsa\"\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("p256") && err.contains("p384"), "{err}");
+    }
+
+    #[test]
+    fn lite_gets_lite_default_paths() {
+        let config = parse("[greengrass]\nnucleus = \"lite\"\n").unwrap();
+        assert_eq!(config.greengrass.config_path, "/etc/greengrass/config.yaml");
+        assert_eq!(
+            config.greengrass.claim_certificate_path,
+            "/var/lib/greengrass/claim-certs/claim.pem.crt"
+        );
+        let config = parse("[greengrass]\nroot_path = \"/gg\"\n").unwrap();
+        assert_eq!(config.greengrass.root_ca_path, "/gg/AmazonRootCA1.pem");
     }
 
     #[test]

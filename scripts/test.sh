@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the local AWS endpoint (Python venv in .venv),
+# checks formatting and lints, then runs unit and end-to-end tests (which start their own
+# local endpoints on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+if ! command -v openssl >/dev/null 2>&1; then
+    # The end-to-end tests check certificates with openssl, independently of claimfab.
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
+bash scripts/ensure-venv.sh
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
