@@ -150,7 +150,8 @@ struct CallCounts {
     update_certificate: AtomicU64,
     describe_certificate: AtomicU64,
     list_certificates: AtomicU64,
-    other: AtomicU64,
+    get_policy: AtomicU64,
+    describe_endpoint: AtomicU64,
 }
 
 /// The AWS IoT operations claimfab uses.
@@ -221,7 +222,8 @@ impl Iot {
             ("UpdateCertificate", &c.update_certificate),
             ("DescribeCertificate", &c.describe_certificate),
             ("ListCertificates", &c.list_certificates),
-            ("other", &c.other),
+            ("GetPolicy", &c.get_policy),
+            ("DescribeEndpoint", &c.describe_endpoint),
         ]
         .into_iter()
         .map(|(name, count)| (name, count.load(Ordering::Relaxed)))
@@ -237,7 +239,7 @@ impl Iot {
     /// DescribeEndpoint.
     pub async fn describe_endpoint(&self, kind: EndpointKind) -> Result<String, AwsError> {
         self.limiters.other.until_ready().await;
-        self.calls.other.fetch_add(1, Ordering::Relaxed);
+        self.calls.describe_endpoint.fetch_add(1, Ordering::Relaxed);
         let endpoint_type = match kind {
             EndpointKind::DataAts => "iot:Data-ATS",
             EndpointKind::CredentialProvider => "iot:CredentialProvider",
@@ -259,7 +261,7 @@ impl Iot {
     /// GetPolicy, reduced to whether the policy exists.
     pub async fn policy_exists(&self, name: &str) -> Result<bool, AwsError> {
         self.limiters.other.until_ready().await;
-        self.calls.other.fetch_add(1, Ordering::Relaxed);
+        self.calls.get_policy.fetch_add(1, Ordering::Relaxed);
         match self
             .client
             .get_policy()

@@ -165,7 +165,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         Ok(true) => {}
         Ok(false) => {
             return Err(UserError::Aws(format!(
-                "claim policy {claim_policy:?} does not exist in {}; create it (claimfab setup) or pass --claim-policy",
+                "claim policy {claim_policy:?} does not exist in {}; create it in AWS IoT (README: Security notes) or pass --claim-policy",
                 iot.region()
             ))
             .into())

@@ -78,7 +78,7 @@ pub fn prepare(devices: Vec<Device>, algorithm: KeyAlgorithm) -> Vec<PreparedDev
 
 enum RegisterError {
     /// The create call may have made a certificate; reconcile before retrying.
-    Uncertain(PreparedDevice, String),
+    Uncertain(Box<PreparedDevice>, String),
     /// The device failed for a definite reason.
     Failed(String),
 }
@@ -245,7 +245,7 @@ impl BatchRun {
                 self.clone().package_in_background(registered).await?;
                 Ok(None)
             }
-            Err(RegisterError::Uncertain(prepared, reason)) => Ok(Some((prepared, reason))),
+            Err(RegisterError::Uncertain(prepared, reason)) => Ok(Some((*prepared, reason))),
             Err(RegisterError::Failed(reason)) => {
                 self.fail(&serial, reason);
                 Ok(None)
@@ -272,7 +272,7 @@ impl BatchRun {
             Ok(certificate) => certificate,
             Err(e) if e.may_have_executed() => {
                 return Ok(Err(RegisterError::Uncertain(
-                    prepared,
+                    Box::new(prepared),
                     format!("CreateCertificateFromCsr: {e}"),
                 )))
             }

@@ -206,3 +206,26 @@ fn serials_file_lite_nucleus_and_p384_keys() {
         assert_eq!(curve.to_id_string(), "1.3.132.0.34", "P-384 key");
     }
 }
+
+/// The acceptance run: 1000 devices at AWS's default quotas (15/s per API), every
+/// invariant checked. About 70 s; run it with `cargo test --test batch -- --ignored`.
+#[test]
+#[ignore = "takes over a minute at the default quota; run on demand"]
+fn a_1000_device_batch_at_default_quotas() {
+    let endpoint = Endpoint::start();
+    let rt = runtime();
+    rt.block_on(endpoint.create_claim_policy(CLAIM_POLICY));
+    let work = tempfile::tempdir().unwrap();
+    let station = station(work.path(), "[limits]\n");
+    let out = work.path().join("batch");
+    let (code, stdout, stderr) = run(endpoint
+        .claimfab()
+        .args(["batch", "--count", "1000", "--out"])
+        .arg(&out)
+        .arg("--station")
+        .arg(&station));
+    eprintln!("{stdout}");
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("1000 ready, 0 failed"), "{stdout}");
+    rt.block_on(verify_batch(&endpoint, &out, &counted(1000)));
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: installs and starts the local AWS endpoint (moto on
+# 127.0.0.1), creates the claim policy there, runs a 100-device batch with the example station
+# config, and shows where the bundles and the manifest are. The endpoint lives only as long
+# as this script, so each run starts from an empty account and a fresh demo-out/batch.
+set -euo pipefail
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+repo="$(pwd -P)"
+count="${1:-100}"
+
+bash scripts/ensure-venv.sh
+cargo build --locked --quiet
+claimfab="$repo/target/debug/claimfab"
+
+rm -rf demo-out
+mkdir -p demo-out
+.venv/bin/python scripts/local_endpoint.py --state-dir demo-out/endpoint --exit-with-parent \
+    > demo-out/endpoint.log 2>&1 &
+endpoint_pid=$!
+trap 'kill "$endpoint_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    grep -q '^ready ' demo-out/endpoint.log 2>/dev/null && break
+    kill -0 "$endpoint_pid" 2>/dev/null || { cat demo-out/endpoint.log >&2; exit 1; }
+    sleep 0.2
+done
+url="$(sed -n 's/^ready //p' demo-out/endpoint.log)"
+[[ -n "$url" ]] || { echo "demo: the local endpoint did not start" >&2; exit 1; }
+
+# The standard AWS variables point claimfab (and any AWS tool) at the local endpoint.
+export AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+unset AWS_PROFILE AWS_SESSION_TOKEN
+echo "local AWS endpoint: $url (test CA: demo-out/endpoint/test-ca.pem)"
+
+# The claim policy the devices' claim certificates get: fleet-provisioning topics only.
+.venv/bin/python - <<'PY'
+import json, os
+import boto3
+iot = boto3.client("iot", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+region, account, template = "us-east-1", "123456789012", "GreengrassFleetProvisioningTemplate"
+def topics(kind):
+    return [f"arn:aws:iot:{region}:{account}:{kind}/{t}" for t in (
+        "$aws/certificates/create/*",
+        "$aws/certificates/create-from-csr/*",
+        f"$aws/provisioning-templates/{template}/provision/*")]
+iot.create_policy(policyName="GreengrassProvisioningClaimPolicy", policyDocument=json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+        {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": topics("topic")},
+        {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": topics("topicfilter")},
+    ]}))
+print("claim policy GreengrassProvisioningClaimPolicy created")
+PY
+
+"$claimfab" batch --station station-config/example.toml --out demo-out/batch --count "$count"
+
+echo
+echo "manifest (first rows): demo-out/batch/manifest.csv"
+head -3 demo-out/batch/manifest.csv | cut -c1-160
+first_bundle="$(ls demo-out/batch/bundles | head -1)"
+echo
+echo "one bundle: demo-out/batch/bundles/$first_bundle"
+.venv/bin/python -m zipfile -l "demo-out/batch/bundles/$first_bundle"
+echo
+echo "its certificate, checked by openssl against the local endpoint's CA:"
+# Only the certificate leaves the zip, through a pipe: the key stays inside its bundle.
+.venv/bin/python -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("greengrass/v2/claim-certs/claim.pem.crt"))' \
+    "demo-out/batch/bundles/$first_bundle" | openssl verify -CAfile demo-out/endpoint/test-ca.pem /dev/stdin

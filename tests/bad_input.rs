@@ -1,0 +1,255 @@
+//! Every mistake a user can make before a batch starts gets exit code 2, one line on stderr
+//! naming the cause and the fix, and leaves nothing behind: no output directory, no
+//! certificate in AWS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+struct Case {
+    endpoint: Endpoint,
+    work: tempfile::TempDir,
+}
+
+impl Case {
+    fn new(with_policy: bool) -> Self {
+        let endpoint = Endpoint::start();
+        if with_policy {
+            runtime().block_on(endpoint.create_claim_policy(CLAIM_POLICY));
+        }
+        Self {
+            endpoint,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.work.path().join("batch")
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.work.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `claimfab batch` with `args`, expects a one-line exit-2 error mentioning every
+    /// one of `needles`, and checks nothing was created. Returns the error line.
+    fn expect_rejected(&self, args: &[&str], out: &Path, needles: &[&str]) -> String {
+        let (code, stdout, stderr) = run(self.endpoint.claimfab().arg("batch").args(args));
+        assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+        let line = stderr.trim_end();
+        assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+        assert!(line.starts_with("claimfab: "), "{line}");
+        for needle in needles {
+            assert!(line.contains(needle), "{line:?} should mention {needle:?}");
+        }
+        assert!(
+            !out.exists() || std::fs::read_dir(out).unwrap().next().is_none(),
+            "nothing written to {}",
+            out.display()
+        );
+        let certificates = runtime().block_on(self.endpoint.all_certificates());
+        assert!(certificates.is_empty(), "nothing created in AWS");
+        line.to_string()
+    }
+}
+
+fn args<'a>(station: &'a Path, out: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--station",
+        station.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    v.extend_from_slice(rest);
+    v
+}
+
+#[test]
+fn bad_station_files() {
+    let case = Case::new(true);
+    let out = case.out();
+    let typo = case.write("typo.toml", "[limits]\nconcurency = 4\n");
+    case.expect_rejected(
+        &args(&typo, &out, &["--count", "3"]),
+        &out,
+        &["typo.toml", "line 2", "concurency", "concurrency"],
+    );
+    let bad_value = case.write("curve.toml", "[keys]\nalgorithm = \"rsa2048\"\n");
+    case.expect_rejected(
+        &args(&bad_value, &out, &["--count", "3"]),
+        &out,
+        &["curve.toml", "rsa2048", "p256"],
+    );
+    let bad_name = case.write(
+        "name.toml",
+        "[provisioning]\nthing_name_pattern = \"line 1/{serial}\"\n",
+    );
+    case.expect_rejected(
+        &args(&bad_name, &out, &["--count", "3"]),
+        &out,
+        &["name.toml", "provisioning.thing_name_pattern"],
+    );
+    let missing = case.work.path().join("missing.toml");
+    case.expect_rejected(
+        &args(&missing, &out, &["--count", "3"]),
+        &out,
+        &["missing.toml", "--station"],
+    );
+}
+
+#[test]
+fn bad_serials_files() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = station(case.work.path(), "");
+    let duplicate = case.write("dup.csv", "serial\nA1\nB2\nA1\n");
+    case.expect_rejected(
+        &args(&station, &out, &["--devices", duplicate.to_str().unwrap()]),
+        &out,
+        &["dup.csv:4", "line 2", "duplicate"],
+    );
+    let bad_char = case.write("char.csv", "serial\nA1\nB 2\n");
+    case.expect_rejected(
+        &args(&station, &out, &["--devices", bad_char.to_str().unwrap()]),
+        &out,
+        &["char.csv:3", "\"B 2\""],
+    );
+    let no_header = case.write("header.csv", "sn\nA1\n");
+    case.expect_rejected(
+        &args(&station, &out, &["--devices", no_header.to_str().unwrap()]),
+        &out,
+        &["header.csv:1", "serial"],
+    );
+    let long = case.write("long.csv", &format!("serial\n{}\n", "X".repeat(126)));
+    case.expect_rejected(
+        &args(&station, &out, &["--devices", long.to_str().unwrap()]),
+        &out,
+        &["long.csv:2", "thing name"],
+    );
+    case.expect_rejected(
+        &args(&station, &out, &["--count", "5", "--first-serial", "SN98"]),
+        &out,
+        &["--first-serial", "SN98", "room"],
+    );
+}
+
+#[test]
+fn missing_claim_policy() {
+    let case = Case::new(false);
+    let out = case.out();
+    let station = station(case.work.path(), "");
+    case.expect_rejected(
+        &args(&station, &out, &["--count", "3"]),
+        &out,
+        &[CLAIM_POLICY, "does not exist", "--claim-policy"],
+    );
+    case.expect_rejected(
+        &args(&station, &out, &["--count", "3", "--claim-policy", "Other"]),
+        &out,
+        &["\"Other\"", "does not exist"],
+    );
+}
+
+#[test]
+fn unusable_output_directories() {
+    let case = Case::new(true);
+    let station = station(case.work.path(), "");
+    // /proc refuses new files even to root.
+    let unwritable = PathBuf::from("/proc/claimfab-test-batch");
+    case.expect_rejected(
+        &args(&station, &unwritable, &["--count", "3"]),
+        &unwritable,
+        &["/proc", "not writable"],
+    );
+    let orphan = case.work.path().join("no/such/parent");
+    case.expect_rejected(
+        &args(&station, &orphan, &["--count", "3"]),
+        &orphan,
+        &["does not exist"],
+    );
+    let foreign = case.work.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "x").unwrap();
+    let (code, _, stderr) = run(case.endpoint.claimfab().arg("batch").args(args(
+        &station,
+        &foreign,
+        &["--count", "3"],
+    )));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&foreign).unwrap().count(),
+        1,
+        "foreign directory untouched"
+    );
+}
+
+#[test]
+fn resuming_with_other_inputs_is_refused() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = station(case.work.path(), "");
+    let (code, stdout, _) =
+        run(case
+            .endpoint
+            .claimfab()
+            .arg("batch")
+            .args(args(&station, &out, &["--count", "3"])));
+    assert_eq!(code, 0, "{stdout}");
+    let before = std::fs::read(out.join("manifest.csv")).unwrap();
+    let (code, _, stderr) =
+        run(case
+            .endpoint
+            .claimfab()
+            .arg("batch")
+            .args(args(&station, &out, &["--count", "4"])));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("3 devices then, 4 now") && stderr.contains("new --out"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(out.join("manifest.csv")).unwrap(), before);
+}
+
+#[test]
+fn no_region_and_unreachable_endpoint() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = station(case.work.path(), "[limits]\nmax_attempts = 1\n");
+    let (code, _, stderr) = run(case
+        .endpoint
+        .claimfab()
+        .env_remove("AWS_REGION")
+        .arg("batch")
+        .args(args(&station, &out, &["--count", "3"])));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no AWS region") && stderr.contains("AWS_REGION"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, stderr) = run(claimfab_without_endpoint().arg("batch").args(args(
+        &station,
+        &out,
+        &[
+            "--count",
+            "3",
+            "--endpoint-url",
+            &format!("http://{closed}"),
+        ],
+    )));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--endpoint-url"), "{stderr}");
+    assert!(!out.exists());
+}
