@@ -36,7 +36,7 @@ echo "local AWS endpoint: $url (test CA: demo-out/endpoint/test-ca.pem)"
 .venv/bin/python - <<'PY'
 import json, os
 import boto3
-iot = boto3.client("iot", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+iot = boto3.client("iot", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
 region, account, template = "us-east-1", "123456789012", "GreengrassFleetProvisioningTemplate"
 def topics(kind):
     return [f"arn:aws:iot:{region}:{account}:{kind}/{t}" for t in (

@@ -103,6 +103,13 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Preflight checks fail fast: a wrong endpoint or a network outage should be reported in
+/// seconds, not after the full retry budget meant for a running batch.
+fn preflight_retries() -> aws_sdk_iot::config::Builder {
+    aws_sdk_iot::config::Builder::default()
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+}
+
 /// A certificate issued by CreateCertificateFromCsr.
 #[derive(Debug, Clone)]
 pub struct NewCertificate {
@@ -248,6 +255,8 @@ impl Iot {
             .client
             .describe_endpoint()
             .endpoint_type(endpoint_type)
+            .customize()
+            .config_override(preflight_retries())
             .send()
             .await
             .map_err(classify)?;
@@ -266,6 +275,8 @@ impl Iot {
             .client
             .get_policy()
             .policy_name(name)
+            .customize()
+            .config_override(preflight_retries())
             .send()
             .await
             .map_err(classify)
