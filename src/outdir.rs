@@ -45,12 +45,20 @@ pub fn inspect(dir: &Path) -> Result<Existing, UserError> {
                 check_writable(dir).map_err(fail)?;
                 return Ok(Existing::Batch(text));
             }
-            let mut entries = fs::read_dir(dir).map_err(|e| {
+            let entries = fs::read_dir(dir).map_err(|e| {
                 fail(format!(
                     "cannot list it: {e}; fix its permissions or choose another --out"
                 ))
             })?;
-            if entries.next().is_some() {
+            // A run that died between making the directory and writing batch.json leaves only
+            // the lock file and an empty bundles/: that is still a fresh directory.
+            let foreign = entries.filter_map(|e| e.ok()).any(|entry| {
+                let name = entry.file_name();
+                let empty_bundles = name == BUNDLES_DIR
+                    && fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none());
+                name != LOCK_FILE && !empty_bundles
+            });
+            if foreign {
                 return Err(fail(
                     "is not empty and holds no claimfab batch; choose a new or empty --out".into(),
                 ));
@@ -193,6 +201,15 @@ mod tests {
         assert!(!tmp.path().join("new").exists(), "inspect creates nothing");
         assert!(matches!(inspect(tmp.path()).unwrap(), Existing::Fresh));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_left_before_batch_json_was_written_is_fresh() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(BatchDir::open(tmp.path()).unwrap());
+        assert!(matches!(inspect(tmp.path()).unwrap(), Existing::Fresh));
+        fs::write(tmp.path().join("bundles/x.zip"), "x").unwrap();
+        assert!(inspect(tmp.path()).is_err());
     }
 
     #[test]
