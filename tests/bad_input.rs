@@ -8,29 +8,23 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-struct Case {
-    endpoint: Endpoint,
-    work: tempfile::TempDir,
-}
+struct Case(Fixture);
 
 impl Case {
     fn new(with_policy: bool) -> Self {
-        let endpoint = Endpoint::start();
-        if with_policy {
-            runtime().block_on(endpoint.create_claim_policy(CLAIM_POLICY));
-        }
-        Self {
-            endpoint,
-            work: tempfile::tempdir().unwrap(),
-        }
+        Case(if with_policy {
+            Fixture::new("")
+        } else {
+            Fixture::without_claim_policy()
+        })
     }
 
     fn out(&self) -> PathBuf {
-        self.work.path().join("batch")
+        self.0.out.clone()
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.work.path().join(name);
+        let path = self.0.work.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -38,7 +32,7 @@ impl Case {
     /// Runs `claimfab batch` with `args`, expects a one-line exit-2 error mentioning every
     /// one of `needles`, and checks nothing was created. Returns the error line.
     fn expect_rejected(&self, args: &[&str], out: &Path, needles: &[&str]) -> String {
-        let (code, stdout, stderr) = run(self.endpoint.claimfab().arg("batch").args(args));
+        let (code, stdout, stderr) = run(self.0.endpoint.claimfab().arg("batch").args(args));
         assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
         let line = stderr.trim_end();
         assert_eq!(line.lines().count(), 1, "one line: {stderr}");
@@ -51,7 +45,7 @@ impl Case {
             "nothing written to {}",
             out.display()
         );
-        let certificates = runtime().block_on(self.endpoint.all_certificates());
+        let certificates = self.0.rt.block_on(self.0.endpoint.all_certificates());
         assert!(certificates.is_empty(), "nothing created in AWS");
         line.to_string()
     }
@@ -93,7 +87,7 @@ fn bad_station_files() {
         &out,
         &["name.toml", "provisioning.thing_name_pattern"],
     );
-    let missing = case.work.path().join("missing.toml");
+    let missing = case.0.work.path().join("missing.toml");
     case.expect_rejected(
         &args(&missing, &out, &["--count", "3"]),
         &out,
@@ -105,7 +99,7 @@ fn bad_station_files() {
 fn bad_serials_files() {
     let case = Case::new(true);
     let out = case.out();
-    let station = station(case.work.path(), "");
+    let station = case.0.station.clone();
     let duplicate = case.write("dup.csv", "serial\nA1\nB2\nA1\n");
     case.expect_rejected(
         &args(&station, &out, &["--devices", duplicate.to_str().unwrap()]),
@@ -141,7 +135,7 @@ fn bad_serials_files() {
 fn missing_claim_policy() {
     let case = Case::new(false);
     let out = case.out();
-    let station = station(case.work.path(), "");
+    let station = case.0.station.clone();
     case.expect_rejected(
         &args(&station, &out, &["--count", "3"]),
         &out,
@@ -157,7 +151,7 @@ fn missing_claim_policy() {
 #[test]
 fn unusable_output_directories() {
     let case = Case::new(true);
-    let station = station(case.work.path(), "");
+    let station = case.0.station.clone();
     // /proc refuses new files even to root.
     let unwritable = PathBuf::from("/proc/claimfab-test-batch");
     case.expect_rejected(
@@ -165,16 +159,16 @@ fn unusable_output_directories() {
         &unwritable,
         &["/proc", "not writable"],
     );
-    let orphan = case.work.path().join("no/such/parent");
+    let orphan = case.0.work.path().join("no/such/parent");
     case.expect_rejected(
         &args(&station, &orphan, &["--count", "3"]),
         &orphan,
         &["does not exist"],
     );
-    let foreign = case.work.path().join("foreign");
+    let foreign = case.0.work.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "x").unwrap();
-    let (code, _, stderr) = run(case.endpoint.claimfab().arg("batch").args(args(
+    let (code, _, stderr) = run(case.0.endpoint.claimfab().arg("batch").args(args(
         &station,
         &foreign,
         &["--count", "3"],
@@ -192,9 +186,10 @@ fn unusable_output_directories() {
 fn resuming_with_other_inputs_is_refused() {
     let case = Case::new(true);
     let out = case.out();
-    let station = station(case.work.path(), "");
+    let station = case.0.station.clone();
     let (code, stdout, _) =
         run(case
+            .0
             .endpoint
             .claimfab()
             .arg("batch")
@@ -203,6 +198,7 @@ fn resuming_with_other_inputs_is_refused() {
     let before = std::fs::read(out.join("manifest.csv")).unwrap();
     let (code, _, stderr) =
         run(case
+            .0
             .endpoint
             .claimfab()
             .arg("batch")
@@ -219,8 +215,9 @@ fn resuming_with_other_inputs_is_refused() {
 fn no_region_and_unreachable_endpoint() {
     let case = Case::new(true);
     let out = case.out();
-    let station = station(case.work.path(), "[limits]\nmax_attempts = 1\n");
+    let station = station(case.0.work.path(), "[limits]\nmax_attempts = 1\n");
     let (code, _, stderr) = run(case
+        .0
         .endpoint
         .claimfab()
         .env_remove("AWS_REGION")

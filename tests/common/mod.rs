@@ -527,3 +527,78 @@ pub async fn verify_batch(endpoint: &Endpoint, out: &Path, serials: &[String]) {
 pub fn counted(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("SN{i:06}")).collect()
 }
+
+/// One end-to-end scenario: a fresh endpoint (with the claim policy unless told otherwise),
+/// a scratch directory with a station file, and the batch directory path.
+pub struct Fixture {
+    pub endpoint: Endpoint,
+    pub rt: tokio::runtime::Runtime,
+    pub work: tempfile::TempDir,
+    pub station: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Fixture {
+    /// A fixture whose station adds `station_extra` TOML to the test defaults.
+    pub fn new(station_extra: &str) -> Self {
+        Self::build(true, station_extra)
+    }
+
+    /// A fixture whose endpoint has no claim policy.
+    pub fn without_claim_policy() -> Self {
+        Self::build(false, "")
+    }
+
+    fn build(with_policy: bool, station_extra: &str) -> Self {
+        let endpoint = Endpoint::start();
+        let rt = runtime();
+        if with_policy {
+            rt.block_on(endpoint.create_claim_policy(CLAIM_POLICY));
+        }
+        let work = tempfile::tempdir().unwrap();
+        let station = station(work.path(), station_extra);
+        let out = work.path().join("batch");
+        Self {
+            endpoint,
+            rt,
+            work,
+            station,
+            out,
+        }
+    }
+
+    /// `claimfab batch --count N --out OUT --station STATION`.
+    pub fn batch(&self, count: usize) -> Command {
+        let mut cmd = self.endpoint.claimfab();
+        cmd.args(["batch", "--count", &count.to_string(), "--out"])
+            .arg(&self.out)
+            .arg("--station")
+            .arg(&self.station);
+        cmd
+    }
+
+    /// Every invariant of a finished batch of `count` counted devices.
+    pub fn verify(&self, count: usize) {
+        self.rt
+            .block_on(verify_batch(&self.endpoint, &self.out, &counted(count)));
+    }
+
+    /// How many journal events of this kind the batch has recorded.
+    pub fn journal_events(&self, event: &str) -> usize {
+        std::fs::read_to_string(self.out.join("journal.jsonl"))
+            .map(|t| t.matches(&format!("\"event\":\"{event}\"")).count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the journal holds `at_least` events of this kind.
+    pub fn wait_for_events(&self, event: &str, at_least: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while self.journal_events(event) < at_least {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "batch made no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
