@@ -124,7 +124,6 @@ pub struct CertificateSummary {
     pub certificate_id: String,
     pub certificate_arn: String,
     pub active: bool,
-    pub created_at: OffsetDateTime,
 }
 
 /// Which account endpoint DescribeEndpoint should return.
@@ -428,7 +427,6 @@ impl Iot {
                         certificate_id: id.to_string(),
                         certificate_arn: arn.to_string(),
                         active: cert.status() == Some(&CertificateStatus::Active),
-                        created_at,
                     });
                 }
             }

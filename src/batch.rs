@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -236,6 +236,14 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
 
     // Everything checked: from here on, things are created.
     let dir = BatchDir::open(&args.out)?;
+    if previous.is_none() && dir.path(BATCH_FILE).exists() {
+        // Another claimfab started a batch here between our check and our lock.
+        return Err(UserError::output_dir(
+            &args.out,
+            "another claimfab started a batch here meanwhile; choose a new --out",
+        )
+        .into());
+    }
     if previous.is_none() {
         let json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
         dir.write_atomic(BATCH_FILE, &json, 0o644)?;
@@ -247,6 +255,9 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         key_algorithm: station.keys.algorithm,
         target: spec.target.clone(),
         concurrency: station.limits.concurrency as usize,
+        reconcile_after: std::time::Duration::from_secs(
+            station.limits.reconcile_after_seconds.into(),
+        ),
     };
     let started = Instant::now();
     let batch = BatchRun::new(iot, dir, journal, replay, plan);
@@ -295,7 +306,7 @@ async fn stop_on_signals(batch: Arc<BatchRun>) {
             _ = terminate.recv() => {}
         }
         if round == 0 {
-            batch.request_stop();
+            batch.interrupt();
         } else {
             eprintln!("aborted; re-run the same command to finish the batch");
             std::process::exit(130);
@@ -326,7 +337,7 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     }
     if outcome.retired > 0 {
         println!(
-            "  {} certificate(s) of an interrupted run set INACTIVE (their keys were lost); see journal.jsonl",
+            "  {} certificate(s) set INACTIVE (keys lost in an interrupted run, duplicates, or wrong keys); see journal.jsonl",
             outcome.retired
         );
     }
@@ -338,11 +349,4 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     if outcome.interrupted || pending > 0 || !outcome.failures.is_empty() {
         println!("  re-run the same command to finish the batch");
     }
-}
-
-/// Reads a station file for commands that only need its config.
-pub fn load_station(path: &Path) -> Result<StationConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read station file {}", path.display()))?;
-    Ok(StationConfig::parse(&text, path)?)
 }

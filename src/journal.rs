@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -195,75 +195,148 @@ impl Replay {
         }
     }
 
-    /// Replays journal text. A torn last line (a crash mid-write) is ignored; a bad line
-    /// anywhere else is an error.
-    pub fn from_lines<I: IntoIterator<Item = String>>(lines: I) -> Result<Self, String> {
-        let mut replay = Replay::default();
-        let mut pending_error: Option<String> = None;
-        for (index, line) in lines.into_iter().enumerate() {
-            if let Some(error) = pending_error.take() {
-                return Err(error);
-            }
-            if line.trim().is_empty() {
+    /// Replays journal bytes. Returns the state and the length of the valid prefix: lines a
+    /// crash left half-written at the end (no valid line after them) are not part of it. A
+    /// bad line with valid lines after it is corruption, reported with its line number.
+    pub fn from_bytes(bytes: &[u8]) -> Result<(Self, usize), String> {
+        let mut events = Vec::new();
+        let mut first_bad: Option<usize> = None;
+        let mut valid_len = 0;
+        let mut offset = 0;
+        for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+            offset += line.len();
+            let complete = line.ends_with(b"\n");
+            let text = std::str::from_utf8(line).ok().map(str::trim);
+            if text.is_some_and(str::is_empty) {
                 continue;
             }
-            match serde_json::from_str::<Event>(&line) {
-                Ok(event) => replay.apply(event),
-                Err(e) => pending_error = Some(format!("line {}: {e}", index + 1)),
+            match text.map(serde_json::from_str::<Event>) {
+                Some(Ok(event)) if complete => {
+                    if let Some(bad) = first_bad {
+                        return Err(format!("line {}", bad + 1));
+                    }
+                    events.push(event);
+                    valid_len = offset;
+                }
+                _ => {
+                    first_bad.get_or_insert(index);
+                }
             }
         }
-        Ok(replay)
+        let mut replay = Replay::default();
+        for event in events {
+            replay.apply(event);
+        }
+        Ok((replay, valid_len))
     }
+}
+
+/// The journal file and what is known about its tail.
+struct JournalFile {
+    file: File,
+    /// Bytes known to be complete lines.
+    len: u64,
+    /// Set after a failed append: the tail may hold a partial line, so nothing more may be
+    /// appended after it in this run.
+    failed: bool,
 }
 
 /// The open journal file. Appends are serialized and each is fsynced before returning.
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<JournalFile>,
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal and replays what it holds.
+    /// Opens (creating if needed) the journal, replays what it holds, and cuts off a
+    /// half-written last line so new events start on a clean line.
     pub fn open(path: &Path) -> Result<(Self, Replay)> {
-        let replay = if path.exists() {
-            let file = File::open(path)
-                .with_context(|| format!("cannot read journal {}", path.display()))?;
-            let lines = BufReader::new(file)
-                .lines()
-                .collect::<std::io::Result<Vec<_>>>()
-                .with_context(|| format!("cannot read journal {}", path.display()))?;
-            match Replay::from_lines(lines) {
-                Ok(replay) => replay,
-                Err(e) => bail!(
-                    "journal {} is corrupt at {e}; restore it from backup or start a new --out",
-                    path.display()
-                ),
-            }
+        let existed = path.exists();
+        let bytes = if existed {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read journal {}", path.display()))?
         } else {
-            Replay::default()
+            Vec::new()
         };
+        let (replay, valid_len) = Replay::from_bytes(&bytes).map_err(|at| {
+            anyhow::anyhow!(
+                "journal {} is damaged at {at} (not a crash-torn last line); repair or remove that line, then re-run",
+                path.display()
+            )
+        })?;
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
             .open(path)
             .with_context(|| format!("cannot open journal {} for writing", path.display()))?;
+        let context = || format!("cannot repair the torn end of journal {}", path.display());
+        if valid_len < bytes.len() {
+            file.set_len(valid_len as u64).with_context(context)?;
+            file.sync_all().with_context(context)?;
+        }
+        if !existed {
+            // The new file's name must survive a power cut too.
+            if let Some(dir) = path.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .with_context(|| format!("cannot sync directory {}", dir.display()))?;
+            }
+        }
         Ok((
             Self {
                 path: path.to_path_buf(),
-                file: Mutex::new(file),
+                file: Mutex::new(JournalFile {
+                    file,
+                    len: valid_len as u64,
+                    failed: false,
+                }),
             },
             replay,
         ))
     }
 
-    /// Appends one event durably.
+    /// Appends one event durably. After a failed append every later one fails too, so no
+    /// event can land after a partial line.
     pub fn record(&self, event: &Event) -> Result<()> {
         let mut line = serde_json::to_vec(event).expect("journal events always serialize");
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("cannot append to journal {}", self.path.display()))
+        let mut journal = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if journal.failed {
+            bail!(
+                "journal {} could not be written earlier in this run; free disk space or fix permissions, then re-run",
+                self.path.display()
+            );
+        }
+        let len = journal.len;
+        let written = {
+            use std::io::{Seek, SeekFrom};
+            let file = &mut journal.file;
+            file.seek(SeekFrom::Start(len))
+                .and_then(|_| file.write_all(&line))
+                .and_then(|()| file.sync_data())
+        };
+        match written {
+            Ok(()) => {
+                journal.len += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                journal.failed = true;
+                // Best effort: take the partial line back off.
+                let _ = journal
+                    .file
+                    .set_len(len)
+                    .and_then(|()| journal.file.sync_data());
+                Err(e).with_context(|| {
+                    format!(
+                        "cannot append to journal {}; free disk space or fix permissions, then re-run",
+                        self.path.display()
+                    )
+                })
+            }
+        }
     }
 }
 
@@ -299,9 +372,14 @@ mod tests {
             .collect()
     }
 
+    fn replay(lines: Vec<String>) -> Result<Replay, String> {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        Replay::from_bytes(text.as_bytes()).map(|(replay, _)| replay)
+    }
+
     #[test]
     fn full_lifecycle_is_ready() {
-        let replay = Replay::from_lines(lines(&[
+        let replay = replay(lines(&[
             requested("A", "k1"),
             created("A", "k1", "c1"),
             Event::PolicyAttached {
@@ -323,14 +401,14 @@ mod tests {
 
     #[test]
     fn request_without_result_is_unresolved() {
-        let replay = Replay::from_lines(lines(&[requested("A", "k1")])).unwrap();
+        let replay = replay(lines(&[requested("A", "k1")])).unwrap();
         assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
         assert!(!replay.devices["A"].is_ready());
     }
 
     #[test]
     fn retiring_clears_the_live_certificate() {
-        let replay = Replay::from_lines(lines(&[
+        let replay = replay(lines(&[
             requested("A", "k1"),
             created("A", "k1", "c1"),
             Event::Retired {
@@ -352,8 +430,51 @@ mod tests {
     fn torn_last_line_is_ignored_but_a_bad_middle_line_is_not() {
         let mut good = lines(&[requested("A", "k1")]);
         good.push("{\"event\":\"crea".into());
-        assert!(Replay::from_lines(good.clone()).is_ok());
+        assert!(replay(good.clone()).is_ok());
         good.push(serde_json::to_string(&requested("B", "k2")).unwrap());
-        assert!(Replay::from_lines(good).unwrap_err().starts_with("line 2"));
+        assert!(replay(good).unwrap_err().starts_with("line 2"));
+    }
+
+    #[test]
+    fn valid_prefix_excludes_a_torn_tail_with_or_without_newline_or_nuls() {
+        let first = format!(
+            "{}\n",
+            serde_json::to_string(&requested("A", "k1")).unwrap()
+        );
+        for tail in [
+            "{\"event\":\"cre",
+            "{\"event\":\"cre\n",
+            "\0\0\0\0",
+            "\0\0\n\0",
+        ] {
+            let bytes = format!("{first}{tail}");
+            let (replay, valid) = Replay::from_bytes(bytes.as_bytes()).unwrap();
+            assert_eq!(valid, first.len(), "{tail:?}");
+            assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
+        }
+    }
+
+    #[test]
+    fn reopening_cuts_the_torn_tail_and_appends_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let (journal, _) = Journal::open(&path).unwrap();
+            journal.record(&requested("A", "k1")).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"event\":\"crea");
+        std::fs::write(&path, &bytes).unwrap();
+        {
+            let (journal, replay) = Journal::open(&path).unwrap();
+            assert_eq!(replay.devices.len(), 1);
+            journal.record(&requested("B", "k2")).unwrap();
+        }
+        let (_, replay) = Journal::open(&path).unwrap();
+        assert_eq!(
+            replay.devices.len(),
+            2,
+            "no corruption after the repaired tail"
+        );
     }
 }

@@ -51,12 +51,13 @@ pub fn inspect(dir: &Path) -> Result<Existing, UserError> {
                 ))
             })?;
             // A run that died between making the directory and writing batch.json leaves only
-            // the lock file and an empty bundles/: that is still a fresh directory.
+            // the lock file, an empty bundles/ and perhaps a temp file: still a fresh directory.
             let foreign = entries.filter_map(|e| e.ok()).any(|entry| {
                 let name = entry.file_name();
                 let empty_bundles = name == BUNDLES_DIR
                     && fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none());
-                name != LOCK_FILE && !empty_bundles
+                let temp = name.to_string_lossy().starts_with(".tmp-");
+                name != LOCK_FILE && !empty_bundles && !temp
             });
             if foreign {
                 return Err(fail(
@@ -126,11 +127,6 @@ impl BatchDir {
             root: root.to_path_buf(),
             _lock: lock,
         })
-    }
-
-    /// The directory's path.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Absolute path of a file in the batch directory.

@@ -6,9 +6,9 @@
 //! outcome was unknown, and certificates whose key died with that run, which are retired.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::aws::{Iot, NewCertificate};
+use crate::aws::{AwsError, Iot, NewCertificate};
 use crate::core::bundle::{build_bundle, zip_path};
 use crate::core::certificate::{check_issued_for, parse_certificate_pem, IssuedCertificate};
 use crate::core::devices::Device;
@@ -24,7 +24,7 @@ use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, PreparedDevice};
 use crate::core::manifest::{DeviceStatus, ManifestRow};
 use crate::core::station::KeyAlgorithm;
-use crate::journal::{Event, Journal, Replay};
+use crate::journal::{CertificateRecord, Event, Journal, Replay};
 use crate::outdir::{BatchDir, MANIFEST_FILE};
 use crate::progress::Progress;
 
@@ -34,6 +34,9 @@ const PREPARE_AHEAD: usize = 512;
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(15);
 /// Rounds of reconciling and retrying creates whose outcome was unknown.
 const UNCERTAIN_ROUNDS: usize = 3;
+/// Unanswered creates in one pass beyond which AWS is taken to be unreachable: stop rather
+/// than hold ever more keys in memory waiting for a verdict.
+const UNCERTAIN_LIMIT: usize = 256;
 
 /// What to make, fully resolved and validated.
 #[derive(Debug, Clone)]
@@ -43,6 +46,7 @@ pub struct BatchPlan {
     pub key_algorithm: KeyAlgorithm,
     pub target: ProvisioningTarget,
     pub concurrency: usize,
+    pub reconcile_after: Duration,
 }
 
 /// Output of the register stage for one device.
@@ -69,18 +73,25 @@ pub struct Outcome {
 }
 
 /// The prepare stage: a key and a CSR per device, in parallel.
-pub fn prepare(devices: Vec<Device>, algorithm: KeyAlgorithm) -> Vec<PreparedDevice> {
+pub fn prepare(devices: &[Device], algorithm: KeyAlgorithm) -> Vec<PreparedDevice> {
     devices
-        .into_par_iter()
-        .map(|device| prepare_device(device, algorithm))
+        .par_iter()
+        .map(|device| prepare_device(device.clone(), algorithm))
         .collect()
 }
+
+/// A create call whose outcome is unknown, with the key still in memory.
+type Uncertain = (PreparedDevice, String);
 
 enum RegisterError {
     /// The create call may have made a certificate; reconcile before retrying.
     Uncertain(Box<PreparedDevice>, String),
     /// The device failed for a definite reason.
     Failed(String),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One batch run over an open batch directory.
@@ -92,8 +103,11 @@ pub struct BatchRun {
     plan: BatchPlan,
     progress: Progress,
     stop: AtomicBool,
+    interrupted: AtomicBool,
     failures: Mutex<HashMap<String, String>>,
-    retired: std::sync::atomic::AtomicUsize,
+    retired: AtomicUsize,
+    /// Certificates reconciliation already described and found to be none of ours.
+    not_ours: Mutex<HashSet<String>>,
 }
 
 impl BatchRun {
@@ -105,59 +119,77 @@ impl BatchRun {
         replay: Replay,
         plan: BatchPlan,
     ) -> Arc<Self> {
-        let todo = plan
-            .devices
-            .iter()
-            .filter(|d| !replay.devices.get(&d.serial).is_some_and(|r| r.is_ready()))
-            .count() as u64;
         Arc::new(Self {
             iot,
             dir,
             journal,
             state: Mutex::new(replay),
             plan,
-            progress: Progress::new(todo),
+            progress: Progress::new(0),
             stop: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
-            retired: Default::default(),
+            retired: AtomicUsize::new(0),
+            not_ours: Mutex::new(HashSet::new()),
         })
     }
 
     /// Asks the run to stop starting new devices; in-flight ones finish and are packaged.
-    pub fn request_stop(&self) {
+    pub fn request_stop(&self, why: &str) {
         if !self.stop.swap(true, Ordering::SeqCst) {
-            self.progress.println(
-                "stopping: finishing in-flight devices (press Ctrl-C again to abort at once)",
-            );
+            self.progress
+                .println(&format!("stopping: {why}; finishing in-flight devices"));
         }
     }
 
+    /// A signal asked the run to stop (first Ctrl-C or SIGTERM).
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.request_stop("interrupted (press Ctrl-C again to abort at once)");
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Journals an event durably, then applies it to the in-memory state. The fsync may
+    /// block, so the async runtime is told to move other work off this thread meanwhile.
     fn log(&self, event: Event) -> Result<()> {
-        self.journal.record(&event)?;
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(event);
+        tokio::task::block_in_place(|| self.journal.record(&event))?;
+        lock(&self.state).apply(event);
         Ok(())
     }
 
     fn fail(&self, serial: &str, reason: String) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(serial.to_string(), reason);
+        lock(&self.failures).insert(serial.to_string(), reason);
     }
 
-    /// Runs the batch to the end (or to a requested stop) and writes the manifest.
+    /// Runs the batch to the end (or to a requested stop) and writes the manifest, also when
+    /// a local fault ends the run early (the fault is returned after).
     pub async fn run(self: Arc<Self>) -> Result<Outcome> {
+        let started = Instant::now();
+        let result = self.clone().run_to_end().await;
+        self.progress.finish();
+        let outcome = self.write_manifest(started.elapsed().as_secs_f64())?;
+        result.map(|()| outcome)
+    }
+
+    async fn run_to_end(self: Arc<Self>) -> Result<()> {
         self.dir.sweep_temp_files()?;
         self.recover().await?;
+        // After recovery every live certificate has its bundle; only devices without one
+        // get a new key. (A device whose policy attach failed keeps its certificate.)
         let todo: Vec<Device> = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = lock(&self.state);
             self.plan
                 .devices
                 .iter()
-                .filter(|d| !state.devices.get(&d.serial).is_some_and(|r| r.is_ready()))
+                .filter(|d| {
+                    state
+                        .devices
+                        .get(&d.serial)
+                        .is_none_or(|r| r.certificate.is_none())
+                })
                 .cloned()
                 .collect()
         };
@@ -168,10 +200,9 @@ impl BatchRun {
         ] {
             bar.set_length(todo.len() as u64);
         }
-        let started = Instant::now();
         let mut uncertain = self.clone().run_stages(todo).await?;
         for _ in 0..UNCERTAIN_ROUNDS {
-            if uncertain.is_empty() || self.stop.load(Ordering::SeqCst) {
+            if uncertain.is_empty() || self.stopping() {
                 break;
             }
             uncertain = self.clone().resolve_uncertain(uncertain).await?;
@@ -184,24 +215,20 @@ impl BatchRun {
                 ),
             );
         }
-        let register_seconds = started.elapsed().as_secs_f64();
-        self.progress.finish();
-        let outcome = self.write_manifest(register_seconds)?;
-        Ok(outcome)
+        Ok(())
     }
 
-    /// Streams devices through prepare -> register -> package. Returns the devices whose
-    /// create outcome is unknown, keys still in memory.
-    async fn run_stages(
-        self: Arc<Self>,
-        todo: Vec<Device>,
-    ) -> Result<Vec<(PreparedDevice, String)>> {
+    /// Streams devices through prepare -> register -> package and returns the devices whose
+    /// create outcome is unknown. A local fault (disk, journal) stops new devices from
+    /// starting, lets in-flight ones finish, and is returned.
+    async fn run_stages(self: Arc<Self>, todo: Vec<Device>) -> Result<Vec<Uncertain>> {
         let (sender, receiver) = tokio::sync::mpsc::channel::<PreparedDevice>(PREPARE_AHEAD);
         let algorithm = self.plan.key_algorithm;
         let prepare_bar = self.progress.prepare.clone();
         let producer = tokio::task::spawn_blocking(move || {
             for chunk in todo.chunks(PREPARE_AHEAD / 2) {
-                for prepared in prepare(chunk.to_vec(), algorithm) {
+                for prepared in prepare(chunk, algorithm) {
+                    // A closed channel means the run is stopping: make no more keys.
                     if sender.blocking_send(prepared).is_err() {
                         return;
                     }
@@ -209,40 +236,55 @@ impl BatchRun {
                 }
             }
         });
-        let devices = futures::stream::unfold(receiver, |mut rx| async move {
-            rx.recv().await.map(|prepared| (prepared, rx))
-        });
-        let concurrency = self.plan.concurrency;
         let run = self.clone();
-        let results: Vec<Result<Option<(PreparedDevice, String)>>> = devices
-            .map(|prepared| run.clone().register_and_package(prepared))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        producer.await.context("key generation thread panicked")?;
+        let gate = self.clone();
+        let results = futures::stream::unfold(receiver, |mut rx| async move {
+            rx.recv().await.map(|prepared| (prepared, rx))
+        })
+        .take_while(move |_| std::future::ready(!gate.stopping()))
+        .map(|prepared| run.clone().register_and_package(prepared))
+        .buffer_unordered(self.plan.concurrency);
+        // Boxed so that dropping it below closes the channel and stops the key producer.
+        let mut results = Box::pin(results);
+
         let mut uncertain = Vec::new();
-        for result in results {
-            if let Some(pending) = result? {
-                uncertain.push(pending);
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(Some(pending)) => {
+                    uncertain.push(pending);
+                    if uncertain.len() >= UNCERTAIN_LIMIT {
+                        self.request_stop(&format!(
+                            "{UNCERTAIN_LIMIT} CreateCertificateFromCsr calls got no definite answer; check the network and AWS health"
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.request_stop("a local error occurred");
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        Ok(uncertain)
+        drop(results);
+        producer.await.context("key generation thread panicked")?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(uncertain),
+        }
     }
 
     /// One device through register and package. `Ok(Some)` hands back a device whose create
-    /// outcome is unknown; `Err` is a local failure (disk, journal) that stops the run.
+    /// outcome is unknown; `Err` is a local failure (disk, journal).
     async fn register_and_package(
         self: Arc<Self>,
         prepared: PreparedDevice,
-    ) -> Result<Option<(PreparedDevice, String)>> {
-        if self.stop.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
+    ) -> Result<Option<Uncertain>> {
         let serial = prepared.device.serial.clone();
         match self.register(prepared).await? {
             Ok(registered) => {
                 self.progress.register.inc(1);
-                self.clone().package_in_background(registered).await?;
+                self.package_in_background(registered).await?;
                 Ok(None)
             }
             Err(RegisterError::Uncertain(prepared, reason)) => Ok(Some((*prepared, reason))),
@@ -271,18 +313,22 @@ impl BatchRun {
         {
             Ok(certificate) => certificate,
             Err(e) if e.may_have_executed() => {
-                return Ok(Err(RegisterError::Uncertain(
-                    Box::new(prepared),
-                    format!("CreateCertificateFromCsr: {e}"),
-                )))
+                let reason = format!("CreateCertificateFromCsr: {e}");
+                return Ok(Err(RegisterError::Uncertain(Box::new(prepared), reason)));
             }
             Err(e) => {
                 self.log(Event::CreateAbandoned {
-                    serial: serial.clone(),
+                    serial,
                     public_key_sha256: prepared.public_key_sha256.clone(),
                 })?;
+                let hint = match e {
+                    AwsError::Throttled(_) => {
+                        "; lower limits.create_certificate_from_csr_per_second or ask AWS for a higher quota"
+                    }
+                    _ => "",
+                };
                 return Ok(Err(RegisterError::Failed(format!(
-                    "CreateCertificateFromCsr: {e}"
+                    "CreateCertificateFromCsr: {e}{hint}"
                 ))));
             }
         };
@@ -311,6 +357,10 @@ impl BatchRun {
                         "issued over the wrong public key",
                     )
                     .await?;
+                    self.log(Event::CreateAbandoned {
+                        serial,
+                        public_key_sha256: prepared.public_key_sha256.clone(),
+                    })?;
                     return Ok(Err(problem));
                 }
             };
@@ -323,36 +373,48 @@ impl BatchRun {
             not_after: issued.not_after,
             at: OffsetDateTime::now_utc(),
         })?;
-        let registered = RegisteredDevice {
+        // Even if the attach fails, the key is in memory only: package it anyway so it is
+        // not lost, and let the next run attach the policy.
+        self.attach_claim_policy(
+            &serial,
+            &certificate.certificate_id,
+            &certificate.certificate_arn,
+        )
+        .await?;
+        Ok(Ok(RegisteredDevice {
             prepared,
             certificate,
             issued,
-        };
+        }))
+    }
+
+    /// AttachPolicy, journaled; a failure is recorded against the device.
+    async fn attach_claim_policy(
+        &self,
+        serial: &str,
+        certificate_id: &str,
+        certificate_arn: &str,
+    ) -> Result<()> {
         match self
             .iot
-            .attach_policy(
-                &self.plan.claim_policy,
-                &registered.certificate.certificate_arn,
-            )
+            .attach_policy(&self.plan.claim_policy, certificate_arn)
             .await
         {
-            Ok(()) => {
-                self.log(Event::PolicyAttached {
+            Ok(()) => self.log(Event::PolicyAttached {
+                serial: serial.to_string(),
+                certificate_id: certificate_id.to_string(),
+            }),
+            Err(e) => {
+                self.fail(
                     serial,
-                    certificate_id: registered.certificate.certificate_id.clone(),
-                })?;
+                    format!(
+                        "AttachPolicy {}: {e}; its bundle is kept, re-run to attach",
+                        self.plan.claim_policy
+                    ),
+                );
+                Ok(())
             }
-            // The key is in memory only: package it anyway so it is not lost, and let the
-            // next run attach the policy.
-            Err(e) => self.fail(
-                &serial,
-                format!(
-                    "AttachPolicy {}: {e}; its bundle is kept, re-run to attach",
-                    self.plan.claim_policy
-                ),
-            ),
         }
-        Ok(Ok(registered))
     }
 
     async fn package_in_background(self: Arc<Self>, registered: RegisteredDevice) -> Result<()> {
@@ -386,10 +448,13 @@ impl BatchRun {
 
     /// Sets a certificate INACTIVE and journals that it no longer belongs to the device.
     async fn retire(&self, serial: &str, certificate_id: &str, reason: &str) -> Result<()> {
-        self.iot
-            .deactivate_certificate(certificate_id)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot deactivate certificate {certificate_id} of {serial}: {e}; re-run to retry"))?;
+        match self.iot.deactivate_certificate(certificate_id).await {
+            // Deleted by someone else: it cannot authenticate either way.
+            Ok(()) | Err(AwsError::NotFound(_)) => {}
+            Err(e) => anyhow::bail!(
+                "cannot set certificate {certificate_id} of {serial} INACTIVE: {e}; re-run to retry"
+            ),
+        }
         self.log(Event::Retired {
             serial: serial.to_string(),
             certificate_id: certificate_id.to_string(),
@@ -399,52 +464,96 @@ impl BatchRun {
         Ok(())
     }
 
-    /// Finds certificates in AWS, unknown to the journal, created since `since`, whose public
-    /// key is one of `keys` (fingerprint -> serial).
+    /// Waits until the youngest unanswered create among `keys` is `reconcile_after` old:
+    /// until then AWS may still be executing it, or not yet list its certificate.
+    async fn let_creates_settle(&self, keys: &HashMap<String, String>) {
+        let youngest = {
+            let state = lock(&self.state);
+            state
+                .devices
+                .values()
+                .flat_map(|r| &r.unresolved_creates)
+                .filter(|u| keys.contains_key(&u.public_key_sha256))
+                .map(|u| u.at)
+                .max()
+        };
+        let Some(youngest) = youngest else { return };
+        let settle = time::Duration::try_from(self.plan.reconcile_after).unwrap_or_default();
+        let wait = (youngest + settle - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+        if wait > time::Duration::seconds(1) {
+            self.progress.println(&format!(
+                "waiting {:.0} s before looking up {} unanswered create call(s) in AWS (limits.reconcile_after_seconds)",
+                wait.as_seconds_f64(),
+                keys.len()
+            ));
+        }
+        let wait = Duration::try_from(wait).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline && !self.stopping() {
+            tokio::time::sleep(Duration::from_millis(200).min(wait)).await;
+        }
+    }
+
+    /// Finds ACTIVE certificates in AWS, unknown to the journal, created since `since`, whose
+    /// public key is one of `keys` (fingerprint -> serial).
     async fn find_certificates_for_keys(
         &self,
         keys: &HashMap<String, String>,
-        since: OffsetDateTime,
     ) -> Result<Vec<(String, NewCertificate)>> {
-        let candidates = self
+        let since = {
+            let state = lock(&self.state);
+            state
+                .devices
+                .values()
+                .flat_map(|r| &r.unresolved_creates)
+                .filter(|u| keys.contains_key(&u.public_key_sha256))
+                .map(|u| u.at)
+                .min()
+                .unwrap_or_else(OffsetDateTime::now_utc)
+                - CLOCK_SKEW
+        };
+        let listed = self
             .iot
             .certificates_created_since(since)
             .await
             .map_err(|e| {
-                anyhow::anyhow!("ListCertificates (to reconcile an interrupted run): {e}")
+                anyhow::anyhow!(
+                    "ListCertificates (to reconcile unanswered creates): {e}; re-run to retry"
+                )
             })?;
-        let known: HashSet<String> = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            candidates
-                .iter()
-                .filter(|c| state.known_certificates.contains(&c.certificate_id))
-                .map(|c| c.certificate_id.clone())
+        let candidates: Vec<_> = {
+            let state = lock(&self.state);
+            let not_ours = lock(&self.not_ours);
+            listed
+                .into_iter()
+                .filter(|c| c.active)
+                .filter(|c| !state.known_certificates.contains(&c.certificate_id))
+                .filter(|c| !not_ours.contains(&c.certificate_id))
                 .collect()
         };
         let mut found = Vec::new();
-        for candidate in candidates
-            .into_iter()
-            .filter(|c| !known.contains(&c.certificate_id))
-        {
-            let pem = self
-                .iot
-                .certificate_pem(&candidate.certificate_id)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("DescribeCertificate {}: {e}", candidate.certificate_id)
-                })?;
-            let Ok(parsed) = parse_certificate_pem(&pem) else {
-                continue;
+        for candidate in candidates {
+            let pem = match self.iot.certificate_pem(&candidate.certificate_id).await {
+                Ok(pem) => pem,
+                Err(AwsError::NotFound(_)) => continue,
+                Err(e) => anyhow::bail!(
+                    "DescribeCertificate {} (to reconcile unanswered creates): {e}; re-run to retry",
+                    candidate.certificate_id
+                ),
             };
-            if let Some(serial) = keys.get(&parsed.public_key_sha256) {
-                found.push((
+            let key = parse_certificate_pem(&pem).map(|c| c.public_key_sha256);
+            match key.ok().and_then(|key| keys.get(&key)) {
+                Some(serial) => found.push((
                     serial.clone(),
                     NewCertificate {
                         certificate_arn: candidate.certificate_arn,
                         certificate_id: candidate.certificate_id,
                         certificate_pem: pem,
                     },
-                ));
+                )),
+                None => {
+                    lock(&self.not_ours).insert(candidate.certificate_id);
+                }
             }
         }
         Ok(found)
@@ -455,61 +564,49 @@ impl BatchRun {
     /// abandoned and the device gets a fresh try. Returns what is still unknown.
     async fn resolve_uncertain(
         self: Arc<Self>,
-        uncertain: Vec<(PreparedDevice, String)>,
-    ) -> Result<Vec<(PreparedDevice, String)>> {
-        let since = self
-            .earliest_unresolved_create()
-            .unwrap_or_else(OffsetDateTime::now_utc)
-            - CLOCK_SKEW;
+        uncertain: Vec<Uncertain>,
+    ) -> Result<Vec<Uncertain>> {
         let keys: HashMap<String, String> = uncertain
             .iter()
             .map(|(p, _)| (p.public_key_sha256.clone(), p.device.serial.clone()))
             .collect();
+        self.let_creates_settle(&keys).await;
+        if self.stopping() {
+            return Ok(uncertain);
+        }
         let mut found: HashMap<String, Vec<NewCertificate>> = HashMap::new();
-        for (serial, cert) in self.find_certificates_for_keys(&keys, since).await? {
+        for (serial, cert) in self.find_certificates_for_keys(&keys).await? {
             found.entry(serial).or_default().push(cert);
         }
         let mut retry = Vec::new();
         for (prepared, _) in uncertain {
             let serial = prepared.device.serial.clone();
-            match found.remove(&serial) {
-                Some(mut certs) => {
-                    let keep = certs.remove(0);
-                    for duplicate in certs {
-                        self.retire(
-                            &serial,
-                            &duplicate.certificate_id,
-                            "duplicate from a retried create",
-                        )
-                        .await?;
-                    }
-                    match self.adopt(prepared, keep).await? {
-                        Ok(registered) => {
-                            self.progress.register.inc(1);
-                            self.clone().package_in_background(registered).await?;
-                        }
-                        Err(reason) => self.fail(&serial, reason),
-                    }
+            let Some(mut certs) = found.remove(&serial) else {
+                self.log(Event::CreateAbandoned {
+                    serial,
+                    public_key_sha256: prepared.public_key_sha256.clone(),
+                })?;
+                retry.push(prepared.device.clone());
+                continue;
+            };
+            let keep = certs.remove(0);
+            for duplicate in certs {
+                self.retire(
+                    &serial,
+                    &duplicate.certificate_id,
+                    "duplicate from a retried create",
+                )
+                .await?;
+            }
+            match self.adopt(prepared, keep).await? {
+                Ok(registered) => {
+                    self.progress.register.inc(1);
+                    self.clone().package_in_background(registered).await?;
                 }
-                None => {
-                    self.log(Event::CreateAbandoned {
-                        serial: serial.clone(),
-                        public_key_sha256: prepared.public_key_sha256.clone(),
-                    })?;
-                    retry.push(prepared.device.clone());
-                }
+                Err(reason) => self.fail(&serial, reason),
             }
         }
         self.clone().run_stages(retry).await
-    }
-
-    fn earliest_unresolved_create(&self) -> Option<OffsetDateTime> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state
-            .devices
-            .values()
-            .flat_map(|r| r.unresolved_creates.iter().map(|u| u.at))
-            .min()
     }
 
     /// Repairs what an interrupted run left: certificates created but never journaled are
@@ -518,7 +615,7 @@ impl BatchRun {
     /// policies not yet attached to packaged devices are attached.
     async fn recover(&self) -> Result<()> {
         let unresolved: HashMap<String, String> = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = lock(&self.state);
             state
                 .devices
                 .iter()
@@ -530,12 +627,15 @@ impl BatchRun {
                 .collect()
         };
         if !unresolved.is_empty() {
-            let since = self.earliest_unresolved_create().expect("non-empty") - CLOCK_SKEW;
             self.progress.println(&format!(
-                "recovering: {} create call(s) of an interrupted run had no recorded answer; checking AWS",
+                "recovering: {} create call(s) of an interrupted run have no recorded answer",
                 unresolved.len()
             ));
-            for (serial, cert) in self.find_certificates_for_keys(&unresolved, since).await? {
+            self.let_creates_settle(&unresolved).await;
+            if self.stopping() {
+                return Ok(());
+            }
+            for (serial, cert) in self.find_certificates_for_keys(&unresolved).await? {
                 self.retire(
                     &serial,
                     &cert.certificate_id,
@@ -550,27 +650,25 @@ impl BatchRun {
                 })?;
             }
         }
-        let half_done: Vec<(String, crate::journal::CertificateRecord)> = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let half_done: Vec<(String, CertificateRecord)> = {
+            let state = lock(&self.state);
             self.plan
                 .devices
                 .iter()
                 .filter_map(|d| {
-                    let record = state.devices.get(&d.serial)?;
-                    let cert = record.certificate.as_ref()?;
-                    let bundle_ok = cert
-                        .bundle
-                        .as_ref()
-                        .is_some_and(|(path, _)| self.dir.path(path).is_file());
-                    (!bundle_ok || !cert.policy_attached).then(|| (d.serial.clone(), cert.clone()))
+                    let cert = state.devices.get(&d.serial)?.certificate.as_ref()?;
+                    (!cert.policy_attached || self.bundle_missing(cert))
+                        .then(|| (d.serial.clone(), cert.clone()))
                 })
                 .collect()
         };
         for (serial, cert) in half_done {
-            let bundle = BatchDir::bundle_name(&serial);
+            if self.stopping() {
+                break;
+            }
             let has_bundle = match &cert.bundle {
-                Some((path, _)) => self.dir.path(path).is_file(),
-                None => self.adopt_bundle_on_disk(&serial, &cert, &bundle)?,
+                Some((path, _)) => exists(&self.dir.path(path))?,
+                None => self.adopt_bundle_on_disk(&serial, &cert)?,
             };
             if !has_bundle {
                 self.retire(
@@ -579,39 +677,37 @@ impl BatchRun {
                     "its private key was lost before the bundle was written",
                 )
                 .await?;
-                continue;
-            }
-            if !cert.policy_attached {
-                match self
-                    .iot
-                    .attach_policy(&self.plan.claim_policy, &cert.certificate_arn)
-                    .await
-                {
-                    Ok(()) => self.log(Event::PolicyAttached {
-                        serial: serial.clone(),
-                        certificate_id: cert.certificate_id.clone(),
-                    })?,
-                    Err(e) => self.fail(
-                        &serial,
-                        format!("AttachPolicy {}: {e}", self.plan.claim_policy),
-                    ),
-                }
+            } else if !cert.policy_attached {
+                self.attach_claim_policy(&serial, &cert.certificate_id, &cert.certificate_arn)
+                    .await?;
             }
         }
         Ok(())
     }
 
+    fn bundle_missing(&self, cert: &CertificateRecord) -> bool {
+        match &cert.bundle {
+            Some((path, _)) => !self.dir.path(path).is_file(),
+            None => true,
+        }
+    }
+
     /// A crash between writing a bundle and journaling it leaves a complete bundle on disk;
     /// adopt it if it holds exactly this certificate.
-    fn adopt_bundle_on_disk(
-        &self,
-        serial: &str,
-        cert: &crate::journal::CertificateRecord,
-        bundle: &str,
-    ) -> Result<bool> {
-        let path = self.dir.path(bundle);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return Ok(false);
+    fn adopt_bundle_on_disk(&self, serial: &str, cert: &CertificateRecord) -> Result<bool> {
+        let bundle = BatchDir::bundle_name(serial);
+        let path = self.dir.path(&bundle);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot read {}; fix its permissions, then re-run",
+                        path.display()
+                    )
+                })
+            }
         };
         let cert_entry = zip_path(&self.plan.target.greengrass.claim_certificate_path);
         let holds_cert = zip::ZipArchive::new(std::io::Cursor::new(&bytes))
@@ -626,7 +722,7 @@ impl BatchRun {
             self.log(Event::Packaged {
                 serial: serial.to_string(),
                 certificate_id: cert.certificate_id.clone(),
-                bundle: bundle.to_string(),
+                bundle,
                 bundle_sha256: hex::encode(Sha256::digest(&bytes)),
             })?;
         }
@@ -635,12 +731,8 @@ impl BatchRun {
 
     /// Writes `manifest.csv` from the journal's state: one row per device, in batch order.
     fn write_manifest(&self, register_seconds: f64) -> Result<Outcome> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let state = lock(&self.state);
+        let failures = lock(&self.failures).clone();
         let rfc3339 = |t: OffsetDateTime| {
             t.to_offset(time::UtcOffset::UTC)
                 .replace_nanosecond(0)
@@ -651,8 +743,7 @@ impl BatchRun {
         let mut rows = Vec::with_capacity(self.plan.devices.len());
         for device in &self.plan.devices {
             let record = state.devices.get(&device.serial);
-            let ready = record.is_some_and(|r| r.is_ready());
-            let status = if ready {
+            let status = if record.is_some_and(|r| r.is_ready()) {
                 DeviceStatus::Ready
             } else if failures.contains_key(&device.serial) {
                 DeviceStatus::Failed
@@ -695,7 +786,7 @@ impl BatchRun {
         Ok(Outcome {
             rows,
             failures,
-            interrupted: self.stop.load(Ordering::SeqCst),
+            interrupted: self.interrupted.load(Ordering::SeqCst),
             retired: self.retired.load(Ordering::Relaxed),
             register_seconds,
         })
@@ -704,5 +795,20 @@ impl BatchRun {
     /// Calls made to each AWS API in this run.
     pub fn api_calls(&self) -> Vec<(&'static str, u64)> {
         self.iot.call_counts()
+    }
+}
+
+/// Whether a file exists; errors other than "not found" are reported, never taken as absence
+/// (that would retire a certificate whose bundle is fine).
+fn exists(path: &std::path::Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot check {}; fix its permissions, then re-run",
+                path.display()
+            )
+        }),
     }
 }

@@ -31,7 +31,7 @@ fn a_200_device_batch_is_complete_and_checks_out_independently() {
 /// Slow enough that interruptions land with devices in flight.
 fn paced(rate: u32, concurrency: u32) -> String {
     format!(
-        "[limits]\ncreate_certificate_from_csr_per_second = {rate}\nattach_policy_per_second = {rate}\nconcurrency = {concurrency}\n"
+        "[limits]\ncreate_certificate_from_csr_per_second = {rate}\nattach_policy_per_second = {rate}\nconcurrency = {concurrency}\nreconcile_after_seconds = 1\n"
     )
 }
 

@@ -173,6 +173,10 @@ pub struct LimitsSection {
     pub describe_certificate_per_second: u32,
     pub concurrency: u32,
     pub max_attempts: u32,
+    /// How long after an unanswered CreateCertificateFromCsr to wait before concluding from
+    /// ListCertificates whether it made a certificate (AWS may still be executing it, and
+    /// listings lag behind writes).
+    pub reconcile_after_seconds: u32,
 }
 
 impl Default for LimitsSection {
@@ -184,6 +188,7 @@ impl Default for LimitsSection {
             describe_certificate_per_second: DEFAULT_DESCRIBE_CERTIFICATE_RATE,
             concurrency: 16,
             max_attempts: 10,
+            reconcile_after_seconds: 60,
         }
     }
 }
@@ -317,6 +322,13 @@ impl StationConfig {
                 "limits.concurrency",
                 &l.concurrency,
                 "must be 1 to 512".into(),
+            );
+        }
+        if l.reconcile_after_seconds > 3600 {
+            return bad(
+                "limits.reconcile_after_seconds",
+                &l.reconcile_after_seconds,
+                "must be 0 to 3600 seconds".into(),
             );
         }
         if !(1..=50).contains(&l.max_attempts) {

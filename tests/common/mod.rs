@@ -222,7 +222,7 @@ pub fn station(dir: &Path, extra: &str) -> PathBuf {
         text
     } else {
         format!(
-            "{text}[limits]\ncreate_certificate_from_csr_per_second = 200\nattach_policy_per_second = 200\nconcurrency = 16\n"
+            "{text}[limits]\ncreate_certificate_from_csr_per_second = 200\nattach_policy_per_second = 200\nconcurrency = 16\nreconcile_after_seconds = 1\n"
         )
     };
     std::fs::write(&path, text).unwrap();
