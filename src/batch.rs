@@ -333,7 +333,12 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     );
     let seconds = outcome.register_seconds.max(0.001);
     for (api, calls) in batch.api_calls() {
-        println!("  {api}: {calls} calls, {:.1}/s", calls as f64 / seconds);
+        // A rate says something only for the per-device calls.
+        if calls >= 10 {
+            println!("  {api}: {calls} calls, {:.1}/s", calls as f64 / seconds);
+        } else {
+            println!("  {api}: {calls} calls");
+        }
     }
     if outcome.retired > 0 {
         println!(

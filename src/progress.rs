@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// The three stage bars.
 pub struct Progress {
@@ -18,9 +18,15 @@ impl Progress {
     pub fn new(total: u64) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{prefix:>9} [{bar:32.cyan/blue}] {pos:>7}/{len:7} {per_sec:>10} ETA {eta:>4} {msg}",
+            "{prefix:>9} [{bar:32.cyan/blue}] {pos:>7}/{len:7} {rate:>9} ETA {eta:>4} {msg}",
         )
         .expect("static template")
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ");
         let bar = |name: &str| {
             let bar = multi.add(ProgressBar::new(total));
