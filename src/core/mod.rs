@@ -8,4 +8,5 @@ pub mod greengrass;
 pub mod keys;
 pub mod manifest;
 pub mod names;
+pub mod setup;
 pub mod station;

@@ -59,6 +59,32 @@ pub fn check_role_alias(name: &str) -> Result<(), String> {
     )
 }
 
+/// IAM role and policy names: `[\w+=,.@-]`, 1 to `max` characters.
+pub fn check_iam_name(name: &str, max: usize) -> Result<(), String> {
+    check_chars(
+        name,
+        max,
+        |c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c),
+        "letters, digits and _+=,.@-",
+    )
+}
+
+/// S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens, starting and
+/// ending with a letter or digit.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an S3 bucket name: 3 to 63 lowercase letters, digits, '.' and '-'".into())
+    }
+}
+
 /// Region codes such as `us-east-1` or `eu-central-2`.
 pub fn check_region(region: &str) -> Result<(), String> {
     let parts: Vec<&str> = region.split('-').collect();

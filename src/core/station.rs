@@ -34,6 +34,50 @@ pub struct StationConfig {
     pub keys: KeysSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub setup: SetupSection,
+}
+
+/// Which IoT policy Greengrass core devices get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CorePolicyVariant {
+    /// The guide's policy: all topics and `greengrass:*`.
+    #[default]
+    Guide,
+    /// Each device limited to its own topics and the Greengrass data-plane calls it needs.
+    LeastPrivilege,
+}
+
+/// `[setup]`: the names and options `claimfab setup` uses (defaults as in AWS's guide).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SetupSection {
+    pub token_exchange_role: String,
+    pub token_exchange_access_policy: String,
+    pub credential_duration_seconds: u32,
+    pub artifact_bucket: Option<String>,
+    pub core_policy: String,
+    pub core_policy_variant: CorePolicyVariant,
+    pub fleet_provisioning_role: String,
+    pub template_description: String,
+    pub pre_provisioning_hook_arn: Option<String>,
+}
+
+impl Default for SetupSection {
+    fn default() -> Self {
+        Self {
+            token_exchange_role: "GreengrassV2TokenExchangeRole".into(),
+            token_exchange_access_policy: "GreengrassV2TokenExchangeRoleAccess".into(),
+            credential_duration_seconds: 3600,
+            artifact_bucket: None,
+            core_policy: "GreengrassV2IoTThingPolicy".into(),
+            core_policy_variant: CorePolicyVariant::Guide,
+            fleet_provisioning_role: "GreengrassFleetProvisioningRole".into(),
+            template_description: "A provisioning template for Greengrass core devices.".into(),
+            pre_provisioning_hook_arn: None,
+        }
+    }
 }
 
 /// `[aws]`: where the account is and how to reach it.
@@ -316,6 +360,49 @@ impl StationConfig {
                     "must be 1 to 10000 requests per second (your account's quota; AWS's default is 10-15)".into(),
                 );
             }
+        }
+        let s = &self.setup;
+        for (key, value) in [
+            ("setup.token_exchange_role", &s.token_exchange_role),
+            ("setup.fleet_provisioning_role", &s.fleet_provisioning_role),
+        ] {
+            if let Err(rule) = names::check_iam_name(value, 64) {
+                return bad(key, value, rule);
+            }
+        }
+        if let Err(rule) = names::check_iam_name(&s.token_exchange_access_policy, 128) {
+            return bad("setup.token_exchange_access_policy", &s.token_exchange_access_policy, rule);
+        }
+        if let Err(rule) = names::check_policy_name(&s.core_policy) {
+            return bad("setup.core_policy", &s.core_policy, rule);
+        }
+        if !(900..=43_200).contains(&s.credential_duration_seconds) {
+            return bad(
+                "setup.credential_duration_seconds",
+                &s.credential_duration_seconds,
+                "must be 900 to 43200 seconds (AWS IoT role alias limits)".into(),
+            );
+        }
+        if let Some(bucket) = &s.artifact_bucket {
+            if let Err(rule) = names::check_bucket_name(bucket) {
+                return bad("setup.artifact_bucket", bucket, rule);
+            }
+        }
+        if let Some(arn) = &s.pre_provisioning_hook_arn {
+            if !(arn.starts_with("arn:") && arn.contains(":lambda:") && arn.contains(":function:")) {
+                return bad(
+                    "setup.pre_provisioning_hook_arn",
+                    arn,
+                    "must be a Lambda function ARN like arn:aws:lambda:REGION:ACCOUNT:function:NAME".into(),
+                );
+            }
+        }
+        if s.template_description.chars().count() > 500 {
+            return bad(
+                "setup.template_description",
+                &s.template_description.chars().count(),
+                "must be at most 500 characters".into(),
+            );
         }
         if !(1..=512).contains(&l.concurrency) {
             return bad(

@@ -1,0 +1,338 @@
+//! The AWS account setup from AWS's fleet-provisioning guide, as desired state: the IAM
+//! and IoT policy documents, the provisioning template body, and how two documents are
+//! compared (as JSON values, not text). Pure: names in, documents out.
+
+use serde_json::{json, Value};
+
+use crate::core::station::CorePolicyVariant;
+
+/// The managed policy AWS provides for fleet-provisioning roles.
+pub const THINGS_REGISTRATION_POLICY_ARN: &str =
+    "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration";
+
+/// Where the resources live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub partition: String,
+    pub account_id: String,
+    pub region: String,
+}
+
+impl Account {
+    /// Reads partition and account from any IAM ARN (`arn:PARTITION:iam::ACCOUNT:...`).
+    pub fn from_iam_arn(arn: &str, region: &str) -> Option<Self> {
+        let mut parts = arn.splitn(6, ':');
+        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        (account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())).then(|| Self {
+            partition: partition.into(),
+            account_id: account.into(),
+            region: region.into(),
+        })
+    }
+
+    fn iot_arn(&self, resource: &str) -> String {
+        format!(
+            "arn:{}:iot:{}:{}:{resource}",
+            self.partition, self.region, self.account_id
+        )
+    }
+
+    /// ARN of a role alias.
+    pub fn role_alias_arn(&self, alias: &str) -> String {
+        self.iot_arn(&format!("rolealias/{alias}"))
+    }
+}
+
+fn trust_policy(service: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+}
+
+/// Trust policy of the token exchange role: the AWS IoT credentials provider assumes it.
+pub fn token_exchange_trust_policy() -> Value {
+    trust_policy("credentials.iot.amazonaws.com")
+}
+
+/// Trust policy of the fleet-provisioning role: AWS IoT assumes it to create things.
+pub fn fleet_provisioning_trust_policy() -> Value {
+    trust_policy("iot.amazonaws.com")
+}
+
+/// Access policy of the token exchange role (the guide's), plus read access to the
+/// component-artifact bucket when one is named.
+pub fn token_exchange_access_policy(partition: &str, artifact_bucket: Option<&str>) -> Value {
+    let mut statements = vec![json!({
+        "Effect": "Allow",
+        "Action": [
+            "logs:CreateLogGroup",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "logs:DescribeLogStreams",
+            "s3:GetBucketLocation"
+        ],
+        "Resource": "*"
+    })];
+    if let Some(bucket) = artifact_bucket {
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": format!("arn:{partition}:s3:::{bucket}/*")
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// The Greengrass core devices' IoT policy: the guide's (all topics, `greengrass:*`), or a
+/// least-privilege variant scoped to each device's own thing name (after AWS's "Minimal AWS
+/// IoT policy for AWS IoT Greengrass V2 core devices").
+pub fn core_device_policy(
+    account: &Account,
+    variant: CorePolicyVariant,
+    role_alias: &str,
+) -> Value {
+    let assume = json!({
+        "Effect": "Allow",
+        "Action": "iot:AssumeRoleWithCertificate",
+        "Resource": account.role_alias_arn(role_alias)
+    });
+    match variant {
+        CorePolicyVariant::Guide => json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["iot:Publish", "iot:Subscribe", "iot:Receive", "iot:Connect", "greengrass:*"],
+                    "Resource": ["*"]
+                },
+                assume
+            ]
+        }),
+        CorePolicyVariant::LeastPrivilege => {
+            let thing = "${iot:Connection.Thing.ThingName}";
+            let topics = |kind: &str| -> Vec<String> {
+                [
+                    format!("$aws/things/{thing}/greengrass/health/json"),
+                    format!("$aws/things/{thing}/greengrassv2/health/json"),
+                    format!("$aws/things/{thing}/jobs/*"),
+                    format!("$aws/things/{thing}/shadow/*"),
+                ]
+                .iter()
+                .map(|t| account.iot_arn(&format!("{kind}/{t}")))
+                .collect()
+            };
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Connect",
+                        "Resource": account.iot_arn(&format!("client/{thing}*"))
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": ["iot:Publish", "iot:Receive"],
+                        "Resource": topics("topic")
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Subscribe",
+                        "Resource": topics("topicfilter")
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": [
+                            "greengrass:GetComponentVersionArtifact",
+                            "greengrass:ResolveComponentCandidates",
+                            "greengrass:GetDeploymentConfiguration",
+                            "greengrass:ListThingGroupsForCoreDevice"
+                        ],
+                        "Resource": "*"
+                    },
+                    assume
+                ]
+            })
+        }
+    }
+}
+
+/// The provisioning template body, shaped as in the guide: ThingName, ThingGroupName and
+/// the certificate id as parameters; a thing (in the group), the core policy by name, and
+/// the certificate, active.
+pub fn provisioning_template_body(core_policy: &str, with_thing_group: bool) -> Value {
+    let mut parameters = json!({
+        "ThingName": {"Type": "String"},
+        "AWS::IoT::Certificate::Id": {"Type": "String"}
+    });
+    let mut thing_properties = json!({
+        "AttributePayload": {},
+        "ThingName": {"Ref": "ThingName"}
+    });
+    if with_thing_group {
+        parameters["ThingGroupName"] = json!({"Type": "String"});
+        thing_properties["ThingGroups"] = json!([{"Ref": "ThingGroupName"}]);
+    }
+    json!({
+        "Parameters": parameters,
+        "Resources": {
+            "MyThing": {
+                "OverrideSettings": {
+                    "AttributePayload": "REPLACE",
+                    "ThingGroups": "REPLACE",
+                    "ThingTypeName": "REPLACE"
+                },
+                "Properties": thing_properties,
+                "Type": "AWS::IoT::Thing"
+            },
+            "MyPolicy": {
+                "Properties": {"PolicyName": core_policy},
+                "Type": "AWS::IoT::Policy"
+            },
+            "MyCertificate": {
+                "Properties": {
+                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+                    "Status": "Active"
+                },
+                "Type": "AWS::IoT::Certificate"
+            }
+        }
+    })
+}
+
+/// The claim policy, scoped to one template in one region and account. Unlike the guide's
+/// example it also allows the create-from-csr topics (nucleus lite and CSR-based devices use
+/// them), and Subscribe names `topicfilter/` resources.
+pub fn claim_policy(account: &Account, template: &str) -> Value {
+    let topics = |kind: &str| -> Vec<String> {
+        [
+            "$aws/certificates/create/*".to_string(),
+            "$aws/certificates/create-from-csr/*".to_string(),
+            format!("$aws/provisioning-templates/{template}/provision/*"),
+        ]
+        .iter()
+        .map(|t| account.iot_arn(&format!("{kind}/{t}")))
+        .collect()
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": topics("topic")},
+            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": topics("topicfilter")}
+        ]
+    })
+}
+
+/// Puts a policy-like document in a canonical form: a one-element list and its element are
+/// the same, lists of strings are sets, and object key order does not matter.
+pub fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), canonical(v)))
+                .collect(),
+        ),
+        Value::Array(items) if items.len() == 1 && !items[0].is_object() => canonical(&items[0]),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(canonical).collect();
+            if items.iter().all(Value::is_string) {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                items.dedup();
+            }
+            Value::Array(items)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether a document read back from AWS (JSON text, possibly URL-encoded as IAM returns
+/// it) says the same as the desired one.
+pub fn same_document(actual: &str, desired: &Value) -> bool {
+    let decoded = percent_encoding::percent_decode_str(actual).decode_utf8_lossy();
+    let parsed: Option<Value> = serde_json::from_str(actual)
+        .ok()
+        .or_else(|| serde_json::from_str(&decoded).ok());
+    parsed.is_some_and(|p| canonical(&p) == canonical(desired))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        Account::from_iam_arn("arn:aws:iam::123456789012:role/R", "us-west-2").unwrap()
+    }
+
+    #[test]
+    fn account_from_arn() {
+        let a = account();
+        assert_eq!((a.partition.as_str(), a.account_id.as_str()), ("aws", "123456789012"));
+        assert!(Account::from_iam_arn("arn:aws:iot:us-east-1:1:x", "r").is_none());
+        let cn = Account::from_iam_arn("arn:aws-cn:iam::123456789012:role/R", "cn-north-1").unwrap();
+        assert_eq!(cn.role_alias_arn("A"), "arn:aws-cn:iot:cn-north-1:123456789012:rolealias/A");
+    }
+
+    #[test]
+    fn claim_policy_covers_create_from_csr_and_uses_topicfilter_for_subscribe() {
+        let doc = claim_policy(&account(), "T");
+        let statements = doc["Statement"].as_array().unwrap();
+        let publish = &statements[1]["Resource"];
+        let subscribe = &statements[2]["Resource"];
+        assert!(publish.as_array().unwrap().contains(&json!(
+            "arn:aws:iot:us-west-2:123456789012:topic/$aws/certificates/create-from-csr/*"
+        )));
+        assert!(publish.as_array().unwrap().contains(&json!(
+            "arn:aws:iot:us-west-2:123456789012:topic/$aws/provisioning-templates/T/provision/*"
+        )));
+        for r in subscribe.as_array().unwrap() {
+            assert!(r.as_str().unwrap().contains(":topicfilter/$aws/"), "{r}");
+        }
+        assert_eq!(statements[2]["Action"], "iot:Subscribe");
+    }
+
+    #[test]
+    fn template_has_the_guides_shape() {
+        let body = provisioning_template_body("CorePolicy", true);
+        assert!(body["Parameters"]["AWS::IoT::Certificate::Id"].is_object());
+        assert_eq!(body["Resources"]["MyPolicy"]["Properties"]["PolicyName"], "CorePolicy");
+        assert_eq!(body["Resources"]["MyThing"]["Properties"]["ThingGroups"][0]["Ref"], "ThingGroupName");
+        assert_eq!(body["Resources"]["MyCertificate"]["Properties"]["Status"], "Active");
+        let no_group = provisioning_template_body("CorePolicy", false);
+        assert!(no_group["Parameters"].get("ThingGroupName").is_none());
+    }
+
+    #[test]
+    fn core_policy_variants_allow_the_role_alias() {
+        for variant in [CorePolicyVariant::Guide, CorePolicyVariant::LeastPrivilege] {
+            let doc = core_device_policy(&account(), variant, "Alias");
+            let text = doc.to_string();
+            assert!(text.contains("iot:AssumeRoleWithCertificate"));
+            assert!(text.contains("arn:aws:iot:us-west-2:123456789012:rolealias/Alias"));
+        }
+        let least = core_device_policy(&account(), CorePolicyVariant::LeastPrivilege, "A").to_string();
+        assert!(!least.contains("greengrass:*") && !least.contains("\"Resource\":[\"*\"]"));
+    }
+
+    #[test]
+    fn documents_compare_as_json_not_text() {
+        let desired = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["b", "a"], "Resource": "*"}]});
+        assert!(same_document(r#"{"Statement":[{"Resource":["*"],"Action":["a","b"],"Effect":"Allow"}],"Version":"2012-10-17"}"#, &desired));
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%5B%22a%22%2C%22b%22%5D%2C%22Resource%22%3A%22%2A%22%7D%5D%7D";
+        assert!(same_document(encoded, &desired), "IAM's URL-encoded form");
+        assert!(!same_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"a","Resource":"*"}]}"#, &desired));
+        assert!(!same_document("not json", &desired));
+    }
+}
