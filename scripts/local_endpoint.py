@@ -11,11 +11,28 @@ This launcher owns:
     {"url": "http://127.0.0.1:PORT", "pid": PID, "ca_cert": "/abs/STATE_DIR/test-ca.pem",
      "region": REGION}; it is removed again on a clean shutdown;
   * a set of narrow corrections to moto's IoT backend, applied before serving, each citing the
-    AWS IoT API behaviour it follows (see apply_iot_corrections below).
+    AWS IoT API behaviour it follows (see apply_iot_corrections below);
+  * optional fault injection for AWS IoT operations, all off by default (see FaultInjector):
+    per-operation throttling (HTTP 429 ThrottlingException, not executed), injected failures
+    (HTTP 500 InternalFailureException, not executed) and lost responses (executed, then
+    answered HTTP 500 InternalFailureException). endpoint.json also carries the settings:
+    "faults": {"throttle": {OP: RPS}, "fail": {OP: FRACTION}, "lose_response": {OP: FRACTION},
+    "seed": N};
+  * DELETE /_claimfab/faults: clears every injected fault (AWS "recovers").
+  * GET /_claimfab/stats: JSON {"operations": {OP: {"requests", "throttled", "failed",
+    "lost_response", "executed"}}, "faults": {...}} counting every AWS IoT request since start
+    (requests = throttled + failed + executed once none is in flight; lost_response counts
+    the executed requests whose answer was replaced by a 500).
 
 Usage:
     .venv/bin/python scripts/local_endpoint.py --state-dir DIR [--port 0] [--region us-east-1]
                                               [--log-requests]
+                                              [--throttle OP=RPS]... [--fail OP=FRACTION]...
+                                              [--lose-response OP=FRACTION]... [--seed N]
+
+OP is an AWS IoT API operation name as in the API reference (CreateCertificateFromCsr,
+AttachPolicy, ...); requests are matched to operations by HTTP method and path, using the REST
+bindings in botocore's AWS IoT service model.
 
 stdout carries exactly one line, "ready http://127.0.0.1:PORT", once the endpoint answers
 requests; everything else (errors, optional request log) goes to stderr. SIGTERM or SIGINT
@@ -27,14 +44,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import hashlib
 import json
 import logging
+import math
 import os
+import random
+import secrets
 import signal
 import sys
 import threading
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from cryptography import x509
@@ -377,6 +400,376 @@ def apply_iot_corrections(ca: TestCa) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Fault injection (all off unless asked for on the command line)
+# --------------------------------------------------------------------------------------------
+
+STATS_PATH = "/_claimfab/stats"
+# DELETE here clears every injected fault at run time, as when AWS recovers: lets a test
+# fail an operation for one run and let the next run through on the same (in-memory) account.
+FAULTS_PATH = "/_claimfab/faults"
+# The launcher's own requests (the warm-up) carry this header with a per-process secret; they
+# bypass fault injection and are not counted, so e.g. --fail ListCertificates=1 cannot stop
+# the endpoint from starting and the counters show clients' requests only.
+INTERNAL_HEADER = "X-Claimfab-Internal"
+INTERNAL_TOKEN = secrets.token_hex(16)
+
+
+def load_iot_routes() -> list[tuple[str, list[str], str]]:
+    """(method, path-template segments, operation) for every AWS IoT operation, from the REST
+    bindings (http.method + http.requestUri) in botocore's service model for iot, the same
+    model the SDKs are generated from."""
+    from botocore.loaders import Loader
+
+    model = Loader().load_service_model("iot", "service-2")
+    routes = []
+    for name, op in model["operations"].items():
+        method = op["http"]["method"].upper()
+        path = op["http"]["requestUri"].split("?", 1)[0]
+        routes.append((method, [s for s in path.split("/") if s], name))
+    return routes
+
+
+class IotRouter:
+    """Maps (method, raw path) to an AWS IoT operation name."""
+
+    def __init__(self, routes: list[tuple[str, list[str], str]]) -> None:
+        self.operations = sorted({name for _, _, name in routes})
+        self.by_method: dict[str, list[tuple[list[str], str]]] = {}
+        for method, segments, name in routes:
+            self.by_method.setdefault(method, []).append((segments, name))
+
+    @staticmethod
+    def _score(template: list[str], segments: list[str]):
+        """None if `template` does not match; else a sort key, best match largest: literal
+        segments beat {label}s, which beat {greedy+} labels (the usual REST routing rule)."""
+        if template and template[-1].startswith("{") and template[-1].endswith("+}"):
+            head = template[:-1]
+            if len(segments) <= len(head):
+                return None
+            greedy = 1
+        else:
+            head = template
+            if len(segments) != len(head):
+                return None
+            greedy = 0
+        literals = 0
+        for t, s in zip(head, segments):
+            if t.startswith("{") and t.endswith("}"):
+                continue
+            if t != s:
+                return None
+            literals += 1
+        return (literals, -greedy)
+
+    def match(self, method: str, raw_path: str) -> str | None:
+        segments = [s for s in raw_path.split("/") if s]
+        best = None
+        for template, name in self.by_method.get(method.upper(), ()):
+            score = self._score(template, segments)
+            if score is not None and (best is None or score > best[0]):
+                best = (score, name)
+        return best[1] if best else None
+
+
+def is_iot_request(environ) -> bool:
+    """True when moto dispatches this request to its IoT backend: a SigV4 Authorization header
+    whose credential scope names the service "iot" (moto also maps the signing name
+    "execute-api" to iot, except for API Gateway's /@connections). This mirrors
+    moto.moto_server.werkzeug_app.DomainDispatcherApplication.infer_service_region_host; moto
+    does not look at the Host header, and unsigned requests never reach IoT."""
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if not auth:
+        return False
+    try:
+        # "AWS4-HMAC-SHA256 Credential=AKID/20200101/us-east-1/iot/aws4_request, ..."
+        scope = auth.split(",")[0].split()[1]
+        _, _, _, service, _ = scope.split("/")
+    except (IndexError, ValueError):
+        return False
+    service = service.lower()
+    if service == "execute-api":
+        return not environ.get("PATH_INFO", "").startswith("/@connections")
+    return service == "iot"
+
+
+def raw_request_path(environ) -> str:
+    """The request path as sent (percent-encoding intact, so an encoded "/" inside a label
+    stays one segment); PATH_INFO (already decoded) only if the server gives nothing else."""
+    from urllib.parse import urlsplit
+
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        if "://" in raw.split("?", 1)[0]:  # absolute-form request target
+            return urlsplit(raw).path
+        return raw.split("?", 1)[0]
+    return environ.get("PATH_INFO", "")
+
+
+class TokenBucket:
+    """Per-operation rate limit. Token bucket: capacity max(1, RPS) tokens, refilled at RPS
+    tokens per second, starting full; a request takes one token or is throttled. So a burst of
+    up to RPS requests passes at once, and the sustained rate is RPS. (Capacity is at least
+    one token so that rates below 1/s still let a request through now and then.)"""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            return False
+
+
+class FaultSettings:
+    def __init__(self, throttle: dict, fail: dict, lose_response: dict, seed: int) -> None:
+        self.throttle = throttle  # operation -> requests per second
+        self.fail = fail  # operation -> fraction answered 500 without executing
+        self.lose_response = lose_response  # operation -> fraction executed, then answered 500
+        self.seed = seed
+
+    def as_json(self) -> dict:
+        return {
+            "throttle": {
+                op: int(v) if v.is_integer() else v for op, v in sorted(self.throttle.items())
+            },
+            "fail": dict(sorted(self.fail.items())),
+            "lose_response": dict(sorted(self.lose_response.items())),
+            "seed": self.seed,
+        }
+
+
+class FaultInjector:
+    """WSGI middleware around moto's application: identifies AWS IoT operations, counts them,
+    and injects the faults in `settings`; serves GET /_claimfab/stats. Everything else passes
+    through untouched.
+
+    Per IoT request, in this order: counted as a request; throttled if its operation's bucket
+    is empty; else failed (500, not executed) with the --fail probability; else executed by
+    moto, and then its answer replaced by a 500 with the --lose-response probability."""
+
+    COUNTERS = ("requests", "throttled", "failed", "lost_response", "executed")
+
+    def __init__(self, app, router: IotRouter, settings: FaultSettings, log: bool) -> None:
+        self.app = app
+        self.router = router
+        self.settings = settings
+        self.log = log
+        self.buckets = {op: TokenBucket(rps) for op, rps in settings.throttle.items()}
+        # One random stream per (fault, operation), so each operation's sequence of choices
+        # follows from --seed alone, however requests of other operations interleave.
+        self.rngs = {}
+        for kind, table in (("fail", settings.fail), ("lose_response", settings.lose_response)):
+            for op in table:
+                self.rngs[(kind, op)] = random.Random(f"{settings.seed}/{kind}/{op}")
+        self.rng_lock = threading.Lock()
+        self.stats: dict[str, dict[str, int]] = {}
+        self.stats_lock = threading.Lock()
+
+    def count(self, op: str, counter: str) -> None:
+        with self.stats_lock:
+            entry = self.stats.get(op)
+            if entry is None:
+                entry = self.stats[op] = dict.fromkeys(self.COUNTERS, 0)
+            entry[counter] += 1
+
+    def roll(self, kind: str, op: str, table: dict) -> bool:
+        fraction = table.get(op)
+        if not fraction:
+            return False
+        with self.rng_lock:
+            return self.rngs[(kind, op)].random() < fraction
+
+    def note(self, what: str, op: str) -> None:
+        if self.log:
+            print(f"local_endpoint: fault: {what} {op}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def drain(environ) -> None:
+        """Reads the unread request body, so a keep-alive connection stays in step when we
+        answer without handing the request to moto."""
+        stream = environ.get("wsgi.input")
+        if stream is None:
+            return
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        try:
+            if length > 0:
+                while length > 0:
+                    chunk = stream.read(min(length, 65536))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
+            elif environ.get("wsgi.input_terminated"):
+                while stream.read(65536):
+                    pass
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def json_response(start_response, status: str, body: dict, headers=()):
+        data = json.dumps(body).encode("utf-8")
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(data))),
+                *headers,
+            ],
+        )
+        return [data]
+
+    def aws_error(self, start_response, status: str, code: str, message: str):
+        # AWS IoT speaks REST-JSON: the error code travels in the x-amzn-ErrorType header and
+        # the body is {"message": ...}. botocore (RestJSONParser._inject_error_code) and the
+        # Rust SDK (aws-sdk-iot json_errors::parse_error_metadata) both take the code from that
+        # header first (body "code"/"__type" only when it is absent).
+        return self.json_response(
+            start_response,
+            status,
+            {"message": message},
+            [("x-amzn-ErrorType", code), ("x-amzn-RequestId", str(uuid.uuid4()))],
+        )
+
+    def throttled(self, start_response):
+        # AWS IoT control-plane quotas (requests per second per account, per API) are enforced
+        # by rejecting the excess request before it runs: HTTP 429 ThrottlingException,
+        # "Rate exceeded"; the request had no effect and may be retried with backoff. (The
+        # service model declares ThrottlingException with HTTP 400; SDKs classify by code.)
+        return self.aws_error(
+            start_response, "429 Too Many Requests", "ThrottlingException", "Rate exceeded"
+        )
+
+    def internal_failure(self, start_response):
+        # AWS IoT's InternalFailureException: HTTP 500, "an unexpected error has occurred"
+        # (a server fault, retryable; whether the request took effect is unknown to the client).
+        return self.aws_error(
+            start_response,
+            "500 Internal Server Error",
+            "InternalFailureException",
+            "An unexpected error has occurred.",
+        )
+
+    def serve_stats(self, environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() != "GET":
+            self.drain(environ)
+            return self.json_response(
+                start_response, "405 Method Not Allowed", {"message": "use GET"}, [("Allow", "GET")]
+            )
+        with self.stats_lock:
+            operations = {op: dict(c) for op, c in sorted(self.stats.items())}
+        return self.json_response(
+            start_response, "200 OK", {"operations": operations, "faults": self.settings.as_json()}
+        )
+
+    def clear_faults(self, environ, start_response):
+        self.drain(environ)
+        if environ.get("REQUEST_METHOD", "").upper() != "DELETE":
+            return self.json_response(
+                start_response, "405 Method Not Allowed", {"message": "use DELETE"},
+                [("Allow", "DELETE")],
+            )
+        with self.rng_lock:
+            self.settings.throttle, self.settings.fail, self.settings.lose_response = {}, {}, {}
+            self.buckets = {}
+        return self.json_response(start_response, "200 OK", {"faults": self.settings.as_json()})
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == STATS_PATH:
+            return self.serve_stats(environ, start_response)
+        if environ.get("PATH_INFO") == FAULTS_PATH:
+            return self.clear_faults(environ, start_response)
+        if not is_iot_request(environ) or environ.get("HTTP_X_CLAIMFAB_INTERNAL") == INTERNAL_TOKEN:
+            return self.app(environ, start_response)
+        op = self.router.match(environ.get("REQUEST_METHOD", ""), raw_request_path(environ))
+        if op is None:
+            return self.app(environ, start_response)
+
+        self.count(op, "requests")
+        bucket = self.buckets.get(op)
+        if bucket is not None and not bucket.take():
+            self.count(op, "throttled")
+            self.note("throttled", op)
+            self.drain(environ)
+            return self.throttled(start_response)
+        if self.roll("fail", op, self.settings.fail):
+            # Injected server fault before execution: 500 InternalFailureException, nothing
+            # done (the client cannot tell this from a lost response; see below).
+            self.count(op, "failed")
+            self.note("failed (not executed)", op)
+            self.drain(environ)
+            return self.internal_failure(start_response)
+        if op not in self.settings.lose_response:
+            self.count(op, "executed")
+            return self.app(environ, start_response)
+
+        # Executed by moto, answer then possibly lost: run moto's app to completion with its
+        # answer captured, then either send it on or replace it with a 500
+        # InternalFailureException, as when AWS acts but the response never reaches the client
+        # (the ambiguous case: the certificate exists although the client saw an error).
+        captured = {}
+        written = []
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return written.append
+
+        result = self.app(environ, capture)
+        try:
+            body = b"".join([*written, *result])
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        self.count(op, "executed")
+        if self.roll("lose_response", op, self.settings.lose_response):
+            self.count(op, "lost_response")
+            self.note("response lost (executed)", op)
+            return self.internal_failure(start_response)
+        start_response(captured["status"], captured["headers"])
+        return [body]
+
+
+def parse_fault_specs(parser, option: str, specs: list[str] | None, router: IotRouter, kind: str):
+    """OP=VALUE pairs -> {operation: value}; exits with a usage error on anything invalid."""
+    table = {}
+    for spec in specs or ():
+        op, sep, raw = spec.partition("=")
+        op = op.strip()
+        if not sep or not op or not raw.strip():
+            parser.error(f"{option} {spec!r}: expected OPERATION=VALUE")
+        if op not in router.operations:
+            close = difflib.get_close_matches(op, router.operations, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            parser.error(
+                f"{option} {spec!r}: {op!r} is not an AWS IoT operation{hint}; valid operations: "
+                + ", ".join(router.operations)
+            )
+        if op in table:
+            parser.error(f"{option} given twice for {op}")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if kind == "rate":
+            if not (math.isfinite(value) and value > 0):
+                parser.error(f"{option} {spec!r}: the rate must be requests per second, > 0")
+        elif not (0.0 <= value <= 1.0):
+            parser.error(f"{option} {spec!r}: the fraction must be between 0 and 1")
+        table[op] = value
+    return table
+
+
+# --------------------------------------------------------------------------------------------
 # Process
 # --------------------------------------------------------------------------------------------
 
@@ -397,6 +790,7 @@ def warm_up(url: str, region: str) -> None:
         headers={
             "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20200101/"
             f"{region}/iot/aws4_request, SignedHeaders=host, Signature=0",
+            INTERNAL_HEADER: INTERNAL_TOKEN,
         },
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -415,6 +809,22 @@ def main() -> int:
         "--exit-with-parent", action="store_true",
         help="stop when the process that started this one dies (test harnesses, demo scripts)",
     )
+    parser.add_argument(
+        "--throttle", action="append", metavar="OP=RPS",
+        help="limit AWS IoT operation OP to RPS requests per second (token bucket of RPS "
+        "tokens, refilled at RPS/s); the excess is answered 429 ThrottlingException, unexecuted",
+    )
+    parser.add_argument(
+        "--fail", action="append", metavar="OP=FRACTION",
+        help="answer this fraction of OP requests 500 InternalFailureException, unexecuted",
+    )
+    parser.add_argument(
+        "--lose-response", action="append", metavar="OP=FRACTION",
+        help="execute OP, then answer this fraction 500 InternalFailureException instead",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed for --fail/--lose-response choices (default: random)"
+    )
     args = parser.parse_args()
     parent = os.getppid()
     # From here on SIGTERM/SIGINT mean a clean stop, even mid-start.
@@ -424,6 +834,15 @@ def main() -> int:
 
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0..65535")
+    router = IotRouter(load_iot_routes())
+    faults = FaultSettings(
+        throttle=parse_fault_specs(parser, "--throttle", args.throttle, router, "rate"),
+        fail=parse_fault_specs(parser, "--fail", args.fail, router, "fraction"),
+        lose_response=parse_fault_specs(
+            parser, "--lose-response", args.lose_response, router, "fraction"
+        ),
+        seed=args.seed if args.seed is not None else secrets.randbits(32),
+    )
 
     # werkzeug logs every request at INFO; by default keep only warnings and errors (tracebacks
     # of failed requests) so a caller that never drains stderr cannot stall the server.
@@ -450,7 +869,11 @@ def main() -> int:
     # bind error (port taken) would leave start() waiting forever. Bind in this thread instead.
     try:
         server = make_server(
-            HOST, args.port, DomainDispatcherApplication(create_backend_app), threaded=True,
+            HOST, args.port,
+            FaultInjector(
+                DomainDispatcherApplication(create_backend_app), router, faults, args.log_requests
+            ),
+            threaded=True,
             request_handler=MotoRequestHandler,
         )
     except (OSError, SystemExit) as e:  # werkzeug reports EADDRINUSE itself, then exits
@@ -463,7 +886,10 @@ def main() -> int:
     try:
         warm_up(url, args.region)
         write_atomically(ca_path, ca.pem())
-        info = {"url": url, "pid": os.getpid(), "ca_cert": str(ca_path), "region": args.region}
+        info = {
+            "url": url, "pid": os.getpid(), "ca_cert": str(ca_path), "region": args.region,
+            "faults": faults.as_json(),
+        }
         write_atomically(endpoint_json, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
     except Exception as e:  # noqa: BLE001 - report and stop, whatever went wrong
         print(f"local_endpoint: failed to start: {e}", file=sys.stderr)

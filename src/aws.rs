@@ -73,7 +73,9 @@ where
                 ("ThrottlingException" | "TooManyRequestsException", _) | (_, Some(429)) => {
                     AwsError::Throttled(detail)
                 }
-                ("ResourceNotFoundException", _) | (_, Some(404)) => AwsError::NotFound(detail),
+                ("ResourceNotFoundException" | "NoSuchEntity", _) | (_, Some(404)) => {
+                    AwsError::NotFound(detail)
+                }
                 (
                     "AccessDeniedException"
                     | "UnauthorizedException"
@@ -169,41 +171,52 @@ pub struct Iot {
     max_attempts: u32,
 }
 
+/// Loads the SDK config the standard way plus `settings`, and checks that a region and
+/// credentials resolve. Errors are one line saying what to set.
+async fn load_config(
+    settings: &AwsSettings,
+    max_attempts: u32,
+) -> Result<(aws_config::SdkConfig, String), String> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let config = loader.load().await;
+    let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+        "no AWS region: set `region` in the station's [aws] section, pass --region, or set AWS_REGION".to_string()
+    })?;
+    let credentials = config.credentials_provider().ok_or_else(|| {
+        "no AWS credentials provider: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            .to_string()
+    })?;
+    use aws_credential_types::provider::ProvideCredentials;
+    credentials.provide_credentials().await.map_err(|e| {
+        format!(
+            "no AWS credentials ({}); set AWS_PROFILE, run `aws sso login`, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            error_chain(&e)
+        )
+    })?;
+    Ok((config, region))
+}
+
 impl Iot {
     /// Loads the SDK config (standard chain plus `settings`) and checks that a region and
     /// credentials resolve. Errors are one line saying what to set.
     pub async fn connect(settings: &AwsSettings, limits: &LimitsSection) -> Result<Self, String> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(limits.max_attempts))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(30))
-                    .build(),
-            );
-        if let Some(profile) = &settings.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let config = loader.load().await;
-        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
-            "no AWS region: set `region` in the station's [aws] section, pass --region, or set AWS_REGION".to_string()
-        })?;
-        let credentials = config.credentials_provider().ok_or_else(|| {
-            "no AWS credentials provider: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_string()
-        })?;
-        use aws_credential_types::provider::ProvideCredentials;
-        credentials.provide_credentials().await.map_err(|e| {
-            format!(
-                "no AWS credentials ({}); set AWS_PROFILE, run `aws sso login`, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-                error_chain(&e)
-            )
-        })?;
+        let (config, region) = load_config(settings, limits.max_attempts).await?;
         Ok(Self {
             client: Client::new(&config),
             region,

@@ -240,11 +240,9 @@ pub fn claim_policy(account: &Account, template: &str) -> Value {
 /// the same, lists of strings are sets, and object key order does not matter.
 pub fn canonical(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), canonical(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
         Value::Array(items) if items.len() == 1 && !items[0].is_object() => canonical(&items[0]),
         Value::Array(items) => {
             let mut items: Vec<Value> = items.iter().map(canonical).collect();
@@ -279,10 +277,17 @@ mod tests {
     #[test]
     fn account_from_arn() {
         let a = account();
-        assert_eq!((a.partition.as_str(), a.account_id.as_str()), ("aws", "123456789012"));
+        assert_eq!(
+            (a.partition.as_str(), a.account_id.as_str()),
+            ("aws", "123456789012")
+        );
         assert!(Account::from_iam_arn("arn:aws:iot:us-east-1:1:x", "r").is_none());
-        let cn = Account::from_iam_arn("arn:aws-cn:iam::123456789012:role/R", "cn-north-1").unwrap();
-        assert_eq!(cn.role_alias_arn("A"), "arn:aws-cn:iot:cn-north-1:123456789012:rolealias/A");
+        let cn =
+            Account::from_iam_arn("arn:aws-cn:iam::123456789012:role/R", "cn-north-1").unwrap();
+        assert_eq!(
+            cn.role_alias_arn("A"),
+            "arn:aws-cn:iot:cn-north-1:123456789012:rolealias/A"
+        );
     }
 
     #[test]
@@ -307,9 +312,18 @@ mod tests {
     fn template_has_the_guides_shape() {
         let body = provisioning_template_body("CorePolicy", true);
         assert!(body["Parameters"]["AWS::IoT::Certificate::Id"].is_object());
-        assert_eq!(body["Resources"]["MyPolicy"]["Properties"]["PolicyName"], "CorePolicy");
-        assert_eq!(body["Resources"]["MyThing"]["Properties"]["ThingGroups"][0]["Ref"], "ThingGroupName");
-        assert_eq!(body["Resources"]["MyCertificate"]["Properties"]["Status"], "Active");
+        assert_eq!(
+            body["Resources"]["MyPolicy"]["Properties"]["PolicyName"],
+            "CorePolicy"
+        );
+        assert_eq!(
+            body["Resources"]["MyThing"]["Properties"]["ThingGroups"][0]["Ref"],
+            "ThingGroupName"
+        );
+        assert_eq!(
+            body["Resources"]["MyCertificate"]["Properties"]["Status"],
+            "Active"
+        );
         let no_group = provisioning_template_body("CorePolicy", false);
         assert!(no_group["Parameters"].get("ThingGroupName").is_none());
     }
@@ -322,17 +336,24 @@ mod tests {
             assert!(text.contains("iot:AssumeRoleWithCertificate"));
             assert!(text.contains("arn:aws:iot:us-west-2:123456789012:rolealias/Alias"));
         }
-        let least = core_device_policy(&account(), CorePolicyVariant::LeastPrivilege, "A").to_string();
+        let least =
+            core_device_policy(&account(), CorePolicyVariant::LeastPrivilege, "A").to_string();
         assert!(!least.contains("greengrass:*") && !least.contains("\"Resource\":[\"*\"]"));
     }
 
     #[test]
     fn documents_compare_as_json_not_text() {
         let desired = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["b", "a"], "Resource": "*"}]});
-        assert!(same_document(r#"{"Statement":[{"Resource":["*"],"Action":["a","b"],"Effect":"Allow"}],"Version":"2012-10-17"}"#, &desired));
+        assert!(same_document(
+            r#"{"Statement":[{"Resource":["*"],"Action":["a","b"],"Effect":"Allow"}],"Version":"2012-10-17"}"#,
+            &desired
+        ));
         let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%5B%22a%22%2C%22b%22%5D%2C%22Resource%22%3A%22%2A%22%7D%5D%7D";
         assert!(same_document(encoded, &desired), "IAM's URL-encoded form");
-        assert!(!same_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"a","Resource":"*"}]}"#, &desired));
+        assert!(!same_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"a","Resource":"*"}]}"#,
+            &desired
+        ));
         assert!(!same_document("not json", &desired));
     }
 }

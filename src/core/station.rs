@@ -371,7 +371,11 @@ impl StationConfig {
             }
         }
         if let Err(rule) = names::check_iam_name(&s.token_exchange_access_policy, 128) {
-            return bad("setup.token_exchange_access_policy", &s.token_exchange_access_policy, rule);
+            return bad(
+                "setup.token_exchange_access_policy",
+                &s.token_exchange_access_policy,
+                rule,
+            );
         }
         if let Err(rule) = names::check_policy_name(&s.core_policy) {
             return bad("setup.core_policy", &s.core_policy, rule);
@@ -389,7 +393,8 @@ impl StationConfig {
             }
         }
         if let Some(arn) = &s.pre_provisioning_hook_arn {
-            if !(arn.starts_with("arn:") && arn.contains(":lambda:") && arn.contains(":function:")) {
+            if !(arn.starts_with("arn:") && arn.contains(":lambda:") && arn.contains(":function:"))
+            {
                 return bad(
                     "setup.pre_provisioning_hook_arn",
                     arn,

@@ -29,6 +29,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// Starts a fresh, empty endpoint.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a fresh endpoint with launcher options (fault injection: `--throttle OP=RPS`,
+    /// `--fail OP=FRACTION`, `--lose-response OP=FRACTION`, `--seed N`).
+    pub fn start_with(options: &[&str]) -> Self {
         let python = repo().join(".venv/bin/python");
         assert!(
             python.exists(),
@@ -40,6 +46,7 @@ impl Endpoint {
             .arg("--state-dir")
             .arg(state.path())
             .arg("--exit-with-parent")
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -172,6 +179,45 @@ impl Endpoint {
                 return targets;
             }
         }
+    }
+}
+
+impl Endpoint {
+    /// A plain HTTP request to the launcher's own control paths; returns the body.
+    pub fn control(&self, method: &str, path: &str) -> String {
+        use std::io::Write;
+        let host = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+            "{response}"
+        );
+        response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The endpoint's per-operation counter, e.g. ("CreateCertificateFromCsr", "throttled").
+    pub fn stat(&self, operation: &str, counter: &str) -> u64 {
+        let stats: serde_json::Value =
+            serde_json::from_str(&self.control("GET", "/_claimfab/stats")).unwrap();
+        stats["operations"][operation][counter]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Clears every injected fault, as when AWS recovers.
+    pub fn clear_faults(&self) {
+        self.control("DELETE", "/_claimfab/faults");
     }
 }
 
@@ -541,16 +587,21 @@ pub struct Fixture {
 impl Fixture {
     /// A fixture whose station adds `station_extra` TOML to the test defaults.
     pub fn new(station_extra: &str) -> Self {
-        Self::build(true, station_extra)
+        Self::build(true, station_extra, &[])
     }
 
     /// A fixture whose endpoint has no claim policy.
     pub fn without_claim_policy() -> Self {
-        Self::build(false, "")
+        Self::build(false, "", &[])
     }
 
-    fn build(with_policy: bool, station_extra: &str) -> Self {
-        let endpoint = Endpoint::start();
+    /// A fixture whose endpoint injects faults (launcher options).
+    pub fn with_faults(station_extra: &str, endpoint_options: &[&str]) -> Self {
+        Self::build(true, station_extra, endpoint_options)
+    }
+
+    fn build(with_policy: bool, station_extra: &str, endpoint_options: &[&str]) -> Self {
+        let endpoint = Endpoint::start_with(endpoint_options);
         let rt = runtime();
         if with_policy {
             rt.block_on(endpoint.create_claim_policy(CLAIM_POLICY));
