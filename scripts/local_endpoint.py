@@ -184,6 +184,11 @@ def apply_iot_corrections(ca: TestCa) -> None:
     #    moto.core.config.default_user_config, which the server process shares with us.)
     default_user_config.setdefault("iot", {})["use_valid_cert"] = True
 
+    # 7. AWS managed IAM policies. AWS: managed policies such as
+    #    arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration exist in every account
+    #    and can be attached (AttachRolePolicy). moto loads them only on request.
+    default_user_config.setdefault("iam", {})["load_aws_managed_policies"] = True
+
     # 1. CreateCertificateFromCsr. AWS (API_CreateCertificateFromCsr): "Creates an X.509
     #    certificate using the specified certificate signing request"; the CSR must carry an
     #    RSA key of at least 2048 bits or an EC key on NIST P-256, P-384 or P-521, otherwise

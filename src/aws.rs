@@ -450,3 +450,547 @@ impl Iot {
         }
     }
 }
+
+/// An IAM role as setup sees it.
+#[derive(Debug, Clone)]
+pub struct RoleInfo {
+    pub arn: String,
+    /// The trust policy, as IAM returns it (URL-encoded JSON).
+    pub trust_policy: String,
+}
+
+/// A policy (IAM managed or IoT) and its default version's document.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub arn: String,
+    pub document: String,
+}
+
+/// An IoT role alias.
+#[derive(Debug, Clone)]
+pub struct RoleAliasInfo {
+    pub arn: String,
+    pub role_arn: String,
+    pub credential_duration_seconds: i32,
+}
+
+/// A fleet-provisioning template.
+#[derive(Debug, Clone)]
+pub struct TemplateInfo {
+    pub arn: String,
+    pub body: String,
+    pub enabled: bool,
+    pub role_arn: String,
+    pub hook_arn: Option<String>,
+    pub description: String,
+}
+
+/// The desired settings of a provisioning template.
+#[derive(Debug, Clone)]
+pub struct TemplateSpec<'a> {
+    pub name: &'a str,
+    pub body: &'a str,
+    pub role_arn: &'a str,
+    pub hook_arn: Option<&'a str>,
+    pub description: &'a str,
+}
+
+/// Versions a policy or template may keep; the oldest non-default goes to make room.
+const MAX_VERSIONS: usize = 5;
+
+/// Turns NotFound into `None`.
+fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(AwsError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The IAM, STS and IoT operations of the one-time account setup.
+pub struct AccountApi {
+    iot: Client,
+    iam: aws_sdk_iam::Client,
+    sts: aws_sdk_sts::Client,
+    region: String,
+}
+
+impl AccountApi {
+    /// Connects like [`Iot::connect`].
+    pub async fn connect(settings: &AwsSettings, max_attempts: u32) -> Result<Self, String> {
+        let (config, region) = load_config(settings, max_attempts).await?;
+        Ok(Self {
+            iot: Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            region,
+        })
+    }
+
+    /// The resolved region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The caller's identity ARN (STS GetCallerIdentity), which names partition and account.
+    pub async fn caller_arn(&self) -> Result<String, AwsError> {
+        let output = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .arn
+            .ok_or_else(|| AwsError::Uncertain("GetCallerIdentity returned no ARN".into()))
+    }
+
+    /// DescribeEndpoint.
+    pub async fn describe_endpoint(&self, kind: EndpointKind) -> Result<String, AwsError> {
+        let endpoint_type = match kind {
+            EndpointKind::DataAts => "iot:Data-ATS",
+            EndpointKind::CredentialProvider => "iot:CredentialProvider",
+        };
+        let output = self
+            .iot
+            .describe_endpoint()
+            .endpoint_type(endpoint_type)
+            .send()
+            .await
+            .map_err(classify)?;
+        output.endpoint_address.ok_or_else(|| {
+            AwsError::Uncertain(format!(
+                "DescribeEndpoint({endpoint_type}) returned no address"
+            ))
+        })
+    }
+
+    // ---- IAM ----
+
+    /// GetRole.
+    pub async fn get_role(&self, name: &str) -> Result<Option<RoleInfo>, AwsError> {
+        let output = found(
+            self.iam
+                .get_role()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output.and_then(|o| o.role).map(|role| RoleInfo {
+            arn: role.arn,
+            trust_policy: role.assume_role_policy_document.unwrap_or_default(),
+        }))
+    }
+
+    /// CreateRole; returns the ARN.
+    pub async fn create_role(&self, name: &str, trust_policy: &str) -> Result<String, AwsError> {
+        let output = self
+            .iam
+            .create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust_policy)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .role
+            .map(|r| r.arn)
+            .ok_or_else(|| AwsError::Uncertain("CreateRole returned no role".into()))
+    }
+
+    /// UpdateAssumeRolePolicy.
+    pub async fn update_trust_policy(
+        &self,
+        role: &str,
+        trust_policy: &str,
+    ) -> Result<(), AwsError> {
+        self.iam
+            .update_assume_role_policy()
+            .role_name(role)
+            .policy_document(trust_policy)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// GetPolicy + GetPolicyVersion (default) of an IAM managed policy.
+    pub async fn get_iam_policy(&self, arn: &str) -> Result<Option<PolicyInfo>, AwsError> {
+        let Some(policy) = found(
+            self.iam
+                .get_policy()
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(classify),
+        )?
+        .and_then(|o| o.policy) else {
+            return Ok(None);
+        };
+        let version = policy.default_version_id.unwrap_or_else(|| "v1".into());
+        let output = self
+            .iam
+            .get_policy_version()
+            .policy_arn(arn)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Some(PolicyInfo {
+            arn: arn.to_string(),
+            document: output
+                .policy_version
+                .and_then(|v| v.document)
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// CreatePolicy (IAM); returns the ARN.
+    pub async fn create_iam_policy(&self, name: &str, document: &str) -> Result<String, AwsError> {
+        let output = self
+            .iam
+            .create_policy()
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .policy
+            .and_then(|p| p.arn)
+            .ok_or_else(|| AwsError::Uncertain("CreatePolicy returned no ARN".into()))
+    }
+
+    /// CreatePolicyVersion (IAM) as the default, deleting the oldest non-default version
+    /// first when the policy already has the maximum.
+    pub async fn update_iam_policy(&self, arn: &str, document: &str) -> Result<(), AwsError> {
+        let versions = self
+            .iam
+            .list_policy_versions()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(classify)?
+            .versions
+            .unwrap_or_default();
+        if versions.len() >= MAX_VERSIONS {
+            if let Some(oldest) = versions
+                .iter()
+                .filter(|v| !v.is_default_version)
+                .min_by_key(|v| v.create_date.map(|d| d.secs()))
+                .and_then(|v| v.version_id.clone())
+            {
+                self.iam
+                    .delete_policy_version()
+                    .policy_arn(arn)
+                    .version_id(oldest)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        self.iam
+            .create_policy_version()
+            .policy_arn(arn)
+            .policy_document(document)
+            .set_as_default(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// ListAttachedRolePolicies, as ARNs.
+    pub async fn attached_role_policies(&self, role: &str) -> Result<Vec<String>, AwsError> {
+        let output = self
+            .iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output
+            .attached_policies
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.policy_arn)
+            .collect())
+    }
+
+    /// AttachRolePolicy.
+    pub async fn attach_role_policy(&self, role: &str, policy_arn: &str) -> Result<(), AwsError> {
+        self.iam
+            .attach_role_policy()
+            .role_name(role)
+            .policy_arn(policy_arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    // ---- IoT ----
+
+    /// DescribeRoleAlias.
+    pub async fn describe_role_alias(
+        &self,
+        alias: &str,
+    ) -> Result<Option<RoleAliasInfo>, AwsError> {
+        let output = found(
+            self.iot
+                .describe_role_alias()
+                .role_alias(alias)
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output
+            .and_then(|o| o.role_alias_description)
+            .map(|d| RoleAliasInfo {
+                arn: d.role_alias_arn.unwrap_or_default(),
+                role_arn: d.role_arn.unwrap_or_default(),
+                credential_duration_seconds: d.credential_duration_seconds.unwrap_or(3600),
+            }))
+    }
+
+    /// CreateRoleAlias; returns the ARN.
+    pub async fn create_role_alias(
+        &self,
+        alias: &str,
+        role_arn: &str,
+        seconds: i32,
+    ) -> Result<String, AwsError> {
+        let output = self
+            .iot
+            .create_role_alias()
+            .role_alias(alias)
+            .role_arn(role_arn)
+            .credential_duration_seconds(seconds)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .role_alias_arn
+            .ok_or_else(|| AwsError::Uncertain("CreateRoleAlias returned no ARN".into()))
+    }
+
+    /// UpdateRoleAlias.
+    pub async fn update_role_alias(
+        &self,
+        alias: &str,
+        role_arn: &str,
+        seconds: i32,
+    ) -> Result<(), AwsError> {
+        self.iot
+            .update_role_alias()
+            .role_alias(alias)
+            .role_arn(role_arn)
+            .credential_duration_seconds(seconds)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// GetPolicy (IoT): ARN and default version's document.
+    pub async fn get_iot_policy(&self, name: &str) -> Result<Option<PolicyInfo>, AwsError> {
+        let output = found(
+            self.iot
+                .get_policy()
+                .policy_name(name)
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output.map(|o| PolicyInfo {
+            arn: o.policy_arn.unwrap_or_default(),
+            document: o.policy_document.unwrap_or_default(),
+        }))
+    }
+
+    /// CreatePolicy (IoT); returns the ARN.
+    pub async fn create_iot_policy(&self, name: &str, document: &str) -> Result<String, AwsError> {
+        let output = self
+            .iot
+            .create_policy()
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .policy_arn
+            .ok_or_else(|| AwsError::Uncertain("CreatePolicy returned no ARN".into()))
+    }
+
+    /// CreatePolicyVersion (IoT) as the default, making room first when needed.
+    pub async fn update_iot_policy(&self, name: &str, document: &str) -> Result<(), AwsError> {
+        let versions = self
+            .iot
+            .list_policy_versions()
+            .policy_name(name)
+            .send()
+            .await
+            .map_err(classify)?
+            .policy_versions
+            .unwrap_or_default();
+        if versions.len() >= MAX_VERSIONS {
+            if let Some(oldest) = versions
+                .iter()
+                .filter(|v| !v.is_default_version)
+                .min_by_key(|v| v.create_date.map(|d| d.secs()))
+                .and_then(|v| v.version_id.clone())
+            {
+                self.iot
+                    .delete_policy_version()
+                    .policy_name(name)
+                    .policy_version_id(oldest)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        self.iot
+            .create_policy_version()
+            .policy_name(name)
+            .policy_document(document)
+            .set_as_default(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// DescribeThingGroup, as its ARN.
+    pub async fn thing_group_arn(&self, name: &str) -> Result<Option<String>, AwsError> {
+        let output = found(
+            self.iot
+                .describe_thing_group()
+                .thing_group_name(name)
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output.and_then(|o| o.thing_group_arn))
+    }
+
+    /// CreateThingGroup; returns the ARN.
+    pub async fn create_thing_group(&self, name: &str) -> Result<String, AwsError> {
+        let output = self
+            .iot
+            .create_thing_group()
+            .thing_group_name(name)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .thing_group_arn
+            .ok_or_else(|| AwsError::Uncertain("CreateThingGroup returned no ARN".into()))
+    }
+
+    /// DescribeProvisioningTemplate.
+    pub async fn describe_template(&self, name: &str) -> Result<Option<TemplateInfo>, AwsError> {
+        let output = found(
+            self.iot
+                .describe_provisioning_template()
+                .template_name(name)
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output.map(|o| TemplateInfo {
+            arn: o.template_arn.unwrap_or_default(),
+            body: o.template_body.unwrap_or_default(),
+            enabled: o.enabled.unwrap_or(false),
+            role_arn: o.provisioning_role_arn.unwrap_or_default(),
+            hook_arn: o.pre_provisioning_hook.map(|h| h.target_arn),
+            description: o.description.unwrap_or_default(),
+        }))
+    }
+
+    fn hook(arn: Option<&str>) -> Option<aws_sdk_iot::types::ProvisioningHook> {
+        arn.and_then(|arn| {
+            aws_sdk_iot::types::ProvisioningHook::builder()
+                .target_arn(arn)
+                .build()
+                .ok()
+        })
+    }
+
+    /// CreateProvisioningTemplate, enabled; returns the ARN.
+    pub async fn create_template(&self, spec: &TemplateSpec<'_>) -> Result<String, AwsError> {
+        let output = self
+            .iot
+            .create_provisioning_template()
+            .template_name(spec.name)
+            .description(spec.description)
+            .template_body(spec.body)
+            .enabled(true)
+            .provisioning_role_arn(spec.role_arn)
+            .set_pre_provisioning_hook(Self::hook(spec.hook_arn))
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .template_arn
+            .ok_or_else(|| AwsError::Uncertain("CreateProvisioningTemplate returned no ARN".into()))
+    }
+
+    /// Brings an existing template to `spec`: a new default version for the body (making
+    /// room first when needed), then description, role, hook and enabled.
+    pub async fn update_template(
+        &self,
+        spec: &TemplateSpec<'_>,
+        body_changed: bool,
+    ) -> Result<(), AwsError> {
+        if body_changed {
+            let versions = self
+                .iot
+                .list_provisioning_template_versions()
+                .template_name(spec.name)
+                .send()
+                .await
+                .map_err(classify)?
+                .versions
+                .unwrap_or_default();
+            if versions.len() >= MAX_VERSIONS {
+                if let Some(oldest) = versions
+                    .iter()
+                    .filter(|v| !v.is_default_version)
+                    .min_by_key(|v| v.creation_date.map(|d| d.secs()))
+                    .and_then(|v| v.version_id)
+                {
+                    self.iot
+                        .delete_provisioning_template_version()
+                        .template_name(spec.name)
+                        .version_id(oldest)
+                        .send()
+                        .await
+                        .map_err(classify)?;
+                }
+            }
+            self.iot
+                .create_provisioning_template_version()
+                .template_name(spec.name)
+                .template_body(spec.body)
+                .set_as_default(true)
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        let hook = Self::hook(spec.hook_arn);
+        self.iot
+            .update_provisioning_template()
+            .template_name(spec.name)
+            .description(spec.description)
+            .enabled(true)
+            .provisioning_role_arn(spec.role_arn)
+            .set_remove_pre_provisioning_hook(hook.is_none().then_some(true))
+            .set_pre_provisioning_hook(hook)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}

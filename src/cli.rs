@@ -17,6 +17,37 @@ pub enum Command {
     /// Make claim-certificate bundles for a batch of devices (resumable: re-run the same
     /// command on the same --out to finish an interrupted batch).
     Batch(BatchArgs),
+    /// Create the AWS account's fleet-provisioning resources (roles, role alias, policies,
+    /// thing group, provisioning template, claim policy). Idempotent; --plan only reads.
+    Setup(SetupArgs),
+}
+
+/// `claimfab setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Station config (TOML); names come from its [provisioning] and [setup] sections.
+    #[arg(long, value_name = "FILE")]
+    pub station: PathBuf,
+
+    /// Print what would be created, updated or left as is; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// Update resources whose documents differ from the desired ones (otherwise reported).
+    #[arg(long)]
+    pub update_drifted: bool,
+
+    /// AWS region (overrides the station's aws.region, then AWS_REGION and the profile).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// AWS named profile (overrides the station's aws.profile, then AWS_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// AWS endpoint URL for IoT, IAM and STS (else AWS_ENDPOINT_URL, else AWS's own).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 /// `claimfab batch`.

@@ -13,3 +13,4 @@ pub mod journal;
 pub mod outdir;
 pub mod pipeline;
 pub mod progress;
+pub mod setup;

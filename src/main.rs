@@ -9,6 +9,7 @@ use clap::Parser;
 use claimfab::batch::{self, BatchResult};
 use claimfab::cli::{Cli, Command};
 use claimfab::error::UserError;
+use claimfab::setup;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,13 +25,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Batch(args) => batch::run(args).await,
+            Command::Batch(args) => batch::run(args).await.map(|result| match result {
+                BatchResult::Done => ExitCode::SUCCESS,
+                BatchResult::SomeFailed => ExitCode::from(1),
+                BatchResult::Interrupted => ExitCode::from(130),
+            }),
+            Command::Setup(args) => setup::run(args).await.map(|clean| {
+                if clean {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }),
         }
     });
     match result {
-        Ok(BatchResult::Done) => ExitCode::SUCCESS,
-        Ok(BatchResult::SomeFailed) => ExitCode::from(1),
-        Ok(BatchResult::Interrupted) => ExitCode::from(130),
+        Ok(code) => code,
         Err(error) => {
             eprintln!("claimfab: {error:#}");
             if error.downcast_ref::<UserError>().is_some() {

@@ -19,10 +19,11 @@ pub struct Account {
 }
 
 impl Account {
-    /// Reads partition and account from any IAM ARN (`arn:PARTITION:iam::ACCOUNT:...`).
-    pub fn from_iam_arn(arn: &str, region: &str) -> Option<Self> {
+    /// Reads partition and account from a global ARN such as the caller identity's
+    /// (`arn:PARTITION:iam::ACCOUNT:...` or `arn:PARTITION:sts::ACCOUNT:...`).
+    pub fn from_arn(arn: &str, region: &str) -> Option<Self> {
         let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account)) = (
+        let (Some("arn"), Some(partition), Some("iam" | "sts"), Some(""), Some(account)) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -38,7 +39,13 @@ impl Account {
         })
     }
 
-    fn iot_arn(&self, resource: &str) -> String {
+    /// ARN of an IAM resource (`role/NAME`, `policy/NAME`).
+    pub fn iam_arn(&self, resource: &str) -> String {
+        format!("arn:{}:iam::{}:{resource}", self.partition, self.account_id)
+    }
+
+    /// ARN of an IoT resource in this region.
+    pub fn iot_arn(&self, resource: &str) -> String {
         format!(
             "arn:{}:iot:{}:{}:{resource}",
             self.partition, self.region, self.account_id
@@ -271,7 +278,7 @@ mod tests {
     use super::*;
 
     fn account() -> Account {
-        Account::from_iam_arn("arn:aws:iam::123456789012:role/R", "us-west-2").unwrap()
+        Account::from_arn("arn:aws:iam::123456789012:role/R", "us-west-2").unwrap()
     }
 
     #[test]
@@ -281,9 +288,8 @@ mod tests {
             (a.partition.as_str(), a.account_id.as_str()),
             ("aws", "123456789012")
         );
-        assert!(Account::from_iam_arn("arn:aws:iot:us-east-1:1:x", "r").is_none());
-        let cn =
-            Account::from_iam_arn("arn:aws-cn:iam::123456789012:role/R", "cn-north-1").unwrap();
+        assert!(Account::from_arn("arn:aws:iot:us-east-1:1:x", "r").is_none());
+        let cn = Account::from_arn("arn:aws-cn:iam::123456789012:role/R", "cn-north-1").unwrap();
         assert_eq!(
             cn.role_alias_arn("A"),
             "arn:aws-cn:iot:cn-north-1:123456789012:rolealias/A"

@@ -1,0 +1,752 @@
+//! The `setup` command: brings an AWS account to the fleet-provisioning setup of AWS's guide
+//! (token exchange role and its access policy, role alias, core devices' IoT policy, fleet
+//! provisioning role, thing group, provisioning template, claim policy), idempotently. Each
+//! resource is read, compared with its desired document (as JSON), and created, left, or
+//! reported as drift (updated only with `--update-drifted`). `--plan` only reads. The
+//! resolved ARNs and endpoints are recorded beside the station file for `batch`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::aws::{AccountApi, AwsError, AwsSettings, EndpointKind, TemplateSpec};
+use crate::cli::SetupArgs;
+use crate::core::names;
+use crate::core::setup::{self as desired, Account, THINGS_REGISTRATION_POLICY_ARN};
+use crate::core::station::StationConfig;
+use crate::error::UserError;
+
+/// What `setup` records beside the station file (`NAME.setup.json` for `NAME.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupRecord {
+    pub region: String,
+    pub account_id: String,
+    pub iot_data_endpoint: String,
+    pub iot_credential_endpoint: String,
+    pub token_exchange_role_arn: String,
+    pub token_exchange_access_policy_arn: String,
+    pub role_alias_arn: String,
+    pub core_policy_arn: String,
+    pub fleet_provisioning_role_arn: String,
+    pub thing_group_arn: Option<String>,
+    pub template_arn: String,
+    pub claim_policy_arn: String,
+}
+
+/// Where the record of a station's setup lives.
+pub fn record_path(station: &Path) -> PathBuf {
+    station.with_extension("setup.json")
+}
+
+/// Reads the setup record beside a station file, if there is one.
+pub fn load_record(station: &Path) -> Result<Option<SetupRecord>, UserError> {
+    let path = record_path(station);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            UserError::station(
+                &path,
+                format!("unreadable ({e}); delete it and run `claimfab setup` again"),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(UserError::station(
+            &path,
+            format!("cannot read: {e}; fix its permissions"),
+        )),
+    }
+}
+
+/// What became of one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Created,
+    Unchanged,
+    Updated,
+    Drift(String),
+    WouldCreate,
+    WouldUpdate(String),
+}
+
+/// What a resource looks like now, compared with what it should be.
+enum Found {
+    Missing,
+    Same,
+    Differs(String),
+}
+
+/// One line of the report.
+struct Line {
+    kind: &'static str,
+    name: String,
+    outcome: Outcome,
+}
+
+/// The run's report and mode.
+struct Run<'a> {
+    api: &'a AccountApi,
+    plan: bool,
+    update_drifted: bool,
+    lines: Vec<Line>,
+}
+
+/// The step at which setup stopped, with the permission it lacked.
+struct Stop {
+    kind: &'static str,
+    name: String,
+    action: &'static str,
+    resource: String,
+    error: AwsError,
+}
+
+/// The order of the steps, for reporting what was not reached.
+const STEPS: [(&str, &str); 10] = [
+    ("iam role", "token exchange role"),
+    ("iam policy", "token exchange access policy"),
+    ("iam attachment", "access policy on token exchange role"),
+    ("iot role alias", "role alias"),
+    ("iot policy", "core devices' policy"),
+    ("iam role", "fleet provisioning role"),
+    (
+        "iam attachment",
+        "AWSIoTThingsRegistration on fleet provisioning role",
+    ),
+    ("iot thing group", "thing group"),
+    ("iot template", "provisioning template"),
+    ("iot policy", "claim policy"),
+];
+
+impl Run<'_> {
+    /// Decides and (unless planning) acts on one resource. `create` and `update` run only
+    /// when needed.
+    async fn settle<C, U>(
+        &mut self,
+        kind: &'static str,
+        name: &str,
+        found: Found,
+        create: C,
+        update: U,
+    ) -> Result<(), AwsError>
+    where
+        C: std::future::Future<Output = Result<(), AwsError>>,
+        U: std::future::Future<Output = Result<(), AwsError>>,
+    {
+        let outcome = match (found, self.plan) {
+            (Found::Same, _) => Outcome::Unchanged,
+            (Found::Missing, true) => Outcome::WouldCreate,
+            (Found::Missing, false) => {
+                create.await?;
+                Outcome::Created
+            }
+            (Found::Differs(what), _) if !self.update_drifted => Outcome::Drift(what),
+            (Found::Differs(what), true) => Outcome::WouldUpdate(what),
+            (Found::Differs(_), false) => {
+                update.await?;
+                Outcome::Updated
+            }
+        };
+        self.lines.push(Line {
+            kind,
+            name: name.to_string(),
+            outcome,
+        });
+        Ok(())
+    }
+
+    fn print(&self, stopped: Option<&Stop>) {
+        for line in &self.lines {
+            let (word, detail) = match &line.outcome {
+                Outcome::Created => ("created", String::new()),
+                Outcome::Unchanged => ("ok", String::new()),
+                Outcome::Updated => ("updated", String::new()),
+                Outcome::Drift(what) => (
+                    "DRIFT",
+                    format!(" ({what}; re-run with --update-drifted to update it)"),
+                ),
+                Outcome::WouldCreate => ("create", String::new()),
+                Outcome::WouldUpdate(what) => ("update", format!(" ({what})")),
+            };
+            println!("  {word:<8} {} {}{detail}", line.kind, line.name);
+        }
+        if let Some(stop) = stopped {
+            println!("  FAILED   {} {}: {}", stop.kind, stop.name, stop.error);
+            for (kind, what) in STEPS.iter().skip(self.lines.len() + 1) {
+                println!("  not yet  {kind} ({what})");
+            }
+        }
+    }
+
+    fn changes(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| !matches!(l.outcome, Outcome::Unchanged | Outcome::Drift(_)))
+            .count()
+    }
+
+    fn drifts(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| matches!(l.outcome, Outcome::Drift(_)))
+            .count()
+    }
+}
+
+fn compare_document(actual: &str, desired: &Value, what: &str) -> Found {
+    if desired::same_document(actual, desired) {
+        Found::Same
+    } else {
+        Found::Differs(format!("{what} differs from the desired one"))
+    }
+}
+
+/// Runs `claimfab setup`. Exit: 0 done (or plan printed); 1 stopped part-way or drift left
+/// in place; 2 bad input.
+pub async fn run(args: SetupArgs) -> Result<bool> {
+    let station_text = std::fs::read_to_string(&args.station).map_err(|e| {
+        UserError::station(
+            &args.station,
+            format!("cannot read: {e}; check the path passed to --station"),
+        )
+    })?;
+    let station = StationConfig::parse(&station_text, &args.station)?;
+    if let Some(region) = &args.region {
+        names::check_region(region).map_err(|problem| UserError::Flag {
+            flag: "--region",
+            value: region.clone(),
+            problem,
+        })?;
+    }
+    let settings = AwsSettings {
+        region: args.region.clone().or_else(|| station.aws.region.clone()),
+        profile: args.profile.clone().or_else(|| station.aws.profile.clone()),
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    let api = AccountApi::connect(&settings, station.limits.max_attempts)
+        .await
+        .map_err(UserError::Aws)?;
+    let caller = api.caller_arn().await.map_err(|e| {
+        UserError::Aws(format!(
+            "GetCallerIdentity: {e}; check the credentials, region and endpoint"
+        ))
+    })?;
+    let account = Account::from_arn(&caller, api.region()).ok_or_else(|| {
+        UserError::Aws(format!(
+            "cannot read the account from the caller identity {caller:?}"
+        ))
+    })?;
+
+    println!(
+        "{} fleet provisioning in account {} region {}:",
+        if args.plan { "plan for" } else { "setting up" },
+        account.account_id,
+        account.region
+    );
+    let mut run = Run {
+        api: &api,
+        plan: args.plan,
+        update_drifted: args.update_drifted,
+        lines: Vec::new(),
+    };
+    let result = apply(&mut run, &station, &account).await;
+    match result {
+        Ok(record) => {
+            run.print(None);
+            if args.plan {
+                println!(
+                    "{} change(s) to make; nothing was touched (--plan)",
+                    run.changes()
+                );
+                return Ok(true);
+            }
+            let record = record.expect("applied runs resolve every ARN");
+            let path = record_path(&args.station);
+            write_record(&path, &record)?;
+            if run.changes() == 0 {
+                println!("nothing to change: the account already matches");
+            } else {
+                println!("{} change(s) made", run.changes());
+            }
+            println!("recorded ARNs and endpoints in {}", path.display());
+            if run.drifts() > 0 {
+                println!(
+                    "{} resource(s) differ from the desired setup (see DRIFT above)",
+                    run.drifts()
+                );
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        Err(stop) => {
+            run.print(Some(&stop));
+            let permission = match stop.error {
+                AwsError::AccessDenied(_) => format!(
+                    "; allow {} on {} for the AWS identity in use, then re-run `claimfab setup` to continue",
+                    stop.action, stop.resource
+                ),
+                _ => "; fix it, then re-run `claimfab setup` to continue".to_string(),
+            };
+            anyhow::bail!(
+                "setup stopped at {} {}: {}{permission}",
+                stop.kind,
+                stop.name,
+                stop.error
+            )
+        }
+    }
+}
+
+fn write_record(path: &Path, record: &SetupRecord) -> Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let context = || {
+        format!(
+            "cannot write {}; fix the directory's permissions, then re-run",
+            path.display()
+        )
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(context)?;
+    temp.write_all(&serde_json::to_vec_pretty(record).expect("record serializes"))
+        .with_context(context)?;
+    std::fs::File::set_permissions(
+        temp.as_file(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(context)?;
+    temp.as_file().sync_all().with_context(context)?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(context)?;
+    Ok(())
+}
+
+/// Walks the resources in dependency order. Returns the record (None when planning).
+async fn apply(
+    run: &mut Run<'_>,
+    station: &StationConfig,
+    account: &Account,
+) -> Result<Option<SetupRecord>, Stop> {
+    let s = &station.setup;
+    let p = &station.provisioning;
+    let api = run.api;
+    fn stop(
+        kind: &'static str,
+        name: &str,
+        action: &'static str,
+        resource: String,
+    ) -> impl FnOnce(AwsError) -> Stop {
+        let name = name.to_string();
+        move |error| Stop {
+            kind,
+            name,
+            action,
+            resource,
+            error,
+        }
+    }
+
+    // 1. Token exchange role.
+    let role_arn = account.iam_arn(&format!("role/{}", s.token_exchange_role));
+    let trust = desired::token_exchange_trust_policy();
+    let fail = stop(
+        "iam role",
+        &s.token_exchange_role,
+        "iam:GetRole",
+        role_arn.clone(),
+    );
+    let found = match api.get_role(&s.token_exchange_role).await.map_err(fail)? {
+        None => Found::Missing,
+        Some(role) => compare_document(&role.trust_policy, &trust, "trust policy"),
+    };
+    let fail = stop(
+        "iam role",
+        &s.token_exchange_role,
+        "iam:CreateRole",
+        role_arn.clone(),
+    );
+    run.settle(
+        "iam role",
+        &s.token_exchange_role,
+        found,
+        async {
+            api.create_role(&s.token_exchange_role, &trust.to_string())
+                .await
+                .map(drop)
+        },
+        api.update_trust_policy(&s.token_exchange_role, &trust.to_string()),
+    )
+    .await
+    .map_err(fail)?;
+
+    // 2. Its access policy.
+    let access_arn = account.iam_arn(&format!("policy/{}", s.token_exchange_access_policy));
+    let access =
+        desired::token_exchange_access_policy(&account.partition, s.artifact_bucket.as_deref());
+    let fail = stop(
+        "iam policy",
+        &s.token_exchange_access_policy,
+        "iam:GetPolicy",
+        access_arn.clone(),
+    );
+    let found = match api.get_iam_policy(&access_arn).await.map_err(fail)? {
+        None => Found::Missing,
+        Some(policy) => compare_document(&policy.document, &access, "policy document"),
+    };
+    let fail = stop(
+        "iam policy",
+        &s.token_exchange_access_policy,
+        "iam:CreatePolicy",
+        access_arn.clone(),
+    );
+    run.settle(
+        "iam policy",
+        &s.token_exchange_access_policy,
+        found,
+        async {
+            api.create_iam_policy(&s.token_exchange_access_policy, &access.to_string())
+                .await
+                .map(drop)
+        },
+        api.update_iam_policy(&access_arn, &access.to_string()),
+    )
+    .await
+    .map_err(fail)?;
+
+    // 3. Attached to the role.
+    let attachment = format!(
+        "{} -> {}",
+        s.token_exchange_access_policy, s.token_exchange_role
+    );
+    ensure_attached(
+        run,
+        &s.token_exchange_role,
+        &access_arn,
+        &attachment,
+        &role_arn,
+    )
+    .await?;
+
+    // 4. Role alias.
+    let alias_arn = account.role_alias_arn(&p.role_alias);
+    let seconds = s.credential_duration_seconds as i32;
+    let fail = stop(
+        "iot role alias",
+        &p.role_alias,
+        "iot:DescribeRoleAlias",
+        alias_arn.clone(),
+    );
+    let found = match api.describe_role_alias(&p.role_alias).await.map_err(fail)? {
+        None => Found::Missing,
+        Some(alias) if alias.role_arn != role_arn => {
+            Found::Differs(format!("points at {}", alias.role_arn))
+        }
+        Some(alias) if alias.credential_duration_seconds != seconds => Found::Differs(format!(
+            "credential duration is {} s",
+            alias.credential_duration_seconds
+        )),
+        Some(_) => Found::Same,
+    };
+    let fail = stop(
+        "iot role alias",
+        &p.role_alias,
+        "iot:CreateRoleAlias and iam:PassRole",
+        alias_arn.clone(),
+    );
+    run.settle(
+        "iot role alias",
+        &p.role_alias,
+        found,
+        async {
+            api.create_role_alias(&p.role_alias, &role_arn, seconds)
+                .await
+                .map(drop)
+        },
+        api.update_role_alias(&p.role_alias, &role_arn, seconds),
+    )
+    .await
+    .map_err(fail)?;
+
+    // 5. Core devices' IoT policy.
+    let core_policy_arn = account.iot_arn(&format!("policy/{}", s.core_policy));
+    let core = desired::core_device_policy(account, s.core_policy_variant, &p.role_alias);
+    ensure_iot_policy(run, &s.core_policy, &core_policy_arn, &core).await?;
+
+    // 6. Fleet provisioning role, 7. with AWSIoTThingsRegistration.
+    let fp_role_arn = account.iam_arn(&format!("role/{}", s.fleet_provisioning_role));
+    let fp_trust = desired::fleet_provisioning_trust_policy();
+    let fail = stop(
+        "iam role",
+        &s.fleet_provisioning_role,
+        "iam:GetRole",
+        fp_role_arn.clone(),
+    );
+    let found = match api
+        .get_role(&s.fleet_provisioning_role)
+        .await
+        .map_err(fail)?
+    {
+        None => Found::Missing,
+        Some(role) => compare_document(&role.trust_policy, &fp_trust, "trust policy"),
+    };
+    let fail = stop(
+        "iam role",
+        &s.fleet_provisioning_role,
+        "iam:CreateRole",
+        fp_role_arn.clone(),
+    );
+    run.settle(
+        "iam role",
+        &s.fleet_provisioning_role,
+        found,
+        async {
+            api.create_role(&s.fleet_provisioning_role, &fp_trust.to_string())
+                .await
+                .map(drop)
+        },
+        api.update_trust_policy(&s.fleet_provisioning_role, &fp_trust.to_string()),
+    )
+    .await
+    .map_err(fail)?;
+    let attachment = format!("AWSIoTThingsRegistration -> {}", s.fleet_provisioning_role);
+    ensure_attached(
+        run,
+        &s.fleet_provisioning_role,
+        THINGS_REGISTRATION_POLICY_ARN,
+        &attachment,
+        &fp_role_arn,
+    )
+    .await?;
+
+    // 8. Thing group, when named.
+    let thing_group_arn = match &p.thing_group {
+        None => {
+            run.lines.push(Line {
+                kind: "iot thing group",
+                name: "(none named)".into(),
+                outcome: Outcome::Unchanged,
+            });
+            None
+        }
+        Some(group) => {
+            let group_arn = account.iot_arn(&format!("thinggroup/{group}"));
+            let fail = stop(
+                "iot thing group",
+                group,
+                "iot:DescribeThingGroup",
+                group_arn.clone(),
+            );
+            let found = match api.thing_group_arn(group).await.map_err(fail)? {
+                None => Found::Missing,
+                Some(_) => Found::Same,
+            };
+            let fail = stop(
+                "iot thing group",
+                group,
+                "iot:CreateThingGroup",
+                group_arn.clone(),
+            );
+            run.settle(
+                "iot thing group",
+                group,
+                found,
+                async { api.create_thing_group(group).await.map(drop) },
+                async { Ok(()) },
+            )
+            .await
+            .map_err(fail)?;
+            Some(group_arn)
+        }
+    };
+
+    // 9. Provisioning template.
+    let template_arn = account.iot_arn(&format!("provisioningtemplate/{}", p.template));
+    let body =
+        desired::provisioning_template_body(&s.core_policy, p.thing_group.is_some()).to_string();
+    let spec = TemplateSpec {
+        name: &p.template,
+        body: &body,
+        role_arn: &fp_role_arn,
+        hook_arn: s.pre_provisioning_hook_arn.as_deref(),
+        description: &s.template_description,
+    };
+    let fail = stop(
+        "iot template",
+        &p.template,
+        "iot:DescribeProvisioningTemplate",
+        template_arn.clone(),
+    );
+    let current = api.describe_template(&p.template).await.map_err(fail)?;
+    let body_value: Value = serde_json::from_str(&body).expect("desired body is JSON");
+    let body_changed = current
+        .as_ref()
+        .is_some_and(|t| !desired::same_document(&t.body, &body_value));
+    let found = match &current {
+        None => Found::Missing,
+        Some(_) if body_changed => Found::Differs("template body differs".into()),
+        Some(t) if !t.enabled => Found::Differs("template is disabled".into()),
+        Some(t) if t.role_arn != fp_role_arn => {
+            Found::Differs(format!("provisioning role is {}", t.role_arn))
+        }
+        Some(t) if t.hook_arn.as_deref() != spec.hook_arn => {
+            Found::Differs("pre-provisioning hook differs".into())
+        }
+        Some(t) if t.description != spec.description => {
+            Found::Differs("description differs".into())
+        }
+        Some(_) => Found::Same,
+    };
+    let fail = stop(
+        "iot template",
+        &p.template,
+        "iot:CreateProvisioningTemplate and iam:PassRole",
+        template_arn.clone(),
+    );
+    run.settle(
+        "iot template",
+        &p.template,
+        found,
+        async { api.create_template(&spec).await.map(drop) },
+        api.update_template(&spec, body_changed),
+    )
+    .await
+    .map_err(fail)?;
+
+    // 10. Claim policy, scoped to this template, region and account.
+    let claim_arn = account.iot_arn(&format!("policy/{}", p.claim_policy));
+    let claim = desired::claim_policy(account, &p.template);
+    ensure_iot_policy(run, &p.claim_policy, &claim_arn, &claim).await?;
+
+    if run.plan {
+        return Ok(None);
+    }
+    let endpoint = |kind: EndpointKind, pinned: &Option<String>| {
+        let pinned = pinned.clone();
+        async move {
+            match pinned {
+                Some(host) => Ok(host),
+                None => api.describe_endpoint(kind).await,
+            }
+        }
+    };
+    let fail = stop(
+        "iot endpoint",
+        "iot:Data-ATS",
+        "iot:DescribeEndpoint",
+        "*".into(),
+    );
+    let data = endpoint(EndpointKind::DataAts, &station.aws.iot_data_endpoint)
+        .await
+        .map_err(fail)?;
+    let fail = stop(
+        "iot endpoint",
+        "iot:CredentialProvider",
+        "iot:DescribeEndpoint",
+        "*".into(),
+    );
+    let credentials = endpoint(
+        EndpointKind::CredentialProvider,
+        &station.aws.iot_credential_endpoint,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Some(SetupRecord {
+        region: account.region.clone(),
+        account_id: account.account_id.clone(),
+        iot_data_endpoint: data,
+        iot_credential_endpoint: credentials,
+        token_exchange_role_arn: role_arn,
+        token_exchange_access_policy_arn: access_arn,
+        role_alias_arn: alias_arn,
+        core_policy_arn,
+        fleet_provisioning_role_arn: fp_role_arn,
+        thing_group_arn,
+        template_arn,
+        claim_policy_arn: claim_arn,
+    }))
+}
+
+/// An IoT policy whose default version should hold `document`.
+async fn ensure_iot_policy(
+    run: &mut Run<'_>,
+    name: &str,
+    arn: &str,
+    document: &Value,
+) -> Result<(), Stop> {
+    let api = run.api;
+    let stop = |action: &'static str| {
+        let (name, arn) = (name.to_string(), arn.to_string());
+        move |error| Stop {
+            kind: "iot policy",
+            name,
+            action,
+            resource: arn,
+            error,
+        }
+    };
+    let found = match api
+        .get_iot_policy(name)
+        .await
+        .map_err(stop("iot:GetPolicy"))?
+    {
+        None => Found::Missing,
+        Some(policy) => compare_document(&policy.document, document, "policy document"),
+    };
+    let text = document.to_string();
+    run.settle(
+        "iot policy",
+        name,
+        found,
+        async { api.create_iot_policy(name, &text).await.map(drop) },
+        api.update_iot_policy(name, &text),
+    )
+    .await
+    .map_err(stop("iot:CreatePolicy"))
+}
+
+/// An IAM managed policy attached to a role.
+async fn ensure_attached(
+    run: &mut Run<'_>,
+    role: &str,
+    policy_arn: &str,
+    label: &str,
+    role_arn: &str,
+) -> Result<(), Stop> {
+    let api = run.api;
+    let stop = |action: &'static str| {
+        let (label, role_arn) = (label.to_string(), role_arn.to_string());
+        move |error| Stop {
+            kind: "iam attachment",
+            name: label,
+            action,
+            resource: role_arn,
+            error,
+        }
+    };
+    // A role that does not exist yet (planning) has nothing attached.
+    let attached = match api.attached_role_policies(role).await {
+        Ok(arns) => arns,
+        Err(AwsError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(stop("iam:ListAttachedRolePolicies")(e)),
+    };
+    let found = if attached.iter().any(|a| a == policy_arn) {
+        Found::Same
+    } else {
+        Found::Missing
+    };
+    run.settle(
+        "iam attachment",
+        label,
+        found,
+        api.attach_role_policy(role, policy_arn),
+        async { Ok(()) },
+    )
+    .await
+    .map_err(stop("iam:AttachRolePolicy"))
+}
