@@ -535,7 +535,10 @@ class TokenBucket:
 
 
 class FaultSettings:
-    def __init__(self, throttle: dict, fail: dict, lose_response: dict, seed: int) -> None:
+    def __init__(
+        self, throttle: dict, fail: dict, lose_response: dict, seed: int, deny: frozenset = frozenset()
+    ) -> None:
+        self.deny = set(deny)  # operations the caller is not allowed to call
         self.throttle = throttle  # operation -> requests per second
         self.fail = fail  # operation -> fraction answered 500 without executing
         self.lose_response = lose_response  # operation -> fraction executed, then answered 500
@@ -548,6 +551,7 @@ class FaultSettings:
             },
             "fail": dict(sorted(self.fail.items())),
             "lose_response": dict(sorted(self.lose_response.items())),
+            "deny": sorted(self.deny),
             "seed": self.seed,
         }
 
@@ -561,7 +565,7 @@ class FaultInjector:
     is empty; else failed (500, not executed) with the --fail probability; else executed by
     moto, and then its answer replaced by a 500 with the --lose-response probability."""
 
-    COUNTERS = ("requests", "throttled", "failed", "lost_response", "executed")
+    COUNTERS = ("requests", "denied", "throttled", "failed", "lost_response", "executed")
 
     def __init__(self, app, router: IotRouter, settings: FaultSettings, log: bool) -> None:
         self.app = app
@@ -686,6 +690,7 @@ class FaultInjector:
             )
         with self.rng_lock:
             self.settings.throttle, self.settings.fail, self.settings.lose_response = {}, {}, {}
+            self.settings.deny = set()
             self.buckets = {}
         return self.json_response(start_response, "200 OK", {"faults": self.settings.as_json()})
 
@@ -701,6 +706,17 @@ class FaultInjector:
             return self.app(environ, start_response)
 
         self.count(op, "requests")
+        if op in self.settings.deny:
+            # An IAM identity without permission for the action: AWS answers HTTP 403
+            # AccessDeniedException naming the action and resource, and does nothing.
+            self.count(op, "denied")
+            self.note("denied", op)
+            self.drain(environ)
+            return self.aws_error(
+                start_response, "403 Forbidden", "AccessDeniedException",
+                f"User: arn:aws:iam::123456789012:user/factory is not authorized to perform: "
+                f"iot:{op} because no identity-based policy allows the iot:{op} action",
+            )
         bucket = self.buckets.get(op)
         if bucket is not None and not bucket.take():
             self.count(op, "throttled")
@@ -828,6 +844,10 @@ def main() -> int:
         help="execute OP, then answer this fraction 500 InternalFailureException instead",
     )
     parser.add_argument(
+        "--deny", action="append", metavar="OP",
+        help="answer OP 403 AccessDeniedException, as for an identity lacking the permission",
+    )
+    parser.add_argument(
         "--seed", type=int, help="seed for --fail/--lose-response choices (default: random)"
     )
     args = parser.parse_args()
@@ -847,6 +867,9 @@ def main() -> int:
             parser, "--lose-response", args.lose_response, router, "fraction"
         ),
         seed=args.seed if args.seed is not None else secrets.randbits(32),
+        deny=frozenset(
+            parse_fault_specs(parser, "--deny", [f"{op}=1" for op in args.deny or ()], router, "fraction")
+        ),
     )
 
     # werkzeug logs every request at INFO; by default keep only warnings and errors (tracebacks

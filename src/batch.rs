@@ -165,7 +165,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         Ok(true) => {}
         Ok(false) => {
             return Err(UserError::Aws(format!(
-                "claim policy {claim_policy:?} does not exist in {}; create it in AWS IoT (README: Security notes) or pass --claim-policy",
+                "claim policy {claim_policy:?} does not exist in {}; create it with `claimfab setup --station FILE` or pass --claim-policy",
                 iot.region()
             ))
             .into())
@@ -173,24 +173,27 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         Err(e) => return Err(preflight_error(&format!("GetPolicy {claim_policy}"), "iot:GetPolicy", e).into()),
     }
 
-    let pinned_or_previous = |pinned: &Option<String>, previous: Option<&String>| {
-        pinned.clone().or_else(|| previous.cloned())
-    };
+    // Endpoints: pinned by the station, else as the batch began, else as `claimfab setup`
+    // recorded them for this region, else asked of DescribeEndpoint.
+    let recorded = crate::setup::load_record(&args.station)?.filter(|r| r.region == iot.region());
     let prev_target = previous.as_ref().map(|p| &p.target);
     let mut endpoints = Vec::new();
-    for (pinned, previous, kind) in [
+    for (pinned, previous, recorded, kind) in [
         (
             &station.aws.iot_data_endpoint,
             prev_target.map(|t| &t.iot_data_endpoint),
+            recorded.as_ref().map(|r| &r.iot_data_endpoint),
             EndpointKind::DataAts,
         ),
         (
             &station.aws.iot_credential_endpoint,
             prev_target.map(|t| &t.iot_credential_endpoint),
+            recorded.as_ref().map(|r| &r.iot_credential_endpoint),
             EndpointKind::CredentialProvider,
         ),
     ] {
-        let endpoint = match pinned_or_previous(pinned, previous) {
+        let known = pinned.clone().or_else(|| previous.or(recorded).cloned());
+        let endpoint = match known {
             Some(endpoint) => endpoint,
             None => iot
                 .describe_endpoint(kind)

@@ -279,18 +279,17 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         }
         Err(stop) => {
             run.print(Some(&stop));
-            let permission = match stop.error {
+            let cause = match stop.error {
                 AwsError::AccessDenied(_) => format!(
-                    "; allow {} on {} for the AWS identity in use, then re-run `claimfab setup` to continue",
+                    "access denied; allow {} on {} for the AWS identity in use",
                     stop.action, stop.resource
                 ),
-                _ => "; fix it, then re-run `claimfab setup` to continue".to_string(),
+                error => format!("{error}; fix that"),
             };
             anyhow::bail!(
-                "setup stopped at {} {}: {}{permission}",
+                "setup stopped at {} {}: {cause}, then re-run `claimfab setup` to continue",
                 stop.kind,
-                stop.name,
-                stop.error
+                stop.name
             )
         }
     }
