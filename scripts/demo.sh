@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: installs and starts the local AWS endpoint (moto on
-# 127.0.0.1), creates the claim policy there, runs a 100-device batch with the example station
-# config, and shows where the bundles and the manifest are. The endpoint lives only as long
+# 127.0.0.1), runs `claimfab setup` there (the account's fleet-provisioning resources), then a
+# 100-device `claimfab batch` with the example station config, and shows where the bundles
+# and the manifest are. The endpoint lives only as long
 # as this script, so each run starts from an empty account and a fresh demo-out/batch.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -32,28 +33,16 @@ export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 unset AWS_PROFILE AWS_SESSION_TOKEN
 echo "local AWS endpoint: $url (test CA: demo-out/endpoint/test-ca.pem)"
 
-# The claim policy the devices' claim certificates get: fleet-provisioning topics only.
-.venv/bin/python - <<'PY'
-import json, os
-import boto3
-iot = boto3.client("iot", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
-region, account, template = "us-east-1", "123456789012", "GreengrassFleetProvisioningTemplate"
-def topics(kind):
-    return [f"arn:aws:iot:{region}:{account}:{kind}/{t}" for t in (
-        "$aws/certificates/create/*",
-        "$aws/certificates/create-from-csr/*",
-        f"$aws/provisioning-templates/{template}/provision/*")]
-iot.create_policy(policyName="GreengrassProvisioningClaimPolicy", policyDocument=json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
-        {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": topics("topic")},
-        {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": topics("topicfilter")},
-    ]}))
-print("claim policy GreengrassProvisioningClaimPolicy created")
-PY
-
-"$claimfab" batch --station station-config/example.toml --out demo-out/batch --count "$count"
+# The one-time account setup (roles, role alias, policies, thing group, provisioning template,
+# claim policy), then the batch: nothing else is needed.
+# A copy of the example station: setup records ARNs and endpoints beside it, and those of this
+# throwaway local account must not end up next to the real example.
+station=demo-out/station.toml
+cp station-config/example.toml "$station"
+"$claimfab" setup --station "$station" --plan
+"$claimfab" setup --station "$station"
+echo
+"$claimfab" batch --station "$station" --out demo-out/batch --count "$count"
 
 echo
 echo "manifest (first rows): demo-out/batch/manifest.csv"

@@ -166,6 +166,237 @@ class TestCa:
 # --------------------------------------------------------------------------------------------
 
 
+def add_provisioning_templates() -> None:
+    """8. Fleet-provisioning templates. moto 5.2.5 has none of these operations; AWS IoT's
+    API reference defines them. State lives on each (account, region) IoT backend."""
+    from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
+    from moto.iot import models as iot_models
+    from moto.iot import responses as iot_responses
+    from moto.iot.exceptions import (
+        DeleteConflictException,
+        InvalidRequestException,
+        IoTClientError,
+        ResourceAlreadyExistsException,
+        ResourceNotFoundException,
+    )
+
+    class VersionsLimitExceededException(IoTClientError):
+        # AWS: "The number of policy versions exceeds the limit" (HTTP 409); 5 per template.
+        def __init__(self, name: str):
+            super().__init__(
+                "VersionsLimitExceededException",
+                f"The provisioning template {name} already has 5 versions",
+            )
+            self.code = 409
+
+    lock = threading.Lock()
+    IoTResponse = iot_responses.IoTResponse
+
+    def templates(response) -> dict:
+        backend = response.iot_backend
+        if not hasattr(backend, "claimfab_templates"):
+            backend.claimfab_templates = {}
+        return backend.claimfab_templates
+
+    def arn(response, name: str) -> str:
+        backend = response.iot_backend
+        return f"arn:aws:iot:{backend.region_name}:{backend.account_id}:provisioningtemplate/{name}"
+
+    def get(response, name: str) -> dict:
+        # AWS: ResourceNotFoundException (HTTP 404) for an unknown template name.
+        template = templates(response).get(name)
+        if template is None:
+            raise ResourceNotFoundException(f"The provisioning template {name} does not exist")
+        return template
+
+    def check_body(body) -> None:
+        # AWS: templateBody is "the JSON formatted contents of the provisioning template";
+        # anything else is an InvalidRequestException (HTTP 400).
+        try:
+            parsed = json.loads(body or "")
+        except ValueError:
+            raise InvalidRequestException("templateBody is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise InvalidRequestException("templateBody must be a JSON object")
+
+    def as_bool(value, default: bool) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, str):
+            return value.lower() == "true"
+        return bool(value)
+
+    def summary(template: dict) -> dict:
+        return {k: template[k] for k in (
+            "templateArn", "templateName", "description", "creationDate",
+            "lastModifiedDate", "enabled", "type")}
+
+    def hook_of(value):
+        return {"targetArn": value["targetArn"], "payloadVersion": value.get("payloadVersion", "2020-04-01")} if value else None
+
+    def create_provisioning_template(self):
+        # CreateProvisioningTemplate: name [0-9A-Za-z_-]{1,36}, provisioningRoleArn required,
+        # type FLEET_PROVISIONING unless JITP; version 1 is the default; duplicate names are
+        # ResourceAlreadyExistsException (409).
+        name = self._get_param("templateName")
+        if not name or len(name) > 36 or not all(c.isalnum() or c in "_-" for c in name):
+            raise InvalidRequestException("templateName must match [0-9A-Za-z_-]{1,36}")
+        body = self._get_param("templateBody")
+        check_body(body)
+        role = self._get_param("provisioningRoleArn")
+        if not role:
+            raise InvalidRequestException("provisioningRoleArn is required")
+        now = utcnow()
+        with lock:
+            if name in templates(self):
+                raise ResourceAlreadyExistsException(
+                    f"The provisioning template {name} already exists", name, arn(self, name))
+            templates(self)[name] = {
+                "templateArn": arn(self, name),
+                "templateName": name,
+                "description": self._get_param("description") or "",
+                "creationDate": now,
+                "lastModifiedDate": now,
+                "defaultVersionId": 1,
+                "enabled": as_bool(self._get_param("enabled"), False),
+                "provisioningRoleArn": role,
+                "preProvisioningHook": hook_of(self._get_param("preProvisioningHook")),
+                "type": self._get_param("type") or "FLEET_PROVISIONING",
+                "versions": {1: {"versionId": 1, "creationDate": now, "templateBody": body}},
+                "nextVersion": 2,
+            }
+        return ActionResult({"templateArn": arn(self, name), "templateName": name, "defaultVersionId": 1})
+
+    def describe_provisioning_template(self):
+        # DescribeProvisioningTemplate: the template with its default version's body.
+        template = get(self, self._get_param("templateName"))
+        result = summary(template)
+        result.update(
+            defaultVersionId=template["defaultVersionId"],
+            templateBody=template["versions"][template["defaultVersionId"]]["templateBody"],
+            provisioningRoleArn=template["provisioningRoleArn"],
+        )
+        if template["preProvisioningHook"]:
+            result["preProvisioningHook"] = template["preProvisioningHook"]
+        return ActionResult(result)
+
+    def page(items: list, max_results, token):
+        # AWS list calls: maxResults (1-250) per page, nextToken to continue.
+        size = int(max_results or 250)
+        start = int(token or 0)
+        rest = items[start + size:]
+        return items[start:start + size], (str(start + size) if rest else None)
+
+    def list_provisioning_templates(self):
+        with lock:
+            items = [summary(t) for t in templates(self).values()]
+        chunk, token = page(items, self._get_param("maxResults"), self._get_param("nextToken"))
+        result = {"templates": chunk}
+        if token:
+            result["nextToken"] = token
+        return ActionResult(result)
+
+    def update_provisioning_template(self):
+        # UpdateProvisioningTemplate: description, enabled, defaultVersionId (must exist),
+        # provisioningRoleArn, preProvisioningHook or removePreProvisioningHook.
+        name = self._get_param("templateName")
+        with lock:
+            template = get(self, name)
+            default = self._get_param("defaultVersionId")
+            if default is not None:
+                if int(default) not in template["versions"]:
+                    raise ResourceNotFoundException(f"Version {default} of {name} does not exist")
+                template["defaultVersionId"] = int(default)
+            for key in ("description", "provisioningRoleArn"):
+                value = self._get_param(key)
+                if value is not None:
+                    template[key] = value
+            enabled = self._get_param("enabled")
+            if enabled is not None:
+                template["enabled"] = as_bool(enabled, template["enabled"])
+            if as_bool(self._get_param("removePreProvisioningHook"), False):
+                template["preProvisioningHook"] = None
+            elif self._get_param("preProvisioningHook"):
+                template["preProvisioningHook"] = hook_of(self._get_param("preProvisioningHook"))
+            template["lastModifiedDate"] = utcnow()
+        return ActionResult({})
+
+    def delete_provisioning_template(self):
+        name = self._get_param("templateName")
+        with lock:
+            get(self, name)
+            del templates(self)[name]
+        return ActionResult({})
+
+    def create_provisioning_template_version(self):
+        # CreateProvisioningTemplateVersion: at most 5 versions (VersionsLimitExceeded, 409);
+        # setAsDefault (query string) makes it the default.
+        name = self._get_param("templateName")
+        body = self._get_param("templateBody")
+        check_body(body)
+        with lock:
+            template = get(self, name)
+            if len(template["versions"]) >= 5:
+                raise VersionsLimitExceededException(name)
+            version = template["nextVersion"]
+            template["nextVersion"] += 1
+            template["versions"][version] = {"versionId": version, "creationDate": utcnow(), "templateBody": body}
+            if as_bool(self._get_param("setAsDefault"), False):
+                template["defaultVersionId"] = version
+            template["lastModifiedDate"] = utcnow()
+            is_default = template["defaultVersionId"] == version
+        return ActionResult({"templateArn": arn(self, name), "templateName": name,
+                             "versionId": version, "isDefaultVersion": is_default})
+
+    def version_of(template: dict, version_id) -> dict:
+        version = template["versions"].get(int(version_id))
+        if version is None:
+            raise ResourceNotFoundException(f"Version {version_id} does not exist")
+        return version
+
+    def describe_provisioning_template_version(self):
+        template = get(self, self._get_param("templateName"))
+        version = version_of(template, self._get_param("versionId"))
+        return ActionResult(dict(version, isDefaultVersion=template["defaultVersionId"] == version["versionId"]))
+
+    def list_provisioning_template_versions(self):
+        template = get(self, self._get_param("templateName"))
+        with lock:
+            items = [
+                {"versionId": v["versionId"], "creationDate": v["creationDate"],
+                 "isDefaultVersion": template["defaultVersionId"] == v["versionId"]}
+                for v in template["versions"].values()
+            ]
+        chunk, token = page(items, self._get_param("maxResults"), self._get_param("nextToken"))
+        result = {"versions": chunk}
+        if token:
+            result["nextToken"] = token
+        return ActionResult(result)
+
+    def delete_provisioning_template_version(self):
+        # DeleteProvisioningTemplateVersion: the default version cannot be deleted
+        # (DeleteConflictException, 409).
+        name = self._get_param("templateName")
+        with lock:
+            template = get(self, name)
+            version = version_of(template, self._get_param("versionId"))
+            if version["versionId"] == template["defaultVersionId"]:
+                raise DeleteConflictException("The default version cannot be deleted")
+            del template["versions"][version["versionId"]]
+        return ActionResult({})
+
+    for handler in (
+        create_provisioning_template, describe_provisioning_template,
+        list_provisioning_templates, update_provisioning_template,
+        delete_provisioning_template, create_provisioning_template_version,
+        describe_provisioning_template_version, list_provisioning_template_versions,
+        delete_provisioning_template_version,
+    ):
+        setattr(IoTResponse, handler.__name__, handler)
+    del iot_models  # state is kept on backend instances; nothing to patch there
+
+
 def apply_iot_corrections(ca: TestCa) -> None:
     """Monkeypatches moto's IoT backend/responses; call once, before serving."""
     from moto.core.config import default_user_config
@@ -892,6 +1123,7 @@ def main() -> int:
 
     ca = TestCa()
     apply_iot_corrections(ca)
+    add_provisioning_templates()
 
     # ThreadedMotoServer's own start, minus its one flaw here: it binds inside its thread, so a
     # bind error (port taken) would leave start() waiting forever. Bind in this thread instead.

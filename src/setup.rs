@@ -21,6 +21,9 @@ use crate::error::UserError;
 /// What `setup` records beside the station file (`NAME.setup.json` for `NAME.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetupRecord {
+    /// The endpoint URL override in force (`--endpoint-url` or AWS_ENDPOINT_URL); none for
+    /// AWS itself. `batch` uses a record only under the same endpoint and region.
+    pub endpoint_url: Option<String>,
     pub region: String,
     pub account_id: String,
     pub iot_data_endpoint: String,
@@ -33,6 +36,13 @@ pub struct SetupRecord {
     pub thing_group_arn: Option<String>,
     pub template_arn: String,
     pub claim_policy_arn: String,
+}
+
+/// The endpoint URL override in force: the flag, else AWS_ENDPOINT_URL.
+pub fn endpoint_override(flag: Option<&str>) -> Option<String> {
+    flag.map(String::from)
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|url| !url.is_empty())
 }
 
 /// Where the record of a station's setup lives.
@@ -259,7 +269,8 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
                 );
                 return Ok(true);
             }
-            let record = record.expect("applied runs resolve every ARN");
+            let mut record = record.expect("applied runs resolve every ARN");
+            record.endpoint_url = endpoint_override(args.endpoint_url.as_deref());
             let path = record_path(&args.station);
             write_record(&path, &record)?;
             if run.changes() == 0 {
@@ -611,7 +622,20 @@ async fn apply(
         "iot template",
         &p.template,
         found,
-        async { api.create_template(&spec).await.map(drop) },
+        async {
+            use backon::{ConstantBuilder, Retryable};
+            // IAM is eventually consistent: a role created seconds ago may not be assumable by
+            // AWS IoT yet, and CreateProvisioningTemplate rejects it until it is.
+            (|| api.create_template(&spec))
+                .retry(
+                    ConstantBuilder::default()
+                        .with_delay(std::time::Duration::from_secs(5))
+                        .with_max_times(12),
+                )
+                .when(|e| matches!(e, AwsError::Rejected(m) if m.to_lowercase().contains("role")))
+                .await
+                .map(drop)
+        },
         api.update_template(&spec, body_changed),
     )
     .await
@@ -656,6 +680,7 @@ async fn apply(
     .await
     .map_err(fail)?;
     Ok(Some(SetupRecord {
+        endpoint_url: None,
         region: account.region.clone(),
         account_id: account.account_id.clone(),
         iot_data_endpoint: data,
