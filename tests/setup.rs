@@ -409,3 +409,23 @@ fn drift_is_reported_and_updated_only_when_asked() {
     );
     s.rt.block_on(check_account(&s));
 }
+
+#[test]
+fn a_bad_station_is_refused_before_anything_is_created() {
+    let s = Setup::new(&[]);
+    std::fs::write(&s.station, "[setup]\ncredential_duration_seconds = 60\n").unwrap();
+    let (code, stdout, stderr) = s.setup(&[]);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    let line = stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert!(
+        line.contains("line1.toml")
+            && line.contains("setup.credential_duration_seconds")
+            && line.contains("900"),
+        "{line}"
+    );
+    let roles =
+        s.rt.block_on(async { s.iam().await.list_roles().send().await.unwrap() });
+    assert!(roles.roles().is_empty(), "nothing created in IAM");
+    assert!(!s.station.with_extension("setup.json").exists());
+}
