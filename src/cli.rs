@@ -20,6 +20,18 @@ pub enum Command {
     /// Create the AWS account's fleet-provisioning resources (roles, role alias, policies,
     /// thing group, provisioning template, claim policy). Idempotent; --plan only reads.
     Setup(SetupArgs),
+    /// Check batch directories and bundle zips offline: fingerprints against the manifest
+    /// (both ways), key matches certificate, certificate valid, config points at files
+    /// present, root CA is Amazon Root CA 1. Exit 1 on any finding.
+    Verify(VerifyArgs),
+}
+
+/// `claimfab verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Batch directories (with manifest.csv) and/or bundle zips.
+    #[arg(value_name = "DIR|ZIP", required = true)]
+    pub paths: Vec<PathBuf>,
 }
 
 /// `claimfab setup`.

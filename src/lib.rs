@@ -14,3 +14,4 @@ pub mod outdir;
 pub mod pipeline;
 pub mod progress;
 pub mod setup;
+pub mod verify;

@@ -9,7 +9,15 @@ use clap::Parser;
 use claimfab::batch::{self, BatchResult};
 use claimfab::cli::{Cli, Command};
 use claimfab::error::UserError;
-use claimfab::setup;
+use claimfab::{setup, verify};
+
+fn success_or_1(clean: bool) -> ExitCode {
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,13 +38,8 @@ fn main() -> ExitCode {
                 BatchResult::SomeFailed => ExitCode::from(1),
                 BatchResult::Interrupted => ExitCode::from(130),
             }),
-            Command::Setup(args) => setup::run(args).await.map(|clean| {
-                if clean {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }),
+            Command::Setup(args) => setup::run(args).await.map(success_or_1),
+            Command::Verify(args) => verify::run(args).map(success_or_1),
         }
     });
     match result {

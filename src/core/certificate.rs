@@ -13,6 +13,7 @@ pub struct IssuedCertificate {
     pub sha256: String,
     /// SHA-256 of its SubjectPublicKeyInfo DER, hex.
     pub public_key_sha256: String,
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
 
@@ -29,6 +30,7 @@ pub fn parse_certificate_pem(pem: &str) -> Result<IssuedCertificate, String> {
     Ok(IssuedCertificate {
         sha256: hex::encode(Sha256::digest(&pem.contents)),
         public_key_sha256: public_key_fingerprint(cert.public_key().raw),
+        not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
     })
 }

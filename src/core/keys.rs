@@ -121,6 +121,19 @@ pub struct PreparedDevice {
     pub public_key_sha256: String,
 }
 
+/// Reads a PKCS#8 PEM private key (P-256 or P-384) and returns its public key's fingerprint,
+/// as [`public_key_fingerprint`]. The parsed key is wiped when this returns.
+pub fn private_key_fingerprint(pkcs8_pem: &str) -> Option<String> {
+    use p256::pkcs8::DecodePrivateKey;
+    let spki = if let Ok(key) = p256::SecretKey::from_pkcs8_pem(pkcs8_pem) {
+        key.public_key().to_public_key_der().ok()?
+    } else {
+        let key = p384::SecretKey::from_pkcs8_pem(pkcs8_pem).ok()?;
+        key.public_key().to_public_key_der().ok()?
+    };
+    Some(public_key_fingerprint(spki.as_bytes()))
+}
+
 /// SHA-256 of a SubjectPublicKeyInfo, hex: the identity of a key pair across CSR and cert.
 pub fn public_key_fingerprint(spki_der: &[u8]) -> String {
     hex::encode(Sha256::digest(spki_der))
@@ -222,6 +235,22 @@ mod tests {
         let shown = format!("{prepared:?}");
         assert!(!shown.contains("PRIVATE KEY"));
         assert!(shown.contains("secret redacted"));
+    }
+
+    #[test]
+    fn private_key_fingerprint_matches_the_public_key() {
+        for algorithm in [KeyAlgorithm::P256, KeyAlgorithm::P384] {
+            let prepared = prepare_device(device(), algorithm);
+            let pem = prepared.key.pkcs8_pem();
+            assert_eq!(
+                private_key_fingerprint(&pem).unwrap(),
+                prepared.public_key_sha256
+            );
+        }
+        assert!(private_key_fingerprint(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        )
+        .is_none());
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod names;
 pub mod setup;
 pub mod station;
+pub mod verify;

@@ -1,0 +1,309 @@
+//! Offline checks of one bundle, for flashing stations and auditors: its Greengrass config
+//! names files the bundle holds, the key matches the certificate, the certificate is valid
+//! now, the root CA is Amazon Root CA 1, and, against a manifest row, the fingerprints and
+//! thing name agree. Pure: zip bytes and the time in, findings out.
+
+use std::io::{Cursor, Read};
+
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::core::bundle::{zip_path, AMAZON_ROOT_CA_1};
+use crate::core::certificate::parse_certificate_pem;
+use crate::core::keys::private_key_fingerprint;
+use crate::core::manifest::ManifestRow;
+
+/// What verifying one bundle found. No findings: the bundle is good to flash.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BundleCheck {
+    pub thing_name: Option<String>,
+    pub certificate_sha256: Option<String>,
+    pub findings: Vec<String>,
+}
+
+/// The files a fleet-provisioning config points at.
+struct ConfigPaths {
+    certificate: String,
+    private_key: String,
+    root_ca: String,
+    thing_name: Option<String>,
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    // The Java plugin reads its keys case-insensitively.
+    value.as_mapping()?.iter().find_map(|(k, v)| {
+        k.as_str()
+            .filter(|k| k.eq_ignore_ascii_case(key))
+            .and_then(|_| v.as_str().map(String::from))
+    })
+}
+
+/// Reads the fleet-provisioning settings of a Java-nucleus or nucleus-lite config.
+fn config_paths(doc: &Value) -> Option<ConfigPaths> {
+    let services = doc.get("services")?;
+    if let Some(c) = services
+        .get("aws.greengrass.FleetProvisioningByClaim")
+        .and_then(|s| s.get("configuration"))
+    {
+        return Some(ConfigPaths {
+            certificate: text(c, "claimCertificatePath")?,
+            private_key: text(c, "claimCertificatePrivateKeyPath")?,
+            root_ca: text(c, "rootCaPath")?,
+            thing_name: c
+                .get("templateParameters")
+                .and_then(|p| text(p, "ThingName")),
+        });
+    }
+    let c = services
+        .get("aws.greengrass.fleet_provisioning")?
+        .get("configuration")?;
+    Some(ConfigPaths {
+        certificate: text(c, "claimCertPath")?,
+        private_key: text(c, "claimKeyPath")?,
+        root_ca: text(c, "rootCaPath")?,
+        thing_name: c.get("templateParams").and_then(|p| text(p, "ThingName")),
+    })
+}
+
+/// Checks one bundle. `expected` is its manifest row, when there is a manifest.
+pub fn check_bundle(
+    zip: &[u8],
+    expected: Option<&ManifestRow>,
+    now: OffsetDateTime,
+) -> BundleCheck {
+    let mut check = BundleCheck::default();
+    let mut archive = match zip::ZipArchive::new(Cursor::new(zip)) {
+        Ok(archive) => archive,
+        Err(e) => {
+            check.findings.push(format!("not a readable zip ({e})"));
+            return check;
+        }
+    };
+    let names: Vec<String> = archive
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.to_string()))
+        .collect();
+    let mut read = |name: &str| -> Option<Zeroizing<String>> {
+        let mut entry = archive.by_name(name).ok()?;
+        let mut text = Zeroizing::new(String::new());
+        entry.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let config = names
+        .iter()
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .find_map(|n| {
+            let doc: Value = serde_yaml_ng::from_str(&read(n)?).ok()?;
+            config_paths(&doc)
+        });
+    let Some(paths) = config else {
+        check
+            .findings
+            .push("no Greengrass config with fleet-provisioning settings in the bundle".into());
+        return check;
+    };
+    check.thing_name = paths.thing_name.clone();
+    let mut file = |what: &str, path: &str, findings: &mut Vec<String>| {
+        let found = read(zip_path(path));
+        if found.is_none() {
+            findings.push(format!(
+                "the config names {what} {path} but the bundle has no such file"
+            ));
+        }
+        found
+    };
+    let certificate = file(
+        "the claim certificate",
+        &paths.certificate,
+        &mut check.findings,
+    );
+    let key = file("the claim key", &paths.private_key, &mut check.findings);
+    let root = file("the root CA", &paths.root_ca, &mut check.findings);
+
+    let parsed = certificate
+        .as_ref()
+        .and_then(|pem| match parse_certificate_pem(pem) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                check.findings.push(format!("claim certificate: {e}"));
+                None
+            }
+        });
+    if let Some(cert) = &parsed {
+        check.certificate_sha256 = Some(cert.sha256.clone());
+        if cert.not_after <= now {
+            check.findings.push(format!(
+                "claim certificate expired on {}",
+                cert.not_after.date()
+            ));
+        } else if cert.not_before > now {
+            check.findings.push(format!(
+                "claim certificate is not valid before {}",
+                cert.not_before
+            ));
+        }
+        if let Some(key) = &key {
+            match private_key_fingerprint(key) {
+                None => check
+                    .findings
+                    .push("claim key is not a PKCS#8 P-256 or P-384 private key".into()),
+                Some(fingerprint) if fingerprint != cert.public_key_sha256 => check
+                    .findings
+                    .push("claim key does not match the claim certificate".into()),
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(root) = &root {
+        let amazon = parse_certificate_pem(AMAZON_ROOT_CA_1)
+            .expect("embedded CA parses")
+            .sha256;
+        if parse_certificate_pem(root).map(|c| c.sha256) != Ok(amazon) {
+            check
+                .findings
+                .push("root CA is not Amazon Root CA 1".into());
+        }
+    }
+    if let Some(row) = expected {
+        let sha = hex::encode(Sha256::digest(zip));
+        if sha != row.bundle_sha256 {
+            check
+                .findings
+                .push("bundle sha256 differs from the manifest (changed since it was made)".into());
+        }
+        if check
+            .certificate_sha256
+            .as_deref()
+            .is_some_and(|c| c != row.certificate_sha256)
+        {
+            check
+                .findings
+                .push("claim certificate differs from the manifest's".into());
+        }
+        if check
+            .thing_name
+            .as_deref()
+            .is_some_and(|t| t != row.thing_name)
+        {
+            check.findings.push(format!(
+                "config's ThingName {:?} differs from the manifest's {:?}",
+                check.thing_name.as_deref().unwrap_or_default(),
+                row.thing_name
+            ));
+        }
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::bundle::build_bundle;
+    use crate::core::devices::Device;
+    use crate::core::greengrass::ProvisioningTarget;
+    use crate::core::keys::prepare_device;
+    use crate::core::station::{GreengrassSection, KeyAlgorithm, Nucleus};
+
+    fn target(nucleus: Nucleus) -> ProvisioningTarget {
+        ProvisioningTarget {
+            region: "us-east-1".into(),
+            iot_data_endpoint: "a-ats.iot.us-east-1.amazonaws.com".into(),
+            iot_credential_endpoint: "a.credentials.iot.us-east-1.amazonaws.com".into(),
+            role_alias: "Alias".into(),
+            template: "Template".into(),
+            thing_group: None,
+            greengrass: GreengrassSection {
+                nucleus,
+                ..GreengrassSection::default()
+            },
+        }
+    }
+
+    /// A self-signed certificate over the device's key stands in for AWS's.
+    fn certificate_for(prepared: &crate::core::keys::PreparedDevice, days: i64) -> String {
+        let mut params = rcgen::CertificateParams::default();
+        params.not_before = OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = OffsetDateTime::now_utc() + time::Duration::days(days);
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![1, 2, 3]));
+        params.self_signed(&prepared.key).unwrap().pem()
+    }
+
+    fn bundle(days: i64, nucleus: Nucleus) -> (Vec<u8>, String) {
+        let device = Device {
+            serial: "S1".into(),
+            thing_name: "gg-S1".into(),
+        };
+        let prepared = prepare_device(device, KeyAlgorithm::P256);
+        let cert = certificate_for(&prepared, days);
+        let zip = build_bundle(&target(nucleus), "gg-S1", &cert, &prepared.key.pkcs8_pem());
+        (zip.to_vec(), cert)
+    }
+
+    #[test]
+    fn a_good_bundle_has_no_findings_for_both_nuclei() {
+        for nucleus in [Nucleus::Java, Nucleus::Lite] {
+            let (zip, _) = bundle(30, nucleus);
+            let check = check_bundle(&zip, None, OffsetDateTime::now_utc());
+            assert_eq!(check.findings, Vec::<String>::new(), "{nucleus:?}");
+            assert_eq!(check.thing_name.as_deref(), Some("gg-S1"));
+        }
+    }
+
+    #[test]
+    fn a_swapped_key_is_found() {
+        let device = Device {
+            serial: "S1".into(),
+            thing_name: "gg-S1".into(),
+        };
+        let owner = prepare_device(device.clone(), KeyAlgorithm::P256);
+        let other = prepare_device(device, KeyAlgorithm::P256);
+        let zip = build_bundle(
+            &target(Nucleus::Java),
+            "gg-S1",
+            &certificate_for(&owner, 30),
+            &other.key.pkcs8_pem(),
+        );
+        let check = check_bundle(&zip, None, OffsetDateTime::now_utc());
+        assert_eq!(
+            check.findings,
+            ["claim key does not match the claim certificate"]
+        );
+    }
+
+    #[test]
+    fn expiry_tampering_and_manifest_mismatch_are_found() {
+        let (zip, _) = bundle(30, Nucleus::Java);
+        let later = OffsetDateTime::now_utc() + time::Duration::days(31);
+        assert!(check_bundle(&zip, None, later).findings[0].contains("expired"));
+
+        let mut tampered = zip.clone();
+        let at = tampered.len() / 2;
+        tampered[at] ^= 0xff;
+        assert!(!check_bundle(&tampered, None, OffsetDateTime::now_utc())
+            .findings
+            .is_empty());
+
+        let row = ManifestRow {
+            serial: "S1".into(),
+            thing_name: "gg-OTHER".into(),
+            certificate_id: String::new(),
+            certificate_arn: String::new(),
+            certificate_sha256: "00".repeat(32),
+            not_after: String::new(),
+            bundle: "bundles/S1.zip".into(),
+            bundle_sha256: "11".repeat(32),
+            status: crate::core::manifest::DeviceStatus::Ready,
+            created_at: String::new(),
+        };
+        let findings = check_bundle(&zip, Some(&row), OffsetDateTime::now_utc()).findings;
+        assert_eq!(findings.len(), 3, "{findings:?}");
+    }
+
+    #[test]
+    fn garbage_is_not_a_zip() {
+        let check = check_bundle(b"hello", None, OffsetDateTime::now_utc());
+        assert!(check.findings[0].starts_with("not a readable zip"));
+    }
+}
