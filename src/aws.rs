@@ -994,3 +994,85 @@ impl AccountApi {
             .map_err(classify)
     }
 }
+
+/// What `audit` reads from AWS IoT, each as a full (paged) listing so the cost is per 250
+/// items, not per device.
+impl Iot {
+    /// ListCertificates, all pages: certificate id -> status (ACTIVE, INACTIVE, REVOKED, ...).
+    pub async fn certificate_statuses(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, AwsError> {
+        let mut statuses = std::collections::HashMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.limiters.other.until_ready().await;
+            self.calls.list_certificates.fetch_add(1, Ordering::Relaxed);
+            let page = self
+                .client
+                .list_certificates()
+                .page_size(250)
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            for cert in page.certificates() {
+                if let (Some(id), Some(status)) = (cert.certificate_id(), cert.status()) {
+                    statuses.insert(id.to_string(), status.as_str().to_string());
+                }
+            }
+            marker = page.next_marker().map(String::from);
+            if marker.is_none() {
+                return Ok(statuses);
+            }
+        }
+    }
+
+    /// ListTargetsForPolicy, all pages: the ARNs the policy is attached to.
+    pub async fn policy_targets(&self, policy: &str) -> Result<Vec<String>, AwsError> {
+        let mut targets = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.limiters.other.until_ready().await;
+            let page = self
+                .client
+                .list_targets_for_policy()
+                .policy_name(policy)
+                .page_size(250)
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            targets.extend(page.targets().iter().cloned());
+            marker = page.next_marker().map(String::from);
+            if marker.is_none() {
+                return Ok(targets);
+            }
+        }
+    }
+
+    /// ListThings, all pages: every thing name in the account and region.
+    pub async fn thing_names(&self) -> Result<std::collections::HashSet<String>, AwsError> {
+        let mut names = std::collections::HashSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.limiters.other.until_ready().await;
+            let page = self
+                .client
+                .list_things()
+                .max_results(250)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            names.extend(
+                page.things()
+                    .iter()
+                    .filter_map(|t| t.thing_name().map(String::from)),
+            );
+            token = page.next_token().map(String::from);
+            if token.is_none() {
+                return Ok(names);
+            }
+        }
+    }
+}

@@ -24,6 +24,41 @@ pub enum Command {
     /// (both ways), key matches certificate, certificate valid, config points at files
     /// present, root CA is Amazon Root CA 1. Exit 1 on any finding.
     Verify(VerifyArgs),
+    /// Reconcile batch manifests with AWS: certificate status, claim policy attached,
+    /// certificates attached out of band, and which devices have provisioned. Exit 1 on drift.
+    Audit(AuditArgs),
+}
+
+/// Report formats of `audit`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `claimfab audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Batch directories (each with batch.json and manifest.csv).
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+
+    /// Output: a human table, or json/csv for tooling.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+
+    /// AWS region (default: the batches' own).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// AWS named profile (else AWS_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// AWS IoT endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 /// `claimfab verify`.

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod aws;
 pub mod batch;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The pure core: devices and names, keys and CSRs, certificates, Greengrass config
 //! rendering, bundle layout and manifest rows. No network, no filesystem, no clock.
 
+pub mod audit;
 pub mod bundle;
 pub mod certificate;
 pub mod devices;

@@ -1,0 +1,201 @@
+//! Reconciling batch manifests with what AWS IoT holds: certificates missing or in another
+//! status than the manifest says, claim policies not attached, certificates attached to a
+//! claim policy that no given manifest knows, and which devices have since provisioned
+//! (their thing exists). Pure: manifests and AWS listings in, findings out.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::core::manifest::{DeviceStatus, ManifestRow};
+
+/// One batch directory's manifest and claim policy.
+pub struct BatchManifest {
+    pub batch: String,
+    pub claim_policy: String,
+    pub rows: Vec<ManifestRow>,
+}
+
+/// What AWS holds, as read by full listings.
+pub struct AwsView {
+    /// Certificate id -> status (ACTIVE, INACTIVE, REVOKED, ...).
+    pub certificate_statuses: HashMap<String, String>,
+    /// Claim policy -> ARNs it is attached to.
+    pub policy_targets: HashMap<String, HashSet<String>>,
+    pub thing_names: HashSet<String>,
+}
+
+/// A difference between a manifest and AWS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub batch: String,
+    pub serial: String,
+    pub certificate_id: String,
+    pub problem: String,
+}
+
+/// How many devices of a batch have provisioned (their thing exists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Activation {
+    pub batch: String,
+    pub devices: usize,
+    pub provisioned: usize,
+    pub not_provisioned: Vec<String>,
+}
+
+/// Compares manifests with AWS.
+pub fn reconcile(batches: &[BatchManifest], aws: &AwsView) -> (Vec<Finding>, Vec<Activation>) {
+    let mut findings = Vec::new();
+    let mut known_arns: HashSet<&str> = HashSet::new();
+    let empty = HashSet::new();
+    for batch in batches {
+        let targets = aws
+            .policy_targets
+            .get(&batch.claim_policy)
+            .unwrap_or(&empty);
+        for row in batches_rows(batch) {
+            known_arns.insert(row.certificate_arn.as_str());
+            let finding = |problem: String| Finding {
+                batch: batch.batch.clone(),
+                serial: row.serial.clone(),
+                certificate_id: row.certificate_id.clone(),
+                problem,
+            };
+            let Some(status) = aws.certificate_statuses.get(&row.certificate_id) else {
+                findings.push(finding("certificate does not exist in AWS".into()));
+                continue;
+            };
+            if row.status == DeviceStatus::Ready {
+                if status != "ACTIVE" {
+                    findings.push(finding(format!(
+                        "manifest says ready but AWS says {status}"
+                    )));
+                }
+                if !targets.contains(&row.certificate_arn) {
+                    findings.push(finding(format!(
+                        "claim policy {} is not attached",
+                        batch.claim_policy
+                    )));
+                }
+            }
+        }
+    }
+    let mut policies: Vec<&String> = batches.iter().map(|b| &b.claim_policy).collect();
+    policies.sort();
+    policies.dedup();
+    for policy in policies {
+        let mut unknown: Vec<&String> = aws
+            .policy_targets
+            .get(policy)
+            .into_iter()
+            .flatten()
+            .filter(|arn| arn.contains(":cert/") && !known_arns.contains(arn.as_str()))
+            .collect();
+        unknown.sort();
+        for arn in unknown {
+            findings.push(Finding {
+                batch: String::new(),
+                serial: String::new(),
+                certificate_id: arn.rsplit('/').next().unwrap_or_default().to_string(),
+                problem: format!("attached to claim policy {policy} but in no given manifest"),
+            });
+        }
+    }
+    let activation = batches
+        .iter()
+        .map(|batch| {
+            let not_provisioned: Vec<String> = batch
+                .rows
+                .iter()
+                .filter(|r| !aws.thing_names.contains(&r.thing_name))
+                .map(|r| r.serial.clone())
+                .collect();
+            Activation {
+                batch: batch.batch.clone(),
+                devices: batch.rows.len(),
+                provisioned: batch.rows.len() - not_provisioned.len(),
+                not_provisioned,
+            }
+        })
+        .collect();
+    (findings, activation)
+}
+
+/// Rows that name a certificate.
+fn batches_rows(batch: &BatchManifest) -> impl Iterator<Item = &ManifestRow> {
+    batch.rows.iter().filter(|r| !r.certificate_id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(serial: &str, status: DeviceStatus) -> ManifestRow {
+        ManifestRow {
+            serial: serial.into(),
+            thing_name: format!("gg-{serial}"),
+            certificate_id: format!("id-{serial}"),
+            certificate_arn: format!("arn:aws:iot:r:1:cert/id-{serial}"),
+            certificate_sha256: String::new(),
+            not_after: String::new(),
+            bundle: String::new(),
+            bundle_sha256: String::new(),
+            status,
+            created_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn finds_each_kind_of_drift_and_counts_activation() {
+        let batches = [BatchManifest {
+            batch: "b1".into(),
+            claim_policy: "Claim".into(),
+            rows: vec![
+                row("A", DeviceStatus::Ready),
+                row("B", DeviceStatus::Ready),
+                row("C", DeviceStatus::Ready),
+                row("D", DeviceStatus::Ready),
+            ],
+        }];
+        let aws = AwsView {
+            certificate_statuses: HashMap::from([
+                ("id-A".into(), "ACTIVE".into()),
+                ("id-B".into(), "REVOKED".into()),
+                ("id-C".into(), "ACTIVE".into()),
+                ("id-X".into(), "ACTIVE".into()),
+            ]),
+            policy_targets: HashMap::from([(
+                "Claim".into(),
+                HashSet::from([
+                    "arn:aws:iot:r:1:cert/id-A".to_string(),
+                    "arn:aws:iot:r:1:cert/id-B".to_string(),
+                    "arn:aws:iot:r:1:cert/id-X".to_string(),
+                ]),
+            )]),
+            thing_names: HashSet::from(["gg-A".to_string()]),
+        };
+        let (findings, activation) = reconcile(&batches, &aws);
+        let problems: Vec<(String, String)> = findings
+            .iter()
+            .map(|f| (f.serial.clone(), f.problem.clone()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "B".into(),
+                    "manifest says ready but AWS says REVOKED".into()
+                ),
+                ("C".into(), "claim policy Claim is not attached".into()),
+                ("D".into(), "certificate does not exist in AWS".into()),
+                (
+                    "".into(),
+                    "attached to claim policy Claim but in no given manifest".into()
+                ),
+            ]
+        );
+        assert_eq!(findings[3].certificate_id, "id-X");
+        assert_eq!(activation[0].provisioned, 1);
+        assert_eq!(activation[0].not_provisioned, ["B", "C", "D"]);
+    }
+}
