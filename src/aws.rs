@@ -142,6 +142,7 @@ struct Limiters {
     attach_policy: DefaultDirectRateLimiter,
     update_certificate: DefaultDirectRateLimiter,
     describe_certificate: DefaultDirectRateLimiter,
+    detach_policy: DefaultDirectRateLimiter,
     other: DefaultDirectRateLimiter,
 }
 
@@ -225,6 +226,7 @@ impl Iot {
                 attach_policy: limiter(limits.attach_policy_per_second),
                 update_certificate: limiter(limits.update_certificate_per_second),
                 describe_certificate: limiter(limits.describe_certificate_per_second),
+                detach_policy: limiter(limits.detach_policy_per_second),
                 other: limiter(10),
             },
             calls: CallCounts::default(),
@@ -377,6 +379,56 @@ impl Iot {
             .update_certificate()
             .certificate_id(certificate_id)
             .new_status(CertificateStatus::Inactive)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// UpdateCertificate to INACTIVE or REVOKED (idempotent).
+    pub async fn set_certificate_status(
+        &self,
+        certificate_id: &str,
+        revoked: bool,
+    ) -> Result<(), AwsError> {
+        self.limiters.update_certificate.until_ready().await;
+        self.calls
+            .update_certificate
+            .fetch_add(1, Ordering::Relaxed);
+        let status = if revoked {
+            CertificateStatus::Revoked
+        } else {
+            CertificateStatus::Inactive
+        };
+        self.client
+            .update_certificate()
+            .certificate_id(certificate_id)
+            .new_status(status)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// DetachPolicy.
+    pub async fn detach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
+        self.limiters.detach_policy.until_ready().await;
+        self.client
+            .detach_policy()
+            .policy_name(policy)
+            .target(certificate_arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// DeleteCertificate (the certificate must be INACTIVE or REVOKED, with no policy).
+    pub async fn delete_certificate(&self, certificate_id: &str) -> Result<(), AwsError> {
+        self.limiters.other.until_ready().await;
+        self.client
+            .delete_certificate()
+            .certificate_id(certificate_id)
             .send()
             .await
             .map(drop)

@@ -27,6 +27,63 @@ pub enum Command {
     /// Reconcile batch manifests with AWS: certificate status, claim policy attached,
     /// certificates attached out of band, and which devices have provisioned. Exit 1 on drift.
     Audit(AuditArgs),
+    /// Take a batch's claim certificates out of service (journaled, resumable; the manifest's
+    /// status column follows).
+    Revoke(RevokeArgs),
+}
+
+/// The status `revoke` sets.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RevokeStatus {
+    /// Reversible: UpdateCertificate can make it ACTIVE again.
+    Inactive,
+    /// Final: AWS never lets a REVOKED certificate be used again.
+    Revoked,
+}
+
+/// `claimfab revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The batch directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Serials to revoke, comma-separated.
+    #[arg(
+        long,
+        value_name = "S,...",
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
+    pub devices: Option<String>,
+
+    /// Every device of the batch.
+    #[arg(long)]
+    pub all: bool,
+
+    /// The status to set.
+    #[arg(long, value_enum, ignore_case = true, default_value = "revoked")]
+    pub status: RevokeStatus,
+
+    /// Also detach the claim policy.
+    #[arg(long)]
+    pub detach: bool,
+
+    /// Also delete the certificates from AWS (detaches the claim policy first).
+    #[arg(long)]
+    pub delete: bool,
+
+    /// AWS region (default: the batch's own).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// AWS named profile (else AWS_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// AWS IoT endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 /// Report formats of `audit`.

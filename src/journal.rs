@@ -54,6 +54,28 @@ pub enum Event {
         bundle: String,
         bundle_sha256: String,
     },
+    /// `claimfab revoke` is about to set this certificate's status.
+    StatusRequested {
+        serial: String,
+        certificate_id: String,
+        status: String,
+    },
+    /// The certificate's status is now `status` (INACTIVE or REVOKED), by `claimfab revoke`.
+    StatusChanged {
+        serial: String,
+        certificate_id: String,
+        status: String,
+    },
+    /// The claim policy was detached from the certificate.
+    PolicyDetached {
+        serial: String,
+        certificate_id: String,
+    },
+    /// The certificate was deleted from AWS.
+    CertificateDeleted {
+        serial: String,
+        certificate_id: String,
+    },
     /// The certificate was set INACTIVE and is no longer the device's (its key was lost in a
     /// crash, or it was a duplicate).
     Retired {
@@ -71,6 +93,10 @@ impl Event {
             | Event::CreateAbandoned { serial, .. }
             | Event::PolicyAttached { serial, .. }
             | Event::Packaged { serial, .. }
+            | Event::StatusRequested { serial, .. }
+            | Event::StatusChanged { serial, .. }
+            | Event::PolicyDetached { serial, .. }
+            | Event::CertificateDeleted { serial, .. }
             | Event::Retired { serial, .. } => serial,
         }
     }
@@ -94,6 +120,9 @@ pub struct CertificateRecord {
     pub created_at: OffsetDateTime,
     pub policy_attached: bool,
     pub bundle: Option<(String, String)>,
+    /// Set by `claimfab revoke`: INACTIVE or REVOKED. None: as created (ACTIVE).
+    pub revoked_status: Option<String>,
+    pub deleted: bool,
 }
 
 /// What the journal says about one device.
@@ -105,11 +134,34 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
-    /// Ready to flash: certificate with policy and bundle.
-    pub fn is_ready(&self) -> bool {
+    /// Taken out of service by `claimfab revoke`: never repaired or re-registered by a batch.
+    pub fn is_revoked(&self) -> bool {
         self.certificate
             .as_ref()
-            .is_some_and(|c| c.policy_attached && c.bundle.is_some())
+            .is_some_and(|c| c.revoked_status.is_some() || c.deleted)
+    }
+
+    /// The manifest status of a device with this record; `failed` if this run failed it.
+    pub fn manifest_status(
+        record: Option<&Self>,
+        failed: bool,
+    ) -> crate::core::manifest::DeviceStatus {
+        use crate::core::manifest::DeviceStatus;
+        match record.and_then(|r| r.certificate.as_ref()) {
+            Some(c) if c.deleted => DeviceStatus::Deleted,
+            Some(c) if c.revoked_status.as_deref() == Some("REVOKED") => DeviceStatus::Revoked,
+            Some(c) if c.revoked_status.is_some() => DeviceStatus::Inactive,
+            _ if record.is_some_and(|r| r.is_ready()) => DeviceStatus::Ready,
+            _ if failed => DeviceStatus::Failed,
+            _ => DeviceStatus::Pending,
+        }
+    }
+
+    /// Ready to flash: certificate with policy and bundle, not revoked.
+    pub fn is_ready(&self) -> bool {
+        self.certificate.as_ref().is_some_and(|c| {
+            c.policy_attached && c.bundle.is_some() && c.revoked_status.is_none() && !c.deleted
+        })
     }
 }
 
@@ -155,6 +207,8 @@ impl Replay {
                     created_at: at,
                     policy_attached: false,
                     bundle: None,
+                    revoked_status: None,
+                    deleted: false,
                 });
             }
             Event::CreateAbandoned {
@@ -179,6 +233,38 @@ impl Replay {
                     if c.certificate_id == certificate_id {
                         c.bundle = Some((bundle, bundle_sha256));
                     }
+                }
+            }
+            Event::StatusRequested { .. } => {}
+            Event::StatusChanged {
+                certificate_id,
+                status,
+                ..
+            } => {
+                if let Some(c) = record
+                    .certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id)
+                {
+                    c.revoked_status = Some(status);
+                }
+            }
+            Event::PolicyDetached { certificate_id, .. } => {
+                if let Some(c) = record
+                    .certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id)
+                {
+                    c.policy_attached = false;
+                }
+            }
+            Event::CertificateDeleted { certificate_id, .. } => {
+                if let Some(c) = record
+                    .certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id)
+                {
+                    c.deleted = true;
                 }
             }
             Event::Retired { certificate_id, .. } => {

@@ -14,5 +14,6 @@ pub mod journal;
 pub mod outdir;
 pub mod pipeline;
 pub mod progress;
+pub mod revoke;
 pub mod setup;
 pub mod verify;

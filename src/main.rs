@@ -9,7 +9,7 @@ use clap::Parser;
 use claimfab::batch::{self, BatchResult};
 use claimfab::cli::{Cli, Command};
 use claimfab::error::UserError;
-use claimfab::{audit, setup, verify};
+use claimfab::{audit, revoke, setup, verify};
 
 fn success_or_1(clean: bool) -> ExitCode {
     if clean {
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Setup(args) => setup::run(args).await.map(success_or_1),
             Command::Verify(args) => verify::run(args).map(success_or_1),
             Command::Audit(args) => audit::run(args).await.map(success_or_1),
+            Command::Revoke(args) => revoke::run(args).await.map(success_or_1),
         }
     });
     match result {

@@ -22,9 +22,9 @@ use crate::core::certificate::{check_issued_for, parse_certificate_pem, IssuedCe
 use crate::core::devices::Device;
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, PreparedDevice};
-use crate::core::manifest::{DeviceStatus, ManifestRow};
+use crate::core::manifest::ManifestRow;
 use crate::core::station::KeyAlgorithm;
-use crate::journal::{CertificateRecord, Event, Journal, Replay};
+use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay};
 use crate::outdir::{BatchDir, MANIFEST_FILE};
 use crate::progress::Progress;
 
@@ -656,7 +656,11 @@ impl BatchRun {
                 .devices
                 .iter()
                 .filter_map(|d| {
-                    let cert = state.devices.get(&d.serial)?.certificate.as_ref()?;
+                    let record = state.devices.get(&d.serial)?;
+                    if record.is_revoked() {
+                        return None;
+                    }
+                    let cert = record.certificate.as_ref()?;
                     (!cert.policy_attached || self.bundle_missing(cert))
                         .then(|| (d.serial.clone(), cert.clone()))
                 })
@@ -743,13 +747,8 @@ impl BatchRun {
         let mut rows = Vec::with_capacity(self.plan.devices.len());
         for device in &self.plan.devices {
             let record = state.devices.get(&device.serial);
-            let status = if record.is_some_and(|r| r.is_ready()) {
-                DeviceStatus::Ready
-            } else if failures.contains_key(&device.serial) {
-                DeviceStatus::Failed
-            } else {
-                DeviceStatus::Pending
-            };
+            let status =
+                DeviceRecord::manifest_status(record, failures.contains_key(&device.serial));
             let mut row = ManifestRow {
                 serial: device.serial.clone(),
                 thing_name: device.thing_name.clone(),

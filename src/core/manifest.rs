@@ -27,6 +27,12 @@ pub enum DeviceStatus {
     Failed,
     /// Not reached yet (the run was interrupted). Re-run to finish.
     Pending,
+    /// Taken out of service by `claimfab revoke --status INACTIVE`.
+    Inactive,
+    /// Taken out of service by `claimfab revoke` (REVOKED: cannot be reactivated).
+    Revoked,
+    /// Revoked and deleted from AWS by `claimfab revoke --delete`.
+    Deleted,
 }
 
 /// One manifest row. Certificate and bundle fields are empty unless the device is ready.

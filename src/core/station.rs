@@ -215,6 +215,7 @@ pub struct LimitsSection {
     pub attach_policy_per_second: u32,
     pub update_certificate_per_second: u32,
     pub describe_certificate_per_second: u32,
+    pub detach_policy_per_second: u32,
     pub concurrency: u32,
     pub max_attempts: u32,
     /// How long after an unanswered CreateCertificateFromCsr to wait before concluding from
@@ -230,6 +231,7 @@ impl Default for LimitsSection {
             attach_policy_per_second: DEFAULT_ATTACH_POLICY_RATE,
             update_certificate_per_second: DEFAULT_UPDATE_CERTIFICATE_RATE,
             describe_certificate_per_second: DEFAULT_DESCRIBE_CERTIFICATE_RATE,
+            detach_policy_per_second: 15,
             concurrency: 16,
             max_attempts: 10,
             reconcile_after_seconds: 60,
@@ -350,6 +352,10 @@ impl StationConfig {
             (
                 "limits.describe_certificate_per_second",
                 l.describe_certificate_per_second,
+            ),
+            (
+                "limits.detach_policy_per_second",
+                l.detach_policy_per_second,
             ),
         ];
         for (key, rate) in rates {

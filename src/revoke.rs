@@ -1,0 +1,223 @@
+//! The `revoke` command: takes claim certificates of a batch out of service (INACTIVE or
+//! REVOKED), optionally detaching the claim policy and deleting them. Journaled like `batch`
+//! (intent before each status change), locked, and safe to re-run after a crash: a device
+//! already in the asked state is skipped. The manifest's status column follows.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+
+use crate::aws::{AwsError, AwsSettings, Iot};
+use crate::batch::BatchSpec;
+use crate::cli::{RevokeArgs, RevokeStatus};
+use crate::core::manifest::{self, DeviceStatus};
+use crate::core::station::LimitsSection;
+use crate::error::UserError;
+use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay};
+use crate::outdir::{BatchDir, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
+
+/// Runs `claimfab revoke`; returns whether every selected device reached the asked state.
+pub async fn run(args: RevokeArgs) -> Result<bool> {
+    let dir = &args.dir;
+    let fail = |problem: String| UserError::output_dir(dir, problem);
+    let spec: BatchSpec = std::fs::read_to_string(dir.join(BATCH_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .ok_or_else(|| {
+            fail(format!(
+                "holds no readable {BATCH_FILE}; pass a claimfab batch directory"
+            ))
+        })?;
+    let manifest_bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| {
+        fail(format!(
+            "has no readable {MANIFEST_FILE} ({e}); re-run its batch to write it"
+        ))
+    })?;
+    let mut rows = manifest::from_csv(&manifest_bytes)
+        .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
+    let selected: Vec<String> = match (&args.devices, args.all) {
+        (Some(list), false) => {
+            let known: HashMap<&str, ()> = rows.iter().map(|r| (r.serial.as_str(), ())).collect();
+            let list: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(unknown) = list.iter().find(|s| !known.contains_key(s.as_str())) {
+                return Err(UserError::Flag {
+                    flag: "--devices",
+                    value: unknown.clone(),
+                    problem: format!("is not a serial in {}", dir.join(MANIFEST_FILE).display()),
+                }
+                .into());
+            }
+            list
+        }
+        (None, true) => rows.iter().map(|r| r.serial.clone()).collect(),
+        _ => unreachable!("clap requires exactly one of --devices and --all"),
+    };
+    let revoked = matches!(args.status, RevokeStatus::Revoked);
+    let status_name = if revoked { "REVOKED" } else { "INACTIVE" };
+    let detach = args.detach || args.delete;
+
+    let settings = AwsSettings {
+        region: args
+            .region
+            .clone()
+            .or_else(|| Some(spec.target.region.clone())),
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    let iot = Iot::connect(&settings, &LimitsSection::default())
+        .await
+        .map_err(UserError::Aws)?;
+    let batch_dir = BatchDir::open(dir)?;
+    let (journal, mut replay) = Journal::open(&batch_dir.path(JOURNAL_FILE))?;
+    let plan = Revocation {
+        iot: &iot,
+        journal: &journal,
+        claim_policy: &spec.claim_policy,
+        revoked,
+        status_name,
+        detach,
+        delete: args.delete,
+    };
+    let mut problems = 0;
+    for serial in &selected {
+        let Some(cert) = replay
+            .devices
+            .get(serial)
+            .and_then(|r| r.certificate.clone())
+        else {
+            println!("  skipped  {serial}: no certificate to revoke");
+            continue;
+        };
+        let short = &cert.certificate_id[..cert.certificate_id.len().min(16)];
+        match plan.revoke_one(&mut replay, serial, &cert).await? {
+            Ok(done) => println!("  ok       {serial} {short}: {done}"),
+            Err(e) => {
+                problems += 1;
+                println!("  FAILED   {serial} {short}: {e}");
+            }
+        }
+    }
+
+    // The manifest follows the journal for every device it names.
+    for row in &mut rows {
+        let record = replay.devices.get(&row.serial);
+        if record.is_some_and(DeviceRecord::is_revoked) {
+            row.status = DeviceRecord::manifest_status(record, row.status == DeviceStatus::Failed);
+        }
+    }
+    batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&rows), 0o644)?;
+    println!(
+        "{} device(s) selected, {} failed; manifest: {}",
+        selected.len(),
+        problems,
+        dir.join(MANIFEST_FILE).display()
+    );
+    if problems > 0 {
+        println!("re-run the same command to retry the failed devices");
+    }
+    Ok(problems == 0)
+}
+
+/// What to do to each selected device.
+struct Revocation<'a> {
+    iot: &'a Iot,
+    journal: &'a Journal,
+    claim_policy: &'a str,
+    revoked: bool,
+    status_name: &'static str,
+    detach: bool,
+    delete: bool,
+}
+
+impl Revocation<'_> {
+    fn log(&self, replay: &mut Replay, event: Event) -> Result<()> {
+        self.journal.record(&event)?;
+        replay.apply(event);
+        Ok(())
+    }
+
+    /// One device: status (journaled before and after), then detach and delete when asked.
+    /// The outer error is local (journal); the inner one is AWS's, reported per device.
+    async fn revoke_one(
+        &self,
+        replay: &mut Replay,
+        serial: &str,
+        cert: &CertificateRecord,
+    ) -> Result<Result<String, AwsError>> {
+        let id = &cert.certificate_id;
+        if cert.deleted {
+            return Ok(Ok("already deleted".into()));
+        }
+        let event = |kind: fn(String, String) -> Event| kind(serial.to_string(), id.clone());
+        let mut done = Vec::new();
+        match cert.revoked_status.as_deref() {
+            // AWS: a REVOKED certificate cannot change status again.
+            Some("REVOKED") => done.push("already REVOKED".to_string()),
+            Some(current) if current == self.status_name => done.push(format!("already {current}")),
+            _ => {
+                let status = self.status_name.to_string();
+                self.log(
+                    replay,
+                    Event::StatusRequested {
+                        serial: serial.to_string(),
+                        certificate_id: id.clone(),
+                        status: status.clone(),
+                    },
+                )?;
+                if let Err(e) = self.iot.set_certificate_status(id, self.revoked).await {
+                    return Ok(Err(e));
+                }
+                self.log(
+                    replay,
+                    Event::StatusChanged {
+                        serial: serial.to_string(),
+                        certificate_id: id.clone(),
+                        status,
+                    },
+                )?;
+                done.push(self.status_name.to_string());
+            }
+        }
+        let attached = replay.devices[serial]
+            .certificate
+            .as_ref()
+            .is_some_and(|c| c.policy_attached);
+        if self.detach && attached {
+            match self
+                .iot
+                .detach_policy(self.claim_policy, &cert.certificate_arn)
+                .await
+            {
+                Ok(()) | Err(AwsError::NotFound(_)) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+            self.log(
+                replay,
+                event(|serial, certificate_id| Event::PolicyDetached {
+                    serial,
+                    certificate_id,
+                }),
+            )?;
+            done.push(format!("{} detached", self.claim_policy));
+        }
+        if self.delete {
+            match self.iot.delete_certificate(id).await {
+                Ok(()) | Err(AwsError::NotFound(_)) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+            self.log(
+                replay,
+                event(|serial, certificate_id| Event::CertificateDeleted {
+                    serial,
+                    certificate_id,
+                }),
+            )?;
+            done.push("deleted".into());
+        }
+        Ok(Ok(done.join(", ")))
+    }
+}

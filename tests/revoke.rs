@@ -1,0 +1,90 @@
+//! End-to-end tests of `claimfab revoke` against the local endpoint: some devices to
+//! INACTIVE, then all to REVOKED with the claim policy detached, killed mid-way and re-run;
+//! statuses checked through the AWS API and in the manifest; a batch re-run afterwards
+//! resurrects nothing.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+
+#[test]
+fn revoke_survives_sigkill_and_a_rerun_and_the_manifest_follows() {
+    let f = Fixture::new("");
+    assert_eq!(run(&mut f.batch(30)).0, 0);
+    let revoke = |args: &[&str]| {
+        let mut cmd = f.endpoint.claimfab();
+        cmd.arg("revoke").arg(&f.out).args(args);
+        cmd
+    };
+
+    let (code, stdout, stderr) = run(&mut revoke(&[
+        "--devices",
+        "SN000001,SN000002",
+        "--status",
+        "inactive",
+    ]));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let rows = read_manifest(&f.out);
+    let status_of = |rows: &[Row], serial: &str| {
+        rows.iter().find(|r| r["serial"] == serial).unwrap()["status"].clone()
+    };
+    assert_eq!(status_of(&rows, "SN000001"), "inactive");
+    assert_eq!(status_of(&rows, "SN000003"), "ready");
+    let all = f.rt.block_on(f.endpoint.all_certificates());
+    assert_eq!(all[&rows[0]["certificate_id"]].0, "INACTIVE");
+    assert_eq!(all[&rows[2]["certificate_id"]].0, "ACTIVE");
+
+    // All to REVOKED with the policy detached, at the default 10/s: kill it part-way.
+    let mut child = revoke(&["--all", "--detach"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    f.wait_for_events("status_changed", 10);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        f.journal_events("status_changed") < 2 + 30,
+        "killed before the end"
+    );
+
+    let (code, stdout, _) = run(&mut revoke(&["--all", "--detach"]));
+    assert_eq!(code, 0, "{stdout}");
+    let rows = read_manifest(&f.out);
+    assert!(rows.iter().all(|r| r["status"] == "revoked"), "{rows:?}");
+    let all = f.rt.block_on(f.endpoint.all_certificates());
+    for row in &rows {
+        assert_eq!(
+            all[&row["certificate_id"]].0, "REVOKED",
+            "{}",
+            row["serial"]
+        );
+    }
+    assert_eq!(all.len(), 30, "no certificate was made or lost");
+    let targets = f.rt.block_on(f.endpoint.policy_targets(CLAIM_POLICY));
+    assert!(
+        targets.is_empty(),
+        "claim policy detached everywhere: {targets:?}"
+    );
+
+    // A batch re-run on the revoked batch makes and attaches nothing.
+    let (code, stdout, _) = run(&mut f.batch(30));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        !stdout.contains("CreateCertificateFromCsr") && !stdout.contains("AttachPolicy"),
+        "{stdout}"
+    );
+    assert!(read_manifest(&f.out)
+        .iter()
+        .all(|r| r["status"] == "revoked"));
+
+    // An unknown serial is bad input.
+    let (code, _, stderr) = run(&mut revoke(&["--devices", "NOPE"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("NOPE") && stderr.contains("manifest.csv"),
+        "{stderr}"
+    );
+}
