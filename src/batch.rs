@@ -239,37 +239,53 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         }
     }
 
-    // Everything checked: from here on, things are created.
-    let dir = BatchDir::open(&args.out)?;
-    if previous.is_none() && dir.path(BATCH_FILE).exists() {
+    let limits = &station.limits;
+    execute(&args.out, &spec, previous.is_some(), devices, limits, iot).await
+}
+
+/// Creates (or resumes) the batch directory for `spec` and runs the pipeline over it, with
+/// Ctrl-C handling and the summary. Everything must already be checked: from here on,
+/// things are created.
+pub async fn execute(
+    out: &Path,
+    spec: &BatchSpec,
+    resuming: bool,
+    devices: Vec<Device>,
+    limits: &crate::core::station::LimitsSection,
+    iot: Iot,
+) -> Result<BatchResult> {
+    let dir = BatchDir::open(out)?;
+    if !resuming && dir.path(BATCH_FILE).exists() {
         // Another claimfab started a batch here between our check and our lock.
         return Err(UserError::output_dir(
-            &args.out,
+            out,
             "another claimfab started a batch here meanwhile; choose a new --out",
         )
         .into());
     }
-    if previous.is_none() {
-        let json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
+    if !resuming {
+        let json = serde_json::to_vec_pretty(spec).expect("spec serializes");
         dir.write_atomic(BATCH_FILE, &json, 0o644)?;
     }
     let (journal, replay) = Journal::open(&dir.path(JOURNAL_FILE))?;
     let plan = BatchPlan {
         devices,
-        claim_policy,
-        key_algorithm: station.keys.algorithm,
+        claim_policy: spec.claim_policy.clone(),
+        key_algorithm: spec.key_algorithm,
         target: spec.target.clone(),
-        concurrency: station.limits.concurrency as usize,
-        reconcile_after: std::time::Duration::from_secs(
-            station.limits.reconcile_after_seconds.into(),
-        ),
+        concurrency: limits.concurrency as usize,
+        reconcile_after: std::time::Duration::from_secs(limits.reconcile_after_seconds.into()),
     };
     let started = Instant::now();
     let batch = BatchRun::new(iot, dir, journal, replay, plan);
     let signals = tokio::spawn(stop_on_signals(batch.clone()));
-    let outcome = batch.clone().run().await?;
+    let outcome = batch.clone().run().await;
+    // Wait for the aborted signal task to drop its handle on the run, so the directory lock
+    // is released when this returns.
     signals.abort();
-    print_summary(&args.out, &batch, &outcome, started.elapsed().as_secs_f64());
+    let _ = signals.await;
+    let outcome = outcome?;
+    print_summary(out, &batch, &outcome, started.elapsed().as_secs_f64());
     Ok(if outcome.interrupted {
         BatchResult::Interrupted
     } else if outcome.failures.is_empty() {
@@ -279,7 +295,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
     })
 }
 
-fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
+pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
     if previous.devices_sha256 != current.devices_sha256 {
         return format!(
             "device list differs: {} devices then, {} now",

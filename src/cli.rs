@@ -30,6 +30,45 @@ pub enum Command {
     /// Take a batch's claim certificates out of service (journaled, resumable; the manifest's
     /// status column follows).
     Revoke(RevokeArgs),
+    /// New claim certificates and bundles for a batch's devices in a new directory, with a
+    /// report tying old to new; the old certificates are retired only when confirmed.
+    Rotate(RotateArgs),
+}
+
+/// `claimfab rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The batch to rotate.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// The new batch directory (resumable like any batch).
+    #[arg(long, value_name = "NEWDIR")]
+    pub out: PathBuf,
+
+    /// Retire (set INACTIVE) the old certificates once the new batch is complete.
+    #[arg(long, conflicts_with = "retire_after")]
+    pub retire_old: bool,
+
+    /// Retire the old certificates when the command is run again after this long (7d, 12h).
+    #[arg(long, value_name = "DURATION")]
+    pub retire_after: Option<String>,
+
+    /// Station config for the rate limits and concurrency (default: AWS's default quotas).
+    #[arg(long, value_name = "FILE")]
+    pub station: Option<PathBuf>,
+
+    /// AWS region (default: the batch's own).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// AWS named profile (else AWS_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// AWS IoT endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 /// The status `revoke` sets.

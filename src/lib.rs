@@ -15,5 +15,6 @@ pub mod outdir;
 pub mod pipeline;
 pub mod progress;
 pub mod revoke;
+pub mod rotate;
 pub mod setup;
 pub mod verify;

@@ -1,0 +1,217 @@
+//! The `rotate` command: new claim certificates and bundles for the same devices and
+//! config as an existing batch, in a new batch directory (a normal, resumable batch), then a
+//! rotation report tying each device's old certificate to its new one. The old batch's
+//! certificates are retired (set INACTIVE) only on explicit confirmation (`--retire-old`) or
+//! once a `--retire-after` window has passed, when the same command is run again.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::aws::{AwsSettings, Iot};
+use crate::batch::{self, BatchResult, BatchSpec};
+use crate::cli::{RevokeArgs, RevokeStatus, RotateArgs};
+use crate::core::devices::Device;
+use crate::core::manifest::{self, DeviceStatus, ManifestRow};
+use crate::core::station::{LimitsSection, StationConfig};
+use crate::error::UserError;
+use crate::outdir::{self, BatchDir, Existing, BATCH_FILE, MANIFEST_FILE};
+
+const ROTATION_FILE: &str = "rotation.json";
+const REPORT_FILE: &str = "rotation.csv";
+
+/// What `rotate` records in the new batch directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Rotation {
+    old_batch: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    retire_not_before: Option<OffsetDateTime>,
+    retired: bool,
+}
+
+/// One line of the rotation report.
+#[derive(Debug, Serialize)]
+struct ReportRow<'a> {
+    serial: &'a str,
+    thing_name: &'a str,
+    old_certificate_id: &'a str,
+    new_certificate_id: &'a str,
+    old_status: &'a str,
+    new_status: DeviceStatus,
+}
+
+fn read_batch(dir: &Path) -> Result<(BatchSpec, Vec<ManifestRow>), UserError> {
+    let fail = |problem: String| UserError::output_dir(dir, problem);
+    let spec: BatchSpec = std::fs::read_to_string(dir.join(BATCH_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .ok_or_else(|| {
+            fail(format!(
+                "holds no readable {BATCH_FILE}; pass a claimfab batch directory"
+            ))
+        })?;
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE))
+        .map_err(|e| fail(format!("has no readable {MANIFEST_FILE} ({e})")))?;
+    let rows = manifest::from_csv(&bytes)
+        .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
+    Ok((spec, rows))
+}
+
+/// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
+pub async fn run(args: RotateArgs) -> Result<bool> {
+    let retire_after = match &args.retire_after {
+        Some(text) => Some(
+            humantime::parse_duration(text).map_err(|e| UserError::Flag {
+                flag: "--retire-after",
+                value: text.clone(),
+                problem: format!("{e}; use a duration like 7d, 12h or 30m"),
+            })?,
+        ),
+        None => None,
+    };
+    let (old_spec, old_rows) = read_batch(&args.dir)?;
+    let limits = match &args.station {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                UserError::station(
+                    path,
+                    format!("cannot read: {e}; check the path passed to --station"),
+                )
+            })?;
+            StationConfig::parse(&text, path)?.limits
+        }
+        None => LimitsSection::default(),
+    };
+    let resuming = match outdir::inspect(&args.out)? {
+        Existing::Fresh => false,
+        Existing::Batch(text) => {
+            let previous: BatchSpec = serde_json::from_str(&text).map_err(|e| {
+                UserError::output_dir(
+                    &args.out,
+                    format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
+                )
+            })?;
+            if previous != old_spec {
+                return Err(UserError::output_dir(
+                    &args.out,
+                    format!(
+                        "holds a batch that is not a rotation of {} ({}); choose a new --out",
+                        args.dir.display(),
+                        batch::spec_difference(&previous, &old_spec)
+                    ),
+                )
+                .into());
+            }
+            true
+        }
+    };
+    let settings = AwsSettings {
+        region: args
+            .region
+            .clone()
+            .or_else(|| Some(old_spec.target.region.clone())),
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    let iot = Iot::connect(&settings, &limits)
+        .await
+        .map_err(UserError::Aws)?;
+    match iot.policy_exists(&old_spec.claim_policy).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(UserError::Aws(format!(
+                "claim policy {:?} no longer exists in {}; run `claimfab setup` first",
+                old_spec.claim_policy,
+                iot.region()
+            ))
+            .into())
+        }
+        Err(e) => {
+            return Err(UserError::Aws(format!("GetPolicy {}: {e}", old_spec.claim_policy)).into())
+        }
+    }
+    let devices: Vec<Device> = old_rows
+        .iter()
+        .map(|r| Device {
+            serial: r.serial.clone(),
+            thing_name: r.thing_name.clone(),
+        })
+        .collect();
+    match batch::execute(&args.out, &old_spec, resuming, devices, &limits, iot).await? {
+        BatchResult::Done => {}
+        _ => {
+            println!("rotation incomplete: re-run the same command to finish the new batch");
+            return Ok(false);
+        }
+    }
+
+    // The new batch is complete: record the rotation once, then retire when allowed.
+    let rotation_path = args.out.join(ROTATION_FILE);
+    let mut rotation: Rotation = match std::fs::read_to_string(&rotation_path) {
+        Ok(text) => serde_json::from_str(&text)?,
+        Err(_) => Rotation {
+            old_batch: args.dir.display().to_string(),
+            retire_not_before: retire_after.map(|d| OffsetDateTime::now_utc() + d),
+            retired: false,
+        },
+    };
+    let due = rotation
+        .retire_not_before
+        .is_some_and(|t| t <= OffsetDateTime::now_utc());
+    if !rotation.retired && (args.retire_old || due) {
+        let retired = crate::revoke::run(RevokeArgs {
+            dir: args.dir.clone(),
+            devices: None,
+            all: true,
+            status: RevokeStatus::Inactive,
+            detach: false,
+            delete: false,
+            region: args.region.clone(),
+            profile: args.profile.clone(),
+            endpoint_url: args.endpoint_url.clone(),
+        })
+        .await?;
+        if !retired {
+            println!("some old certificates could not be retired: re-run the same command");
+            return Ok(false);
+        }
+        rotation.retired = true;
+    }
+    let dir = BatchDir::open(&args.out)?;
+    dir.write_atomic(ROTATION_FILE, &serde_json::to_vec_pretty(&rotation)?, 0o644)?;
+
+    let (_, old_rows) = read_batch(&args.dir)?;
+    let (_, new_rows) = read_batch(&args.out)?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for (old, new) in old_rows.iter().zip(&new_rows) {
+        let old_status = match old.status {
+            DeviceStatus::Ready => "active",
+            DeviceStatus::Inactive => "inactive",
+            DeviceStatus::Revoked => "revoked",
+            DeviceStatus::Deleted => "deleted",
+            DeviceStatus::Failed | DeviceStatus::Pending => "none",
+        };
+        writer.serialize(ReportRow {
+            serial: &new.serial,
+            thing_name: &new.thing_name,
+            old_certificate_id: &old.certificate_id,
+            new_certificate_id: &new.certificate_id,
+            old_status,
+            new_status: new.status,
+        })?;
+    }
+    dir.write_atomic(REPORT_FILE, &writer.into_inner()?, 0o644)?;
+    println!("rotation report: {}", dir.path(REPORT_FILE).display());
+    match (rotation.retired, rotation.retire_not_before) {
+        (true, _) => println!("old certificates of {} are retired (INACTIVE)", args.dir.display()),
+        (false, Some(t)) => println!(
+            "old certificates stay active until {t}; run this command again after then to retire them"
+        ),
+        (false, None) => println!(
+            "old certificates are still active: retire them with --retire-old once the new bundles are flashed"
+        ),
+    }
+    Ok(true)
+}
