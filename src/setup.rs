@@ -273,8 +273,10 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
             record.endpoint_url = endpoint_override(args.endpoint_url.as_deref());
             let path = record_path(&args.station);
             write_record(&path, &record)?;
-            if run.changes() == 0 {
+            if run.changes() == 0 && run.drifts() == 0 {
                 println!("nothing to change: the account already matches");
+            } else if run.changes() == 0 {
+                println!("nothing changed");
             } else {
                 println!("{} change(s) made", run.changes());
             }
@@ -295,7 +297,10 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
                     "access denied; allow {} on {} for the AWS identity in use",
                     stop.action, stop.resource
                 ),
-                error => format!("{error}; fix that"),
+                AwsError::Rejected(detail) if detail.contains("AlreadyExists") => format!(
+                    "the name is taken by another resource ({detail}); rename it in the station file or remove the other resource"
+                ),
+                error => format!("{error}; check the network and the AWS identity"),
             };
             anyhow::bail!(
                 "setup stopped at {} {}: {cause}, then re-run `claimfab setup` to continue",
@@ -363,7 +368,8 @@ async fn apply(
     }
 
     // 1. Token exchange role.
-    let role_arn = account.iam_arn(&format!("role/{}", s.token_exchange_role));
+    // Created roles get this ARN (path /); an existing role's own ARN wins.
+    let mut role_arn = account.iam_arn(&format!("role/{}", s.token_exchange_role));
     let trust = desired::token_exchange_trust_policy();
     let fail = stop(
         "iam role",
@@ -373,7 +379,10 @@ async fn apply(
     );
     let found = match api.get_role(&s.token_exchange_role).await.map_err(fail)? {
         None => Found::Missing,
-        Some(role) => compare_document(&role.trust_policy, &trust, "trust policy"),
+        Some(role) => {
+            role_arn = role.arn.clone();
+            compare_document(&role.trust_policy, &trust, "trust policy")
+        }
     };
     let fail = stop(
         "iam role",
@@ -466,8 +475,8 @@ async fn apply(
     let fail = stop(
         "iot role alias",
         &p.role_alias,
-        "iot:CreateRoleAlias and iam:PassRole",
-        alias_arn.clone(),
+        "iot:CreateRoleAlias",
+        format!("{alias_arn}, and iam:PassRole on {role_arn}"),
     );
     run.settle(
         "iot role alias",
@@ -489,7 +498,7 @@ async fn apply(
     ensure_iot_policy(run, &s.core_policy, &core_policy_arn, &core).await?;
 
     // 6. Fleet provisioning role, 7. with AWSIoTThingsRegistration.
-    let fp_role_arn = account.iam_arn(&format!("role/{}", s.fleet_provisioning_role));
+    let mut fp_role_arn = account.iam_arn(&format!("role/{}", s.fleet_provisioning_role));
     let fp_trust = desired::fleet_provisioning_trust_policy();
     let fail = stop(
         "iam role",
@@ -503,7 +512,10 @@ async fn apply(
         .map_err(fail)?
     {
         None => Found::Missing,
-        Some(role) => compare_document(&role.trust_policy, &fp_trust, "trust policy"),
+        Some(role) => {
+            fp_role_arn = role.arn.clone();
+            compare_document(&role.trust_policy, &fp_trust, "trust policy")
+        }
     };
     let fail = stop(
         "iam role",
@@ -615,8 +627,8 @@ async fn apply(
     let fail = stop(
         "iot template",
         &p.template,
-        "iot:CreateProvisioningTemplate and iam:PassRole",
-        template_arn.clone(),
+        "iot:CreateProvisioningTemplate",
+        format!("{template_arn}, and iam:PassRole on {fp_role_arn}"),
     );
     run.settle(
         "iot template",

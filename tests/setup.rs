@@ -111,10 +111,20 @@ async fn check_account(s: &Setup) {
         .attached_policies()
         .iter()
         .any(|p| p.policy_arn() == Some(access_arn.as_str())));
+    let default_version = iam
+        .get_policy()
+        .policy_arn(&access_arn)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap()
+        .default_version_id
+        .unwrap();
     let version = iam
         .get_policy_version()
         .policy_arn(&access_arn)
-        .version_id("v1")
+        .version_id(default_version)
         .send()
         .await
         .unwrap();
@@ -258,6 +268,11 @@ async fn check_account(s: &Setup) {
     let statements = claim["Statement"].as_array().unwrap();
     assert_eq!(statements.len(), 3);
     assert_eq!(statements[0]["Action"], "iot:Connect");
+    assert_eq!(
+        statements[0]["Resource"],
+        arn("client", "*"),
+        "Connect scoped to this account and region"
+    );
     assert_eq!(resources_of(&statements[1]), topics("topic"));
     assert_eq!(resources_of(&statements[2]), topics("topicfilter"));
     assert_eq!(statements[2]["Action"], "iot:Subscribe");
@@ -343,14 +358,11 @@ fn access_denied_part_way_reports_then_plan_shows_the_rest_and_a_rerun_completes
     );
     let error = stderr.trim_end();
     assert_eq!(error.lines().count(), 1, "{stderr}");
-    assert!(
-        error.contains("allow iot:CreateProvisioningTemplate and iam:PassRole on"),
-        "{error}"
+    let permission = format!(
+        "allow iot:CreateProvisioningTemplate on {}, and iam:PassRole on arn:aws:iam::{ACCOUNT}:role/GreengrassFleetProvisioningRole",
+        arn("provisioningtemplate", "LineOneTemplate")
     );
-    assert!(
-        error.contains(&arn("provisioningtemplate", "LineOneTemplate")),
-        "{error}"
-    );
+    assert!(error.contains(&permission), "{error}");
     assert!(error.contains("re-run `claimfab setup`"), "{error}");
 
     // --plan now shows only the missing parts, and touches nothing.
@@ -375,7 +387,28 @@ fn access_denied_part_way_reports_then_plan_shows_the_rest_and_a_rerun_completes
             .send()
             .await
     });
-    assert!(claim.is_err(), "--plan created nothing");
+    let not_found = |e: &aws_sdk_iot::error::SdkError<_, _>| {
+        format!("{e:?}").contains("ResourceNotFoundException")
+    };
+    assert!(
+        claim.as_ref().is_err_and(not_found),
+        "--plan created no claim policy: {claim:?}"
+    );
+    let template = s.rt.block_on(async {
+        s.endpoint
+            .client()
+            .await
+            .describe_provisioning_template()
+            .template_name("LineOneTemplate")
+            .send()
+            .await
+    });
+    assert!(
+        template
+            .as_ref()
+            .is_err_and(|e| format!("{e:?}").contains("ResourceNotFoundException")),
+        "--plan created no template: {template:?}"
+    );
 
     s.endpoint.clear_faults();
     let (code, stdout, _) = s.setup(&[]);
@@ -401,11 +434,43 @@ fn drift_is_reported_and_updated_only_when_asked() {
         "{stdout}"
     );
     assert!(stdout.contains("--update-drifted"), "{stdout}");
+    let versions = || {
+        s.rt.block_on(async {
+            let iot = s.endpoint.client().await;
+            let versions = iot
+                .list_policy_versions()
+                .policy_name("GreengrassProvisioningClaimPolicy")
+                .send()
+                .await
+                .unwrap();
+            let default = iot
+                .get_policy()
+                .policy_name("GreengrassProvisioningClaimPolicy")
+                .send()
+                .await
+                .unwrap();
+            (
+                versions.policy_versions().len(),
+                parse(default.policy_document().unwrap()),
+            )
+        })
+    };
+    let (count, document) = versions();
+    assert_eq!(count, 2, "a drift report changes nothing");
+    assert_eq!(
+        document["Statement"][0]["Action"], "iot:*",
+        "the hand-made version is still default"
+    );
     let (code, stdout, _) = s.setup(&["--update-drifted"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(
         stdout.contains("updated  iot policy GreengrassProvisioningClaimPolicy"),
         "{stdout}"
+    );
+    assert_eq!(
+        versions().0,
+        3,
+        "--update-drifted adds a new default version"
     );
     s.rt.block_on(check_account(&s));
 }

@@ -236,7 +236,7 @@ pub fn claim_policy(account: &Account, template: &str) -> Value {
     json!({
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": account.iot_arn("client/*")},
             {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": topics("topic")},
             {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": topics("topicfilter")}
         ]
