@@ -15,7 +15,7 @@ use crate::aws::{AccountApi, AwsError, AwsSettings, EndpointKind, TemplateSpec};
 use crate::cli::SetupArgs;
 use crate::core::names;
 use crate::core::setup::{self as desired, Account, THINGS_REGISTRATION_POLICY_ARN};
-use crate::core::station::StationConfig;
+use crate::core::station::{CorePolicyVariant, StationConfig};
 use crate::error::UserError;
 
 /// What `setup` records beside the station file (`NAME.setup.json` for `NAME.toml`).
@@ -31,7 +31,9 @@ pub struct SetupRecord {
     pub token_exchange_role_arn: String,
     pub token_exchange_access_policy_arn: String,
     pub role_alias_arn: String,
-    pub core_policy_arn: String,
+    /// The fleet-wide core devices' policy; none with `core_policy_variant = "least-privilege"`
+    /// (each device's policy is made by the template).
+    pub core_policy_arn: Option<String>,
     pub fleet_provisioning_role_arn: String,
     pub thing_group_arn: Option<String>,
     pub template_arn: String,
@@ -495,7 +497,25 @@ async fn apply(
     // 5. Core devices' IoT policy.
     let core_policy_arn = account.iot_arn(&format!("policy/{}", s.core_policy));
     let core = desired::core_device_policy(account, s.core_policy_variant, &p.role_alias);
-    ensure_iot_policy(run, &s.core_policy, &core_policy_arn, &core).await?;
+    let (core_policy, core_policy_arn) = match s.core_policy_variant {
+        CorePolicyVariant::Guide => {
+            ensure_iot_policy(run, &s.core_policy, &core_policy_arn, &core).await?;
+            (
+                desired::CorePolicy::Named(&s.core_policy),
+                Some(core_policy_arn),
+            )
+        }
+        // Least privilege names each device's own thing, so the template creates one policy
+        // per device; there is no fleet-wide policy to make.
+        CorePolicyVariant::LeastPrivilege => {
+            run.lines.push(Line {
+                kind: "iot policy",
+                name: "(per device, made by the template)".into(),
+                outcome: Outcome::Unchanged,
+            });
+            (desired::CorePolicy::PerDevice(core), None)
+        }
+    };
 
     // 6. Fleet provisioning role, 7. with AWSIoTThingsRegistration.
     let mut fp_role_arn = account.iam_arn(&format!("role/{}", s.fleet_provisioning_role));
@@ -590,7 +610,7 @@ async fn apply(
     // 9. Provisioning template.
     let template_arn = account.iot_arn(&format!("provisioningtemplate/{}", p.template));
     let body =
-        desired::provisioning_template_body(&s.core_policy, p.thing_group.is_some()).to_string();
+        desired::provisioning_template_body(&core_policy, p.thing_group.is_some()).to_string();
     let spec = TemplateSpec {
         name: &p.template,
         body: &body,

@@ -494,3 +494,45 @@ fn a_bad_station_is_refused_before_anything_is_created() {
     assert!(roles.roles().is_empty(), "nothing created in IAM");
     assert!(!s.station.with_extension("setup.json").exists());
 }
+
+#[test]
+fn least_privilege_gives_each_device_its_own_policy_through_the_template() {
+    let s = Setup::new(&[]);
+    let mut station = std::fs::read_to_string(&s.station).unwrap();
+    station.push_str("[setup]\ncore_policy_variant = \"least-privilege\"\n");
+    std::fs::write(&s.station, station).unwrap();
+    let (code, stdout, stderr) = s.setup(&[]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("iot policy (per device, made by the template)"),
+        "{stdout}"
+    );
+    let (policy, template) = s.rt.block_on(async {
+        let iot = s.endpoint.client().await;
+        let policy = iot
+            .get_policy()
+            .policy_name("GreengrassV2IoTThingPolicy")
+            .send()
+            .await;
+        let template = iot
+            .describe_provisioning_template()
+            .template_name("LineOneTemplate")
+            .send()
+            .await
+            .unwrap();
+        (policy, template)
+    });
+    assert!(policy.is_err(), "no fleet-wide core policy is made");
+    let body = parse(template.template_body().unwrap());
+    let join = &body["Resources"]["MyPolicy"]["Properties"]["PolicyDocument"]["Fn::Join"];
+    assert!(
+        join[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["Ref"] == "ThingName"),
+        "{body}"
+    );
+    assert!(record(&s.station)["core_policy_arn"].is_null());
+    assert!(s.setup(&[]).1.contains("nothing to change"));
+}

@@ -129,18 +129,22 @@ pub fn core_device_policy(
             ]
         }),
         CorePolicyVariant::LeastPrivilege => {
-            let thing = "${iot:Connection.Thing.ThingName}";
-            let topics = |kind: &str| -> Vec<String> {
-                [
-                    format!("$aws/things/{thing}/greengrass/health/json"),
-                    format!("$aws/things/{thing}/greengrassv2/health/json"),
-                    format!("$aws/things/{thing}/jobs/*"),
-                    format!("$aws/things/{thing}/shadow/*"),
-                ]
-                .iter()
-                .map(|t| account.iot_arn(&format!("{kind}/{t}")))
-                .collect()
+            // Core devices do not support thing policy variables, so the policy names the
+            // thing itself; the template fills THING_NAME in per device (see
+            // `per_device_policy`).
+            let thing = THING_NAME;
+            let topics = |kind: &str, families: &[&str]| -> Vec<String> {
+                families
+                    .iter()
+                    .map(|t| account.iot_arn(&format!("{kind}/$aws/things/{thing}/{t}")))
+                    .collect()
             };
+            let all = [
+                "greengrass/health/json",
+                "greengrassv2/health/json",
+                "jobs/*",
+                "shadow/*",
+            ];
             json!({
                 "Version": "2012-10-17",
                 "Statement": [
@@ -151,14 +155,20 @@ pub fn core_device_policy(
                     },
                     {
                         "Effect": "Allow",
-                        "Action": ["iot:Publish", "iot:Receive"],
-                        "Resource": topics("topic")
+                        "Action": ["iot:Receive", "iot:Publish"],
+                        "Resource": topics("topic", &all)
                     },
                     {
                         "Effect": "Allow",
                         "Action": "iot:Subscribe",
-                        "Resource": topics("topicfilter")
+                        "Resource": topics("topicfilter", &["jobs/*", "shadow/*"])
                     },
+                    {
+                        "Effect": "Allow",
+                        "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+                        "Resource": account.iot_arn(&format!("thing/{thing}*"))
+                    },
+                    assume,
                     {
                         "Effect": "Allow",
                         "Action": [
@@ -168,18 +178,46 @@ pub fn core_device_policy(
                             "greengrass:ListThingGroupsForCoreDevice"
                         ],
                         "Resource": "*"
-                    },
-                    assume
+                    }
                 ]
             })
         }
     }
 }
 
+/// Stands for the device's own thing name in a per-device policy document.
+const THING_NAME: &str = "__CLAIMFAB_THING_NAME__";
+
+/// The core devices' policy as the template attaches it.
+pub enum CorePolicy<'a> {
+    /// One named policy for the whole fleet (the guide's way).
+    Named(&'a str),
+    /// A policy document per device, with the device's thing name filled in by the template.
+    PerDevice(Value),
+}
+
+/// A template value that yields `document` as JSON text with every THING_NAME replaced by
+/// the device's ThingName parameter (`Fn::Join` over `Ref: ThingName`).
+fn per_device_policy(document: &Value) -> Value {
+    let text = document.to_string();
+    let mut parts = Vec::new();
+    for (i, piece) in text.split(THING_NAME).enumerate() {
+        if i > 0 {
+            parts.push(json!({"Ref": "ThingName"}));
+        }
+        parts.push(json!(piece));
+    }
+    json!({"Fn::Join": ["", parts]})
+}
+
 /// The provisioning template body, shaped as in the guide: ThingName, ThingGroupName and
 /// the certificate id as parameters; a thing (in the group), the core policy by name, and
 /// the certificate, active.
-pub fn provisioning_template_body(core_policy: &str, with_thing_group: bool) -> Value {
+pub fn provisioning_template_body(core_policy: &CorePolicy<'_>, with_thing_group: bool) -> Value {
+    let policy_properties = match core_policy {
+        CorePolicy::Named(name) => json!({"PolicyName": name}),
+        CorePolicy::PerDevice(document) => json!({"PolicyDocument": per_device_policy(document)}),
+    };
     let mut parameters = json!({
         "ThingName": {"Type": "String"},
         "AWS::IoT::Certificate::Id": {"Type": "String"}
@@ -205,7 +243,7 @@ pub fn provisioning_template_body(core_policy: &str, with_thing_group: bool) -> 
                 "Type": "AWS::IoT::Thing"
             },
             "MyPolicy": {
-                "Properties": {"PolicyName": core_policy},
+                "Properties": policy_properties,
                 "Type": "AWS::IoT::Policy"
             },
             "MyCertificate": {
@@ -316,7 +354,7 @@ mod tests {
 
     #[test]
     fn template_has_the_guides_shape() {
-        let body = provisioning_template_body("CorePolicy", true);
+        let body = provisioning_template_body(&CorePolicy::Named("CorePolicy"), true);
         assert!(body["Parameters"]["AWS::IoT::Certificate::Id"].is_object());
         assert_eq!(
             body["Resources"]["MyPolicy"]["Properties"]["PolicyName"],
@@ -330,7 +368,7 @@ mod tests {
             body["Resources"]["MyCertificate"]["Properties"]["Status"],
             "Active"
         );
-        let no_group = provisioning_template_body("CorePolicy", false);
+        let no_group = provisioning_template_body(&CorePolicy::Named("CorePolicy"), false);
         assert!(no_group["Parameters"].get("ThingGroupName").is_none());
     }
 
@@ -342,9 +380,52 @@ mod tests {
             assert!(text.contains("iot:AssumeRoleWithCertificate"));
             assert!(text.contains("arn:aws:iot:us-west-2:123456789012:rolealias/Alias"));
         }
-        let least =
-            core_device_policy(&account(), CorePolicyVariant::LeastPrivilege, "A").to_string();
-        assert!(!least.contains("greengrass:*") && !least.contains("\"Resource\":[\"*\"]"));
+    }
+
+    #[test]
+    fn least_privilege_is_a_per_device_policy_in_the_template() {
+        let doc = core_device_policy(&account(), CorePolicyVariant::LeastPrivilege, "A");
+        let body = provisioning_template_body(&CorePolicy::PerDevice(doc), true);
+        let join = &body["Resources"]["MyPolicy"]["Properties"]["PolicyDocument"]["Fn::Join"];
+        // Resolve the template function the way AWS IoT would for thing "gg-7".
+        let text: String = join[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                if p.is_string() {
+                    p.as_str().unwrap().to_string()
+                } else {
+                    assert_eq!(p["Ref"], "ThingName");
+                    "gg-7".to_string()
+                }
+            })
+            .collect();
+        let policy: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            !text.contains("${iot:"),
+            "no thing policy variables: {text}"
+        );
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(
+            statements[0]["Resource"],
+            "arn:aws:iot:us-west-2:123456789012:client/gg-7*"
+        );
+        assert_eq!(
+            statements[3]["Resource"],
+            "arn:aws:iot:us-west-2:123456789012:thing/gg-7*"
+        );
+        let wildcard: Vec<&Value> = statements.iter().filter(|s| s["Resource"] == "*").collect();
+        assert_eq!(
+            wildcard.len(),
+            1,
+            "only the Greengrass data-plane calls are on *"
+        );
+        assert!(wildcard[0]["Action"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("greengrass:"));
+        assert!(!wildcard[0]["Action"].to_string().contains("greengrass:*"));
     }
 
     #[test]
