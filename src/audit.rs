@@ -11,27 +11,11 @@ use crate::aws::{AwsSettings, Iot};
 use crate::batch::BatchSpec;
 use crate::cli::{AuditArgs, ReportFormat};
 use crate::core::audit::{reconcile, Activation, AwsView, BatchManifest, Finding};
-use crate::core::manifest;
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
-use crate::outdir::{BATCH_FILE, MANIFEST_FILE};
 
 fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest), UserError> {
-    let fail = |problem: String| UserError::output_dir(dir, problem);
-    let spec_text = std::fs::read_to_string(dir.join(BATCH_FILE)).map_err(|e| {
-        fail(format!(
-            "has no readable {BATCH_FILE} ({e}); pass claimfab batch directories"
-        ))
-    })?;
-    let spec: BatchSpec = serde_json::from_str(&spec_text)
-        .map_err(|e| fail(format!("{BATCH_FILE} is not a claimfab batch ({e})")))?;
-    let manifest_bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| {
-        fail(format!(
-            "has no readable {MANIFEST_FILE} ({e}); re-run its batch to write it"
-        ))
-    })?;
-    let rows = manifest::from_csv(&manifest_bytes)
-        .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
+    let (spec, rows) = crate::batch::read_batch_dir(dir)?;
     let batch = BatchManifest {
         batch: dir.display().to_string(),
         claim_policy: spec.claim_policy.clone(),
@@ -50,7 +34,7 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         batches.push(batch);
     }
     let region =
-        match (&args.region, regions.len()) {
+        match (&args.aws.region, regions.len()) {
             (Some(region), _) => region.clone(),
             (None, 1) => regions.into_iter().next().expect("one region"),
             (None, _) => return Err(UserError::Aws(
@@ -61,8 +45,8 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         };
     let settings = AwsSettings {
         region: Some(region),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
+        profile: args.aws.profile.clone(),
+        endpoint_url: args.aws.endpoint_url.clone(),
     };
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await

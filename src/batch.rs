@@ -135,14 +135,22 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         names::check_policy_name,
     )?;
     check_override("--template", &args.template, names::check_template_name)?;
-    check_override("--region", &args.region, names::check_region)?;
+    check_override("--region", &args.aws.region, names::check_region)?;
     let devices = resolve_devices(&args, &station)?;
     let existing = outdir::inspect(&args.out)?;
 
     let settings = AwsSettings {
-        region: args.region.clone().or_else(|| station.aws.region.clone()),
-        profile: args.profile.clone().or_else(|| station.aws.profile.clone()),
-        endpoint_url: args.endpoint_url.clone(),
+        region: args
+            .aws
+            .region
+            .clone()
+            .or_else(|| station.aws.region.clone()),
+        profile: args
+            .aws
+            .profile
+            .clone()
+            .or_else(|| station.aws.profile.clone()),
+        endpoint_url: args.aws.endpoint_url.clone(),
     };
     let iot = Iot::connect(&settings, &station.limits)
         .await
@@ -175,7 +183,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
 
     // Endpoints: pinned by the station, else as the batch began, else as `claimfab setup`
     // recorded them for this region, else asked of DescribeEndpoint.
-    let endpoint_url = crate::setup::endpoint_override(args.endpoint_url.as_deref());
+    let endpoint_url = crate::setup::endpoint_override(args.aws.endpoint_url.as_deref());
     let recorded = crate::setup::load_record(&args.station)?
         .filter(|r| r.region == iot.region() && r.endpoint_url == endpoint_url);
     let prev_target = previous.as_ref().map(|p| &p.target);
@@ -375,4 +383,27 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     if outcome.interrupted || pending > 0 || !outcome.failures.is_empty() {
         println!("  re-run the same command to finish the batch");
     }
+}
+
+/// Reads a finished (or interrupted) batch directory: what the batch is and its manifest.
+/// Errors are one line naming the directory and what is wrong with it.
+pub fn read_batch_dir(
+    dir: &Path,
+) -> Result<(BatchSpec, Vec<crate::core::manifest::ManifestRow>), UserError> {
+    let fail = |problem: String| UserError::output_dir(dir, problem);
+    let spec_text = std::fs::read_to_string(dir.join(BATCH_FILE)).map_err(|e| {
+        fail(format!(
+            "has no readable {BATCH_FILE} ({e}); pass a claimfab batch directory"
+        ))
+    })?;
+    let spec: BatchSpec = serde_json::from_str(&spec_text)
+        .map_err(|e| fail(format!("{BATCH_FILE} is not a claimfab batch ({e})")))?;
+    let manifest_bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| {
+        fail(format!(
+            "has no readable {MANIFEST_FILE} ({e}); re-run its batch to write it"
+        ))
+    })?;
+    let rows = crate::core::manifest::from_csv(&manifest_bytes)
+        .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
+    Ok((spec, rows))
 }

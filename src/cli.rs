@@ -58,17 +58,8 @@ pub struct RotateArgs {
     #[arg(long, value_name = "FILE")]
     pub station: Option<PathBuf>,
 
-    /// AWS region (default: the batch's own).
-    #[arg(long, value_name = "R")]
-    pub region: Option<String>,
-
-    /// AWS named profile (else AWS_PROFILE).
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// AWS IoT endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// The status `revoke` sets.
@@ -112,17 +103,8 @@ pub struct RevokeArgs {
     #[arg(long)]
     pub delete: bool,
 
-    /// AWS region (default: the batch's own).
-    #[arg(long, value_name = "R")]
-    pub region: Option<String>,
-
-    /// AWS named profile (else AWS_PROFILE).
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// AWS IoT endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// Report formats of `audit`.
@@ -144,17 +126,8 @@ pub struct AuditArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
 
-    /// AWS region (default: the batches' own).
-    #[arg(long, value_name = "R")]
-    pub region: Option<String>,
-
-    /// AWS named profile (else AWS_PROFILE).
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// AWS IoT endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `claimfab verify`.
@@ -180,17 +153,8 @@ pub struct SetupArgs {
     #[arg(long)]
     pub update_drifted: bool,
 
-    /// AWS region (overrides the station's aws.region, then AWS_REGION and the profile).
-    #[arg(long, value_name = "R")]
-    pub region: Option<String>,
-
-    /// AWS named profile (overrides the station's aws.profile, then AWS_PROFILE).
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// AWS endpoint URL for IoT, IAM and STS (else AWS_ENDPOINT_URL, else AWS's own).
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `claimfab batch`.
@@ -229,15 +193,23 @@ pub struct BatchArgs {
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
 
-    /// AWS region (overrides the station's aws.region, then AWS_REGION and the profile).
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// How to reach AWS. Each falls back to the station's or the batch's setting where there is
+/// one, then to the standard AWS variables and credential chain.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AwsArgs {
+    /// AWS region (else the station's aws.region or the batch's, then AWS_REGION, the profile).
     #[arg(long, value_name = "R")]
     pub region: Option<String>,
 
-    /// AWS named profile (overrides the station's aws.profile, then AWS_PROFILE).
+    /// AWS named profile (else the station's aws.profile, then AWS_PROFILE).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
 
-    /// AWS IoT control-plane endpoint URL (else AWS_ENDPOINT_URL, else AWS's own).
+    /// AWS endpoint URL for IoT, IAM and STS (else AWS_ENDPOINT_URL, else AWS's own).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 }

@@ -8,33 +8,18 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use crate::aws::{AwsError, AwsSettings, Iot};
-use crate::batch::BatchSpec;
+
 use crate::cli::{RevokeArgs, RevokeStatus};
 use crate::core::manifest::{self, DeviceStatus};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay};
-use crate::outdir::{BatchDir, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
+use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
 /// Runs `claimfab revoke`; returns whether every selected device reached the asked state.
 pub async fn run(args: RevokeArgs) -> Result<bool> {
     let dir = &args.dir;
-    let fail = |problem: String| UserError::output_dir(dir, problem);
-    let spec: BatchSpec = std::fs::read_to_string(dir.join(BATCH_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .ok_or_else(|| {
-            fail(format!(
-                "holds no readable {BATCH_FILE}; pass a claimfab batch directory"
-            ))
-        })?;
-    let manifest_bytes = std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| {
-        fail(format!(
-            "has no readable {MANIFEST_FILE} ({e}); re-run its batch to write it"
-        ))
-    })?;
-    let mut rows = manifest::from_csv(&manifest_bytes)
-        .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
+    let (spec, mut rows) = crate::batch::read_batch_dir(dir)?;
     let selected: Vec<String> = match (&args.devices, args.all) {
         (Some(list), false) => {
             let known: HashMap<&str, ()> = rows.iter().map(|r| (r.serial.as_str(), ())).collect();
@@ -62,11 +47,12 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
 
     let settings = AwsSettings {
         region: args
+            .aws
             .region
             .clone()
             .or_else(|| Some(spec.target.region.clone())),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
+        profile: args.aws.profile.clone(),
+        endpoint_url: args.aws.endpoint_url.clone(),
     };
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await

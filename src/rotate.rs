@@ -4,8 +4,6 @@
 //! certificates are retired (set INACTIVE) only on explicit confirmation (`--retire-old`) or
 //! once a `--retire-after` window has passed, when the same command is run again.
 
-use std::path::Path;
-
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -14,10 +12,10 @@ use crate::aws::{AwsSettings, Iot};
 use crate::batch::{self, BatchResult, BatchSpec};
 use crate::cli::{RevokeArgs, RevokeStatus, RotateArgs};
 use crate::core::devices::Device;
-use crate::core::manifest::{self, DeviceStatus, ManifestRow};
+use crate::core::manifest::DeviceStatus;
 use crate::core::station::{LimitsSection, StationConfig};
 use crate::error::UserError;
-use crate::outdir::{self, BatchDir, Existing, BATCH_FILE, MANIFEST_FILE};
+use crate::outdir::{self, BatchDir, Existing, BATCH_FILE};
 
 const ROTATION_FILE: &str = "rotation.json";
 const REPORT_FILE: &str = "rotation.csv";
@@ -42,23 +40,6 @@ struct ReportRow<'a> {
     new_status: DeviceStatus,
 }
 
-fn read_batch(dir: &Path) -> Result<(BatchSpec, Vec<ManifestRow>), UserError> {
-    let fail = |problem: String| UserError::output_dir(dir, problem);
-    let spec: BatchSpec = std::fs::read_to_string(dir.join(BATCH_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .ok_or_else(|| {
-            fail(format!(
-                "holds no readable {BATCH_FILE}; pass a claimfab batch directory"
-            ))
-        })?;
-    let bytes = std::fs::read(dir.join(MANIFEST_FILE))
-        .map_err(|e| fail(format!("has no readable {MANIFEST_FILE} ({e})")))?;
-    let rows = manifest::from_csv(&bytes)
-        .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
-    Ok((spec, rows))
-}
-
 /// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
 pub async fn run(args: RotateArgs) -> Result<bool> {
     let retire_after = match &args.retire_after {
@@ -71,7 +52,7 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
         ),
         None => None,
     };
-    let (old_spec, old_rows) = read_batch(&args.dir)?;
+    let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
     let limits = match &args.station {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -109,11 +90,12 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
     };
     let settings = AwsSettings {
         region: args
+            .aws
             .region
             .clone()
             .or_else(|| Some(old_spec.target.region.clone())),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
+        profile: args.aws.profile.clone(),
+        endpoint_url: args.aws.endpoint_url.clone(),
     };
     let iot = Iot::connect(&settings, &limits)
         .await
@@ -168,9 +150,7 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
             status: RevokeStatus::Inactive,
             detach: false,
             delete: false,
-            region: args.region.clone(),
-            profile: args.profile.clone(),
-            endpoint_url: args.endpoint_url.clone(),
+            aws: args.aws.clone(),
         })
         .await?;
         if !retired {
@@ -182,8 +162,8 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
     let dir = BatchDir::open(&args.out)?;
     dir.write_atomic(ROTATION_FILE, &serde_json::to_vec_pretty(&rotation)?, 0o644)?;
 
-    let (_, old_rows) = read_batch(&args.dir)?;
-    let (_, new_rows) = read_batch(&args.out)?;
+    let (_, old_rows) = batch::read_batch_dir(&args.dir)?;
+    let (_, new_rows) = batch::read_batch_dir(&args.out)?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     for (old, new) in old_rows.iter().zip(&new_rows) {
         let old_status = match old.status {

@@ -222,7 +222,7 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         )
     })?;
     let station = StationConfig::parse(&station_text, &args.station)?;
-    if let Some(region) = &args.region {
+    if let Some(region) = &args.aws.region {
         names::check_region(region).map_err(|problem| UserError::Flag {
             flag: "--region",
             value: region.clone(),
@@ -230,9 +230,17 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         })?;
     }
     let settings = AwsSettings {
-        region: args.region.clone().or_else(|| station.aws.region.clone()),
-        profile: args.profile.clone().or_else(|| station.aws.profile.clone()),
-        endpoint_url: args.endpoint_url.clone(),
+        region: args
+            .aws
+            .region
+            .clone()
+            .or_else(|| station.aws.region.clone()),
+        profile: args
+            .aws
+            .profile
+            .clone()
+            .or_else(|| station.aws.profile.clone()),
+        endpoint_url: args.aws.endpoint_url.clone(),
     };
     let api = AccountApi::connect(&settings, station.limits.max_attempts)
         .await
@@ -272,7 +280,7 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
                 return Ok(true);
             }
             let mut record = record.expect("applied runs resolve every ARN");
-            record.endpoint_url = endpoint_override(args.endpoint_url.as_deref());
+            record.endpoint_url = endpoint_override(args.aws.endpoint_url.as_deref());
             let path = record_path(&args.station);
             write_record(&path, &record)?;
             if run.changes() == 0 && run.drifts() == 0 {
