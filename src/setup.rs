@@ -101,6 +101,8 @@ struct Run<'a> {
     plan: bool,
     update_drifted: bool,
     lines: Vec<Line>,
+    /// Set while a drifted resource is being updated, so a failure names the update calls.
+    updating: bool,
 }
 
 /// The step at which setup stopped, with the permission it lacked.
@@ -154,7 +156,9 @@ impl Run<'_> {
             (Found::Differs(what), _) if !self.update_drifted => Outcome::Drift(what),
             (Found::Differs(what), true) => Outcome::WouldUpdate(what),
             (Found::Differs(_), false) => {
+                self.updating = true;
                 update.await?;
+                self.updating = false;
                 Outcome::Updated
             }
         };
@@ -201,6 +205,20 @@ impl Run<'_> {
             .iter()
             .filter(|l| matches!(l.outcome, Outcome::Drift(_)))
             .count()
+    }
+}
+
+/// The calls that update a drifted resource, for the create call that would have made it.
+fn update_actions(create: &'static str) -> &'static str {
+    match create {
+        "iam:CreateRole" => "iam:UpdateAssumeRolePolicy",
+        "iam:CreatePolicy" => "iam:CreatePolicyVersion, iam:ListPolicyVersions and iam:DeletePolicyVersion",
+        "iot:CreatePolicy" => "iot:CreatePolicyVersion, iot:ListPolicyVersions and iot:DeletePolicyVersion",
+        "iot:CreateRoleAlias" => "iot:UpdateRoleAlias",
+        "iot:CreateProvisioningTemplate" => {
+            "iot:CreateProvisioningTemplateVersion, iot:ListProvisioningTemplateVersions, iot:DeleteProvisioningTemplateVersion and iot:UpdateProvisioningTemplate"
+        }
+        other => other,
     }
 }
 
@@ -267,6 +285,7 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         plan: args.plan,
         update_drifted: args.update_drifted,
         lines: Vec::new(),
+        updating: false,
     };
     let result = apply(&mut run, &station, &account).await;
     match result {
@@ -305,7 +324,8 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
             let cause = match stop.error {
                 AwsError::AccessDenied(_) => format!(
                     "access denied; allow {} on {} for the AWS identity in use",
-                    stop.action, stop.resource
+                    if run.updating { update_actions(stop.action) } else { stop.action },
+                    stop.resource
                 ),
                 AwsError::Rejected(detail) if detail.contains("AlreadyExists") => format!(
                     "the name is taken by another resource ({detail}); rename it in the station file or remove the other resource"

@@ -536,3 +536,25 @@ fn least_privilege_gives_each_device_its_own_policy_through_the_template() {
     assert!(record(&s.station)["core_policy_arn"].is_null());
     assert!(s.setup(&[]).1.contains("nothing to change"));
 }
+
+#[test]
+fn a_denied_update_of_a_drifted_resource_names_the_update_call() {
+    let s = Setup::new(&["--deny", "UpdateRoleAlias"]);
+    assert_eq!(s.setup(&[]).0, 0);
+    // The station now asks for shorter device credentials: the role alias has drifted.
+    let mut station = std::fs::read_to_string(&s.station).unwrap();
+    station.push_str("[setup]\ncredential_duration_seconds = 900\n");
+    std::fs::write(&s.station, station).unwrap();
+    let (code, stdout, _) = s.setup(&[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("DRIFT    iot role alias GreengrassCoreTokenExchangeRoleAlias (credential duration is 3600 s"), "{stdout}");
+    let (code, _, stderr) = s.setup(&["--update-drifted"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("allow iot:UpdateRoleAlias on"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "iam:PassRole on arn:aws:iam::123456789012:role/GreengrassV2TokenExchangeRole"
+        ),
+        "{stderr}"
+    );
+}
