@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::aws::{AwsError, AwsSettings, EndpointKind, Iot};
-use crate::cli::BatchArgs;
-use crate::core::devices::{self, Device};
+use crate::cli::{BatchArgs, ClaimScopeArg};
+use crate::core::devices::{self, ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::names;
 use crate::core::station::{KeyAlgorithm, StationConfig};
@@ -33,6 +33,9 @@ pub struct BatchSpec {
     pub claim_policy: String,
     pub key_algorithm: KeyAlgorithm,
     pub target: ProvisioningTarget,
+    /// One claim certificate per device, or one for the whole batch.
+    #[serde(default)]
+    pub claim_scope: ClaimScope,
 }
 
 fn devices_fingerprint(devices: &[Device]) -> String {
@@ -233,6 +236,10 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
             thing_group: station.provisioning.thing_group.clone(),
             greengrass: station.greengrass.clone(),
         },
+        claim_scope: match args.claim_scope {
+            ClaimScopeArg::Device => ClaimScope::Device,
+            ClaimScopeArg::Batch => ClaimScope::Batch,
+        },
     };
     if let Some(previous) = &previous {
         if previous != &spec {
@@ -281,6 +288,7 @@ pub async fn execute(
         claim_policy: spec.claim_policy.clone(),
         key_algorithm: spec.key_algorithm,
         target: spec.target.clone(),
+        claim_scope: spec.claim_scope,
         concurrency: limits.concurrency as usize,
         reconcile_after: std::time::Duration::from_secs(limits.reconcile_after_seconds.into()),
     };
@@ -316,6 +324,9 @@ pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
     if previous.key_algorithm != current.key_algorithm {
         return format!("key algorithm was {:?}", previous.key_algorithm);
     }
+    if previous.claim_scope != current.claim_scope {
+        return format!("claim scope was {:?}", previous.claim_scope).to_lowercase();
+    }
     if previous.target.region != current.target.region {
         return format!("region was {}", previous.target.region);
     }
@@ -344,20 +355,14 @@ async fn stop_on_signals(batch: Arc<BatchRun>) {
 }
 
 fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) {
-    let ready = outcome
-        .rows
-        .iter()
-        .filter(|r| r.status == crate::core::manifest::DeviceStatus::Ready)
-        .count();
-    let pending = outcome
-        .rows
-        .iter()
-        .filter(|r| r.status == crate::core::manifest::DeviceStatus::Pending)
-        .count();
+    use crate::core::manifest::DeviceStatus;
+    let count = |status| outcome.rows.iter().filter(|r| r.status == status).count();
+    let pending = count(DeviceStatus::Pending);
     println!(
-        "batch {}: {ready} ready, {} failed, {pending} pending, of {} devices in {elapsed:.1} s",
+        "batch {}: {} ready, {} failed, {pending} pending, of {} devices in {elapsed:.1} s",
         out.display(),
-        outcome.failures.len(),
+        count(DeviceStatus::Ready),
+        count(DeviceStatus::Failed),
         outcome.rows.len()
     );
     let seconds = outcome.register_seconds.max(0.001);
@@ -376,7 +381,11 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
         );
     }
     for failure in &outcome.failures {
-        println!("  failed {}: {}", failure.serial, failure.reason);
+        let who = match failure.serial.as_str() {
+            crate::journal::SHARED_CLAIM => "the batch's shared claim certificate (every device)",
+            serial => serial,
+        };
+        println!("  failed {who}: {}", failure.reason);
     }
     println!("  manifest: {}", out.join(MANIFEST_FILE).display());
     println!("  bundles:  {}", out.join(outdir::BUNDLES_DIR).display());

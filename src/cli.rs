@@ -62,6 +62,15 @@ pub struct RotateArgs {
     pub aws: AwsArgs,
 }
 
+/// `batch --claim-scope`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ClaimScopeArg {
+    /// One claim certificate and key per device: one device can be revoked alone.
+    Device,
+    /// One claim certificate and key for the whole batch (AWS's samples' pattern).
+    Batch,
+}
+
 /// The status `revoke` sets.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RevokeStatus {
@@ -192,6 +201,11 @@ pub struct BatchArgs {
     /// Provisioning template devices use (overrides provisioning.template).
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
+
+    /// Who shares a claim certificate: each device has its own (default), or the whole batch
+    /// shares one, registered once and put in every bundle.
+    #[arg(long, value_enum, default_value = "device")]
+    pub claim_scope: ClaimScopeArg,
 
     #[command(flatten)]
     pub aws: AwsArgs,

@@ -12,6 +12,12 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::core::devices::ClaimScope;
+
+/// The journal's name for a batch-scope batch's one shared claim certificate, in place of a
+/// serial. Serials are thing-name characters, which never include `*`.
+pub const SHARED_CLAIM: &str = "*batch";
+
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -49,6 +55,14 @@ pub enum Event {
     },
     /// The bundle is on disk, complete, under its final name.
     Packaged {
+        serial: String,
+        certificate_id: String,
+        bundle: String,
+        bundle_sha256: String,
+    },
+    /// Batch claim scope: the device's bundle is on disk, complete, holding the batch's
+    /// shared claim certificate `certificate_id` (journaled under [`SHARED_CLAIM`]).
+    SharedPackaged {
         serial: String,
         certificate_id: String,
         bundle: String,
@@ -93,6 +107,7 @@ impl Event {
             | Event::CreateAbandoned { serial, .. }
             | Event::PolicyAttached { serial, .. }
             | Event::Packaged { serial, .. }
+            | Event::SharedPackaged { serial, .. }
             | Event::StatusRequested { serial, .. }
             | Event::StatusChanged { serial, .. }
             | Event::PolicyDetached { serial, .. }
@@ -125,12 +140,22 @@ pub struct CertificateRecord {
     pub deleted: bool,
 }
 
-/// What the journal says about one device.
+/// A device's bundle holding the batch's shared claim certificate (batch claim scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBundle {
+    pub certificate_id: String,
+    pub bundle: String,
+    pub bundle_sha256: String,
+}
+
+/// What the journal says about one device (or, under [`SHARED_CLAIM`], the shared claim).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceRecord {
     pub unresolved_creates: Vec<UnresolvedCreate>,
     pub certificate: Option<CertificateRecord>,
     pub retired: Vec<String>,
+    /// Batch claim scope: the device's bundle and the shared certificate it holds.
+    pub shared_bundle: Option<SharedBundle>,
 }
 
 impl DeviceRecord {
@@ -235,6 +260,18 @@ impl Replay {
                     }
                 }
             }
+            Event::SharedPackaged {
+                certificate_id,
+                bundle,
+                bundle_sha256,
+                ..
+            } => {
+                record.shared_bundle = Some(SharedBundle {
+                    certificate_id,
+                    bundle,
+                    bundle_sha256,
+                })
+            }
             Event::StatusRequested { .. } => {}
             Event::StatusChanged {
                 certificate_id,
@@ -277,6 +314,32 @@ impl Replay {
                     record.certificate = None;
                 }
                 record.retired.push(certificate_id);
+            }
+        }
+    }
+
+    /// A device's record as the manifest sees it. In batch claim scope the certificate is
+    /// the shared one, and the device's bundle counts only if it holds that certificate.
+    pub fn device_view(
+        &self,
+        serial: &str,
+        scope: ClaimScope,
+    ) -> Option<std::borrow::Cow<'_, DeviceRecord>> {
+        use std::borrow::Cow;
+        match scope {
+            ClaimScope::Device => self.devices.get(serial).map(Cow::Borrowed),
+            ClaimScope::Batch => {
+                let shared = self.devices.get(SHARED_CLAIM)?.certificate.clone()?;
+                let bundle = self
+                    .devices
+                    .get(serial)
+                    .and_then(|r| r.shared_bundle.as_ref())
+                    .filter(|b| b.certificate_id == shared.certificate_id)
+                    .map(|b| (b.bundle.clone(), b.bundle_sha256.clone()));
+                Some(Cow::Owned(DeviceRecord {
+                    certificate: Some(CertificateRecord { bundle, ..shared }),
+                    ..DeviceRecord::default()
+                }))
             }
         }
     }

@@ -4,6 +4,10 @@
 //! ([`PreparedDevice`], [`RegisteredDevice`]). Every AWS call is journaled first, and a run
 //! starts by recovering whatever an earlier, interrupted run left: certificates whose create
 //! outcome was unknown, and certificates whose key died with that run, which are retired.
+//!
+//! In batch claim scope the register stage works on one stand-in for the whole batch (its
+//! journal name is [`SHARED_CLAIM`]) and the package stage writes every device's bundle with
+//! that one certificate and key; a re-run reads the key back from a bundle already written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,14 +21,14 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::aws::{AwsError, Iot, NewCertificate};
-use crate::core::bundle::{build_bundle, zip_path};
+use crate::core::bundle::{build_bundle, read_entry};
 use crate::core::certificate::{check_issued_for, parse_certificate_pem, IssuedCertificate};
-use crate::core::devices::Device;
+use crate::core::devices::{ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
-use crate::core::keys::{prepare_device, PreparedDevice};
+use crate::core::keys::{prepare_device, public_key_fingerprint, ClaimKey, PreparedDevice};
 use crate::core::manifest::ManifestRow;
 use crate::core::station::KeyAlgorithm;
-use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay};
+use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
 use crate::outdir::{BatchDir, MANIFEST_FILE};
 use crate::progress::Progress;
 
@@ -45,8 +49,15 @@ pub struct BatchPlan {
     pub claim_policy: String,
     pub key_algorithm: KeyAlgorithm,
     pub target: ProvisioningTarget,
+    pub claim_scope: ClaimScope,
     pub concurrency: usize,
     pub reconcile_after: Duration,
+}
+
+/// Batch claim scope: the batch's one certificate and its key, which every bundle holds.
+pub struct SharedClaim {
+    pub key: ClaimKey,
+    pub certificate: NewCertificate,
 }
 
 /// Output of the register stage for one device.
@@ -177,28 +188,37 @@ impl BatchRun {
     async fn run_to_end(self: Arc<Self>) -> Result<()> {
         self.dir.sweep_temp_files()?;
         self.recover().await?;
-        // After recovery every live certificate has its bundle; only devices without one
-        // get a new key. (A device whose policy attach failed keeps its certificate.)
+        let shared = match self.plan.claim_scope {
+            ClaimScope::Device => None,
+            ClaimScope::Batch => self.recover_shared().await?,
+        };
+        // After recovery every live certificate has its bundle (or, shared, its key back);
+        // only holders without one get a new key. (A failed policy attach keeps its
+        // certificate; a revoked one is never replaced by a batch.)
         let todo: Vec<Device> = {
             let state = lock(&self.state);
-            self.plan
-                .devices
-                .iter()
+            self.claim_holders()
                 .filter(|d| {
                     state
                         .devices
                         .get(&d.serial)
                         .is_none_or(|r| r.certificate.is_none())
                 })
-                .cloned()
                 .collect()
         };
-        for bar in [
-            &self.progress.prepare,
-            &self.progress.register,
-            &self.progress.package,
-        ] {
-            bar.set_length(todo.len() as u64);
+        self.progress.prepare.set_length(todo.len() as u64);
+        self.progress.register.set_length(todo.len() as u64);
+        self.progress
+            .package
+            .set_length(match self.plan.claim_scope {
+                ClaimScope::Device => todo.len(),
+                ClaimScope::Batch => self.plan.devices.len(),
+            } as u64);
+        if let Some(shared) = shared {
+            let run = self.clone();
+            tokio::task::spawn_blocking(move || run.package_shared(&shared))
+                .await
+                .context("packaging thread panicked")??;
         }
         let mut uncertain = self.clone().run_stages(todo).await?;
         for _ in 0..UNCERTAIN_ROUNDS {
@@ -216,6 +236,18 @@ impl BatchRun {
             );
         }
         Ok(())
+    }
+
+    /// Who gets a claim certificate: each device, or in batch claim scope one stand-in for
+    /// the batch (its CSR's CN names the provisioning template it is a claim for).
+    fn claim_holders(&self) -> Box<dyn Iterator<Item = Device> + '_> {
+        match self.plan.claim_scope {
+            ClaimScope::Device => Box::new(self.plan.devices.iter().cloned()),
+            ClaimScope::Batch => Box::new(std::iter::once(Device {
+                serial: SHARED_CLAIM.to_string(),
+                thing_name: format!("{} claim", self.plan.target.template),
+            })),
+        }
     }
 
     /// Streams devices through prepare -> register -> package and returns the devices whose
@@ -424,8 +456,15 @@ impl BatchRun {
             .context("packaging thread panicked")?
     }
 
-    /// The package stage for one device: bundle zip, written atomically, then journaled.
+    /// The package stage for one device: bundle zip, written atomically, then journaled. In
+    /// batch claim scope, the shared certificate goes into every device's bundle.
     fn package(&self, registered: RegisteredDevice) -> Result<()> {
+        if self.plan.claim_scope == ClaimScope::Batch {
+            return self.package_shared(&SharedClaim {
+                key: registered.prepared.key,
+                certificate: registered.certificate,
+            });
+        }
         let device = &registered.prepared.device;
         let key_pem = registered.prepared.key.pkcs8_pem();
         let zip = build_bundle(
@@ -444,6 +483,150 @@ impl BatchRun {
         })?;
         self.progress.package.inc(1);
         Ok(())
+    }
+
+    /// Batch claim scope: writes the bundle of every device that has none holding the shared
+    /// certificate (in parallel), journaling each. Stops starting bundles when asked to stop.
+    fn package_shared(&self, claim: &SharedClaim) -> Result<()> {
+        let certificate = &claim.certificate;
+        let todo: Vec<&Device> = {
+            let state = lock(&self.state);
+            self.plan
+                .devices
+                .iter()
+                .filter(|d| {
+                    let bundle = state
+                        .devices
+                        .get(&d.serial)
+                        .and_then(|r| r.shared_bundle.as_ref());
+                    !bundle.is_some_and(|b| {
+                        b.certificate_id == certificate.certificate_id
+                            && self.dir.path(&b.bundle).is_file()
+                    })
+                })
+                .collect()
+        };
+        self.progress
+            .package
+            .set_position((self.plan.devices.len() - todo.len()) as u64);
+        let key_pem = claim.key.pkcs8_pem();
+        todo.par_iter().try_for_each(|device| {
+            if self.stopping() {
+                return Ok(());
+            }
+            let zip = build_bundle(
+                &self.plan.target,
+                &device.thing_name,
+                &certificate.certificate_pem,
+                &key_pem,
+            );
+            let bundle = BatchDir::bundle_name(&device.serial);
+            self.dir.write_atomic(&bundle, &zip, 0o600)?;
+            self.log(Event::SharedPackaged {
+                serial: device.serial.clone(),
+                certificate_id: certificate.certificate_id.clone(),
+                bundle,
+                bundle_sha256: hex::encode(Sha256::digest(&*zip)),
+            })?;
+            self.progress.package.inc(1);
+            Ok(())
+        })
+    }
+
+    /// Batch claim scope: the shared certificate's key survives only inside the bundles
+    /// written with it, so a re-run reads it back from one. A certificate no bundle holds is
+    /// retired (its key died with the earlier run). Attaches the claim policy if the earlier
+    /// run could not.
+    async fn recover_shared(&self) -> Result<Option<SharedClaim>> {
+        let cert = {
+            let state = lock(&self.state);
+            state
+                .devices
+                .get(SHARED_CLAIM)
+                .and_then(|r| r.certificate.clone())
+        };
+        let Some(cert) = cert.filter(|c| c.revoked_status.is_none() && !c.deleted) else {
+            return Ok(None);
+        };
+        let claim = tokio::task::block_in_place(|| self.shared_claim_from_bundles(&cert))?;
+        let Some(claim) = claim else {
+            self.retire(
+                SHARED_CLAIM,
+                &cert.certificate_id,
+                "its private key was lost before any bundle was written",
+            )
+            .await?;
+            return Ok(None);
+        };
+        if !cert.policy_attached {
+            self.attach_claim_policy(SHARED_CLAIM, &cert.certificate_id, &cert.certificate_arn)
+                .await?;
+        }
+        Ok(Some(claim))
+    }
+
+    /// Finds a bundle holding the shared certificate `cert` and its key (journaled bundles
+    /// first, then any device's bundle on disk) and reads both back.
+    fn shared_claim_from_bundles(&self, cert: &CertificateRecord) -> Result<Option<SharedClaim>> {
+        let candidates: Vec<String> = {
+            let state = lock(&self.state);
+            let journaled = self.plan.devices.iter().filter_map(|d| {
+                let bundle = state.devices.get(&d.serial)?.shared_bundle.as_ref()?;
+                (bundle.certificate_id == cert.certificate_id).then(|| bundle.bundle.clone())
+            });
+            let any = self
+                .plan
+                .devices
+                .iter()
+                .map(|d| BatchDir::bundle_name(&d.serial));
+            journaled.chain(any).collect()
+        };
+        let greengrass = &self.plan.target.greengrass;
+        for bundle in candidates {
+            let Some(bytes) = self.read_bundle(&bundle)? else {
+                continue;
+            };
+            let Some(certificate_pem) = read_entry(&bytes, &greengrass.claim_certificate_path)
+                .filter(|pem| {
+                    parse_certificate_pem(pem)
+                        .is_ok_and(|parsed| parsed.sha256 == cert.certificate_sha256)
+                })
+            else {
+                continue;
+            };
+            let key = read_entry(&bytes, &greengrass.claim_private_key_path)
+                .and_then(|pem| ClaimKey::from_pkcs8_pem(&pem))
+                .filter(|key| {
+                    public_key_fingerprint(&key.public_key_der()) == cert.public_key_sha256
+                });
+            if let Some(key) = key {
+                return Ok(Some(SharedClaim {
+                    key,
+                    certificate: NewCertificate {
+                        certificate_id: cert.certificate_id.clone(),
+                        certificate_arn: cert.certificate_arn.clone(),
+                        certificate_pem: certificate_pem.to_string(),
+                    },
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A bundle's bytes; None if it does not exist. Other errors are reported, never taken
+    /// as absence (that would retire a certificate whose bundle is fine).
+    fn read_bundle(&self, bundle: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.path(bundle);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "cannot read {}; fix its permissions, then re-run",
+                    path.display()
+                )
+            }),
+        }
     }
 
     /// Sets a certificate INACTIVE and journals that it no longer belongs to the device.
@@ -700,27 +883,11 @@ impl BatchRun {
     /// adopt it if it holds exactly this certificate.
     fn adopt_bundle_on_disk(&self, serial: &str, cert: &CertificateRecord) -> Result<bool> {
         let bundle = BatchDir::bundle_name(serial);
-        let path = self.dir.path(&bundle);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "cannot read {}; fix its permissions, then re-run",
-                        path.display()
-                    )
-                })
-            }
+        let Some(bytes) = self.read_bundle(&bundle)? else {
+            return Ok(false);
         };
-        let cert_entry = zip_path(&self.plan.target.greengrass.claim_certificate_path);
-        let holds_cert = zip::ZipArchive::new(std::io::Cursor::new(&bytes))
-            .ok()
-            .and_then(|mut zip| {
-                let mut pem = String::new();
-                std::io::Read::read_to_string(&mut zip.by_name(cert_entry).ok()?, &mut pem).ok()?;
-                parse_certificate_pem(&pem).ok()
-            })
+        let holds_cert = read_entry(&bytes, &self.plan.target.greengrass.claim_certificate_path)
+            .and_then(|pem| parse_certificate_pem(&pem).ok())
             .is_some_and(|parsed| parsed.sha256 == cert.certificate_sha256);
         if holds_cert {
             self.log(Event::Packaged {
@@ -744,11 +911,14 @@ impl BatchRun {
                 .format(&time::format_description::well_known::Rfc3339)
                 .expect("UTC times format")
         };
+        let scope = self.plan.claim_scope;
+        let shared_failed = failures.contains_key(SHARED_CLAIM);
         let mut rows = Vec::with_capacity(self.plan.devices.len());
         for device in &self.plan.devices {
-            let record = state.devices.get(&device.serial);
-            let status =
-                DeviceRecord::manifest_status(record, failures.contains_key(&device.serial));
+            let view = state.device_view(&device.serial, scope);
+            let record = view.as_deref();
+            let failed = shared_failed || failures.contains_key(&device.serial);
+            let status = DeviceRecord::manifest_status(record, failed);
             let mut row = ManifestRow {
                 serial: device.serial.clone(),
                 thing_name: device.thing_name.clone(),

@@ -1,7 +1,8 @@
 //! The `revoke` command: takes claim certificates of a batch out of service (INACTIVE or
 //! REVOKED), optionally detaching the claim policy and deleting them. Journaled like `batch`
 //! (intent before each status change), locked, and safe to re-run after a crash: a device
-//! already in the asked state is skipped. The manifest's status column follows.
+//! already in the asked state is skipped. The manifest's status column follows. A batch made
+//! with `--claim-scope batch` has one certificate for all its devices: it is revoked whole.
 
 use std::collections::HashMap;
 
@@ -10,17 +11,31 @@ use anyhow::Result;
 use crate::aws::{AwsError, AwsSettings, Iot};
 
 use crate::cli::{RevokeArgs, RevokeStatus};
+use crate::core::devices::ClaimScope;
 use crate::core::manifest::{self, DeviceStatus};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
-use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay};
+use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
 use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
 /// Runs `claimfab revoke`; returns whether every selected device reached the asked state.
 pub async fn run(args: RevokeArgs) -> Result<bool> {
     let dir = &args.dir;
     let (spec, mut rows) = crate::batch::read_batch_dir(dir)?;
+    let shared = spec.claim_scope == ClaimScope::Batch;
     let selected: Vec<String> = match (&args.devices, args.all) {
+        (Some(list), false) if shared => {
+            return Err(UserError::Flag {
+                flag: "--devices",
+                value: list.clone(),
+                problem: format!(
+                    "{} shares one claim certificate among all its devices (--claim-scope batch), so one device cannot be revoked alone; use --all, or rotate the batch",
+                    dir.display()
+                ),
+            }
+            .into())
+        }
+        (None, true) if shared => vec![SHARED_CLAIM.to_string()],
         (Some(list), false) => {
             let known: HashMap<&str, ()> = rows.iter().map(|r| (r.serial.as_str(), ())).collect();
             let list: Vec<String> = list
@@ -79,18 +94,24 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
             continue;
         };
         let short = &cert.certificate_id[..cert.certificate_id.len().min(16)];
+        let who = if shared {
+            format!("all {} devices (shared certificate)", rows.len())
+        } else {
+            serial.clone()
+        };
         match plan.revoke_one(&mut replay, serial, &cert).await? {
-            Ok(done) => println!("  ok       {serial} {short}: {done}"),
+            Ok(done) => println!("  ok       {who} {short}: {done}"),
             Err(e) => {
                 problems += 1;
-                println!("  FAILED   {serial} {short}: {e}");
+                println!("  FAILED   {who} {short}: {e}");
             }
         }
     }
 
     // The manifest follows the journal for every device it names.
     for row in &mut rows {
-        let record = replay.devices.get(&row.serial);
+        let view = replay.device_view(&row.serial, spec.claim_scope);
+        let record = view.as_deref();
         if record.is_some_and(DeviceRecord::is_revoked) {
             row.status = DeviceRecord::manifest_status(record, row.status == DeviceStatus::Failed);
         }
@@ -98,7 +119,7 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
     batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&rows), 0o644)?;
     println!(
         "{} device(s) selected, {} failed; manifest: {}",
-        selected.len(),
+        if shared { rows.len() } else { selected.len() },
         problems,
         dir.join(MANIFEST_FILE).display()
     );

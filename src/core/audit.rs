@@ -1,7 +1,8 @@
 //! Reconciling batch manifests with what AWS IoT holds: certificates missing or in another
 //! status than the manifest says, claim policies not attached, certificates attached to a
 //! claim policy that no given manifest knows, and which devices have since provisioned
-//! (their thing exists). Pure: manifests and AWS listings in, findings out.
+//! (their thing exists). Pure: manifests and AWS listings in, findings out. A certificate
+//! shared by a whole batch (`--claim-scope batch`) is checked and reported once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +30,7 @@ pub struct AwsView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub batch: String,
+    /// The device; empty for a certificate in no manifest, or shared by a whole batch.
     pub serial: String,
     pub certificate_id: String,
     pub problem: String,
@@ -53,30 +55,53 @@ pub fn reconcile(batches: &[BatchManifest], aws: &AwsView) -> (Vec<Finding>, Vec
             .policy_targets
             .get(&batch.claim_policy)
             .unwrap_or(&empty);
-        for row in batches_rows(batch) {
+        for (row, holders) in certificates(batch) {
             known_arns.insert(row.certificate_arn.as_str());
-            let finding = |problem: String| Finding {
-                batch: batch.batch.clone(),
-                serial: row.serial.clone(),
-                certificate_id: row.certificate_id.clone(),
-                problem,
+            let finding = |problem: String| match holders {
+                1 => Finding {
+                    batch: batch.batch.clone(),
+                    serial: row.serial.clone(),
+                    certificate_id: row.certificate_id.clone(),
+                    problem,
+                },
+                n => Finding {
+                    batch: batch.batch.clone(),
+                    serial: String::new(),
+                    certificate_id: row.certificate_id.clone(),
+                    problem: format!("shared by {n} devices: {problem}"),
+                },
             };
-            let Some(status) = aws.certificate_statuses.get(&row.certificate_id) else {
+            let status = aws.certificate_statuses.get(&row.certificate_id);
+            let expected = match row.status {
+                DeviceStatus::Ready => "ACTIVE",
+                DeviceStatus::Inactive => "INACTIVE",
+                DeviceStatus::Revoked => "REVOKED",
+                DeviceStatus::Deleted => {
+                    if let Some(status) = status {
+                        findings.push(finding(format!(
+                            "manifest says deleted but AWS still holds it ({status})"
+                        )));
+                    }
+                    continue;
+                }
+                // Unfinished devices: the batch's re-run reconciles them.
+                DeviceStatus::Failed | DeviceStatus::Pending => continue,
+            };
+            let Some(status) = status else {
                 findings.push(finding("certificate does not exist in AWS".into()));
                 continue;
             };
-            if row.status == DeviceStatus::Ready {
-                if status != "ACTIVE" {
-                    findings.push(finding(format!(
-                        "manifest says ready but AWS says {status}"
-                    )));
-                }
-                if !targets.contains(&row.certificate_arn) {
-                    findings.push(finding(format!(
-                        "claim policy {} is not attached",
-                        batch.claim_policy
-                    )));
-                }
+            if status != expected {
+                findings.push(finding(format!(
+                    "manifest says {} but AWS says {status}",
+                    manifest_word(row.status)
+                )));
+            }
+            if row.status == DeviceStatus::Ready && !targets.contains(&row.certificate_arn) {
+                findings.push(finding(format!(
+                    "claim policy {} is not attached",
+                    batch.claim_policy
+                )));
             }
         }
     }
@@ -121,9 +146,29 @@ pub fn reconcile(batches: &[BatchManifest], aws: &AwsView) -> (Vec<Finding>, Vec
     (findings, activation)
 }
 
-/// Rows that name a certificate.
-fn batches_rows(batch: &BatchManifest) -> impl Iterator<Item = &ManifestRow> {
-    batch.rows.iter().filter(|r| !r.certificate_id.is_empty())
+/// Each certificate the batch's rows name, once, in row order: its first row and how many
+/// rows name it (more than one in batch claim scope).
+fn certificates(batch: &BatchManifest) -> Vec<(&ManifestRow, usize)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut certificates: Vec<(&ManifestRow, usize)> = Vec::new();
+    for row in batch.rows.iter().filter(|r| !r.certificate_id.is_empty()) {
+        match index.get(row.certificate_id.as_str()) {
+            Some(&i) => certificates[i].1 += 1,
+            None => {
+                index.insert(&row.certificate_id, certificates.len());
+                certificates.push((row, 1));
+            }
+        }
+    }
+    certificates
+}
+
+/// How the manifest's status column spells a status.
+fn manifest_word(status: DeviceStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -197,5 +242,68 @@ mod tests {
         assert_eq!(findings[3].certificate_id, "id-X");
         assert_eq!(activation[0].provisioned, 1);
         assert_eq!(activation[0].not_provisioned, ["B", "C", "D"]);
+    }
+
+    #[test]
+    fn revoked_and_deleted_rows_are_checked_against_their_own_status() {
+        let batches = [BatchManifest {
+            batch: "b1".into(),
+            claim_policy: "Claim".into(),
+            rows: vec![
+                row("A", DeviceStatus::Revoked),
+                row("B", DeviceStatus::Deleted),
+                row("C", DeviceStatus::Inactive),
+                row("D", DeviceStatus::Deleted),
+                row("E", DeviceStatus::Failed),
+            ],
+        }];
+        let aws = AwsView {
+            certificate_statuses: HashMap::from([
+                ("id-A".into(), "REVOKED".into()),
+                ("id-C".into(), "ACTIVE".into()),
+                ("id-D".into(), "REVOKED".into()),
+            ]),
+            policy_targets: HashMap::new(),
+            thing_names: HashSet::new(),
+        };
+        let (findings, _) = reconcile(&batches, &aws);
+        let problems: Vec<&str> = findings.iter().map(|f| f.problem.as_str()).collect();
+        assert_eq!(
+            problems,
+            [
+                "manifest says inactive but AWS says ACTIVE",
+                "manifest says deleted but AWS still holds it (REVOKED)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shared_certificate_is_reported_once_for_the_batch() {
+        let shared = |serial: &str| ManifestRow {
+            certificate_id: "id-S".into(),
+            certificate_arn: "arn:aws:iot:r:1:cert/id-S".into(),
+            ..row(serial, DeviceStatus::Ready)
+        };
+        let batches = [BatchManifest {
+            batch: "b1".into(),
+            claim_policy: "Claim".into(),
+            rows: vec![shared("A"), shared("B"), shared("C")],
+        }];
+        let aws = AwsView {
+            certificate_statuses: HashMap::from([("id-S".into(), "REVOKED".into())]),
+            policy_targets: HashMap::from([(
+                "Claim".into(),
+                HashSet::from(["arn:aws:iot:r:1:cert/id-S".to_string()]),
+            )]),
+            thing_names: HashSet::from(["gg-B".to_string()]),
+        };
+        let (findings, activation) = reconcile(&batches, &aws);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].serial, "");
+        assert_eq!(
+            findings[0].problem,
+            "shared by 3 devices: manifest says ready but AWS says REVOKED"
+        );
+        assert_eq!(activation[0].provisioned, 1);
     }
 }

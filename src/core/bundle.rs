@@ -62,6 +62,16 @@ pub fn build_bundle(
     write_zip(&entries)
 }
 
+/// Reads the file that lands at `device_path` out of bundle zip bytes, as text, in a buffer
+/// wiped on drop (it may be the key). None if the zip or the entry is unreadable.
+pub fn read_entry(zip: &[u8], device_path: &str) -> Option<Zeroizing<String>> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).ok()?;
+    let mut entry = archive.by_name(zip_path(device_path)).ok()?;
+    let mut text = Zeroizing::new(String::with_capacity(entry.size() as usize));
+    std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
+    Some(text)
+}
+
 fn write_zip(entries: &[BundleEntry<'_>]) -> Zeroizing<Vec<u8>> {
     // Room for four small PEM/YAML files; avoids reallocations that would leave unwiped copies.
     let mut buffer = Zeroizing::new(Vec::with_capacity(16 * 1024));
@@ -134,6 +144,12 @@ mod tests {
             .read_to_string(&mut ca)
             .unwrap();
         assert_eq!(ca, AMAZON_ROOT_CA_1);
+        assert_eq!(
+            read_entry(&bytes, "/greengrass/v2/claim-certs/claim.private.pem.key").as_deref(),
+            Some(&"KEY".to_string())
+        );
+        assert!(read_entry(&bytes, "/greengrass/v2/nothing").is_none());
+        assert!(read_entry(b"not a zip", "/greengrass/v2/AmazonRootCA1.pem").is_none());
     }
 
     #[test]

@@ -15,6 +15,19 @@ pub struct Device {
     pub thing_name: String,
 }
 
+/// Which devices share a claim certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClaimScope {
+    /// One claim certificate and key per device (the default): one device can be revoked
+    /// without touching the others, and a leaked key exposes one device.
+    #[default]
+    Device,
+    /// One claim certificate and key for the whole batch, in every bundle (the pattern of
+    /// AWS's samples): one AWS registration per batch, but revoking it retires every device.
+    Batch,
+}
+
 /// A thing-name pattern such as `gg-{serial}`: literal text around one `{serial}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThingNamePattern {

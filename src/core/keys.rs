@@ -58,6 +58,26 @@ impl ClaimKey {
         }
     }
 
+    /// Reads a PKCS#8 PEM private key (P-256 or P-384), as [`Self::pkcs8_pem`] writes it.
+    pub fn from_pkcs8_pem(pkcs8_pem: &str) -> Option<Self> {
+        use p256::pkcs8::DecodePrivateKey;
+        if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pkcs8_pem) {
+            let public_point = key
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec();
+            return Some(ClaimKey::P256 { key, public_point });
+        }
+        let key = p384::ecdsa::SigningKey::from_pkcs8_pem(pkcs8_pem).ok()?;
+        let public_point = key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        Some(ClaimKey::P384 { key, public_point })
+    }
+
     /// The private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`), in a buffer wiped on drop.
     pub fn pkcs8_pem(&self) -> Zeroizing<String> {
         let pem = match self {
@@ -124,14 +144,7 @@ pub struct PreparedDevice {
 /// Reads a PKCS#8 PEM private key (P-256 or P-384) and returns its public key's fingerprint,
 /// as [`public_key_fingerprint`]. The parsed key is wiped when this returns.
 pub fn private_key_fingerprint(pkcs8_pem: &str) -> Option<String> {
-    use p256::pkcs8::DecodePrivateKey;
-    let spki = if let Ok(key) = p256::SecretKey::from_pkcs8_pem(pkcs8_pem) {
-        key.public_key().to_public_key_der().ok()?
-    } else {
-        let key = p384::SecretKey::from_pkcs8_pem(pkcs8_pem).ok()?;
-        key.public_key().to_public_key_der().ok()?
-    };
-    Some(public_key_fingerprint(spki.as_bytes()))
+    ClaimKey::from_pkcs8_pem(pkcs8_pem).map(|key| public_key_fingerprint(&key.public_key_der()))
 }
 
 /// SHA-256 of a SubjectPublicKeyInfo, hex: the identity of a key pair across CSR and cert.

@@ -392,6 +392,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// claimfab's own state: zips, keys, certificates (openssl, x509-parser), configs (YAML
 /// parser), and AWS (certificate status, policy attachment, no unnamed active certificate).
 pub async fn verify_batch(endpoint: &Endpoint, out: &Path, serials: &[String]) {
+    verify_batch_scoped(endpoint, out, serials, false).await
+}
+
+/// [`verify_batch`] for a batch made with `--claim-scope batch` when `shared`: every bundle
+/// holds the same certificate and key instead of one per device.
+pub async fn verify_batch_scoped(
+    endpoint: &Endpoint,
+    out: &Path,
+    serials: &[String],
+    shared: bool,
+) {
     let rows = read_manifest(out);
     assert_eq!(
         rows.iter().map(|r| r["serial"].clone()).collect::<Vec<_>>(),
@@ -410,7 +421,7 @@ pub async fn verify_batch(endpoint: &Endpoint, out: &Path, serials: &[String]) {
         assert_eq!(row["status"], "ready", "{row:?}");
         assert_eq!(row["thing_name"], format!("gg-{}", row["serial"]));
         assert!(
-            manifest_ids.insert(row["certificate_id"].clone()),
+            manifest_ids.insert(row["certificate_id"].clone()) || shared,
             "certificate reused: {row:?}"
         );
         assert!(row["certificate_arn"].ends_with(&format!("cert/{}", row["certificate_id"])));
@@ -476,7 +487,11 @@ pub async fn verify_batch(endpoint: &Endpoint, out: &Path, serials: &[String]) {
             .as_str()
             .unwrap()
             .to_string();
-        assert_eq!(cn, row["thing_name"]);
+        if shared {
+            assert_eq!(cn, "GreengrassFleetProvisioningTemplate claim");
+        } else {
+            assert_eq!(cn, row["thing_name"]);
+        }
 
         let cert_file = scratch.path().join(format!("{}.crt", row["serial"]));
         let key_file = scratch.path().join(format!("{}.key", row["serial"]));
@@ -562,11 +577,16 @@ pub async fn verify_batch(endpoint: &Endpoint, out: &Path, serials: &[String]) {
             (cert_public_key_sha256(pem.as_bytes()), r["serial"].clone())
         })
         .collect();
-    assert_eq!(
-        manifest_keys.len(),
-        rows.len(),
-        "every device has its own key"
-    );
+    if shared {
+        assert_eq!(manifest_ids.len(), 1, "one certificate for the batch");
+        assert_eq!(manifest_keys.len(), 1, "one key for the batch");
+    } else {
+        assert_eq!(
+            manifest_keys.len(),
+            rows.len(),
+            "every device has its own key"
+        );
+    }
 }
 
 /// Serials SN000001.. as claimfab counts them by default.
