@@ -355,15 +355,13 @@ async fn stop_on_signals(batch: Arc<BatchRun>) {
 }
 
 fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) {
-    use crate::core::manifest::DeviceStatus;
-    let count = |status| outcome.rows.iter().filter(|r| r.status == status).count();
-    let pending = count(DeviceStatus::Pending);
     println!(
-        "batch {}: {} ready, {} failed, {pending} pending, of {} devices in {elapsed:.1} s",
+        "batch {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
         out.display(),
-        count(DeviceStatus::Ready),
-        count(DeviceStatus::Failed),
-        outcome.rows.len()
+        outcome.ready,
+        outcome.failed,
+        outcome.pending,
+        outcome.devices
     );
     let seconds = outcome.register_seconds.max(0.001);
     for (api, calls) in batch.api_calls() {
@@ -389,7 +387,7 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     }
     println!("  manifest: {}", out.join(MANIFEST_FILE).display());
     println!("  bundles:  {}", out.join(outdir::BUNDLES_DIR).display());
-    if outcome.interrupted || pending > 0 || !outcome.failures.is_empty() {
+    if outcome.interrupted || outcome.pending > 0 || !outcome.failures.is_empty() {
         println!("  re-run the same command to finish the batch");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -152,10 +152,12 @@ pub struct SharedBundle {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceRecord {
     pub unresolved_creates: Vec<UnresolvedCreate>,
-    pub certificate: Option<CertificateRecord>,
+    /// Boxed, like `shared_bundle`: a record is then small, and the map of a large batch's
+    /// devices wastes little on empty slots.
+    pub certificate: Option<Box<CertificateRecord>>,
     pub retired: Vec<String>,
     /// Batch claim scope: the device's bundle and the shared certificate it holds.
-    pub shared_bundle: Option<SharedBundle>,
+    pub shared_bundle: Option<Box<SharedBundle>>,
 }
 
 impl DeviceRecord {
@@ -190,11 +192,10 @@ impl DeviceRecord {
     }
 }
 
-/// Every device's record, plus every certificate id the journal has ever named.
+/// Every device's record.
 #[derive(Debug, Default)]
 pub struct Replay {
     pub devices: HashMap<String, DeviceRecord>,
-    pub known_certificates: std::collections::HashSet<String>,
 }
 
 impl Replay {
@@ -219,11 +220,8 @@ impl Replay {
                 at,
                 ..
             } => {
-                record
-                    .unresolved_creates
-                    .retain(|u| u.public_key_sha256 != public_key_sha256);
-                self.known_certificates.insert(certificate_id.clone());
-                record.certificate = Some(CertificateRecord {
+                forget_create(&mut record.unresolved_creates, &public_key_sha256);
+                record.certificate = Some(Box::new(CertificateRecord {
                     certificate_id,
                     certificate_arn,
                     certificate_sha256,
@@ -234,13 +232,11 @@ impl Replay {
                     bundle: None,
                     revoked_status: None,
                     deleted: false,
-                });
+                }));
             }
             Event::CreateAbandoned {
                 public_key_sha256, ..
-            } => record
-                .unresolved_creates
-                .retain(|u| u.public_key_sha256 != public_key_sha256),
+            } => forget_create(&mut record.unresolved_creates, &public_key_sha256),
             Event::PolicyAttached { certificate_id, .. } => {
                 if let Some(c) = record.certificate.as_mut() {
                     if c.certificate_id == certificate_id {
@@ -266,11 +262,11 @@ impl Replay {
                 bundle_sha256,
                 ..
             } => {
-                record.shared_bundle = Some(SharedBundle {
+                record.shared_bundle = Some(Box::new(SharedBundle {
                     certificate_id,
                     bundle,
                     bundle_sha256,
-                })
+                }))
             }
             Event::StatusRequested { .. } => {}
             Event::StatusChanged {
@@ -305,7 +301,6 @@ impl Replay {
                 }
             }
             Event::Retired { certificate_id, .. } => {
-                self.known_certificates.insert(certificate_id.clone());
                 if record
                     .certificate
                     .as_ref()
@@ -316,6 +311,19 @@ impl Replay {
                 record.retired.push(certificate_id);
             }
         }
+    }
+
+    /// Every certificate id the journal names: devices' certificates and retired ones.
+    pub fn known_certificates(&self) -> std::collections::HashSet<&str> {
+        self.devices
+            .values()
+            .flat_map(|r| {
+                let current = r.certificate.as_ref().map(|c| c.certificate_id.as_str());
+                current
+                    .into_iter()
+                    .chain(r.retired.iter().map(String::as_str))
+            })
+            .collect()
     }
 
     /// A device's record as the manifest sees it. In batch claim scope the certificate is
@@ -337,34 +345,43 @@ impl Replay {
                     .filter(|b| b.certificate_id == shared.certificate_id)
                     .map(|b| (b.bundle.clone(), b.bundle_sha256.clone()));
                 Some(Cow::Owned(DeviceRecord {
-                    certificate: Some(CertificateRecord { bundle, ..shared }),
+                    certificate: Some(Box::new(CertificateRecord { bundle, ..*shared })),
                     ..DeviceRecord::default()
                 }))
             }
         }
     }
 
-    /// Replays journal bytes. Returns the state and the length of the valid prefix: lines a
-    /// crash left half-written at the end (no valid line after them) are not part of it. A
-    /// bad line with valid lines after it is corruption, reported with its line number.
-    pub fn from_bytes(bytes: &[u8]) -> Result<(Self, usize), String> {
-        let mut events = Vec::new();
+    /// Replays a journal, a line at a time. Returns the state and the length of the valid
+    /// prefix: lines a crash left half-written at the end (no valid line after them) are not
+    /// part of it. A bad line with valid lines after it is corruption, reported with its line
+    /// number.
+    pub fn from_reader(mut reader: impl BufRead) -> Result<(Self, u64), ReplayError> {
+        let mut replay = Replay::default();
         let mut first_bad: Option<usize> = None;
         let mut valid_len = 0;
         let mut offset = 0;
-        for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
-            offset += line.len();
+        let mut line = Vec::new();
+        for index in 0.. {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(ReplayError::Read)?;
+            if read == 0 {
+                break;
+            }
+            offset += read as u64;
             let complete = line.ends_with(b"\n");
-            let text = std::str::from_utf8(line).ok().map(str::trim);
+            let text = std::str::from_utf8(&line).ok().map(str::trim);
             if text.is_some_and(str::is_empty) {
                 continue;
             }
             match text.map(serde_json::from_str::<Event>) {
                 Some(Ok(event)) if complete => {
                     if let Some(bad) = first_bad {
-                        return Err(format!("line {}", bad + 1));
+                        return Err(ReplayError::Damaged { line: bad + 1 });
                     }
-                    events.push(event);
+                    replay.apply(event);
                     valid_len = offset;
                 }
                 _ => {
@@ -372,11 +389,25 @@ impl Replay {
                 }
             }
         }
-        let mut replay = Replay::default();
-        for event in events {
-            replay.apply(event);
-        }
         Ok((replay, valid_len))
+    }
+}
+
+/// Why a journal could not be replayed.
+#[derive(Debug)]
+pub enum ReplayError {
+    Read(std::io::Error),
+    /// A bad line (1-based) with valid lines after it: not a crash-torn tail.
+    Damaged {
+        line: usize,
+    },
+}
+
+/// Drops the unresolved create for this key; an emptied list gives its memory back.
+fn forget_create(creates: &mut Vec<UnresolvedCreate>, public_key_sha256: &str) {
+    creates.retain(|u| u.public_key_sha256 != public_key_sha256);
+    if creates.is_empty() {
+        *creates = Vec::new();
     }
 }
 
@@ -401,18 +432,6 @@ impl Journal {
     /// half-written last line so new events start on a clean line.
     pub fn open(path: &Path) -> Result<(Self, Replay)> {
         let existed = path.exists();
-        let bytes = if existed {
-            std::fs::read(path)
-                .with_context(|| format!("cannot read journal {}", path.display()))?
-        } else {
-            Vec::new()
-        };
-        let (replay, valid_len) = Replay::from_bytes(&bytes).map_err(|at| {
-            anyhow::anyhow!(
-                "journal {} is damaged at {at} (not a crash-torn last line); repair or remove that line, then re-run",
-                path.display()
-            )
-        })?;
         let file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -420,9 +439,19 @@ impl Journal {
             .truncate(false)
             .open(path)
             .with_context(|| format!("cannot open journal {} for writing", path.display()))?;
+        let (replay, valid_len) = match Replay::from_reader(BufReader::new(&file)) {
+            Ok(replayed) => replayed,
+            Err(ReplayError::Read(e)) => {
+                return Err(e).with_context(|| format!("cannot read journal {}", path.display()))
+            }
+            Err(ReplayError::Damaged { line }) => bail!(
+                "journal {} is damaged at line {line} (not a crash-torn last line); repair or remove that line, then re-run",
+                path.display()
+            ),
+        };
         let context = || format!("cannot repair the torn end of journal {}", path.display());
-        if valid_len < bytes.len() {
-            file.set_len(valid_len as u64).with_context(context)?;
+        if valid_len < file.metadata().with_context(context)?.len() {
+            file.set_len(valid_len).with_context(context)?;
             file.sync_all().with_context(context)?;
         }
         if !existed {
@@ -438,7 +467,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 file: Mutex::new(JournalFile {
                     file,
-                    len: valid_len as u64,
+                    len: valid_len,
                     failed: false,
                 }),
             },
@@ -523,7 +552,9 @@ mod tests {
 
     fn replay(lines: Vec<String>) -> Result<Replay, String> {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        Replay::from_bytes(text.as_bytes()).map(|(replay, _)| replay)
+        Replay::from_reader(text.as_bytes())
+            .map(|(replay, _)| replay)
+            .map_err(|e| format!("{e:?}"))
     }
 
     #[test]
@@ -572,7 +603,7 @@ mod tests {
         let a = &replay.devices["A"];
         assert_eq!(a.certificate.as_ref().unwrap().certificate_id, "c2");
         assert_eq!(a.retired, ["c1"]);
-        assert!(replay.known_certificates.contains("c1"));
+        assert!(replay.known_certificates().contains("c1"));
     }
 
     #[test]
@@ -581,7 +612,7 @@ mod tests {
         good.push("{\"event\":\"crea".into());
         assert!(replay(good.clone()).is_ok());
         good.push(serde_json::to_string(&requested("B", "k2")).unwrap());
-        assert!(replay(good).unwrap_err().starts_with("line 2"));
+        assert_eq!(replay(good).unwrap_err(), "Damaged { line: 2 }");
     }
 
     #[test]
@@ -597,8 +628,8 @@ mod tests {
             "\0\0\n\0",
         ] {
             let bytes = format!("{first}{tail}");
-            let (replay, valid) = Replay::from_bytes(bytes.as_bytes()).unwrap();
-            assert_eq!(valid, first.len(), "{tail:?}");
+            let (replay, valid) = Replay::from_reader(bytes.as_bytes()).unwrap();
+            assert_eq!(valid, first.len() as u64, "{tail:?}");
             assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
         }
     }

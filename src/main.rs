@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Packaging and journal fsyncs block; a few threads suffice, and each extra thread
+        // gets its own malloc arena, which made a large batch's memory grow with its size.
+        .max_blocking_threads(4)
         .build()
     {
         Ok(runtime) => runtime,

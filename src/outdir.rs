@@ -141,6 +141,17 @@ impl BatchDir {
 
     /// Replaces `relative` with `bytes` atomically and durably, with Unix `mode`.
     pub fn write_atomic(&self, relative: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        self.write_atomic_with(relative, mode, |file| file.write_all(bytes))
+    }
+
+    /// [`Self::write_atomic`] for contents produced a piece at a time by `write` (through a
+    /// buffer), so large files are never held in memory whole.
+    pub fn write_atomic_with(
+        &self,
+        relative: &str,
+        mode: u32,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let target = self.root.join(relative);
         let dir = target.parent().unwrap_or(&self.root);
         let context = || format!("cannot write {}", target.display());
@@ -150,7 +161,12 @@ impl BatchDir {
             .prefix(".tmp-")
             .tempfile_in(dir)
             .with_context(context)?;
-        temp.write_all(bytes).with_context(context)?;
+        {
+            let mut buffered = std::io::BufWriter::new(temp.as_file_mut());
+            write(&mut buffered)
+                .and_then(|()| buffered.flush())
+                .with_context(context)?;
+        }
         if mode != 0o600 {
             temp.as_file()
                 .set_permissions(fs::Permissions::from_mode(mode))

@@ -26,7 +26,7 @@ use crate::core::certificate::{check_issued_for, parse_certificate_pem, IssuedCe
 use crate::core::devices::{ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, public_key_fingerprint, ClaimKey, PreparedDevice};
-use crate::core::manifest::ManifestRow;
+use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
 use crate::core::station::KeyAlgorithm;
 use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
 use crate::outdir::{BatchDir, MANIFEST_FILE};
@@ -76,7 +76,11 @@ pub struct DeviceFailure {
 
 /// What a run produced.
 pub struct Outcome {
-    pub rows: Vec<ManifestRow>,
+    /// Devices in the manifest, and how many are ready, failed and pending.
+    pub devices: usize,
+    pub ready: usize,
+    pub failed: usize,
+    pub pending: usize,
     pub failures: Vec<DeviceFailure>,
     pub interrupted: bool,
     pub retired: usize,
@@ -706,11 +710,12 @@ impl BatchRun {
             })?;
         let candidates: Vec<_> = {
             let state = lock(&self.state);
+            let known = state.known_certificates();
             let not_ours = lock(&self.not_ours);
             listed
                 .into_iter()
                 .filter(|c| c.active)
-                .filter(|c| !state.known_certificates.contains(&c.certificate_id))
+                .filter(|c| !known.contains(c.certificate_id.as_str()))
                 .filter(|c| !not_ours.contains(&c.certificate_id))
                 .collect()
         };
@@ -845,7 +850,7 @@ impl BatchRun {
                     }
                     let cert = record.certificate.as_ref()?;
                     (!cert.policy_attached || self.bundle_missing(cert))
-                        .then(|| (d.serial.clone(), cert.clone()))
+                        .then(|| (d.serial.clone(), (**cert).clone()))
                 })
                 .collect()
         };
@@ -900,7 +905,8 @@ impl BatchRun {
         Ok(holds_cert)
     }
 
-    /// Writes `manifest.csv` from the journal's state: one row per device, in batch order.
+    /// Writes `manifest.csv` from the journal's state: one row per device, in batch order,
+    /// streamed to the file (a row exists in memory only while it is written).
     fn write_manifest(&self, register_seconds: f64) -> Result<Outcome> {
         let state = lock(&self.state);
         let failures = lock(&self.failures).clone();
@@ -913,8 +919,8 @@ impl BatchRun {
         };
         let scope = self.plan.claim_scope;
         let shared_failed = failures.contains_key(SHARED_CLAIM);
-        let mut rows = Vec::with_capacity(self.plan.devices.len());
-        for device in &self.plan.devices {
+        let mut counts: HashMap<DeviceStatus, usize> = HashMap::new();
+        let row_of = |device: &Device| {
             let view = state.device_view(&device.serial, scope);
             let record = view.as_deref();
             let failed = shared_failed || failures.contains_key(&device.serial);
@@ -942,18 +948,29 @@ impl BatchRun {
                     row.bundle_sha256 = sha.clone();
                 }
             }
-            rows.push(row);
-        }
-        self.dir
-            .write_atomic(MANIFEST_FILE, &crate::core::manifest::to_csv(&rows), 0o644)?;
+            row
+        };
+        self.dir.write_atomic_with(MANIFEST_FILE, 0o644, |file| {
+            let mut manifest = ManifestWriter::new(file)?;
+            for device in &self.plan.devices {
+                let row = row_of(device);
+                *counts.entry(row.status).or_default() += 1;
+                manifest.write(&row)?;
+            }
+            manifest.finish().map(drop)
+        })?;
         let mut failures: Vec<DeviceFailure> = failures
             .into_iter()
             .filter(|(serial, _)| !state.devices.get(serial).is_some_and(|r| r.is_ready()))
             .map(|(serial, reason)| DeviceFailure { serial, reason })
             .collect();
         failures.sort_by(|a, b| a.serial.cmp(&b.serial));
+        let count = |status| counts.get(&status).copied().unwrap_or(0);
         Ok(Outcome {
-            rows,
+            devices: self.plan.devices.len(),
+            ready: count(DeviceStatus::Ready),
+            failed: count(DeviceStatus::Failed),
+            pending: count(DeviceStatus::Pending),
             failures,
             interrupted: self.interrupted.load(Ordering::SeqCst),
             retired: self.retired.load(Ordering::Relaxed),

@@ -18,7 +18,7 @@ pub const COLUMNS: [&str; 10] = [
 ];
 
 /// Where a device stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceStatus {
     /// Certificate active with the claim policy, bundle written: flash it.
@@ -53,16 +53,39 @@ pub struct ManifestRow {
     pub created_at: String,
 }
 
+/// Writes manifest rows as CSV, with the header row, to any writer, one row at a time, so a
+/// manifest of any size is never held in memory whole.
+pub struct ManifestWriter<W: std::io::Write> {
+    csv: csv::Writer<W>,
+}
+
+impl<W: std::io::Write> ManifestWriter<W> {
+    pub fn new(writer: W) -> std::io::Result<Self> {
+        let mut csv = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(writer);
+        csv.write_record(COLUMNS)?;
+        Ok(Self { csv })
+    }
+
+    pub fn write(&mut self, row: &ManifestRow) -> std::io::Result<()> {
+        self.csv.serialize(row).map_err(std::io::Error::other)
+    }
+
+    /// Flushes and hands back the writer.
+    pub fn finish(self) -> std::io::Result<W> {
+        self.csv.into_inner().map_err(|e| e.into_error())
+    }
+}
+
 /// Serializes rows to CSV bytes with a header row.
 pub fn to_csv(rows: &[ManifestRow]) -> Vec<u8> {
-    let mut writer = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 400 + 200));
-    if rows.is_empty() {
-        writer.write_record(COLUMNS).expect("in-memory CSV");
-    }
+    let mut writer =
+        ManifestWriter::new(Vec::with_capacity(rows.len() * 400 + 200)).expect("in-memory CSV");
     for row in rows {
-        writer.serialize(row).expect("in-memory CSV");
+        writer.write(row).expect("in-memory CSV");
     }
-    writer.into_inner().expect("in-memory CSV")
+    writer.finish().expect("in-memory CSV")
 }
 
 /// Parses manifest bytes back into rows (for resume and for auditors' tools).
