@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Makes <repo>/.venv ready for the local AWS endpoint (scripts/local_endpoint.py).
+# Makes <repo>/.venv ready for the local AWS endpoint (scripts/local_endpoint.py), or, with
+# arguments `VENV REQUIREMENTS` (relative to the repo), another environment (the benchmark's:
+# .venv-bench scripts/bench-requirements.txt).
 #
-# Idempotent: creates .venv with `python3 -m venv` when it is missing or broken, and
-# pip-installs scripts/endpoint-requirements.txt only when that file's sha256 differs from the
-# stamp left by the last successful install (.venv/.endpoint-requirements.sha256).
+# Idempotent: creates the venv with `python3 -m venv` when it is missing or broken, and
+# pip-installs the requirements only when that file's sha256 differs from the stamp left by
+# the last successful install (VENV/.requirements.sha256).
 # Needs only python3 (with venv and pip) and access to PyPI for an install.
 # Silent on stdout; on an install, one line on stderr; on failure, the reason on stderr and a
 # non-zero exit.
 set -euo pipefail
 
 repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
-venv="$repo/.venv"
-req="$repo/scripts/endpoint-requirements.txt"
-stamp="$venv/.endpoint-requirements.sha256"
+venv="$repo/${1:-.venv}"
+req="$repo/${2:-scripts/endpoint-requirements.txt}"
+stamp="$venv/.requirements.sha256"
 python=python3
 
 die() {
@@ -52,10 +54,10 @@ if ! PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
     "$venv/bin/python" -m pip install --quiet --only-binary=:all: --requirement "$req" >"$log" 2>&1; then
     tail -n 30 "$log" | cut -c1-400 >&2
     rm -f "$log"
-    die "pip install -r scripts/endpoint-requirements.txt into .venv failed (output above)"
+    die "pip install -r $req into $venv failed (output above)"
 fi
 rm -f "$log"
 
 printf '%s\n' "$want" >"$stamp.tmp"
 mv -f "$stamp.tmp" "$stamp"
-printf 'ensure-venv: installed scripts/endpoint-requirements.txt into .venv\n' >&2
+printf 'ensure-venv: installed %s into %s\n' "$req" "$venv" >&2

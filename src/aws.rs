@@ -178,6 +178,13 @@ async fn load_config(
     settings: &AwsSettings,
     max_attempts: u32,
 ) -> Result<(aws_config::SdkConfig, String), String> {
+    // The SDK takes an empty endpoint URL for a URL and panics on the first call.
+    if settings.endpoint_url.as_deref() == Some("") {
+        return Err("--endpoint-url is empty; give a URL or leave the flag out".into());
+    }
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|url| url.is_empty()) {
+        return Err("AWS_ENDPOINT_URL is set but empty; unset it (for AWS's own endpoints) or set it to a URL".into());
+    }
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
         .timeout_config(

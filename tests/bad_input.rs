@@ -249,4 +249,17 @@ fn no_region_and_unreachable_endpoint() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--endpoint-url"), "{stderr}");
     assert!(!out.exists());
+
+    // An exported but empty AWS_ENDPOINT_URL (the SDK would panic on it).
+    let (code, _, stderr) = run(claimfab_without_endpoint()
+        .env("AWS_ENDPOINT_URL", "")
+        .arg("batch")
+        .args(args(&station, &out, &["--count", "3"])));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("AWS_ENDPOINT_URL is set but empty"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }

@@ -1,0 +1,345 @@
+"""claimfab's benchmark, run by scripts/bench.sh: claimfab against the manual way (openssl +
+AWS CLI per device, as in AWS's guide), a fair peer (a boto3 thread-pool script doing the same
+calls and files) and the physical limits (criterion per-device costs against `openssl speed`,
+AWS's 15/s quotas enforced by the local endpoint), plus memory at scale and AWS requests per
+device counted at the endpoint. Prints a table and writes BENCHMARKS.md (machine, date,
+figures, and the commands that produced them).
+
+Sizes come from the environment so a quick run is possible (defaults are the issue's):
+BENCH_LOCAL_DEVICES=10000 BENCH_MANUAL_SAMPLE=20 BENCH_QUOTA_DEVICES=600
+BENCH_SCALE_DEVICES=100000 BENCH_OUT=bench-out
+"""
+
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLAIMFAB = REPO / "target" / "release" / "claimfab"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+BENCH_VENV = REPO / ".venv-bench" / "bin"
+QUOTA = 15  # AWS IoT's default CreateCertificateFromCsr and AttachPolicy quotas, per second.
+
+LOCAL_DEVICES = int(os.environ.get("BENCH_LOCAL_DEVICES", "10000"))
+MANUAL_SAMPLE = int(os.environ.get("BENCH_MANUAL_SAMPLE", "20"))
+QUOTA_DEVICES = int(os.environ.get("BENCH_QUOTA_DEVICES", "600"))
+SCALE_DEVICES = int(os.environ.get("BENCH_SCALE_DEVICES", "100000"))
+OUT = (REPO / os.environ.get("BENCH_OUT", "bench-out")).resolve()
+
+# A station whose limits are far above what the local endpoint can serve, so that the endpoint,
+# not claimfab's pacing, bounds the run (AWS's quotas are measured separately, "at quota").
+FAST_LIMITS = """
+[limits]
+create_certificate_from_csr_per_second = 10000
+attach_policy_per_second = 10000
+concurrency = 64
+"""
+
+commands: list[str] = []  # every measuring command, for BENCHMARKS.md
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def shown(cmd: list, env_note: str = "") -> str:
+    text = " ".join(re.sub(r"http://127\.0\.0\.1:\d+", "$AWS_ENDPOINT_URL", str(c))
+                    .replace(str(REPO) + "/", "") for c in cmd)
+    return f"{env_note} {text}".strip()
+
+
+class Endpoint:
+    """The local AWS endpoint (scripts/local_endpoint.py) in its own state directory."""
+
+    def __init__(self, name: str, options: list[str]):
+        self.state = OUT / name
+        shutil.rmtree(self.state, ignore_errors=True)
+        self.state.mkdir(parents=True)
+        self.options = options
+        self.proc = subprocess.Popen(
+            [VENV_PYTHON, REPO / "scripts/local_endpoint.py", "--state-dir", self.state,
+             "--exit-with-parent", *options],
+            stdout=subprocess.PIPE, stderr=open(self.state / "endpoint.log", "w"), text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("ready "):
+            raise SystemExit(f"bench: the local endpoint did not start: {line!r}")
+        self.url = line.split(" ", 1)[1]
+        self.env = {
+            **os.environ, "AWS_ENDPOINT_URL": self.url, "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+        }
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            self.env.pop(var, None)
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/_claimfab/stats") as response:
+            return json.load(response)["operations"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def requests_between(before: dict, after: dict) -> dict:
+    return {op: after[op]["requests"] - before.get(op, {}).get("requests", 0)
+            for op in after if after[op]["requests"] != before.get(op, {}).get("requests", 0)}
+
+
+def timed(cmd: list, env: dict, name: str) -> tuple[float, int, str]:
+    """Runs cmd under GNU time: wall seconds, peak RSS in KiB, stdout."""
+    time_file = OUT / f"{name}.time"
+    started = time.monotonic()
+    result = subprocess.run(["/usr/bin/time", "-v", "-o", time_file, *map(str, cmd)],
+                            env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    (OUT / f"{name}.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: {name} failed (exit {result.returncode}); see {OUT}/{name}.log")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
+                        time_file.read_text()).group(1))
+    return elapsed, rss, result.stdout
+
+
+def station(name: str, extra: str = "") -> Path:
+    path = OUT / f"{name}.toml"
+    path.write_text(f"# bench station: AWS's defaults{' with raised limits' if extra else ''}\n{extra}")
+    return path
+
+
+def setup_account(endpoint: Endpoint, station_file: Path) -> dict:
+    subprocess.run([CLAIMFAB, "setup", "--station", station_file], env=endpoint.env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(station_file.with_suffix(".setup.json").read_text())
+
+
+def manifest_statuses(batch: Path) -> dict:
+    with open(batch / "manifest.csv", newline="") as f:
+        counts: dict = {}
+        for row in csv.DictReader(f):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+def claimfab_batch(endpoint: Endpoint, station_file: Path, name: str, count: int,
+                   env_note: str) -> dict:
+    out = OUT / name
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [CLAIMFAB, "batch", "--station", station_file, "--out", out, "--count", count]
+    commands.append(shown(cmd, env_note))
+    before = endpoint.stats()
+    elapsed, rss, stdout = timed(cmd, endpoint.env, name)
+    after = endpoint.stats()
+    rates = dict(re.findall(r"(\w+): \d+ calls, ([\d.]+)/s", stdout))
+    statuses = manifest_statuses(out)
+    return {"seconds": elapsed, "rss_kib": rss, "stdout": stdout, "statuses": statuses,
+            "ready": statuses.get("ready", 0), "requests": requests_between(before, after),
+            "stats": after, "rates": {k: float(v) for k, v in rates.items()}}
+
+
+def parse_kv(line_prefix: str, stdout: str) -> dict:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(line_prefix + " "):
+            return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
+    raise SystemExit(f"bench: no '{line_prefix} ...' result line in:\n{stdout[-2000:]}")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    mem_kib = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                   if line.startswith("MemTotal"))
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
+            "os": f"{platform.system()} {platform.release()}", "rustc": rustc,
+            "openssl": openssl, "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def criterion_estimates() -> dict:
+    """Mean time per iteration (µs) of each per-device benchmark, from criterion's output."""
+    cmd = ["cargo", "bench", "--locked", "--bench", "per_device"]
+    commands.append(shown(cmd))
+    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    estimates = {}
+    for path in (REPO / "target" / "criterion").glob("**/new/estimates.json"):
+        name = path.parent.parent.relative_to(REPO / "target" / "criterion").as_posix()
+        estimates[name] = json.loads(path.read_text())["mean"]["point_estimate"] / 1000.0
+    return estimates
+
+
+def openssl_sign_us() -> float:
+    """ECDSA P-256 signatures: µs each, on one core, from `openssl speed`."""
+    cmd = ["openssl", "speed", "-seconds", "3", "ecdsap256"]
+    commands.append(shown(cmd))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    # The result row: "256 bits ecdsa (nistp256)   0.0000s   0.0001s  39325.5  13420.0"
+    # (sign s, verify s, sign/s, verify/s); the per-second column has the precision.
+    row = next(line for line in out.splitlines() if "ecdsa (nistp256)" in line)
+    signs_per_second = float(row.split(")")[1].split()[2])
+    return 1e6 / signs_per_second
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": machine()}
+    fast = station("station-fast", FAST_LIMITS)
+    default = station("station-default")
+
+    # 1. Local work on the unthrottled endpoint: claimfab, the boto3 peer, the manual way.
+    log(f"local work: claimfab, {LOCAL_DEVICES} devices (unthrottled endpoint, raised limits)")
+    endpoint = Endpoint("endpoint-local", [])
+    setup = setup_account(endpoint, fast)
+    local = claimfab_batch(endpoint, fast, "claimfab-local", LOCAL_DEVICES,
+                           "AWS_ENDPOINT_URL=<local, unthrottled>")
+    results["local"] = local
+    calls = sum(local["requests"].values())
+    results["requests_per_device"] = calls / LOCAL_DEVICES
+    endpoint.stop()
+
+    log(f"local work: boto3 thread-pool peer, {LOCAL_DEVICES} devices (fresh endpoint)")
+    endpoint = Endpoint("endpoint-peer", [])
+    setup = setup_account(endpoint, fast)
+    peer_out = OUT / "peer-local"
+    shutil.rmtree(peer_out, ignore_errors=True)
+    peer_cmd = [BENCH_VENV / "python", REPO / "scripts/bench_peer_boto3.py",
+                "--endpoint-url", endpoint.url, "--region", "us-east-1",
+                "--count", LOCAL_DEVICES, "--out", peer_out, "--threads", "16",
+                "--claim-policy", "GreengrassProvisioningClaimPolicy",
+                "--data-endpoint", setup["iot_data_endpoint"],
+                "--credential-endpoint", setup["iot_credential_endpoint"]]
+    commands.append(shown(peer_cmd))
+    elapsed, rss, stdout = timed(peer_cmd, endpoint.env, "peer-local")
+    results["peer"] = {"seconds": elapsed, "rss_kib": rss, **parse_kv("peer", stdout)}
+    endpoint.stop()
+
+    log(f"local work: the manual way, a sample of {MANUAL_SAMPLE} devices")
+    endpoint = Endpoint("endpoint-manual", [])
+    setup_account(endpoint, fast)
+    manual_cmd = ["bash", REPO / "scripts/bench_manual.sh", endpoint.url, MANUAL_SAMPLE,
+                  OUT / "manual"]
+    commands.append(shown(manual_cmd))
+    elapsed, _, stdout = timed(manual_cmd, {**endpoint.env, "PATH": f"{BENCH_VENV}:{os.environ['PATH']}"},
+                               "manual")
+    results["manual"] = {"seconds": elapsed, **parse_kv("manual", stdout)}
+    endpoint.stop()
+
+    # 2. Per-device costs of the local stages and the raw crypto bound.
+    log("criterion: key + CSR and bundle per device; openssl speed ecdsap256")
+    results["criterion"] = criterion_estimates()
+    results["openssl_sign_us"] = openssl_sign_us()
+
+    # 3. At quota: the endpoint throttles as AWS does at the default 15/s.
+    throttle = ["--throttle", f"CreateCertificateFromCsr={QUOTA}", "--throttle",
+                f"AttachPolicy={QUOTA}"]
+    log(f"at quota: claimfab, {QUOTA_DEVICES} devices, endpoint throttling at {QUOTA}/s")
+    endpoint = Endpoint("endpoint-quota", throttle)
+    setup_account(endpoint, default)
+    quota = claimfab_batch(endpoint, default, "claimfab-quota", QUOTA_DEVICES,
+                           f"AWS_ENDPOINT_URL=<local, {' '.join(throttle)}>")
+    quota["throttled"] = {op: quota["stats"][op]["throttled"]
+                          for op in ("CreateCertificateFromCsr", "AttachPolicy")}
+    results["quota"] = quota
+    endpoint.stop()
+
+    log(f"at quota: the API reference's xargs -P 10 recipe, {QUOTA_DEVICES} CSRs")
+    endpoint = Endpoint("endpoint-xargs", throttle)
+    xargs_cmd = ["bash", REPO / "scripts/bench_xargs_recipe.sh", endpoint.url, QUOTA_DEVICES,
+                 OUT / "xargs"]
+    commands.append(shown(xargs_cmd, f"<endpoint {' '.join(throttle)}>"))
+    elapsed, _, stdout = timed(xargs_cmd, {**endpoint.env, "PATH": f"{BENCH_VENV}:{os.environ['PATH']}"},
+                               "xargs")
+    results["xargs"] = {"seconds": elapsed, **parse_kv("xargs", stdout),
+                        "throttled": endpoint.stats().get("CreateCertificateFromCsr", {}).get("throttled", 0)}
+    endpoint.stop()
+
+    # 4. Scale: memory at 10x the local run.
+    log(f"scale: claimfab, {SCALE_DEVICES} devices (unthrottled endpoint); this takes a while")
+    endpoint = Endpoint("endpoint-scale", [])
+    setup_account(endpoint, fast)
+    results["scale"] = claimfab_batch(endpoint, fast, "claimfab-scale", SCALE_DEVICES,
+                                      "AWS_ENDPOINT_URL=<local, unthrottled>")
+    endpoint.stop()
+
+    results["commands"] = commands
+    (OUT / "results.json").write_text(json.dumps(
+        results, indent=2, default=str))
+    report = render(results)
+    (REPO / "BENCHMARKS.md").write_text(report)
+    print(report)
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    local, peer, manual, quota, xargs, scale = (r[k] for k in ("local", "peer", "manual", "quota", "xargs", "scale"))
+    local_rate = LOCAL_DEVICES / local["seconds"]
+    peer_rate = peer.get("ok", 0) / peer["seconds"]
+    manual_per_device = manual["per_device"]
+    manual_total = manual_per_device * LOCAL_DEVICES
+    crit = r["criterion"]
+    key_us = crit.get("key_and_csr_p256", float("nan"))
+    build_us = crit.get("bundle_build", float("nan"))
+    write_us = crit.get("bundle_write_atomic", float("nan"))
+    create_rate = quota["rates"].get("CreateCertificateFromCsr", 0.0)
+    attach_rate = quota["rates"].get("AttachPolicy", 0.0)
+    quota_failed = QUOTA_DEVICES - quota["ready"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {m['date']} by `bash scripts/bench.sh` on {m['cores']} cores ({m['cpu']}),"
+        f" {m['memory_gib']} GiB, {m['os']}; {m['rustc']}; {m['openssl']}; Python {m['python']}.",
+        "AWS is the project's local endpoint (moto behind `scripts/local_endpoint.py`) on the same"
+        " machine, so the endpoint competes with the tool for the same cores.",
+        "",
+        "| measure | claimfab | comparison | target |",
+        "|---|---|---|---|",
+        f"| local work, {LOCAL_DEVICES} devices (unthrottled endpoint) | {local['seconds']:.1f} s,"
+        f" {local_rate:.0f} devices/s, {local['ready']} ready | boto3 peer: {peer['seconds']:.1f} s,"
+        f" {peer_rate:.0f} devices/s ({local_rate / peer_rate if peer_rate else float('nan'):.1f}x);"
+        f" manual way: {manual_per_device:.2f} s/device, {manual_total / 3600:.1f} h extrapolated"
+        f" ({manual_total / local['seconds']:.0f}x) | >= 100x manual, ahead of peer |",
+        f"| key + CSR per device (criterion) | {key_us:.0f} µs | openssl speed ecdsap256: one"
+        f" signature {r['openssl_sign_us']:.0f} µs | |",
+        f"| bundle per device (criterion) | build {build_us:.0f} µs, atomic write {write_us:.0f} µs"
+        f" | | |",
+        f"| at quota: {QUOTA_DEVICES} devices, endpoint throttling at {QUOTA}/s | {quota['seconds']:.1f} s"
+        f" (floor {QUOTA_DEVICES / QUOTA:.0f} s); CreateCertificateFromCsr {create_rate:.1f}/s"
+        f" ({create_rate / QUOTA:.0%} of quota), AttachPolicy {attach_rate:.1f}/s"
+        f" ({attach_rate / QUOTA:.0%}); throttled {quota['throttled']}; failed {quota_failed} |"
+        f" `xargs -P 10 aws iot create-certificate-from-csr`: {xargs.get('certified', 0):.0f} certified,"
+        f" {xargs.get('lost', 0):.0f} lost of {QUOTA_DEVICES}, {xargs['throttled']} throttled,"
+        f" {xargs['seconds']:.0f} s | >= 95% of quota, 0 failed |",
+        f"| scale: {SCALE_DEVICES} devices | {scale['seconds']:.0f} s, peak RSS"
+        f" {scale['rss_kib'] / 1024:.0f} MiB | peak RSS at {LOCAL_DEVICES}:"
+        f" {local['rss_kib'] / 1024:.0f} MiB | <= 150 MB, flat |",
+        f"| AWS requests per device (counted at the endpoint) | {r['requests_per_device']:.4f}"
+        f" ({', '.join(f'{k} {v}' for k, v in sorted(local['requests'].items()))}) | | 2 |",
+        "",
+        "## Commands",
+        "",
+        "Each figure above comes from one of these (paths relative to the repository;"
+        " `<local ...>` is the endpoint bench.sh started):",
+        "",
+        "```",
+        *r["commands"],
+        "```",
+        "",
+        f"Raw figures: `{OUT.relative_to(REPO) if OUT.is_relative_to(REPO) else OUT}/results.json`"
+        " (not committed).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The benchmark: claimfab against the manual way (openssl + AWS CLI per device), a fair peer
+# (boto3 with a thread pool) and the physical limits (criterion per-device costs against
+# `openssl speed`, AWS's 15/s quotas enforced by the local endpoint), memory at 100,000 devices
+# and AWS requests per device. Prints a table and writes BENCHMARKS.md; raw figures and logs go
+# to bench-out/ (git-ignored). Takes about half an hour with the default sizes; see
+# scripts/bench.py for the BENCH_* variables that shrink them.
+#
+# Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
+# GNU time (apt) for peak RSS, and a release build of claimfab.
+set -euo pipefail
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+need_apt=()
+[[ -x /usr/bin/time ]] || need_apt+=(time)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v zip >/dev/null 2>&1 || need_apt+=(zip)
+if ((${#need_apt[@]})); then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+bash scripts/ensure-venv.sh
+bash scripts/ensure-venv.sh .venv-bench scripts/bench-requirements.txt
+cargo build --release --locked --quiet
+
+exec .venv/bin/python scripts/bench.py "$@"
