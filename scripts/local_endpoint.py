@@ -19,6 +19,15 @@ This launcher owns:
     "faults": {"throttle": {OP: RPS}, "fail": {OP: FRACTION}, "lose_response": {OP: FRACTION},
     "seed": N};
   * DELETE /_claimfab/faults: clears every injected fault (AWS "recovers").
+  * with --data-plane, the local AWS IoT data plane (scripts/dataplane/): a TLS-only MQTT
+    broker (mosquitto, with the claimfab_auth plugin) on 127.0.0.1 and the fleet-provisioning
+    service (the Device provisioning MQTT API, IoT policy enforcement), both started before
+    "ready" and stopped on shutdown; their certificates are issued here by the test CA.
+    endpoint.json then also has "data_plane": {"host": "127.0.0.1", "port": N,
+    "server_name": "<the account's ATS data endpoint host>", "ca_cert": PATH,
+    "broker_pid", "service_pid", "service_client_id"}; devices connect to host:port and
+    verify the server's certificate for server_name against ca_cert. With --data-plane,
+    Lambda GetFunction also returns a downloadable Code.Location (correction 10);
   * GET /_claimfab/stats: JSON {"operations": {OP: {"requests", "throttled", "failed",
     "lost_response", "executed"}}, "faults": {...}} counting every AWS IoT request since start
     (requests = throttled + failed + executed once none is in flight; lost_response counts
@@ -29,6 +38,7 @@ Usage:
                                               [--log-requests]
                                               [--throttle OP=RPS]... [--fail OP=FRACTION]...
                                               [--lose-response OP=FRACTION]... [--seed N]
+                                              [--data-plane] [--exit-with-parent]
 
 OP is an AWS IoT API operation name as in the API reference (CreateCertificateFromCsr,
 AttachPolicy, ...); requests are matched to operations by HTTP method and path, using the REST
@@ -128,10 +138,11 @@ class TestCa:
     def pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, subject: x509.Name, public_key) -> str:
-        """A leaf certificate over `public_key`, shaped like the ones AWS IoT issues."""
+    def issue(self, subject: x509.Name, public_key, extensions=()) -> str:
+        """A leaf certificate over `public_key`, shaped like the ones AWS IoT issues
+        (`extensions`: extra (extension, critical) pairs, e.g. the data plane's SANs)."""
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.name)
@@ -156,14 +167,32 @@ class TestCa:
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(self.aki, critical=False)
-            .sign(self.key, hashes.SHA256())
         )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 # --------------------------------------------------------------------------------------------
 # Corrections to moto's IoT backend
 # --------------------------------------------------------------------------------------------
+
+
+ENDPOINT_FORMATS = {
+    "iot:Data": "{p}.iot.{r}.amazonaws.com",
+    "iot:Data-ATS": "{p}-ats.iot.{r}.amazonaws.com",
+    "iot:CredentialProvider": "{p}.credentials.iot.{r}.amazonaws.com",
+    "iot:Jobs": "{p}.jobs.iot.{r}.amazonaws.com",
+}
+
+
+def endpoint_host(account_id: str, region: str, endpoint_type: str = "iot:Data-ATS") -> str:
+    """The account's DescribeEndpoint answer (correction 4): a 14-character prefix from
+    sha256(account|region|kind), in AWS's host formats."""
+    kind = "credentials" if endpoint_type == "iot:CredentialProvider" else "data"
+    prefix = hashlib.sha256(f"{account_id}|{region}|{kind}".encode("utf-8")).hexdigest()[:14]
+    return ENDPOINT_FORMATS[endpoint_type].format(p=prefix, r=region)
 
 
 def apply_iot_corrections(ca: TestCa) -> None:
@@ -255,6 +284,48 @@ def apply_iot_corrections(ca: TestCa) -> None:
 
     IoTResponse.create_certificate_from_csr = response_create_certificate_from_csr
 
+    # 9. CreateKeysAndCertificate. AWS (API_CreateKeysAndCertificate): "Creates a 2048-bit RSA
+    #    key pair and issues an X.509 certificate using the issued public key", signed by AWS's
+    #    CA, with a default subject ("AWS IoT Certificate"); ACTIVE only when setAsActive is
+    #    true. moto self-signs it, so no TLS server trusting the CA (the data plane's broker)
+    #    would accept it; issue it from the test CA instead. setAsActive: as 1b.
+    def create_keys_and_certificate(self, set_as_active):
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key_pair = {
+            "PublicKey": private_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode("ascii"),
+            "PrivateKey": private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ).decode("ascii"),
+        }
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
+        pem = ca.issue(subject, private_key.public_key())
+        with STATE_LOCK:
+            cert = self.register_certificate(
+                pem, ca_certificate_pem=None, set_as_active=bool(set_as_active), status="INACTIVE"
+            )
+        return cert, key_pair
+
+    IoTBackend.create_keys_and_certificate = create_keys_and_certificate
+
+    def response_create_keys_and_certificate(self):
+        cert, key_pair = self.iot_backend.create_keys_and_certificate(
+            set_as_active=self._get_bool_param("setAsActive", False)
+        )
+        return ActionResult(
+            {
+                "certificateArn": cert.arn,
+                "certificateId": cert.certificate_id,
+                "certificatePem": cert.certificate_pem,
+                "keyPair": key_pair,
+            }
+        )
+
+    IoTResponse.create_keys_and_certificate = response_create_keys_and_certificate
+
     # 3. DescribeCertificate. AWS (CertificateDescription.validity): "When the certificate is
     #    valid", i.e. the certificate's own notBefore/notAfter. moto sets now-1d..now+1d for
     #    every certificate. Take them from the certificate when it parses.
@@ -276,19 +347,10 @@ def apply_iot_corrections(ca: TestCa) -> None:
     #    same on every call. moto draws a new random prefix on every call. Derive the 14-char
     #    prefix from sha256(account|region|kind), keeping AWS's host formats; data and
     #    credential-provider prefixes differ, as they do on AWS.
-    endpoint_formats = {
-        "iot:Data": "{p}.iot.{r}.amazonaws.com",
-        "iot:Data-ATS": "{p}-ats.iot.{r}.amazonaws.com",
-        "iot:CredentialProvider": "{p}.credentials.iot.{r}.amazonaws.com",
-        "iot:Jobs": "{p}.jobs.iot.{r}.amazonaws.com",
-    }
 
     def describe_endpoint(self, endpoint_type):
         endpoint = iot_models.FakeEndpoint(endpoint_type, self.region_name)  # validates type
-        kind = "credentials" if endpoint_type == "iot:CredentialProvider" else "data"
-        seed = f"{self.account_id}|{self.region_name}|{kind}".encode("utf-8")
-        prefix = hashlib.sha256(seed).hexdigest()[:14]
-        endpoint.endpoint = endpoint_formats[endpoint_type].format(p=prefix, r=self.region_name)
+        endpoint.endpoint = endpoint_host(self.account_id, self.region_name, endpoint_type)
         self.endpoint = endpoint
         return endpoint
 
@@ -402,6 +464,45 @@ def apply_iot_corrections(ca: TestCa) -> None:
         "list_things",
     ):
         setattr(IoTBackend, name, locked(getattr(IoTBackend, name)))
+
+
+# --------------------------------------------------------------------------------------------
+# Correction to moto's Lambda backend (used by the data plane's pre-provisioning hooks)
+# --------------------------------------------------------------------------------------------
+
+LAMBDA_CODE_PATH = "/_claimfab/lambda-code/"
+# token -> (code bytes, expiry, monotonic seconds); filled by GetFunction, read by GET.
+LAMBDA_CODE: dict[str, tuple[bytes, float]] = {}
+LAMBDA_CODE_LOCK = threading.Lock()
+# Set once the server is bound: the base of the Code.Location URLs.
+PUBLIC_URL = {"url": ""}
+
+
+def apply_lambda_corrections() -> None:
+    """10. GetFunction. AWS (API_GetFunction, FunctionCodeLocation.Location): "A presigned URL
+    that you can use to download the deployment package", valid for 10 minutes. moto 5.2.5
+    returns no Code at all for a function created from a ZipFile, and an S3 URL on
+    amazonaws.com (unreachable here) for one created from S3. Serve the package from this
+    endpoint instead: Location = URL/_claimfab/lambda-code/TOKEN, an unguessable token that
+    expires after 10 minutes, as a presigned URL does."""
+    from moto.awslambda import models as lambda_models
+
+    original_get_code = lambda_models.LambdaFunction.get_code
+
+    def get_code(self):
+        resp = original_get_code(self)
+        code_bytes = getattr(self, "code_bytes", None)
+        if code_bytes and PUBLIC_URL["url"] and (resp.get("Code") or {}).get("RepositoryType", "S3") == "S3":
+            token = secrets.token_urlsafe(32)
+            now = time.monotonic()
+            with LAMBDA_CODE_LOCK:
+                for stale in [k for k, (_, exp) in LAMBDA_CODE.items() if exp < now]:
+                    del LAMBDA_CODE[stale]
+                LAMBDA_CODE[token] = (bytes(code_bytes), now + 600)
+            resp["Code"] = {"RepositoryType": "S3", "Location": f"{PUBLIC_URL['url']}{LAMBDA_CODE_PATH}{token}"}
+        return resp
+
+    lambda_models.LambdaFunction.get_code = get_code
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,7 +795,19 @@ class FaultInjector:
             self.buckets = {}
         return self.json_response(start_response, "200 OK", {"faults": self.settings.as_json()})
 
+    def serve_lambda_code(self, environ, start_response):
+        self.drain(environ)
+        token = environ.get("PATH_INFO", "")[len(LAMBDA_CODE_PATH):]
+        with LAMBDA_CODE_LOCK:
+            entry = LAMBDA_CODE.get(token)
+        if entry is None or entry[1] < time.monotonic():
+            return self.json_response(start_response, "403 Forbidden", {"message": "Request has expired"})
+        start_response("200 OK", [("Content-Type", "application/zip"), ("Content-Length", str(len(entry[0])))])
+        return [entry[0]]
+
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith(LAMBDA_CODE_PATH):
+            return self.serve_lambda_code(environ, start_response)
         if environ.get("PATH_INFO") == STATS_PATH:
             return self.serve_stats(environ, start_response)
         if environ.get("PATH_INFO") == FAULTS_PATH:
@@ -850,6 +963,11 @@ def main() -> int:
     parser.add_argument(
         "--seed", type=int, help="seed for --fail/--lose-response choices (default: random)"
     )
+    parser.add_argument(
+        "--data-plane", action="store_true",
+        help="also run the local AWS IoT data plane: a TLS MQTT broker (mosquitto) and the "
+        "fleet-provisioning service (scripts/dataplane/); see endpoint.json's data_plane",
+    )
     args = parser.parse_args()
     parent = os.getppid()
     # From here on SIGTERM/SIGINT mean a clean stop, even mid-start.
@@ -897,6 +1015,8 @@ def main() -> int:
     import endpoint_provisioning_templates
 
     endpoint_provisioning_templates.install(STATE_LOCK)
+    if args.data_plane:
+        apply_lambda_corrections()
 
     # ThreadedMotoServer's own start, minus its one flaw here: it binds inside its thread, so a
     # bind error (port taken) would leave start() waiting forever. Bind in this thread instead.
@@ -916,6 +1036,8 @@ def main() -> int:
     serving.start()
     port = server.server_address[1]
     url = f"http://{HOST}:{port}"
+    PUBLIC_URL["url"] = url
+    data_plane = None
     try:
         warm_up(url, args.region)
         write_atomically(ca_path, ca.pem())
@@ -923,13 +1045,30 @@ def main() -> int:
             "url": url, "pid": os.getpid(), "ca_cert": str(ca_path), "region": args.region,
             "faults": faults.as_json(),
         }
+        if args.data_plane:
+            # The broker and the provisioning service (scripts/dataplane/launch.py). Their
+            # certificates come from the test CA here, so its key stays in this process.
+            sys.path.insert(0, str(Path(__file__).resolve().parent / "dataplane"))
+            from launch import DataPlane
+
+            account = "123456789012"  # moto's default account, the one clients use
+            data_plane = DataPlane(
+                ca, ca_path, state_dir, url, args.region, account,
+                endpoint_host(account, args.region, "iot:Data-ATS"),
+            )
+            data_plane.start()
+            info["data_plane"] = data_plane.info()
         write_atomically(endpoint_json, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
     except Exception as e:  # noqa: BLE001 - report and stop, whatever went wrong
         print(f"local_endpoint: failed to start: {e}", file=sys.stderr)
+        if data_plane is not None:
+            data_plane.stop()
         server.shutdown()
         return 1
 
     if stop.is_set():
+        if data_plane is not None:
+            data_plane.stop()
         server.shutdown()
         endpoint_json.unlink(missing_ok=True)
         return 0
@@ -947,6 +1086,8 @@ def main() -> int:
             endpoint_json.unlink()
     except (OSError, ValueError):
         pass
+    if data_plane is not None:
+        data_plane.stop()
     server.shutdown()
     serving.join(timeout=10)
     return 0
