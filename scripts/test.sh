@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs the local AWS endpoint (Python venv in .venv),
-# checks formatting and lints, then runs unit and end-to-end tests (which start their own
-# local endpoints on 127.0.0.1).
+# The whole test suite, as CI runs it: installs the local AWS endpoint (Python venv in .venv)
+# and its data plane (scripts/dataplane/ensure-dataplane.sh: Debian's mosquitto and headers,
+# the broker plugin built into .venv/dataplane/), checks formatting and lints, then runs unit
+# and end-to-end tests (which start their own local endpoints on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
@@ -10,6 +11,7 @@ if ! command -v openssl >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
 bash scripts/ensure-venv.sh
+bash scripts/dataplane/ensure-dataplane.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -39,6 +39,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 ALLOW, DENY, IMPLICIT_DENY = "Allow", "Deny", "ImplicitDeny"
+SUPPORTED_CONDITIONS = (
+    "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase", "StringLike", "StringNotLike",
+    "Bool", "Null",
+)
 
 VARIABLE_RE = re.compile(r"\$\{([^}]*)\}")
 
@@ -160,6 +164,9 @@ def _condition_holds(condition, variables, notes: list[str]) -> bool | None:
         if_exists = op.endswith("IfExists")
         if if_exists:
             op = op[: -len("IfExists")]
+        if op not in SUPPORTED_CONDITIONS:
+            notes.append(f"condition operator {operator} is not evaluated locally")
+            return None
         for key, wanted in block.items():
             actual = variables.get(key)
             wanted_values = [str(w) if not isinstance(w, bool) else str(w).lower() for w in _as_list(wanted)]
