@@ -760,6 +760,7 @@ class Service:
             log.warning("malformed internal request topic %r", internal_topic)
             return
         parts = topic.split("/")
+        api = "unknown"
         try:
             if parts[:2] == ["$aws", "certificates"] and len(parts) == 4 and parts[2] in ("create", "create-from-csr"):
                 api, fmt = parts[2], parts[3]
@@ -789,7 +790,7 @@ class Service:
             log.info("%s for %s: accepted", topic, client_id)
             self.reply(client_id, topic, "accepted", result)
         except Rejected as r:
-            self.authorizer.count(f"{parts[2] if len(parts) > 2 else '?'}.rejected")
+            self.authorizer.count(f"{api}.rejected")
             log.info("%s for %s: rejected %s %s: %s", topic, client_id, r.status, r.code, r.message)
             self.reply(client_id, topic, "rejected", r.payload())
         except Exception:  # noqa: BLE001 - never crash on input

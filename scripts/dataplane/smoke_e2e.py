@@ -2,7 +2,8 @@
 suite; the project's device is scripts/dataplane/device.py, written separately).
 
 Usage: .venv/bin/python scripts/dataplane/smoke_e2e.py STATE_DIR
-  where STATE_DIR belongs to a running `scripts/local_endpoint.py --data-plane`.
+  where STATE_DIR belongs to a freshly started `scripts/local_endpoint.py --data-plane`
+  (it creates fixed names, so a second run against the same endpoint fails at setup).
 
 It owns nothing but its own checks: it sets up, through boto3 on the local endpoint, a
 provisioning role, a thing group, a core policy, claim policies shaped like claimfab's
