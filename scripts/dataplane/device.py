@@ -26,7 +26,15 @@ device runs a tiny in-process HTTP CONNECT proxy and hands it to the SDK as
 awscrt.http.HttpProxyOptions(connection_type=Tunneling) -- the same proxy code path a Java
 device with `proxyUrl` uses. The proxy forwards every tunnel to --connect-to. --root-ca (the
 local test CA) stands in for Amazon Root CA 1; the config's rootCaPath must still exist in the
-bundle.
+bundle. After a failed connect the device makes one plain TLS handshake (no MQTT) with the same
+certificate to say why (awscrt reports TLS failures only after s2n's 10-30 s blinding delay, so
+a wrong CA or server name otherwise shows up as a connect timeout).
+
+Files land in the device root where the runtime puts them (Java: certificatePath/privateKeyPath,
+default rootPath/thingCert.crt and privKey.key; lite: /var/lib/greengrass/credentials/...);
+--keep-roots DIR keeps the roots for inspection. Answers meant for another device (AWS answers
+only the connection that asked) are caught where the device can tell: a certificate that does
+not carry the device's key fails the create stage; extra answers are listed as warnings.
 
 Output: one line per bundle, as it finishes. With --json each line is a JSON object:
     {"bundle": ..., "ok": true, "thing_name": ..., "certificate_id": ...,
@@ -1515,7 +1523,7 @@ def parse_args(argv: list[str]):
 def human_line(report: dict) -> str:
     if report["ok"]:
         line = (f"ok    {report['bundle']}: thing {report['thing_name']}, certificate {report['certificate_id']}, "
-                f"client id {report.get('client_id')}, via {report.get('dialed')}")
+                f"client id {report.get('client_id')}, dialed {report.get('dialed')}")
     else:
         line = f"FAIL  {report['bundle']}: {report['stage']}: {report['error']}"
     for w in report.get("warnings", []):

@@ -420,6 +420,41 @@ class Bundles(unittest.TestCase):
             device.extract_bundle(self.dir / "b.zip", self.dir)
 
 
+class DeviceKeys(unittest.TestCase):
+    def test_lite_csr(self):
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key_pem, csr_pem = device.make_csr("gg-1")
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        self.assertEqual(csr.subject.rfc4514_string(), "CN=gg-1")
+        self.assertIsInstance(csr.public_key().curve, ec.SECP256R1)
+        self.assertTrue(key_pem.startswith(b"-----BEGIN PRIVATE KEY-----"))
+        # OpenSSL refuses a CN over 64 characters and lite ignores that: empty subject.
+        _, csr_pem = device.make_csr("n" * 65)
+        self.assertEqual(len(x509.load_pem_x509_csr(csr_pem.encode()).subject), 0)
+
+    def test_certificate_must_carry_the_device_key(self):
+        import datetime
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        def cert_for(key):
+            name = x509.Name([])
+            now = datetime.datetime.now(datetime.timezone.utc)
+            return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                    .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                    .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+
+        mine, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        mine_pem = mine.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+        device.check_key_matches("create", cert_for(mine), mine_pem, "its key")
+        with self.assertRaisesRegex(device.DeviceFailure, "another device"):
+            device.check_key_matches("create", cert_for(other), mine_pem, "its key")
+
+
 class Usage(unittest.TestCase):
     def run_main(self, *argv):
         err = io.StringIO()
