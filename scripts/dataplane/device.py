@@ -19,7 +19,9 @@ disconnects.
 
 Network: the device always dials the config's iotDataEndpoint (TLS server name and
 certificate check use that name) on the runtime's port (Java: the config's mqttPort, default
-8883; lite: 8883, fixed), but the TCP connection goes to --connect-to instead. awscrt's MQTT
+443 with ALPN x-amzn-mqtt-ca as the Java SDK's builder does, then 8883 for the nucleus's own
+reconnect; lite: 8883, no ALPN), but the TCP connection goes to --connect-to instead: the
+runtime's port only shows in the tunnel request and the report ("dialed"). awscrt's MQTT
 client has no separate TLS server name (its native connect sets the server name to the host
 name; TlsConnectionOptions.set_server_name is only reachable for HTTP/S3 connections), so the
 device runs a tiny in-process HTTP CONNECT proxy and hands it to the SDK as
@@ -62,8 +64,11 @@ IotIdentityHelper.java, FutureExceptionHandler.java):
     (KernelLifecycle.executeProvisioningPlugin) retries only RetryableProvisioningException (3
     attempts); anything else is logged "Caught exception while running provisioning plugin.
     Moving on to run Greengrass without provisioning" and the device stays unprovisioned.
-  * mqttPort optional: Integer.valueOf(value.toString()); absent -> the SDK builder's default,
-    8883 (ALPN x-amzn-mqtt-ca only on 443). Not passed on to the nucleus afterwards.
+  * mqttPort optional: Integer.valueOf(value.toString()), set with the builder's withPort.
+    Absent -> the builder's default: aws/aws-iot-device-sdk-java-v2 v1.31.0 (the nucleus's
+    pinned SDK, pom.xml) AwsIotMqttConnectionBuilder.resetDefaultPort() = port 443 with ALPN
+    x-amzn-mqtt-ca where ALPN is available (Linux), else 8883; the ALPN list stays set when
+    mqttPort changes the port. mqttPort is not passed on to the nucleus afterwards.
   * deviceId optional = MQTT client id; absent -> UUID.randomUUID(). cleanSession true.
   * TLS: claim cert/key from the two paths, CA from rootCaPath, host = iotDataEndpoint.
     proxyUrl/proxyUsername/proxyPassword optional (an HTTP(S) proxy).
@@ -168,7 +173,7 @@ import yaml
 
 JAVA_PLUGIN = "aws.greengrass.FleetProvisioningByClaim"
 JAVA_DEFAULT_INIT_CONFIG = "/greengrass/v2/init-config/config.yaml"
-JAVA_DEFAULT_MQTT_PORT = 8883
+JAVA_DEFAULT_MQTT_PORT = 443  # AwsIotMqttConnectionBuilder's default where ALPN is available
 JAVA_NUCLEUS_MQTT_PORT = 8883
 JAVA_REQUIRED = (
     "provisioningTemplate",
@@ -1032,8 +1037,8 @@ class Session:
     """One MQTT connection of the device (claim or device certificate), with the SDK."""
 
     def __init__(self, settings: Settings, cert: Path, key: Path, client_id: str, port: int, args):
+        import awscrt.io
         from awscrt import http, mqtt
-        from awsiot import mqtt_connection_builder
 
         self.args = args
         self.settings = settings
@@ -1049,30 +1054,39 @@ class Session:
         def on_closed(connection, callback_data=None, **kwargs):
             self.interrupted.set()
 
-        self.connection: mqtt.Connection = mqtt_connection_builder.mtls_from_path(
-            endpoint=settings.endpoint,
+        # As the runtime's client sets up TLS: Java's AwsIotMqttConnectionBuilder (SDK 1.31.0)
+        # always offers ALPN x-amzn-mqtt-ca where ALPN is available; lite's iotcored never does.
+        tls = awscrt.io.TlsContextOptions.create_client_with_mtls_from_path(str(cert), str(key))
+        tls.override_default_trust_store_from_path(None, args.root_ca)
+        self.alpn = settings.nucleus == "java" and awscrt.io.is_alpn_available()
+        if self.alpn:
+            tls.alpn_list = ["x-amzn-mqtt-ca"]
+        sockets = awscrt.io.SocketOptions()
+        sockets.connect_timeout_ms = int(args.timeout * 1000)
+        self.connection: mqtt.Connection = mqtt.Connection(
+            client=mqtt.Client(None, awscrt.io.ClientTlsContext(tls)),
+            host_name=settings.endpoint,  # also the TLS server name (SNI and certificate check)
             port=port,
-            cert_filepath=str(cert),
-            pri_key_filepath=str(key),
-            ca_filepath=args.root_ca,
             client_id=client_id,
             clean_session=True,
             keep_alive_secs=1200,
-            tcp_connect_timeout_ms=int(args.timeout * 1000),
             protocol_operation_timeout_ms=int(args.timeout * 1000),
             reconnect_min_timeout_secs=60,
             reconnect_max_timeout_secs=120,
             on_connection_interrupted=on_interrupted,
             on_connection_closed=on_closed,
-            http_proxy_options=http.HttpProxyOptions(
+            socket_options=sockets,
+            proxy_options=http.HttpProxyOptions(
                 "127.0.0.1", self.tunnel.port, connection_type=http.HttpProxyConnectionType.Tunneling
             ),
+            disable_metrics=settings.nucleus != "java",  # the Java SDK sends its metrics username
         )
         self.connected = False
 
     @property
     def dialed(self) -> str:
-        return f"{self.settings.endpoint}:{self.port} via {self.args.connect_to[0]}:{self.args.connect_to[1]}"
+        alpn = " (ALPN x-amzn-mqtt-ca)" if self.alpn else ""
+        return f"{self.settings.endpoint}:{self.port}{alpn} via {self.args.connect_to[0]}:{self.args.connect_to[1]}"
 
     def connect(self, stage: str) -> None:
         future = self.connection.connect()

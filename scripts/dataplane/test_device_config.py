@@ -86,7 +86,7 @@ class JavaKeyLookup(unittest.TestCase):
     def test_claimfab_shaped_config(self):
         s = device.read_java_settings(java_doc(), "/c.yaml")
         self.assertEqual(s.endpoint, EP)
-        self.assertEqual(s.port, 8883)
+        self.assertEqual(s.port, 443)  # the Java SDK builder default (ALPN)
         self.assertIsNone(s.client_id)  # a random UUID per connection
         self.assertEqual(s.method, "create-keys")
         self.assertEqual(s.template, "Template")
