@@ -27,8 +27,6 @@ from cryptography.x509.oid import NameOID
 
 ROOT_CA = (Path(__file__).resolve().parent.parent / "src/core/AmazonRootCA1.pem").read_bytes()
 CONFIG = """services:
-  aws.greengrass.Nucleus:
-    version: 2.14.3
   aws.greengrass.FleetProvisioningByClaim:
     configuration:
       rootPath: /greengrass/v2

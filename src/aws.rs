@@ -161,6 +161,7 @@ struct CallCounts {
     list_certificates: AtomicU64,
     get_policy: AtomicU64,
     describe_endpoint: AtomicU64,
+    describe_provisioning_template: AtomicU64,
 }
 
 /// The AWS IoT operations claimfab uses.
@@ -252,6 +253,10 @@ impl Iot {
             ("ListCertificates", &c.list_certificates),
             ("GetPolicy", &c.get_policy),
             ("DescribeEndpoint", &c.describe_endpoint),
+            (
+                "DescribeProvisioningTemplate",
+                &c.describe_provisioning_template,
+            ),
         ]
         .into_iter()
         .map(|(name, count)| (name, count.load(Ordering::Relaxed)))
@@ -288,24 +293,34 @@ impl Iot {
         })
     }
 
-    /// GetPolicy, reduced to whether the policy exists.
-    pub async fn policy_exists(&self, name: &str) -> Result<bool, AwsError> {
+    /// GetPolicy: the policy's default version document, or `None` when there is no policy
+    /// of that name.
+    pub async fn policy_document(&self, name: &str) -> Result<Option<String>, AwsError> {
         self.limiters.other.until_ready().await;
         self.calls.get_policy.fetch_add(1, Ordering::Relaxed);
-        match self
-            .client
-            .get_policy()
-            .policy_name(name)
-            .customize()
-            .config_override(preflight_retries())
-            .send()
-            .await
-            .map_err(classify)
-        {
-            Ok(_) => Ok(true),
-            Err(AwsError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let output = found(
+            self.client
+                .get_policy()
+                .policy_name(name)
+                .customize()
+                .config_override(preflight_retries())
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output.map(|o| o.policy_document.unwrap_or_default()))
+    }
+
+    /// DescribeProvisioningTemplate, or `None` when there is no template of that name.
+    pub async fn provisioning_template(
+        &self,
+        name: &str,
+    ) -> Result<Option<TemplateInfo>, AwsError> {
+        self.limiters.other.until_ready().await;
+        self.calls
+            .describe_provisioning_template
+            .fetch_add(1, Ordering::Relaxed);
+        describe_template(&self.client, name).await
     }
 
     /// CreateCertificateFromCsr with the certificate active at once. The SDK does not retry
@@ -566,10 +581,31 @@ fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
     }
 }
 
+/// DescribeProvisioningTemplate, or `None` when there is no template of that name.
+async fn describe_template(client: &Client, name: &str) -> Result<Option<TemplateInfo>, AwsError> {
+    let output = found(
+        client
+            .describe_provisioning_template()
+            .template_name(name)
+            .send()
+            .await
+            .map_err(classify),
+    )?;
+    Ok(output.map(|o| TemplateInfo {
+        arn: o.template_arn.unwrap_or_default(),
+        body: o.template_body.unwrap_or_default(),
+        enabled: o.enabled.unwrap_or(false),
+        role_arn: o.provisioning_role_arn.unwrap_or_default(),
+        hook_arn: o.pre_provisioning_hook.map(|h| h.target_arn),
+        description: o.description.unwrap_or_default(),
+    }))
+}
+
 /// The IAM, STS and IoT operations of the one-time account setup.
 pub struct AccountApi {
     iot: Client,
     iam: aws_sdk_iam::Client,
+    lambda: aws_sdk_lambda::Client,
     sts: aws_sdk_sts::Client,
     region: String,
 }
@@ -581,6 +617,7 @@ impl AccountApi {
         Ok(Self {
             iot: Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
             region,
         })
@@ -948,24 +985,61 @@ impl AccountApi {
             .ok_or_else(|| AwsError::Uncertain("CreateThingGroup returned no ARN".into()))
     }
 
-    /// DescribeProvisioningTemplate.
-    pub async fn describe_template(&self, name: &str) -> Result<Option<TemplateInfo>, AwsError> {
+    /// Lambda GetPolicy: the function's resource policy, or `None` when it has none.
+    pub async fn function_policy(&self, function_arn: &str) -> Result<Option<String>, AwsError> {
         let output = found(
-            self.iot
-                .describe_provisioning_template()
-                .template_name(name)
+            self.lambda
+                .get_policy()
+                .function_name(function_arn)
                 .send()
                 .await
                 .map_err(classify),
         )?;
-        Ok(output.map(|o| TemplateInfo {
-            arn: o.template_arn.unwrap_or_default(),
-            body: o.template_body.unwrap_or_default(),
-            enabled: o.enabled.unwrap_or(false),
-            role_arn: o.provisioning_role_arn.unwrap_or_default(),
-            hook_arn: o.pre_provisioning_hook.map(|h| h.target_arn),
-            description: o.description.unwrap_or_default(),
-        }))
+        Ok(output.and_then(|o| o.policy))
+    }
+
+    /// Lambda AddPermission: lets AWS IoT invoke the function for one provisioning template
+    /// of one account only (against the confused-deputy problem).
+    pub async fn allow_iot_invoke(
+        &self,
+        function_arn: &str,
+        statement_id: &str,
+        template_arn: &str,
+        account_id: &str,
+    ) -> Result<(), AwsError> {
+        self.lambda
+            .add_permission()
+            .function_name(function_arn)
+            .statement_id(statement_id)
+            .action("lambda:InvokeFunction")
+            .principal("iot.amazonaws.com")
+            .source_arn(template_arn)
+            .source_account(account_id)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Lambda RemovePermission (to replace a statement that differs).
+    pub async fn remove_permission(
+        &self,
+        function_arn: &str,
+        statement_id: &str,
+    ) -> Result<(), AwsError> {
+        self.lambda
+            .remove_permission()
+            .function_name(function_arn)
+            .statement_id(statement_id)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// DescribeProvisioningTemplate.
+    pub async fn describe_template(&self, name: &str) -> Result<Option<TemplateInfo>, AwsError> {
+        describe_template(&self.iot, name).await
     }
 
     fn hook(arn: Option<&str>) -> Option<aws_sdk_iot::types::ProvisioningHook> {

@@ -15,8 +15,8 @@ use crate::aws::{AwsError, AwsSettings, EndpointKind, Iot};
 use crate::cli::{BatchArgs, ClaimScopeArg};
 use crate::core::devices::{self, ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
-use crate::core::names;
 use crate::core::station::{KeyAlgorithm, StationConfig};
+use crate::core::{names, preflight};
 use crate::error::UserError;
 use crate::journal::Journal;
 use crate::outdir::{self, BatchDir, Existing, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
@@ -123,6 +123,59 @@ fn preflight_error(what: &str, action: &str, error: AwsError) -> UserError {
     UserError::Aws(format!("{what}: {error}; {fix}"))
 }
 
+/// Checks, before anything is created, that the batch's devices will be able to provision:
+/// the claim policy exists and allows what their nucleus asks for, and the template exists,
+/// is enabled, reads exactly the parameters the bundles send and makes per-device policies
+/// that fit AWS IoT's size limit for the longest thing name.
+pub async fn preflight(iot: &Iot, spec: &BatchSpec, devices: &[Device]) -> Result<(), UserError> {
+    let (policy, target) = (&spec.claim_policy, &spec.target);
+    let region = iot.region();
+    let document = iot
+        .policy_document(policy)
+        .await
+        .map_err(|e| preflight_error(&format!("GetPolicy {policy}"), "iot:GetPolicy", e))?
+        .ok_or_else(|| UserError::Aws(format!(
+            "claim policy {policy:?} does not exist in {region}; create it with `claimfab setup --station FILE` or pass --claim-policy"
+        )))?;
+    let name = &target.template;
+    let template = iot
+        .provisioning_template(name)
+        .await
+        .map_err(|e| {
+            preflight_error(
+                &format!("DescribeProvisioningTemplate {name}"),
+                "iot:DescribeProvisioningTemplate",
+                e,
+            )
+        })?
+        .ok_or_else(|| UserError::Aws(format!(
+            "provisioning template {name:?} does not exist in {region}; create it with `claimfab setup --station FILE` or pass --template"
+        )))?;
+    let Some(longest) = devices
+        .iter()
+        .map(|d| d.thing_name.as_str())
+        .max_by_key(|n| n.len())
+    else {
+        return Ok(());
+    };
+    let view = preflight::TemplateView {
+        name,
+        arn: &template.arn,
+        enabled: template.enabled,
+        body: &template.body,
+    };
+    preflight::check_template(&view, &target.template_parameters(longest), longest)
+        .map_err(UserError::Aws)?;
+    let prefix = preflight::arn_prefix(&template.arn).ok_or_else(|| {
+        UserError::Aws(format!(
+            "DescribeProvisioningTemplate {name}: unexpected ARN {:?}",
+            template.arn
+        ))
+    })?;
+    preflight::check_claim_policy(policy, &document, &prefix, target.greengrass.nucleus, name)
+        .map_err(UserError::Aws)
+}
+
 /// Runs `claimfab batch`.
 pub async fn run(args: BatchArgs) -> Result<BatchResult> {
     let station_text = std::fs::read_to_string(&args.station).map_err(|e| {
@@ -171,18 +224,6 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
             )
         })?),
     };
-
-    match iot.policy_exists(&claim_policy).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(UserError::Aws(format!(
-                "claim policy {claim_policy:?} does not exist in {}; create it with `claimfab setup --station FILE` or pass --claim-policy",
-                iot.region()
-            ))
-            .into())
-        }
-        Err(e) => return Err(preflight_error(&format!("GetPolicy {claim_policy}"), "iot:GetPolicy", e).into()),
-    }
 
     // Endpoints: pinned by the station, else as the batch began, else as `claimfab setup`
     // recorded them for this region, else asked of DescribeEndpoint.
@@ -254,6 +295,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         }
     }
 
+    preflight(&iot, &spec, &devices).await?;
     let limits = &station.limits;
     execute(&args.out, &spec, previous.is_some(), devices, limits, iot).await
 }

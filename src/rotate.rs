@@ -100,20 +100,6 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
     let iot = Iot::connect(&settings, &limits)
         .await
         .map_err(UserError::Aws)?;
-    match iot.policy_exists(&old_spec.claim_policy).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(UserError::Aws(format!(
-                "claim policy {:?} no longer exists in {}; run `claimfab setup` first",
-                old_spec.claim_policy,
-                iot.region()
-            ))
-            .into())
-        }
-        Err(e) => {
-            return Err(UserError::Aws(format!("GetPolicy {}: {e}", old_spec.claim_policy)).into())
-        }
-    }
     let devices: Vec<Device> = old_rows
         .iter()
         .map(|r| Device {
@@ -121,6 +107,7 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
             thing_name: r.thing_name.clone(),
         })
         .collect();
+    batch::preflight(&iot, &old_spec, &devices).await?;
     match batch::execute(&args.out, &old_spec, resuming, devices, &limits, iot).await? {
         BatchResult::Done => {}
         _ => {

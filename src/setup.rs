@@ -14,7 +14,9 @@ use serde_json::Value;
 use crate::aws::{AccountApi, AwsError, AwsSettings, EndpointKind, TemplateSpec};
 use crate::cli::SetupArgs;
 use crate::core::names;
-use crate::core::setup::{self as desired, Account, THINGS_REGISTRATION_POLICY_ARN};
+use crate::core::setup::{
+    self as desired, Account, HookPermission, THINGS_REGISTRATION_POLICY_ARN,
+};
 use crate::core::station::{CorePolicyVariant, StationConfig};
 use crate::error::UserError;
 
@@ -115,7 +117,7 @@ struct Stop {
 }
 
 /// The order of the steps, for reporting what was not reached.
-const STEPS: [(&str, &str); 10] = [
+const STEPS: [(&str, &str); 11] = [
     ("iam role", "token exchange role"),
     ("iam policy", "token exchange access policy"),
     ("iam attachment", "access policy on token exchange role"),
@@ -127,6 +129,10 @@ const STEPS: [(&str, &str); 10] = [
         "AWSIoTThingsRegistration on fleet provisioning role",
     ),
     ("iot thing group", "thing group"),
+    (
+        "lambda permission",
+        "AWS IoT may invoke the pre-provisioning hook",
+    ),
     ("iot template", "provisioning template"),
     ("iot policy", "claim policy"),
 ];
@@ -635,8 +641,18 @@ async fn apply(
         }
     };
 
-    // 9. Provisioning template.
+    // 9. Permission for AWS IoT to invoke the pre-provisioning hook, if any.
     let template_arn = account.iot_arn(&format!("provisioningtemplate/{}", p.template));
+    ensure_hook_permission(
+        run,
+        s.pre_provisioning_hook_arn.as_deref(),
+        &p.template,
+        &template_arn,
+        account,
+    )
+    .await?;
+
+    // 10. Provisioning template.
     let body =
         desired::provisioning_template_body(&core_policy, p.thing_group.is_some()).to_string();
     let spec = TemplateSpec {
@@ -701,7 +717,7 @@ async fn apply(
     .await
     .map_err(fail)?;
 
-    // 10. Claim policy, scoped to this template, region and account.
+    // 11. Claim policy, scoped to this template, region and account.
     let claim_arn = account.iot_arn(&format!("policy/{}", p.claim_policy));
     let claim = desired::claim_policy(account, &p.template);
     ensure_iot_policy(run, &p.claim_policy, &claim_arn, &claim).await?;
@@ -754,6 +770,60 @@ async fn apply(
         template_arn,
         claim_policy_arn: claim_arn,
     }))
+}
+
+/// The hook function's resource policy must let AWS IoT invoke it, for this template of this
+/// account only (AWS's guide adds it; without it every device is refused).
+async fn ensure_hook_permission(
+    run: &mut Run<'_>,
+    hook_arn: Option<&str>,
+    template: &str,
+    template_arn: &str,
+    account: &Account,
+) -> Result<(), Stop> {
+    let kind = "lambda permission";
+    let Some(function) = hook_arn else {
+        run.lines.push(Line {
+            kind,
+            name: "(no pre-provisioning hook)".into(),
+            outcome: Outcome::Unchanged,
+        });
+        return Ok(());
+    };
+    let api = run.api;
+    let sid = desired::hook_permission_id(template);
+    let name = format!("{sid} on {function}");
+    let stop = |action: &'static str| {
+        let name = name.clone();
+        move |error| Stop {
+            kind,
+            name,
+            action,
+            resource: function.to_string(),
+            error,
+        }
+    };
+    let policy = api
+        .function_policy(function)
+        .await
+        .map_err(stop("lambda:GetPolicy"))?;
+    let found = match desired::hook_permission(
+        policy.as_deref(),
+        &sid,
+        template_arn,
+        &account.account_id,
+    ) {
+        HookPermission::Missing => Found::Missing,
+        HookPermission::Same => Found::Same,
+        HookPermission::Differs => Found::Differs(format!("statement {sid} differs")),
+    };
+    let add = || api.allow_iot_invoke(function, &sid, template_arn, &account.account_id);
+    run.settle(kind, &name, found, add(), async {
+        api.remove_permission(function, &sid).await?;
+        add().await
+    })
+    .await
+    .map_err(stop("lambda:AddPermission"))
 }
 
 /// An IoT policy whose default version should hold `document`.

@@ -303,7 +303,8 @@ fn from_an_empty_account_setup_then_batch_work_and_a_rerun_changes_nothing() {
     let (code, stdout, _) = s.setup(&[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("nothing to change"), "{stdout}");
-    assert_eq!(stdout.matches("  ok ").count(), 10, "{stdout}");
+    // Ten resources, and the hook permission step with no hook named.
+    assert_eq!(stdout.matches("  ok ").count(), 11, "{stdout}");
     let versions = s.rt.block_on(async {
         s.endpoint
             .client()
@@ -368,7 +369,7 @@ fn access_denied_part_way_reports_then_plan_shows_the_rest_and_a_rerun_completes
     // --plan now shows only the missing parts, and touches nothing.
     let (code, stdout, _) = s.setup(&["--plan"]);
     assert_eq!(code, 0, "{stdout}");
-    assert_eq!(stdout.matches("  ok ").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches("  ok ").count(), 9, "{stdout}");
     assert!(
         stdout.contains("  create   iot template LineOneTemplate"),
         "{stdout}"

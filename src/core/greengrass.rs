@@ -29,8 +29,13 @@ struct JavaConfig<'a> {
 
 #[derive(Serialize)]
 struct JavaServices<'a> {
-    #[serde(rename = "aws.greengrass.Nucleus")]
-    nucleus: NucleusVersion<'a>,
+    /// Only when the station pins it: the nucleus records an init config's version as its
+    /// own, so a pinned version that differs from the installed nucleus is reported wrongly.
+    #[serde(
+        rename = "aws.greengrass.Nucleus",
+        skip_serializing_if = "Option::is_none"
+    )]
+    nucleus: Option<NucleusVersion<'a>>,
     #[serde(rename = "aws.greengrass.FleetProvisioningByClaim")]
     plugin: Configuration<JavaPluginConfig<'a>>,
 }
@@ -77,19 +82,40 @@ struct LiteSystem<'a> {
 #[derive(Serialize)]
 struct LiteServices<'a> {
     #[serde(rename = "aws.greengrass.NucleusLite")]
-    nucleus: Configuration<LiteNucleusConfig<'a>>,
+    nucleus: LiteNucleusService<'a>,
     #[serde(rename = "aws.greengrass.fleet_provisioning")]
     fleet_provisioning: Configuration<LiteProvisioningConfig<'a>>,
 }
 
-/// Region and role alias only: nucleus lite copies the endpoints from the provisioning
-/// section into this one when provisioning succeeds (its docs say to leave them blank).
+/// What nucleus lite's fleet-provisioning guide sets for the nucleus. The endpoints are left
+/// out: `fleet-provisioning` copies them from its own section when it succeeds (the guide
+/// says to leave them blank here). It never writes region and role alias, so they must be here.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LiteNucleusConfig<'a> {
     aws_region: &'a str,
     iot_role_alias: &'a str,
+    run_with_default: LiteRunWithDefault<'a>,
+    /// Lite's config readers take strings only.
+    greengrass_data_plane_port: &'static str,
 }
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiteRunWithDefault<'a> {
+    posix_user: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiteNucleusService<'a> {
+    component_type: &'static str,
+    configuration: LiteNucleusConfig<'a>,
+}
+
+/// The port of the Greengrass data plane on a lite device, as lite's guide and Debian
+/// package set it.
+const LITE_DATA_PLANE_PORT: &str = "8443";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,7 +132,10 @@ struct LiteProvisioningConfig<'a> {
 
 impl ProvisioningTarget {
     /// The template parameters a device sends when it provisions.
-    fn template_parameters<'a>(&'a self, thing_name: &'a str) -> BTreeMap<&'static str, &'a str> {
+    pub fn template_parameters<'a>(
+        &'a self,
+        thing_name: &'a str,
+    ) -> BTreeMap<&'static str, &'a str> {
         let mut params = BTreeMap::from([("ThingName", thing_name)]);
         if let Some(group) = &self.thing_group {
             params.insert("ThingGroupName", group.as_str());
@@ -120,9 +149,10 @@ impl ProvisioningTarget {
         let yaml = match g.nucleus {
             Nucleus::Java => serde_yaml_ng::to_string(&JavaConfig {
                 services: JavaServices {
-                    nucleus: NucleusVersion {
-                        version: &g.nucleus_version,
-                    },
+                    nucleus: g
+                        .nucleus_version
+                        .as_deref()
+                        .map(|version| NucleusVersion { version }),
                     plugin: Configuration {
                         configuration: JavaPluginConfig {
                             root_path: &g.root_path,
@@ -144,10 +174,15 @@ impl ProvisioningTarget {
                     root_path: &g.root_path,
                 },
                 services: LiteServices {
-                    nucleus: Configuration {
+                    nucleus: LiteNucleusService {
+                        component_type: "NUCLEUS",
                         configuration: LiteNucleusConfig {
                             aws_region: &self.region,
                             iot_role_alias: &self.role_alias,
+                            run_with_default: LiteRunWithDefault {
+                                posix_user: &g.posix_user,
+                            },
+                            greengrass_data_plane_port: LITE_DATA_PLANE_PORT,
                         },
                     },
                     fleet_provisioning: Configuration {
@@ -182,10 +217,19 @@ mod tests {
             role_alias: "GreengrassCoreTokenExchangeRoleAlias".into(),
             template: "GreengrassFleetProvisioningTemplate".into(),
             thing_group: Some("LineOne".into()),
-            greengrass: GreengrassSection {
-                nucleus,
-                ..GreengrassSection::default()
-            },
+            // The station's defaults for this nucleus, as a station file would get them.
+            greengrass: crate::core::station::StationConfig::parse(
+                &format!(
+                    "[greengrass]\nnucleus = \"{}\"\n",
+                    match nucleus {
+                        Nucleus::Java => "java",
+                        Nucleus::Lite => "lite",
+                    }
+                ),
+                std::path::Path::new("test.toml"),
+            )
+            .unwrap()
+            .greengrass,
         }
     }
 
@@ -200,9 +244,9 @@ mod tests {
     fn java_config_has_every_plugin_key() {
         let yaml = target(Nucleus::Java).render_config("gg-SN1");
         let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
-        assert_eq!(
-            lookup(&doc, &["services", "aws.greengrass.Nucleus", "version"]),
-            "2.14.3"
+        assert!(
+            doc["services"].get("aws.greengrass.Nucleus").is_none(),
+            "no nucleus version unless the station pins one: {yaml}"
         );
         let plugin = lookup(
             &doc,
@@ -249,6 +293,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_nucleus_version_is_written() {
+        let mut t = target(Nucleus::Java);
+        t.greengrass.nucleus_version = Some("2.15.0".into());
+        let doc: Value = serde_yaml_ng::from_str(&t.render_config("gg-SN1")).unwrap();
+        assert_eq!(
+            lookup(&doc, &["services", "aws.greengrass.Nucleus", "version"]),
+            "2.15.0"
+        );
+    }
+
+    #[test]
     fn no_thing_group_means_no_group_parameter() {
         let mut t = target(Nucleus::Java);
         t.thing_group = None;
@@ -274,18 +329,37 @@ mod tests {
                 "iotCredEndpoint",
                 "abc.credentials.iot.us-west-2.amazonaws.com",
             ),
-            ("rootCaPath", "/greengrass/v2/AmazonRootCA1.pem"),
+            ("rootCaPath", "/var/lib/greengrass/AmazonRootCA1.pem"),
             (
                 "claimKeyPath",
-                "/greengrass/v2/claim-certs/claim.private.pem.key",
+                "/var/lib/greengrass/claim-certs/claim.private.pem.key",
             ),
-            ("claimCertPath", "/greengrass/v2/claim-certs/claim.pem.crt"),
+            (
+                "claimCertPath",
+                "/var/lib/greengrass/claim-certs/claim.pem.crt",
+            ),
             ("csrCommonName", "gg-SN1"),
             ("templateName", "GreengrassFleetProvisioningTemplate"),
         ] {
             assert_eq!(lookup(fp, &[key]), want, "{key}");
         }
         assert_eq!(lookup(fp, &["templateParams", "ThingName"]), "gg-SN1");
+        let nucleus = lookup(&doc, &["services", "aws.greengrass.NucleusLite"]);
+        assert_eq!(lookup(nucleus, &["componentType"]), "NUCLEUS");
+        let conf = lookup(nucleus, &["configuration"]);
+        assert_eq!(lookup(conf, &["awsRegion"]), "us-west-2");
+        assert_eq!(
+            lookup(conf, &["runWithDefault", "posixUser"]),
+            "ggcore:ggcore"
+        );
+        // Lite's readers take strings only: the port must not be a YAML number.
+        assert_eq!(
+            lookup(conf, &["greengrassDataPlanePort"]).as_str(),
+            Some("8443")
+        );
+        // The guide: endpoints only in the provisioning section until provisioning copies them.
+        assert!(conf.get("iotDataEndpoint").is_none());
+        assert_eq!(lookup(&doc, &["system", "rootPath"]), "/var/lib/greengrass");
         // Lite skips provisioning when a device certificate is already configured.
         assert!(doc["system"].get("certificateFilePath").is_none());
         // Lite reads each config file into an 8 KiB buffer.

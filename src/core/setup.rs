@@ -149,9 +149,15 @@ pub fn core_device_policy(
                 "Version": "2012-10-17",
                 "Statement": [
                     {
+                        // The nucleus connects as the thing name, and as `NAME#N` for
+                        // further connections; a bare `NAME*` would also admit longer
+                        // names (SN1 would match SN10).
                         "Effect": "Allow",
                         "Action": "iot:Connect",
-                        "Resource": account.iot_arn(&format!("client/{thing}*"))
+                        "Resource": [
+                            account.iot_arn(&format!("client/{thing}")),
+                            account.iot_arn(&format!("client/{thing}#*"))
+                        ]
                     },
                     {
                         "Effect": "Allow",
@@ -166,7 +172,10 @@ pub fn core_device_policy(
                     {
                         "Effect": "Allow",
                         "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-                        "Resource": account.iot_arn(&format!("thing/{thing}*"))
+                        "Resource": [
+                            account.iot_arn(&format!("thing/{thing}")),
+                            account.iot_arn(&format!("thing/{thing}/*"))
+                        ]
                     },
                     assume,
                     {
@@ -279,6 +288,65 @@ pub fn claim_policy(account: &Account, template: &str) -> Value {
             {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": topics("topicfilter")}
         ]
     })
+}
+
+/// The statement id of the permission that lets AWS IoT invoke the pre-provisioning hook
+/// for `template` (Lambda statement ids: letters, digits, '-' and '_', at most 100).
+pub fn hook_permission_id(template: &str) -> String {
+    let safe: String = template
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("claimfab-iot-provisioning-{safe}")
+        .chars()
+        .take(100)
+        .collect()
+}
+
+/// How the hook function's resource policy stands against the permission setup wants:
+/// AWS IoT may invoke it, only for this template of this account.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookPermission {
+    Missing,
+    Same,
+    /// claimfab's statement is there but says something else.
+    Differs,
+}
+
+/// Reads the function policy (Lambda GetPolicy's JSON) for the statement named `sid`.
+pub fn hook_permission(
+    policy: Option<&str>,
+    sid: &str,
+    template_arn: &str,
+    account: &str,
+) -> HookPermission {
+    let statement = policy
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|doc| doc.get("Statement").cloned())
+        .and_then(|list| match list {
+            Value::Array(items) => items.into_iter().find(|s| s["Sid"] == sid),
+            _ => None,
+        });
+    let Some(statement) = statement else {
+        return HookPermission::Missing;
+    };
+    let condition = &statement["Condition"];
+    let same = statement["Effect"] == "Allow"
+        && canonical(&statement["Action"]) == json!("lambda:InvokeFunction")
+        && canonical(&statement["Principal"]["Service"]) == json!("iot.amazonaws.com")
+        && condition["ArnLike"]["AWS:SourceArn"] == template_arn
+        && condition["StringEquals"]["AWS:SourceAccount"] == account;
+    if same {
+        HookPermission::Same
+    } else {
+        HookPermission::Differs
+    }
 }
 
 /// Puts a policy-like document in a canonical form: a one-element list and its element are
@@ -407,14 +475,30 @@ mod tests {
             "no thing policy variables: {text}"
         );
         let statements = policy["Statement"].as_array().unwrap();
-        assert_eq!(
-            statements[0]["Resource"],
-            "arn:aws:iot:us-west-2:123456789012:client/gg-7*"
-        );
-        assert_eq!(
-            statements[3]["Resource"],
-            "arn:aws:iot:us-west-2:123456789012:thing/gg-7*"
-        );
+        // The device's own client ids and thing only: gg-7 must not admit gg-70.
+        let doc = crate::core::iot_policy::PolicyDocument::parse(&text).unwrap();
+        let none = Default::default();
+        let arn = |r: &str| format!("arn:aws:iot:us-west-2:123456789012:{r}");
+        for (action, resource, allowed) in [
+            ("iot:Connect", "client/gg-7", true),
+            ("iot:Connect", "client/gg-7#2", true),
+            ("iot:Connect", "client/gg-70", false),
+            ("iot:GetThingShadow", "thing/gg-7", true),
+            ("iot:GetThingShadow", "thing/gg-70", false),
+            ("iot:Publish", "topic/$aws/things/gg-7/shadow/update", true),
+            (
+                "iot:Publish",
+                "topic/$aws/things/gg-70/shadow/update",
+                false,
+            ),
+        ] {
+            let decision = doc.decide(action, &arn(resource), &none);
+            assert_eq!(
+                decision == crate::core::iot_policy::Decision::Allowed,
+                allowed,
+                "{action} {resource}"
+            );
+        }
         let wildcard: Vec<&Value> = statements.iter().filter(|s| s["Resource"] == "*").collect();
         assert_eq!(
             wildcard.len(),
@@ -426,6 +510,44 @@ mod tests {
             .unwrap()
             .starts_with("greengrass:"));
         assert!(!wildcard[0]["Action"].to_string().contains("greengrass:*"));
+    }
+
+    #[test]
+    fn hook_permission_is_read_from_the_function_policy() {
+        let template = "arn:aws:iot:us-west-2:123456789012:provisioningtemplate/T";
+        let sid = hook_permission_id("T");
+        assert_eq!(sid, "claimfab-iot-provisioning-T");
+        assert_eq!(
+            hook_permission_id("a.b").len(),
+            "claimfab-iot-provisioning-a-b".len()
+        );
+        let policy = |account: &str| {
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Sid": sid, "Effect": "Allow", "Action": "lambda:InvokeFunction",
+                "Principal": {"Service": "iot.amazonaws.com"},
+                "Resource": "arn:aws:lambda:us-west-2:123456789012:function:hook",
+                "Condition": {"ArnLike": {"AWS:SourceArn": template},
+                              "StringEquals": {"AWS:SourceAccount": account}}}]})
+            .to_string()
+        };
+        let same = policy("123456789012");
+        assert_eq!(
+            hook_permission(Some(&same), &sid, template, "123456789012"),
+            HookPermission::Same
+        );
+        let other = policy("999999999999");
+        assert_eq!(
+            hook_permission(Some(&other), &sid, template, "123456789012"),
+            HookPermission::Differs
+        );
+        assert_eq!(
+            hook_permission(None, &sid, template, "123456789012"),
+            HookPermission::Missing
+        );
+        assert_eq!(
+            hook_permission(Some("not json"), &sid, template, "123456789012"),
+            HookPermission::Missing
+        );
     }
 
     #[test]

@@ -134,12 +134,33 @@ pub enum Nucleus {
 #[serde(from = "RawGreengrassSection")]
 pub struct GreengrassSection {
     pub nucleus: Nucleus,
-    pub nucleus_version: String,
+    /// Written into the Java config only when the station sets it (see `greengrass.rs`).
+    pub nucleus_version: Option<String>,
     pub root_path: String,
     pub config_path: String,
     pub claim_certificate_path: String,
     pub claim_private_key_path: String,
     pub root_ca_path: String,
+    /// Nucleus lite only: `runWithDefault.posixUser`, the user:group components run as.
+    pub posix_user: String,
+}
+
+/// Nucleus lite's config daemon reads this file, then every regular file directly in
+/// [`LITE_CONFIG_DIR`] (in directory order, later files winning), and nothing else.
+pub const LITE_CONFIG_FILE: &str = "/etc/greengrass/config.yaml";
+/// Nucleus lite's directory of config fragments.
+pub const LITE_CONFIG_DIR: &str = "/etc/greengrass/config.d";
+/// Where claimfab puts a lite device's config by default: a fragment of its own, so the
+/// image's base config is not overwritten.
+pub const LITE_CONFIG_FRAGMENT: &str = "/etc/greengrass/config.d/claimfab.yaml";
+
+/// Whether nucleus lite reads a config file at `path`.
+pub fn lite_reads_config_at(path: &str) -> bool {
+    path == LITE_CONFIG_FILE
+        || path
+            .strip_prefix(LITE_CONFIG_DIR)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// `[greengrass]` as written, before nucleus-dependent defaults are filled in.
@@ -153,6 +174,7 @@ struct RawGreengrassSection {
     claim_certificate_path: Option<String>,
     claim_private_key_path: Option<String>,
     root_ca_path: Option<String>,
+    posix_user: Option<String>,
 }
 
 impl From<RawGreengrassSection> for GreengrassSection {
@@ -160,13 +182,13 @@ impl From<RawGreengrassSection> for GreengrassSection {
         let nucleus = raw.nucleus.unwrap_or(Nucleus::Java);
         let (root, config) = match nucleus {
             Nucleus::Java => ("/greengrass/v2", "/greengrass/v2/init-config/config.yaml"),
-            Nucleus::Lite => ("/var/lib/greengrass", "/etc/greengrass/config.yaml"),
+            Nucleus::Lite => ("/var/lib/greengrass", LITE_CONFIG_FRAGMENT),
         };
         let root_path = raw.root_path.unwrap_or_else(|| root.into());
         let under_root = |file: &str| format!("{}/{file}", root_path.trim_end_matches('/'));
         Self {
             nucleus,
-            nucleus_version: raw.nucleus_version.unwrap_or_else(|| "2.14.3".into()),
+            nucleus_version: raw.nucleus_version,
             config_path: raw.config_path.unwrap_or_else(|| config.into()),
             claim_certificate_path: raw
                 .claim_certificate_path
@@ -178,6 +200,8 @@ impl From<RawGreengrassSection> for GreengrassSection {
                 .root_ca_path
                 .unwrap_or_else(|| under_root("AmazonRootCA1.pem")),
             root_path,
+            // What lite's Debian package and fleet-provisioning guide set.
+            posix_user: raw.posix_user.unwrap_or_else(|| "ggcore:ggcore".into()),
         }
     }
 }
@@ -304,7 +328,7 @@ impl StationConfig {
             return bad("provisioning.role_alias", &p.role_alias, rule);
         }
         let g = &self.greengrass;
-        if let Err(rule) = names::check_version(&g.nucleus_version) {
+        if let Some(Err(rule)) = g.nucleus_version.as_deref().map(names::check_version) {
             return bad("greengrass.nucleus_version", &g.nucleus_version, rule);
         }
         let paths = [
@@ -324,6 +348,28 @@ impl StationConfig {
             if let Err(rule) = names::check_device_path(path) {
                 return bad(key, path, rule);
             }
+        }
+        if g.posix_user.is_empty()
+            || g.posix_user.split(':').count() > 2
+            || g.posix_user.split(':').any(|part| {
+                part.is_empty()
+                    || !part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            })
+        {
+            return bad(
+                "greengrass.posix_user",
+                &g.posix_user,
+                "give `user` or `user:group` (letters, digits, '.', '_', '-')".into(),
+            );
+        }
+        if g.nucleus == Nucleus::Lite && !lite_reads_config_at(&g.config_path) {
+            return bad(
+                "greengrass.config_path",
+                &g.config_path,
+                format!("nucleus lite reads its config only from {LITE_CONFIG_FILE} and files directly in {LITE_CONFIG_DIR}/; use one of those (default {LITE_CONFIG_FRAGMENT})"),
+            );
         }
         // Files in a bundle must not land on top of each other on the device.
         for (i, (key_a, a)) in paths.iter().enumerate().skip(1) {
@@ -491,13 +537,42 @@ mod tests {
     #[test]
     fn lite_gets_lite_default_paths() {
         let config = parse("[greengrass]\nnucleus = \"lite\"\n").unwrap();
-        assert_eq!(config.greengrass.config_path, "/etc/greengrass/config.yaml");
+        assert_eq!(
+            config.greengrass.config_path,
+            "/etc/greengrass/config.d/claimfab.yaml"
+        );
         assert_eq!(
             config.greengrass.claim_certificate_path,
             "/var/lib/greengrass/claim-certs/claim.pem.crt"
         );
         let config = parse("[greengrass]\nroot_path = \"/gg\"\n").unwrap();
         assert_eq!(config.greengrass.root_ca_path, "/gg/AmazonRootCA1.pem");
+    }
+
+    #[test]
+    fn lite_config_must_be_where_lite_reads_it() {
+        // A station copied from a Java one keeps the Java config path: lite never reads it.
+        let err = parse(
+            "[greengrass]\nnucleus = \"lite\"\nconfig_path = \"/greengrass/v2/init-config/config.yaml\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("greengrass.config_path"), "{err}");
+        assert!(err.contains("/etc/greengrass/config.d"), "{err}");
+        for ok in [
+            "/etc/greengrass/config.yaml",
+            "/etc/greengrass/config.d/line1.yaml",
+        ] {
+            let text = format!("[greengrass]\nnucleus = \"lite\"\nconfig_path = \"{ok}\"\n");
+            parse(&text).unwrap();
+        }
+        for bad in [
+            "/etc/greengrass/config.d/a/b.yaml",
+            "/etc/greengrass/config.yml",
+            "/etc/greengrass/config.d",
+        ] {
+            let text = format!("[greengrass]\nnucleus = \"lite\"\nconfig_path = \"{bad}\"\n");
+            assert!(parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

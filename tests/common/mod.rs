@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 pub const REGION: &str = "us-east-1";
 pub const CLAIM_POLICY: &str = "TestClaimPolicy";
+/// The station's default template, which the claim policy above allows.
+pub const TEMPLATE: &str = "GreengrassFleetProvisioningTemplate";
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -111,6 +113,40 @@ impl Endpoint {
             .send()
             .await
             .expect("create claim policy");
+    }
+
+    /// Creates an enabled provisioning template shaped as AWS's guide has it (ThingName and,
+    /// with `with_group`, ThingGroupName parameters; thing, named core policy, certificate),
+    /// as `claimfab batch` now checks before it creates anything.
+    pub async fn create_provisioning_template(&self, name: &str, with_group: bool) {
+        let mut parameters = serde_json::json!({
+            "ThingName": {"Type": "String"},
+            "AWS::IoT::Certificate::Id": {"Type": "String"}
+        });
+        let mut thing = serde_json::json!({"ThingName": {"Ref": "ThingName"}});
+        if with_group {
+            parameters["ThingGroupName"] = serde_json::json!({"Type": "String"});
+            thing["ThingGroups"] = serde_json::json!([{"Ref": "ThingGroupName"}]);
+        }
+        let body = serde_json::json!({
+            "Parameters": parameters,
+            "Resources": {
+                "MyThing": {"Type": "AWS::IoT::Thing", "Properties": thing},
+                "MyPolicy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "GreengrassV2IoTThingPolicy"}},
+                "MyCertificate": {"Type": "AWS::IoT::Certificate", "Properties": {
+                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "Active"}}
+            }
+        });
+        self.client()
+            .await
+            .create_provisioning_template()
+            .template_name(name)
+            .template_body(body.to_string())
+            .provisioning_role_arn("arn:aws:iam::123456789012:role/GreengrassFleetProvisioningRole")
+            .enabled(true)
+            .send()
+            .await
+            .expect("create provisioning template");
     }
 
     /// A claimfab command aimed at this endpoint through the standard AWS variables, with no
@@ -625,6 +661,7 @@ impl Fixture {
         let rt = runtime();
         if with_policy {
             rt.block_on(endpoint.create_claim_policy(CLAIM_POLICY));
+            rt.block_on(endpoint.create_provisioning_template(TEMPLATE, true));
         }
         let work = tempfile::tempdir().unwrap();
         let station = station(work.path(), station_extra);
