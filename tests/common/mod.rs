@@ -70,6 +70,62 @@ impl Endpoint {
         }
     }
 
+    /// The launcher's state directory (endpoint.json, test-ca.pem).
+    pub fn state_dir(&self) -> &Path {
+        self._state.path()
+    }
+
+    /// `host:port` of the local data plane's MQTT broker (the endpoint must have been started
+    /// with `--data-plane`).
+    pub fn data_plane_address(&self) -> String {
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.state_dir().join("endpoint.json")).unwrap(),
+        )
+        .unwrap();
+        let dp = &info["data_plane"];
+        assert!(
+            dp.is_object(),
+            "endpoint started without --data-plane: {info}"
+        );
+        format!("{}:{}", dp["host"].as_str().unwrap(), dp["port"])
+    }
+
+    /// Provisions one test device per bundle with scripts/dataplane/device.py (AWS's device
+    /// SDK, reading the bundle as `nucleus` would) and returns its JSON report per bundle.
+    pub fn provision(&self, nucleus: &str, bundles: &[PathBuf]) -> Vec<serde_json::Value> {
+        let mut cmd = Command::new(repo().join(".venv/bin/python"));
+        cmd.arg(repo().join("scripts/dataplane/device.py"))
+            .args(["--nucleus", nucleus, "--json", "--jobs", "4"])
+            .arg("--connect-to")
+            .arg(self.data_plane_address())
+            .arg("--root-ca")
+            .arg(&self.ca_cert);
+        for bundle in bundles {
+            cmd.arg("--bundle").arg(bundle);
+        }
+        let output = cmd.stdin(Stdio::null()).output().expect("run device.py");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // Reports come as devices finish; put them back in the order of `bundles`.
+        let mut by_bundle: HashMap<String, serde_json::Value> = stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|r| (r["bundle"].as_str().unwrap_or_default().to_string(), r))
+            .collect();
+        bundles
+            .iter()
+            .map(|b| {
+                by_bundle.remove(b.to_str().unwrap()).unwrap_or_else(|| {
+                    panic!(
+                        "no report for {}; stdout: {stdout}\nstderr: {}",
+                        b.display(),
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// An AWS IoT client on this endpoint, independent of claimfab's own.
     pub async fn client(&self) -> aws_sdk_iot::Client {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
