@@ -332,9 +332,7 @@ fn revoked_or_detached_claims_are_refused() {
 #[test]
 fn least_privilege_policy_too_long_for_the_thing_names_is_refused() {
     let long_prefix = "x".repeat(120);
-    let line = Line::new(&format!(
-        "[setup]\ncore_policy_variant = \"least-privilege\"\n"
-    ));
+    let line = Line::new("[setup]\ncore_policy_variant = \"least-privilege\"\n");
     // Short names fit and provision.
     let (rows, bundles) = line.batch("short", 1, "device");
     let report = &line.endpoint.provision("java", &bundles)[0];
