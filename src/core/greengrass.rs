@@ -113,6 +113,9 @@ struct LiteNucleusService<'a> {
     configuration: LiteNucleusConfig<'a>,
 }
 
+/// The longest subject CN OpenSSL puts in a CSR (X.520 ub-common-name).
+const MAX_CSR_COMMON_NAME: usize = 64;
+
 /// The port of the Greengrass data plane on a lite device, as lite's guide and Debian
 /// package set it.
 const LITE_DATA_PLANE_PORT: &str = "8443";
@@ -125,7 +128,10 @@ struct LiteProvisioningConfig<'a> {
     root_ca_path: &'a str,
     claim_key_path: &'a str,
     claim_cert_path: &'a str,
-    csr_common_name: &'a str,
+    /// Only for thing names OpenSSL takes as a CN (at most 64 characters); for longer ones
+    /// lite's own default applies (lite would otherwise send a CSR with no subject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csr_common_name: Option<&'a str>,
     template_name: &'a str,
     template_params: BTreeMap<&'static str, &'a str>,
 }
@@ -192,7 +198,8 @@ impl ProvisioningTarget {
                             root_ca_path: &g.root_ca_path,
                             claim_key_path: &g.claim_private_key_path,
                             claim_cert_path: &g.claim_certificate_path,
-                            csr_common_name: thing_name,
+                            csr_common_name: Some(thing_name)
+                                .filter(|name| name.len() <= MAX_CSR_COMMON_NAME),
                             template_name: &self.template,
                             template_params: self.template_parameters(thing_name),
                         },
@@ -217,19 +224,7 @@ mod tests {
             role_alias: "GreengrassCoreTokenExchangeRoleAlias".into(),
             template: "GreengrassFleetProvisioningTemplate".into(),
             thing_group: Some("LineOne".into()),
-            // The station's defaults for this nucleus, as a station file would get them.
-            greengrass: crate::core::station::StationConfig::parse(
-                &format!(
-                    "[greengrass]\nnucleus = \"{}\"\n",
-                    match nucleus {
-                        Nucleus::Java => "java",
-                        Nucleus::Lite => "lite",
-                    }
-                ),
-                std::path::Path::new("test.toml"),
-            )
-            .unwrap()
-            .greengrass,
+            greengrass: GreengrassSection::defaults_for(nucleus),
         }
     }
 
@@ -364,6 +359,20 @@ mod tests {
         assert!(doc["system"].get("certificateFilePath").is_none());
         // Lite reads each config file into an 8 KiB buffer.
         assert!(yaml.len() < 8192);
+    }
+
+    #[test]
+    fn lite_csr_common_name_only_when_openssl_takes_it() {
+        let fp = |name: &str| -> Value {
+            let doc: Value =
+                serde_yaml_ng::from_str(&target(Nucleus::Lite).render_config(name)).unwrap();
+            doc["services"]["aws.greengrass.fleet_provisioning"]["configuration"].clone()
+        };
+        assert_eq!(
+            fp(&"a".repeat(64))["csrCommonName"].as_str().map(str::len),
+            Some(64)
+        );
+        assert!(fp(&"a".repeat(65)).get("csrCommonName").is_none());
     }
 
     #[test]

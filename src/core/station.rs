@@ -206,6 +206,17 @@ impl From<RawGreengrassSection> for GreengrassSection {
     }
 }
 
+impl GreengrassSection {
+    /// The defaults a station gets for `nucleus`.
+    pub fn defaults_for(nucleus: Nucleus) -> Self {
+        RawGreengrassSection {
+            nucleus: Some(nucleus),
+            ..RawGreengrassSection::default()
+        }
+        .into()
+    }
+}
+
 impl Default for GreengrassSection {
     fn default() -> Self {
         RawGreengrassSection::default().into()
@@ -362,6 +373,15 @@ impl StationConfig {
                 "greengrass.posix_user",
                 &g.posix_user,
                 "give `user` or `user:group` (letters, digits, '.', '_', '-')".into(),
+            );
+        }
+        if g.nucleus == Nucleus::Java
+            && !(g.config_path.ends_with(".yaml") || g.config_path.ends_with(".yml"))
+        {
+            return bad(
+                "greengrass.config_path",
+                &g.config_path,
+                "the Java nucleus reads an --init-config as YAML only when its name ends in .yaml or .yml".into(),
             );
         }
         if g.nucleus == Nucleus::Lite && !lite_reads_config_at(&g.config_path) {
@@ -558,6 +578,9 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("greengrass.config_path"), "{err}");
         assert!(err.contains("/etc/greengrass/config.d"), "{err}");
+        let err =
+            parse("[greengrass]\nconfig_path = \"/greengrass/v2/config.YAML\"\n").unwrap_err();
+        assert!(err.contains(".yaml or .yml"), "{err}");
         for ok in [
             "/etc/greengrass/config.yaml",
             "/etc/greengrass/config.d/line1.yaml",

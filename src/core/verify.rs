@@ -14,6 +14,7 @@ use crate::core::bundle::{zip_path, AMAZON_ROOT_CA_1};
 use crate::core::certificate::parse_certificate_pem;
 use crate::core::keys::private_key_fingerprint;
 use crate::core::manifest::ManifestRow;
+use crate::core::station::{lite_reads_config_at, LITE_CONFIG_DIR, LITE_CONFIG_FILE};
 
 /// What verifying one bundle found. No findings: the bundle is good to flash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,6 +68,77 @@ fn config_paths(doc: &Value) -> Option<ConfigPaths> {
     })
 }
 
+/// Keys each runtime refuses to provision without (the Java plugin's required keys; those
+/// nucleus lite's `fleet-provisioning` reads before it asks AWS for anything, and
+/// `iotCredEndpoint`, which it reads only after AWS has made the device's certificate).
+const JAVA_REQUIRED: [&str; 6] = [
+    "provisioningTemplate",
+    "claimCertificatePath",
+    "claimCertificatePrivateKeyPath",
+    "rootCaPath",
+    "iotDataEndpoint",
+    "rootPath",
+];
+const LITE_REQUIRED: [&str; 6] = [
+    "claimCertPath",
+    "claimKeyPath",
+    "rootCaPath",
+    "templateName",
+    "iotDataEndpoint",
+    "iotCredEndpoint",
+];
+
+/// Nucleus lite reads each config file into an 8 KiB buffer and silently cuts the rest.
+const LITE_CONFIG_FILE_LIMIT: usize = 8192;
+
+/// What the runtime would do wrong with the config at zip entry `entry`: the rules `batch`
+/// applies when it writes configs, checked again offline.
+fn config_rules(entry: &str, doc: &Value, size: usize) -> Vec<String> {
+    let mut findings = Vec::new();
+    let services = &doc["services"];
+    let device_path = format!("/{entry}");
+    if let Some(c) = services["aws.greengrass.FleetProvisioningByClaim"].get("configuration") {
+        for key in JAVA_REQUIRED {
+            if text(c, key).is_none() {
+                findings.push(format!("Java config {device_path} lacks {key}: the nucleus would run without provisioning"));
+            }
+        }
+        for old in ["certPath", "keyPath"] {
+            if text(c, old).is_some() {
+                findings.push(format!("Java config {device_path} uses {old}, a name the plugin ignores since 2025 (certificatePath/privateKeyPath)"));
+            }
+        }
+        return findings;
+    }
+    let c = &services["aws.greengrass.fleet_provisioning"]["configuration"];
+    if !lite_reads_config_at(&device_path) {
+        findings.push(format!("nucleus lite never reads a config at {device_path} (only {LITE_CONFIG_FILE} and files in {LITE_CONFIG_DIR}/)"));
+    }
+    if size > LITE_CONFIG_FILE_LIMIT {
+        findings.push(format!("lite config {device_path} is {size} bytes; nucleus lite reads only the first {LITE_CONFIG_FILE_LIMIT}"));
+    }
+    // Lite's keys are case-sensitive and its readers take strings only.
+    for key in LITE_REQUIRED {
+        if c.get(key).and_then(Value::as_str).is_none() {
+            findings.push(format!(
+                "lite config {device_path} lacks {key} as a string: fleet-provisioning would fail"
+            ));
+        }
+    }
+    if !c.get("templateParams").is_some_and(Value::is_mapping) {
+        findings.push(format!(
+            "lite config {device_path}: templateParams must be a map"
+        ));
+    }
+    if doc["system"]
+        .get("certificateFilePath")
+        .is_some_and(|v| v.as_str() != Some(""))
+    {
+        findings.push(format!("lite config {device_path} sets system.certificateFilePath: fleet-provisioning would skip provisioning"));
+    }
+    findings
+}
+
 /// Checks one bundle. `expected` is its manifest row, when there is a manifest.
 pub fn check_bundle(
     zip: &[u8],
@@ -93,10 +165,13 @@ pub fn check_bundle(
     };
     let config = names
         .iter()
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml") || n.contains("config.d/"))
         .find_map(|n| {
-            let doc: Value = serde_yaml_ng::from_str(&read(n)?).ok()?;
-            config_paths(&doc)
+            let text = read(n)?;
+            let doc: Value = serde_yaml_ng::from_str(&text).ok()?;
+            let paths = config_paths(&doc)?;
+            check.findings.extend(config_rules(n, &doc, text.len()));
+            Some(paths)
         });
     let Some(paths) = config else {
         check
@@ -214,10 +289,7 @@ mod tests {
             role_alias: "Alias".into(),
             template: "Template".into(),
             thing_group: None,
-            greengrass: GreengrassSection {
-                nucleus,
-                ..GreengrassSection::default()
-            },
+            greengrass: GreengrassSection::defaults_for(nucleus),
         }
     }
 
@@ -249,6 +321,43 @@ mod tests {
             assert_eq!(check.findings, Vec::<String>::new(), "{nucleus:?}");
             assert_eq!(check.thing_name.as_deref(), Some("gg-S1"));
         }
+    }
+
+    #[test]
+    fn config_rules_catch_what_the_runtime_would_refuse_or_ignore() {
+        let yaml = |text: &str| -> Value { serde_yaml_ng::from_str(text).unwrap() };
+        // A lite config where lite never reads one, claiming a device certificate already.
+        let lite = target(Nucleus::Lite).render_config("gg-1");
+        let mut doc = yaml(&lite);
+        assert_eq!(
+            config_rules("etc/greengrass/config.d/claimfab.yaml", &doc, lite.len()),
+            Vec::<String>::new()
+        );
+        let found = config_rules("greengrass/v2/init-config/config.yaml", &doc, lite.len());
+        assert!(
+            found[0].contains("never reads a config at /greengrass/v2/init-config/config.yaml"),
+            "{found:?}"
+        );
+        doc["system"]["certificateFilePath"] = Value::from("/var/lib/greengrass/device.pem");
+        doc["services"]["aws.greengrass.fleet_provisioning"]["configuration"]["templateParams"] =
+            Value::from("x");
+        let found = config_rules("etc/greengrass/config.yaml", &doc, 9000);
+        assert_eq!(found.len(), 3, "{found:?}");
+        // A Java config without a required key and with a pre-2025 name.
+        let java = target(Nucleus::Java).render_config("gg-1");
+        let mut doc = yaml(&java);
+        let c = &mut doc["services"]["aws.greengrass.FleetProvisioningByClaim"]["configuration"];
+        c.as_mapping_mut().unwrap().remove("rootPath");
+        c["certPath"] = Value::from("/x");
+        let found = config_rules("greengrass/v2/init-config/config.yaml", &doc, java.len());
+        assert!(
+            found.iter().any(|f| f.contains("lacks rootPath")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|f| f.contains("uses certPath")),
+            "{found:?}"
+        );
     }
 
     #[test]
