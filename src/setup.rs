@@ -404,75 +404,14 @@ async fn apply(
     }
 
     // 1. Token exchange role.
-    // Created roles get this ARN (path /); an existing role's own ARN wins.
-    let mut role_arn = account.iam_arn(&format!("role/{}", s.token_exchange_role));
     let trust = desired::token_exchange_trust_policy();
-    let fail = stop(
-        "iam role",
-        &s.token_exchange_role,
-        "iam:GetRole",
-        role_arn.clone(),
-    );
-    let found = match api.get_role(&s.token_exchange_role).await.map_err(fail)? {
-        None => Found::Missing,
-        Some(role) => {
-            role_arn = role.arn.clone();
-            compare_document(&role.trust_policy, &trust, "trust policy")
-        }
-    };
-    let fail = stop(
-        "iam role",
-        &s.token_exchange_role,
-        "iam:CreateRole",
-        role_arn.clone(),
-    );
-    run.settle(
-        "iam role",
-        &s.token_exchange_role,
-        found,
-        async {
-            api.create_role(&s.token_exchange_role, &trust.to_string())
-                .await
-                .map(drop)
-        },
-        api.update_trust_policy(&s.token_exchange_role, &trust.to_string()),
-    )
-    .await
-    .map_err(fail)?;
+    let role_arn = ensure_role(run, account, &s.token_exchange_role, &trust).await?;
 
     // 2. Its access policy.
-    let access_arn = account.iam_arn(&format!("policy/{}", s.token_exchange_access_policy));
     let access =
         desired::token_exchange_access_policy(&account.partition, s.artifact_bucket.as_deref());
-    let fail = stop(
-        "iam policy",
-        &s.token_exchange_access_policy,
-        "iam:GetPolicy",
-        access_arn.clone(),
-    );
-    let found = match api.get_iam_policy(&access_arn).await.map_err(fail)? {
-        None => Found::Missing,
-        Some(policy) => compare_document(&policy.document, &access, "policy document"),
-    };
-    let fail = stop(
-        "iam policy",
-        &s.token_exchange_access_policy,
-        "iam:CreatePolicy",
-        access_arn.clone(),
-    );
-    run.settle(
-        "iam policy",
-        &s.token_exchange_access_policy,
-        found,
-        async {
-            api.create_iam_policy(&s.token_exchange_access_policy, &access.to_string())
-                .await
-                .map(drop)
-        },
-        api.update_iam_policy(&access_arn, &access.to_string()),
-    )
-    .await
-    .map_err(fail)?;
+    let access_arn =
+        ensure_iam_policy(run, account, &s.token_exchange_access_policy, &access).await?;
 
     // 3. Attached to the role.
     let attachment = format!(
@@ -552,44 +491,8 @@ async fn apply(
     };
 
     // 6. Fleet provisioning role, 7. with AWSIoTThingsRegistration.
-    let mut fp_role_arn = account.iam_arn(&format!("role/{}", s.fleet_provisioning_role));
     let fp_trust = desired::fleet_provisioning_trust_policy();
-    let fail = stop(
-        "iam role",
-        &s.fleet_provisioning_role,
-        "iam:GetRole",
-        fp_role_arn.clone(),
-    );
-    let found = match api
-        .get_role(&s.fleet_provisioning_role)
-        .await
-        .map_err(fail)?
-    {
-        None => Found::Missing,
-        Some(role) => {
-            fp_role_arn = role.arn.clone();
-            compare_document(&role.trust_policy, &fp_trust, "trust policy")
-        }
-    };
-    let fail = stop(
-        "iam role",
-        &s.fleet_provisioning_role,
-        "iam:CreateRole",
-        fp_role_arn.clone(),
-    );
-    run.settle(
-        "iam role",
-        &s.fleet_provisioning_role,
-        found,
-        async {
-            api.create_role(&s.fleet_provisioning_role, &fp_trust.to_string())
-                .await
-                .map(drop)
-        },
-        api.update_trust_policy(&s.fleet_provisioning_role, &fp_trust.to_string()),
-    )
-    .await
-    .map_err(fail)?;
+    let fp_role_arn = ensure_role(run, account, &s.fleet_provisioning_role, &fp_trust).await?;
     let attachment = format!("AWSIoTThingsRegistration -> {}", s.fleet_provisioning_role);
     ensure_attached(
         run,
@@ -824,6 +727,90 @@ async fn ensure_hook_permission(
     })
     .await
     .map_err(stop("lambda:AddPermission"))
+}
+
+/// An IAM role with this trust policy; returns its ARN (an existing role's own ARN, which may
+/// have a path; else the ARN a created role gets).
+async fn ensure_role(
+    run: &mut Run<'_>,
+    account: &Account,
+    name: &str,
+    trust: &Value,
+) -> Result<String, Stop> {
+    let api = run.api;
+    let mut arn = account.iam_arn(&format!("role/{name}"));
+    let stop = |action: &'static str, arn: &str| {
+        let (name, arn) = (name.to_string(), arn.to_string());
+        move |error| Stop {
+            kind: "iam role",
+            name,
+            action,
+            resource: arn,
+            error,
+        }
+    };
+    let found = match api
+        .get_role(name)
+        .await
+        .map_err(stop("iam:GetRole", &arn))?
+    {
+        None => Found::Missing,
+        Some(role) => {
+            arn = role.arn.clone();
+            compare_document(&role.trust_policy, trust, "trust policy")
+        }
+    };
+    let text = trust.to_string();
+    run.settle(
+        "iam role",
+        name,
+        found,
+        async { api.create_role(name, &text).await.map(drop) },
+        api.update_trust_policy(name, &text),
+    )
+    .await
+    .map_err(stop("iam:CreateRole", &arn))?;
+    Ok(arn)
+}
+
+/// A customer-managed IAM policy whose default version holds `document`; returns its ARN.
+async fn ensure_iam_policy(
+    run: &mut Run<'_>,
+    account: &Account,
+    name: &str,
+    document: &Value,
+) -> Result<String, Stop> {
+    let api = run.api;
+    let arn = account.iam_arn(&format!("policy/{name}"));
+    let stop = |action: &'static str| {
+        let (name, arn) = (name.to_string(), arn.clone());
+        move |error| Stop {
+            kind: "iam policy",
+            name,
+            action,
+            resource: arn,
+            error,
+        }
+    };
+    let found = match api
+        .get_iam_policy(&arn)
+        .await
+        .map_err(stop("iam:GetPolicy"))?
+    {
+        None => Found::Missing,
+        Some(policy) => compare_document(&policy.document, document, "policy document"),
+    };
+    let text = document.to_string();
+    run.settle(
+        "iam policy",
+        name,
+        found,
+        async { api.create_iam_policy(name, &text).await.map(drop) },
+        api.update_iam_policy(&arn, &text),
+    )
+    .await
+    .map_err(stop("iam:CreatePolicy"))?;
+    Ok(arn)
 }
 
 /// An IoT policy whose default version should hold `document`.
