@@ -569,6 +569,27 @@ pub struct TemplateSpec<'a> {
     pub description: &'a str,
 }
 
+/// A Lambda function as setup compares it.
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub arn: String,
+    pub code_sha256: String,
+    pub role: String,
+    pub handler: String,
+    pub runtime: String,
+    pub timeout: i32,
+}
+
+/// The desired Lambda function.
+pub struct FunctionSpec<'a> {
+    pub name: &'a str,
+    pub package: &'a [u8],
+    pub role_arn: &'a str,
+    pub handler: &'a str,
+    pub runtime: &'a str,
+    pub timeout: i32,
+}
+
 /// Versions a policy or template may keep; the oldest non-default goes to make room.
 const MAX_VERSIONS: usize = 5;
 
@@ -983,6 +1004,83 @@ impl AccountApi {
         output
             .thing_group_arn
             .ok_or_else(|| AwsError::Uncertain("CreateThingGroup returned no ARN".into()))
+    }
+
+    /// Lambda GetFunction, or `None` when there is no function of that name.
+    pub async fn get_function(&self, name: &str) -> Result<Option<FunctionInfo>, AwsError> {
+        let output = found(
+            self.lambda
+                .get_function()
+                .function_name(name)
+                .send()
+                .await
+                .map_err(classify),
+        )?;
+        Ok(output.and_then(|o| o.configuration).map(|c| FunctionInfo {
+            arn: c.function_arn.unwrap_or_default(),
+            code_sha256: c.code_sha256.unwrap_or_default(),
+            role: c.role.unwrap_or_default(),
+            handler: c.handler.unwrap_or_default(),
+            runtime: c
+                .runtime
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_default(),
+            timeout: c.timeout.unwrap_or_default(),
+        }))
+    }
+
+    /// Lambda CreateFunction; returns the function's ARN.
+    pub async fn create_function(&self, spec: &FunctionSpec<'_>) -> Result<String, AwsError> {
+        let code = aws_sdk_lambda::types::FunctionCode::builder()
+            .zip_file(aws_sdk_lambda::primitives::Blob::new(spec.package))
+            .build();
+        let output = self
+            .lambda
+            .create_function()
+            .function_name(spec.name)
+            .runtime(aws_sdk_lambda::types::Runtime::from(spec.runtime))
+            .role(spec.role_arn)
+            .handler(spec.handler)
+            .timeout(spec.timeout)
+            .code(code)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.function_arn.unwrap_or_default())
+    }
+
+    /// Lambda UpdateFunctionCode, then UpdateFunctionConfiguration (role, handler, runtime,
+    /// timeout).
+    pub async fn update_function(&self, spec: &FunctionSpec<'_>) -> Result<(), AwsError> {
+        self.lambda
+            .update_function_code()
+            .function_name(spec.name)
+            .zip_file(aws_sdk_lambda::primitives::Blob::new(spec.package))
+            .send()
+            .await
+            .map_err(classify)?;
+        use backon::{ConstantBuilder, Retryable};
+        // Lambda refuses a configuration update while the code update is still in progress.
+        (|| async {
+            self.lambda
+                .update_function_configuration()
+                .function_name(spec.name)
+                .runtime(aws_sdk_lambda::types::Runtime::from(spec.runtime))
+                .role(spec.role_arn)
+                .handler(spec.handler)
+                .timeout(spec.timeout)
+                .send()
+                .await
+                .map_err(classify)
+        })
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::from_secs(2))
+                .with_max_times(30),
+        )
+        .when(|e| matches!(e, AwsError::Rejected(m) if m.contains("ResourceConflictException")))
+        .await?;
+        Ok(())
     }
 
     /// Lambda GetPolicy: the function's resource policy, or `None` when it has none.

@@ -295,6 +295,14 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         }
     }
 
+    if station.setup.claim_binding && spec.claim_scope == ClaimScope::Batch {
+        return Err(UserError::Flag {
+            flag: "--claim-scope",
+            value: "batch".into(),
+            problem: "this station binds claims to devices (setup.claim_binding) and its hook refuses a claim shared by a batch; use --claim-scope device".into(),
+        }
+        .into());
+    }
     preflight(&iot, &spec, &devices).await?;
     let limits = &station.limits;
     execute(&args.out, &spec, previous.is_some(), devices, limits, iot).await

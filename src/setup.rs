@@ -11,13 +11,15 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::aws::{AccountApi, AwsError, AwsSettings, EndpointKind, TemplateSpec};
+use crate::aws::{
+    AccountApi, AwsError, AwsSettings, EndpointKind, FunctionInfo, FunctionSpec, TemplateSpec,
+};
 use crate::cli::SetupArgs;
 use crate::core::names;
 use crate::core::setup::{
     self as desired, Account, HookPermission, THINGS_REGISTRATION_POLICY_ARN,
 };
-use crate::core::station::{CorePolicyVariant, StationConfig};
+use crate::core::station::{CorePolicyVariant, SetupSection, StationConfig};
 use crate::error::UserError;
 
 /// What `setup` records beside the station file (`NAME.setup.json` for `NAME.toml`).
@@ -105,6 +107,8 @@ struct Run<'a> {
     lines: Vec<Line>,
     /// Set while a drifted resource is being updated, so a failure names the update calls.
     updating: bool,
+    /// The steps in order, for what was not reached.
+    steps: Vec<(&'static str, &'static str)>,
 }
 
 /// The step at which setup stopped, with the permission it lacked.
@@ -136,6 +140,23 @@ const STEPS: [(&str, &str); 11] = [
     ("iot template", "provisioning template"),
     ("iot policy", "claim policy"),
 ];
+
+/// The claim-binding hook's steps, which come after the thing group when it is asked for.
+const CLAIM_BINDING_STEPS: [(&str, &str); 4] = [
+    ("iam role", "claim-binding hook's role"),
+    ("iam policy", "claim-binding hook's access policy"),
+    ("iam attachment", "access policy on the hook's role"),
+    ("lambda function", "claim-binding hook"),
+];
+
+/// The steps of this setup, in order.
+fn steps(claim_binding: bool) -> Vec<(&'static str, &'static str)> {
+    let mut steps = STEPS.to_vec();
+    if claim_binding {
+        steps.splice(8..8, CLAIM_BINDING_STEPS);
+    }
+    steps
+}
 
 impl Run<'_> {
     /// Decides and (unless planning) acts on one resource. `create` and `update` run only
@@ -193,7 +214,7 @@ impl Run<'_> {
         }
         if let Some(stop) = stopped {
             println!("  FAILED   {} {}: {}", stop.kind, stop.name, stop.error);
-            for (kind, what) in STEPS.iter().skip(self.lines.len() + 1) {
+            for (kind, what) in self.steps.iter().skip(self.lines.len() + 1) {
                 println!("  not yet  {kind} ({what})");
             }
         }
@@ -292,6 +313,7 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         update_drifted: args.update_drifted,
         lines: Vec::new(),
         updating: false,
+        steps: steps(station.setup.claim_binding),
     };
     let result = apply(&mut run, &station, &account).await;
     match result {
@@ -544,11 +566,17 @@ async fn apply(
         }
     };
 
+    // The claim-binding hook, when asked for: its role and policy, and the function.
+    let hook_arn = match s.claim_binding {
+        true => Some(ensure_claim_binding(run, account, s).await?),
+        false => s.pre_provisioning_hook_arn.clone(),
+    };
+
     // 9. Permission for AWS IoT to invoke the pre-provisioning hook, if any.
     let template_arn = account.iot_arn(&format!("provisioningtemplate/{}", p.template));
     ensure_hook_permission(
         run,
-        s.pre_provisioning_hook_arn.as_deref(),
+        hook_arn.as_deref(),
         &p.template,
         &template_arn,
         account,
@@ -562,7 +590,7 @@ async fn apply(
         name: &p.template,
         body: &body,
         role_arn: &fp_role_arn,
-        hook_arn: s.pre_provisioning_hook_arn.as_deref(),
+        hook_arn: hook_arn.as_deref(),
         description: &s.template_description,
     };
     let fail = stop(
@@ -811,6 +839,101 @@ async fn ensure_iam_policy(
     .await
     .map_err(stop("iam:CreatePolicy"))?;
     Ok(arn)
+}
+
+/// claimfab's claim-binding hook: an execution role that may only describe certificates and
+/// write logs, and the function with the embedded code. Returns the function's ARN.
+async fn ensure_claim_binding(
+    run: &mut Run<'_>,
+    account: &Account,
+    s: &SetupSection,
+) -> Result<String, Stop> {
+    let role = &s.claim_binding_role;
+    let role_arn = ensure_role(run, account, role, &desired::lambda_trust_policy()).await?;
+    let policy = format!("{role}Access");
+    let access = desired::claim_binding_access_policy(account, &s.claim_binding_function);
+    let policy_arn = ensure_iam_policy(run, account, &policy, &access).await?;
+    let label = format!("{policy} -> {role}");
+    ensure_attached(run, role, &policy_arn, &label, &role_arn).await?;
+
+    let package = desired::claim_binding_package();
+    let spec = FunctionSpec {
+        name: &s.claim_binding_function,
+        package: &package,
+        role_arn: &role_arn,
+        handler: desired::CLAIM_BINDING_HANDLER,
+        runtime: desired::CLAIM_BINDING_RUNTIME,
+        timeout: desired::CLAIM_BINDING_TIMEOUT_SECONDS,
+    };
+    let mut arn = format!(
+        "arn:{}:lambda:{}:{}:function:{}",
+        account.partition, account.region, account.account_id, spec.name
+    );
+    let api = run.api;
+    let stop = |action: &'static str, arn: &str| {
+        let (name, arn) = (spec.name.to_string(), arn.to_string());
+        move |error| Stop {
+            kind: "lambda function",
+            name,
+            action,
+            resource: arn,
+            error,
+        }
+    };
+    let current = api
+        .get_function(spec.name)
+        .await
+        .map_err(stop("lambda:GetFunction", &arn))?;
+    let found = match current {
+        None => Found::Missing,
+        Some(f) => {
+            arn = f.arn.clone();
+            function_differences(&f, &spec)
+        }
+    };
+    let fail = stop(
+        "lambda:CreateFunction",
+        &format!("{arn}, and iam:PassRole on {role_arn}"),
+    );
+    run.settle(
+        "lambda function",
+        spec.name,
+        found,
+        async {
+            use backon::{ConstantBuilder, Retryable};
+            // A role created seconds ago may not be assumable by Lambda yet.
+            (|| api.create_function(&spec))
+                .retry(
+                    ConstantBuilder::default()
+                        .with_delay(std::time::Duration::from_secs(5))
+                        .with_max_times(12),
+                )
+                .when(|e| matches!(e, AwsError::Rejected(m) if m.contains("cannot be assumed")))
+                .await
+                .map(drop)
+        },
+        api.update_function(&spec),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(arn)
+}
+
+/// How a deployed function differs from the desired one.
+fn function_differences(current: &FunctionInfo, spec: &FunctionSpec<'_>) -> Found {
+    let code = desired::lambda_code_sha256(spec.package);
+    let what = if current.code_sha256 != code {
+        "code differs"
+    } else if current.role != spec.role_arn {
+        "execution role differs"
+    } else if current.handler != spec.handler || current.runtime != spec.runtime {
+        "handler or runtime differs"
+    } else if current.timeout != spec.timeout {
+        "timeout differs"
+    } else {
+        return Found::Same;
+    };
+    Found::Differs(what.into())
 }
 
 /// An IoT policy whose default version should hold `document`.

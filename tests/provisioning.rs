@@ -354,3 +354,116 @@ fn least_privilege_policy_too_long_for_the_thing_names_is_refused() {
     assert!(!line.work.path().join("long").exists());
     assert_eq!(certificates_in(&line), before, "nothing created");
 }
+
+/// A bundle whose claim files were swapped for another device's: the same config (thing
+/// name), another device's claim certificate and key.
+fn with_claim_of(bundle: &PathBuf, donor: &PathBuf, out: &PathBuf) {
+    use std::io::{Read, Write};
+    let claim_files = [
+        "greengrass/v2/claim-certs/claim.pem.crt",
+        "greengrass/v2/claim-certs/claim.private.pem.key",
+    ];
+    let mut own = zip::ZipArchive::new(std::fs::File::open(bundle).unwrap()).unwrap();
+    let mut other = zip::ZipArchive::new(std::fs::File::open(donor).unwrap()).unwrap();
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+    for i in 0..own.len() {
+        let name = own.by_index(i).unwrap().name().unwrap().to_string();
+        let source = if claim_files.contains(&name.as_str()) {
+            &mut other
+        } else {
+            &mut own
+        };
+        let mut entry = source.by_name(&name).unwrap();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        let options = zip::write::SimpleFileOptions::default()
+            .unix_permissions(entry.unix_mode().unwrap_or(0o644));
+        writer.start_file(name.as_str(), options).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// With claims bound to their device, setup deploys claimfab's hook (function, least-
+/// privilege role, invoke permission for this template only); a device is admitted with its
+/// own claim and refused with another device's; a shared batch claim is refused up front.
+#[test]
+fn claims_bound_to_their_device() {
+    let line = Line::new("[setup]\nclaim_binding = true\n");
+    let (function_arn, hook_arn) = line.rt.block_on(async {
+        let iot = line.endpoint.client().await;
+        let template = iot
+            .describe_provisioning_template()
+            .template_name(TEMPLATE_NAME)
+            .send()
+            .await
+            .unwrap();
+        let hook = template
+            .pre_provisioning_hook()
+            .unwrap()
+            .target_arn()
+            .to_string();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(&line.endpoint.url)
+            .credentials_provider(aws_sdk_iot::config::Credentials::new(
+                "t", "t", None, None, "tests",
+            ))
+            .load()
+            .await;
+        let lambda = aws_sdk_lambda::Client::new(&config);
+        let function = lambda
+            .get_function()
+            .function_name("ClaimfabClaimBinding")
+            .send()
+            .await
+            .unwrap();
+        let policy = lambda
+            .get_policy()
+            .function_name("ClaimfabClaimBinding")
+            .send()
+            .await
+            .unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let statement = &policy["Statement"][0];
+        assert_eq!(statement["Principal"]["Service"], "iot.amazonaws.com");
+        assert_eq!(
+            statement["Condition"]["ArnLike"]["AWS:SourceArn"],
+            template.template_arn().unwrap()
+        );
+        let arn = function
+            .configuration()
+            .unwrap()
+            .function_arn()
+            .unwrap()
+            .to_string();
+        (arn, hook)
+    });
+    assert_eq!(hook_arn, function_arn);
+    // A second setup finds the deployed code unchanged.
+    let (code, stdout, _) = run(line
+        .endpoint
+        .claimfab()
+        .arg("setup")
+        .arg("--station")
+        .arg(&line.station));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+
+    let (rows, bundles) = line.batch("batch", 2, "device");
+    let stolen = line.work.path().join("stolen.zip");
+    with_claim_of(&bundles[1], &bundles[0], &stolen);
+    let report = &line
+        .endpoint
+        .provision("java", std::slice::from_ref(&stolen))[0];
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["stage"], "register", "{report}");
+    assert_eq!(report["status_code"], 403, "{report}");
+    let reports = line.endpoint.provision("java", &bundles);
+    line.rt
+        .block_on(assert_provisioned(&line.endpoint, &rows, &reports));
+
+    let (code, _, stderr) = run(&mut line.batch_command("shared", 2, "batch"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("setup.claim_binding"), "{stderr}");
+}

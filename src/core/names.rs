@@ -69,6 +69,16 @@ pub fn check_iam_name(name: &str, max: usize) -> Result<(), String> {
     )
 }
 
+/// Lambda function names: 1 to 64 letters, digits, hyphens and underscores.
+pub fn check_function_name(name: &str) -> Result<(), String> {
+    check_chars(
+        name,
+        64,
+        |c| c.is_ascii_alphanumeric() || "_-".contains(c),
+        "letters, digits, '_' and '-'",
+    )
+}
+
 /// S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens, starting and
 /// ending with a letter or digit.
 pub fn check_bucket_name(name: &str) -> Result<(), String> {

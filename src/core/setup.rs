@@ -79,6 +79,63 @@ pub fn fleet_provisioning_trust_policy() -> Value {
     trust_policy("iot.amazonaws.com")
 }
 
+/// Trust policy of the claim-binding hook's execution role: AWS Lambda assumes it.
+pub fn lambda_trust_policy() -> Value {
+    trust_policy("lambda.amazonaws.com")
+}
+
+/// The claim-binding hook's own permissions: read any certificate's description (to see the
+/// claim's subject) and write its function's logs. Nothing else.
+pub fn claim_binding_access_policy(account: &Account, function: &str) -> Value {
+    let p = &account.partition;
+    let (r, a) = (&account.region, &account.account_id);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:DescribeCertificate", "Resource": account.iot_arn("cert/*")},
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": format!("arn:{p}:logs:{r}:{a}:log-group:/aws/lambda/{function}*")
+            }
+        ]
+    })
+}
+
+/// The claim-binding hook's code (Python, standard library and boto3), deployed by setup.
+pub const CLAIM_BINDING_SOURCE: &str = include_str!("../hooks/claim_binding.py");
+/// Its handler, runtime and timeout (AWS gives a pre-provisioning hook 5 seconds).
+pub const CLAIM_BINDING_HANDLER: &str = "claim_binding.handler";
+pub const CLAIM_BINDING_RUNTIME: &str = "python3.12";
+pub const CLAIM_BINDING_TIMEOUT_SECONDS: i32 = 5;
+
+/// The hook's deployment package: a zip with the one module at its root, byte-for-byte the
+/// same on every run (fixed timestamp), so its SHA-256 tells whether the deployed code is
+/// this one.
+pub fn claim_binding_package() -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644);
+    zip.start_file("claim_binding.py", options)
+        .and_then(|()| {
+            zip.write_all(CLAIM_BINDING_SOURCE.as_bytes())
+                .map_err(Into::into)
+        })
+        .and_then(|()| zip.finish())
+        .expect("an in-memory zip of one file always writes")
+        .into_inner()
+}
+
+/// Lambda's `CodeSha256` of a package: base64 of its SHA-256.
+pub fn lambda_code_sha256(package: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(package))
+}
+
 /// Access policy of the token exchange role (the guide's), plus read access to the
 /// component-artifact bucket when one is named.
 pub fn token_exchange_access_policy(partition: &str, artifact_bucket: Option<&str>) -> Value {
@@ -548,6 +605,24 @@ mod tests {
             hook_permission(Some("not json"), &sid, template, "123456789012"),
             HookPermission::Missing
         );
+    }
+
+    #[test]
+    fn claim_binding_package_is_stable_and_holds_the_handler() {
+        let package = claim_binding_package();
+        assert_eq!(package, claim_binding_package(), "same bytes every run");
+        assert_eq!(lambda_code_sha256(&package).len(), 44);
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut archive.by_name("claim_binding.py").unwrap(), &mut text)
+            .unwrap();
+        assert!(text.contains("def handler("));
+        let policy = claim_binding_access_policy(&account(), "Hook").to_string();
+        assert!(
+            policy.contains("arn:aws:iot:us-west-2:123456789012:cert/*"),
+            "{policy}"
+        );
+        assert!(!policy.contains("\"iot:*\""), "{policy}");
     }
 
     #[test]

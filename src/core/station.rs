@@ -62,6 +62,11 @@ pub struct SetupSection {
     pub fleet_provisioning_role: String,
     pub template_description: String,
     pub pre_provisioning_hook_arn: Option<String>,
+    /// Deploy claimfab's claim-binding hook as the template's pre-provisioning hook.
+    pub claim_binding: bool,
+    /// Its Lambda function and execution role (the role's policy is `<role>Access`).
+    pub claim_binding_function: String,
+    pub claim_binding_role: String,
 }
 
 impl Default for SetupSection {
@@ -76,6 +81,9 @@ impl Default for SetupSection {
             fleet_provisioning_role: "GreengrassFleetProvisioningRole".into(),
             template_description: "A provisioning template for Greengrass core devices.".into(),
             pre_provisioning_hook_arn: None,
+            claim_binding: false,
+            claim_binding_function: "ClaimfabClaimBinding".into(),
+            claim_binding_role: "ClaimfabClaimBindingRole".into(),
         }
     }
 }
@@ -442,6 +450,19 @@ impl StationConfig {
                 return bad(key, value, rule);
             }
         }
+        if let Err(rule) = names::check_iam_name(&s.claim_binding_role, 57) {
+            return bad("setup.claim_binding_role", &s.claim_binding_role, rule);
+        }
+        if let Err(rule) = names::check_function_name(&s.claim_binding_function) {
+            return bad(
+                "setup.claim_binding_function",
+                &s.claim_binding_function,
+                rule,
+            );
+        }
+        if s.claim_binding && s.pre_provisioning_hook_arn.is_some() {
+            return Err("keys `setup.claim_binding` and `setup.pre_provisioning_hook_arn` both name a pre-provisioning hook: a template has one; keep one of them".into());
+        }
         if let Err(rule) = names::check_iam_name(&s.token_exchange_access_policy, 128) {
             return bad(
                 "setup.token_exchange_access_policy",
@@ -596,6 +617,17 @@ mod tests {
             let text = format!("[greengrass]\nnucleus = \"lite\"\nconfig_path = \"{bad}\"\n");
             assert!(parse(&text).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn one_pre_provisioning_hook_at_most() {
+        let err = parse("[setup]\nclaim_binding = true\npre_provisioning_hook_arn = \"arn:aws:lambda:us-east-1:123456789012:function:H\"\n").unwrap_err();
+        assert!(
+            err.contains("setup.claim_binding") && err.contains("keep one"),
+            "{err}"
+        );
+        let err = parse("[setup]\nclaim_binding_function = \"a.b\"\n").unwrap_err();
+        assert!(err.contains("setup.claim_binding_function"), "{err}");
     }
 
     #[test]
