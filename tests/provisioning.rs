@@ -403,15 +403,7 @@ fn claims_bound_to_their_device() {
             .unwrap()
             .target_arn()
             .to_string();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(&line.endpoint.url)
-            .credentials_provider(aws_sdk_iot::config::Credentials::new(
-                "t", "t", None, None, "tests",
-            ))
-            .load()
-            .await;
-        let lambda = aws_sdk_lambda::Client::new(&config);
+        let lambda = aws_sdk_lambda::Client::new(&line.endpoint.sdk_config().await);
         let function = lambda
             .get_function()
             .function_name("ClaimfabClaimBinding")

@@ -126,17 +126,21 @@ impl Endpoint {
             .collect()
     }
 
-    /// An AWS IoT client on this endpoint, independent of claimfab's own.
-    pub async fn client(&self) -> aws_sdk_iot::Client {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// SDK config for clients of any AWS service on this endpoint, independent of claimfab's.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_iot::config::Credentials::new(
                 "testing", "testing", None, None, "tests",
             ))
             .load()
-            .await;
-        aws_sdk_iot::Client::new(&config)
+            .await
+    }
+
+    /// An AWS IoT client on this endpoint, independent of claimfab's own.
+    pub async fn client(&self) -> aws_sdk_iot::Client {
+        aws_sdk_iot::Client::new(&self.sdk_config().await)
     }
 
     /// Creates the claim policy (the correct one, with create-from-csr and topicfilter).
