@@ -331,6 +331,7 @@ fn revoked_or_detached_claims_are_refused() {
 /// thing names it would exceed AWS IoT's 2048-character limit, so preflight refuses.
 #[test]
 fn least_privilege_policy_too_long_for_the_thing_names_is_refused() {
+    // Thing names gg-xxx...x00001: 128 characters, the longest AWS IoT allows.
     let long_prefix = "x".repeat(120);
     let line = Line::new("[setup]\ncore_policy_variant = \"least-privilege\"\n");
     // Short names fit and provision.
@@ -343,14 +344,14 @@ fn least_privilege_policy_too_long_for_the_thing_names_is_refused() {
         .endpoint
         .claimfab()
         .args(["batch", "--count", "2", "--first-serial"])
-        .arg(format!("{long_prefix}001"))
+        .arg(format!("{long_prefix}00001"))
         .arg("--out")
         .arg(line.work.path().join("long"))
         .arg("--station")
         .arg(&line.station));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("2048"), "{stderr}");
-    assert!(stderr.contains("(126 characters)"), "{stderr}");
+    assert!(stderr.contains("(128 characters)"), "{stderr}");
     assert!(!line.work.path().join("long").exists());
     assert_eq!(certificates_in(&line), before, "nothing created");
 }

@@ -165,7 +165,9 @@ class DataPlane:
                 "allow_anonymous false",
                 "persistence false",
                 "user root",  # stays the invoking user; only root would otherwise switch users
-                "log_dest stderr",
+                # Its own file beside the certificates: TLS handshakes that clients end (every
+                # device's disconnect) would otherwise flood the caller's stderr.
+                f"log_dest file {self.dir / 'mosquitto.log'}",
                 "log_type error",
                 "log_type warning",
                 f"plugin {plugin_path}",
@@ -196,7 +198,9 @@ class DataPlane:
         try:
             while time.monotonic() < deadline:
                 if self.broker.poll() is not None:
-                    raise DataPlaneError(f"mosquitto exited with status {self.broker.returncode} (see stderr)")
+                    raise DataPlaneError(
+                        f"mosquitto exited with status {self.broker.returncode} (see {self.dir / 'mosquitto.log'})"
+                    )
                 if self.service.poll() is not None:
                     raise DataPlaneError(f"the provisioning service exited with status {self.service.returncode}")
                 if sel.select(timeout=0.05):
