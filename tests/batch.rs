@@ -115,7 +115,7 @@ fn serials_file_lite_nucleus_and_p384_keys() {
     assert_eq!(names, ["gg-A-1", "gg-B-2", "gg-C-3"]);
     for row in rows {
         let files = unzip(&f.out.join(&row["bundle"]));
-        let (config, _) = &files["etc/greengrass/config.yaml"];
+        let (config, _) = &files["etc/greengrass/config.d/claimfab.yaml"];
         let config: serde_yaml_ng::Value = serde_yaml_ng::from_slice(config).unwrap();
         let fp = &config["services"]["aws.greengrass.fleet_provisioning"]["configuration"];
         assert_eq!(
