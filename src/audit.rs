@@ -80,7 +80,10 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         thing_names,
     };
     let (findings, activation) = reconcile(&batches, &view);
-    print!("{}", render(args.format, &findings, &activation));
+    crate::output::write(format_args!(
+        "{}",
+        render(args.format, &findings, &activation)
+    ));
     Ok(findings.is_empty())
 }
 
@@ -125,7 +128,7 @@ fn render(format: ReportFormat, findings: &[Finding], activation: &[Activation])
                     let who = if f.serial.is_empty() { "-" } else { &f.serial };
                     out.push_str(&format!(
                         "  {who:<12} {:<16} {}\n",
-                        &f.certificate_id[..f.certificate_id.len().min(16)],
+                        f.certificate_id.get(..16).unwrap_or(&f.certificate_id),
                         f.problem
                     ));
                 }

@@ -405,7 +405,7 @@ async fn stop_on_signals(batch: Arc<BatchRun>) {
 }
 
 fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) {
-    println!(
+    crate::say!(
         "batch {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
         out.display(),
         outcome.ready,
@@ -417,13 +417,13 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     for (api, calls) in batch.api_calls() {
         // A rate says something only for the per-device calls.
         if calls >= 10 {
-            println!("  {api}: {calls} calls, {:.1}/s", calls as f64 / seconds);
+            crate::say!("  {api}: {calls} calls, {:.1}/s", calls as f64 / seconds);
         } else {
-            println!("  {api}: {calls} calls");
+            crate::say!("  {api}: {calls} calls");
         }
     }
     if outcome.retired > 0 {
-        println!(
+        crate::say!(
             "  {} certificate(s) set INACTIVE (keys lost in an interrupted run, duplicates, or wrong keys); see journal.jsonl",
             outcome.retired
         );
@@ -433,12 +433,12 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
             crate::journal::SHARED_CLAIM => "the batch's shared claim certificate (every device)",
             serial => serial,
         };
-        println!("  failed {who}: {}", failure.reason);
+        crate::say!("  failed {who}: {}", failure.reason);
     }
-    println!("  manifest: {}", out.join(MANIFEST_FILE).display());
-    println!("  bundles:  {}", out.join(outdir::BUNDLES_DIR).display());
+    crate::say!("  manifest: {}", out.join(MANIFEST_FILE).display());
+    crate::say!("  bundles:  {}", out.join(outdir::BUNDLES_DIR).display());
     if outcome.interrupted || outcome.pending > 0 || !outcome.failures.is_empty() {
-        println!("  re-run the same command to finish the batch");
+        crate::say!("  re-run the same command to finish the batch");
     }
 }
 

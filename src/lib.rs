@@ -12,6 +12,7 @@ pub mod core;
 pub mod error;
 pub mod journal;
 pub mod outdir;
+pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod revoke;

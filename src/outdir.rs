@@ -139,18 +139,34 @@ impl BatchDir {
         format!("{BUNDLES_DIR}/{serial}.zip")
     }
 
-    /// Replaces `relative` with `bytes` atomically and durably, with Unix `mode`.
+    /// Replaces `relative` with `bytes` atomically and durably, with Unix `mode`. The bytes go
+    /// straight to the file, through no buffer of ours: a bundle holds a private key, and a
+    /// copy in a buffer would outlive the caller's wiped one.
     pub fn write_atomic(&self, relative: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        self.write_atomic_with(relative, mode, |file| file.write_all(bytes))
+        self.replace_file(relative, mode, |file| file.write_all(bytes))
     }
 
     /// [`Self::write_atomic`] for contents produced a piece at a time by `write` (through a
-    /// buffer), so large files are never held in memory whole.
+    /// buffer), so large files are never held in memory whole. Not for key material.
     pub fn write_atomic_with(
         &self,
         relative: &str,
         mode: u32,
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        self.replace_file(relative, mode, |file| {
+            let mut buffered = std::io::BufWriter::new(file);
+            write(&mut buffered).and_then(|()| buffered.flush())
+        })
+    }
+
+    /// Writes a temp file beside `relative` with `write`, sets `mode`, syncs it, renames it
+    /// over `relative` and syncs the directory.
+    fn replace_file(
+        &self,
+        relative: &str,
+        mode: u32,
+        write: impl FnOnce(&mut File) -> std::io::Result<()>,
     ) -> Result<()> {
         let target = self.root.join(relative);
         let dir = target.parent().unwrap_or(&self.root);
@@ -161,12 +177,7 @@ impl BatchDir {
             .prefix(".tmp-")
             .tempfile_in(dir)
             .with_context(context)?;
-        {
-            let mut buffered = std::io::BufWriter::new(temp.as_file_mut());
-            write(&mut buffered)
-                .and_then(|()| buffered.flush())
-                .with_context(context)?;
-        }
+        write(temp.as_file_mut()).with_context(context)?;
         if mode != 0o600 {
             temp.as_file()
                 .set_permissions(fs::Permissions::from_mode(mode))

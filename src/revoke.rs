@@ -90,20 +90,23 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
             .get(serial)
             .and_then(|r| r.certificate.clone())
         else {
-            println!("  skipped  {serial}: no certificate to revoke");
+            crate::say!("  skipped  {serial}: no certificate to revoke");
             continue;
         };
-        let short = &cert.certificate_id[..cert.certificate_id.len().min(16)];
+        let short = cert
+            .certificate_id
+            .get(..16)
+            .unwrap_or(&cert.certificate_id);
         let who = if shared {
             format!("all {} devices (shared certificate)", rows.len())
         } else {
             serial.clone()
         };
         match plan.revoke_one(&mut replay, serial, &cert).await? {
-            Ok(done) => println!("  ok       {who} {short}: {done}"),
+            Ok(done) => crate::say!("  ok       {who} {short}: {done}"),
             Err(e) => {
                 problems += 1;
-                println!("  FAILED   {who} {short}: {e}");
+                crate::say!("  FAILED   {who} {short}: {e}");
             }
         }
     }
@@ -117,14 +120,14 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
         }
     }
     batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&rows), 0o644)?;
-    println!(
+    crate::say!(
         "{} device(s) selected, {} failed; manifest: {}",
         if shared { rows.len() } else { selected.len() },
         problems,
         dir.join(MANIFEST_FILE).display()
     );
     if problems > 0 {
-        println!("re-run the same command to retry the failed devices");
+        crate::say!("re-run the same command to retry the failed devices");
     }
     Ok(problems == 0)
 }

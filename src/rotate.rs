@@ -53,6 +53,23 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
         None => None,
     };
     let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
+    // The new batch must not be the old one: its report would tie every certificate to itself.
+    if let (Ok(old), Ok(new)) = (
+        std::fs::canonicalize(&args.dir),
+        std::fs::canonicalize(&args.out),
+    ) {
+        if old == new {
+            return Err(UserError::Flag {
+                flag: "--out",
+                value: args.out.display().to_string(),
+                problem: format!(
+                    "is the batch being rotated ({}); give a new directory for the new batch",
+                    args.dir.display()
+                ),
+            }
+            .into());
+        }
+    }
     let limits = match &args.station {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -111,7 +128,7 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
     match batch::execute(&args.out, &old_spec, resuming, devices, &limits, iot).await? {
         BatchResult::Done => {}
         _ => {
-            println!("rotation incomplete: re-run the same command to finish the new batch");
+            crate::say!("rotation incomplete: re-run the same command to finish the new batch");
             return Ok(false);
         }
     }
@@ -141,7 +158,7 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
         })
         .await?;
         if !retired {
-            println!("some old certificates could not be retired: re-run the same command");
+            crate::say!("some old certificates could not be retired: re-run the same command");
             return Ok(false);
         }
         rotation.retired = true;
@@ -170,13 +187,13 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
         })?;
     }
     dir.write_atomic(REPORT_FILE, &writer.into_inner()?, 0o644)?;
-    println!("rotation report: {}", dir.path(REPORT_FILE).display());
+    crate::say!("rotation report: {}", dir.path(REPORT_FILE).display());
     match (rotation.retired, rotation.retire_not_before) {
-        (true, _) => println!("old certificates of {} are retired (INACTIVE)", args.dir.display()),
-        (false, Some(t)) => println!(
+        (true, _) => crate::say!("old certificates of {} are retired (INACTIVE)", args.dir.display()),
+        (false, Some(t)) => crate::say!(
             "old certificates stay active until {t}; run this command again after then to retire them"
         ),
-        (false, None) => println!(
+        (false, None) => crate::say!(
             "old certificates are still active: retire them with --retire-old once the new bundles are flashed"
         ),
     }

@@ -210,12 +210,12 @@ impl Run<'_> {
                 Outcome::WouldCreate => ("create", String::new()),
                 Outcome::WouldUpdate(what) => ("update", format!(" ({what})")),
             };
-            println!("  {word:<8} {} {}{detail}", line.kind, line.name);
+            crate::say!("  {word:<8} {} {}{detail}", line.kind, line.name);
         }
         if let Some(stop) = stopped {
-            println!("  FAILED   {} {}: {}", stop.kind, stop.name, stop.error);
+            crate::say!("  FAILED   {} {}: {}", stop.kind, stop.name, stop.error);
             for (kind, what) in self.steps.iter().skip(self.lines.len() + 1) {
-                println!("  not yet  {kind} ({what})");
+                crate::say!("  not yet  {kind} ({what})");
             }
         }
     }
@@ -301,7 +301,7 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         ))
     })?;
 
-    println!(
+    crate::say!(
         "{} fleet provisioning in account {} region {}:",
         if args.plan { "plan for" } else { "setting up" },
         account.account_id,
@@ -320,7 +320,7 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         Ok(record) => {
             run.print(None);
             if args.plan {
-                println!(
+                crate::say!(
                     "{} change(s) to make; nothing was touched (--plan)",
                     run.changes()
                 );
@@ -331,15 +331,15 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
             let path = record_path(&args.station);
             write_record(&path, &record)?;
             if run.changes() == 0 && run.drifts() == 0 {
-                println!("nothing to change: the account already matches");
+                crate::say!("nothing to change: the account already matches");
             } else if run.changes() == 0 {
-                println!("nothing changed");
+                crate::say!("nothing changed");
             } else {
-                println!("{} change(s) made", run.changes());
+                crate::say!("{} change(s) made", run.changes());
             }
-            println!("recorded ARNs and endpoints in {}", path.display());
+            crate::say!("recorded ARNs and endpoints in {}", path.display());
             if run.drifts() > 0 {
-                println!(
+                crate::say!(
                     "{} resource(s) differ from the desired setup (see DRIFT above)",
                     run.drifts()
                 );

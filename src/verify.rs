@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rayon::prelude::*;
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use crate::cli::VerifyArgs;
 use crate::core::manifest::{self, DeviceStatus};
@@ -29,10 +30,10 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         if path.is_dir() {
             reports.extend(verify_batch_dir(path, now)?);
         } else if path.is_file() {
-            let bytes = std::fs::read(path).map_err(|e| UserError::Flag {
+            let bytes = read_bundle(path).map_err(|problem| UserError::Flag {
                 flag: "verify",
                 value: path.display().to_string(),
-                problem: format!("cannot read: {e}"),
+                problem,
             })?;
             let check = check_bundle(&bytes, None, now);
             reports.push(Report {
@@ -51,13 +52,33 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
     let failed = reports.iter().filter(|r| !r.findings.is_empty()).count();
     for report in &reports {
         if report.findings.is_empty() {
-            println!("ok      {}", report.label);
+            crate::say!("ok      {}", report.label);
         } else {
-            println!("FAILED  {}: {}", report.label, report.findings.join("; "));
+            crate::say!("FAILED  {}: {}", report.label, report.findings.join("; "));
         }
     }
-    println!("{} checked, {} with findings", reports.len(), failed);
+    crate::say!("{} checked, {} with findings", reports.len(), failed);
     Ok(failed == 0)
+}
+
+/// A bundle is a few KiB; a file far larger is not one and is not read into memory.
+const MAX_BUNDLE_BYTES: u64 = 16 << 20;
+
+/// Reads a bundle file, refusing one too large to be a bundle.
+fn read_bundle(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
+    // It holds a private key: wiped when dropped.
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_BUNDLE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if bytes.len() as u64 > MAX_BUNDLE_BYTES {
+        return Err(format!(
+            "is over {MAX_BUNDLE_BYTES} bytes: not a claimfab bundle"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Checks every manifest row against its bundle, and every bundle against the manifest.
@@ -89,9 +110,9 @@ fn verify_batch_dir(dir: &Path, now: OffsetDateTime) -> Result<Vec<Report>> {
             if row.bundle.is_empty() {
                 return Report { label, findings };
             }
-            match std::fs::read(dir.join(&row.bundle)) {
+            match read_bundle(&dir.join(&row.bundle)) {
                 Ok(bytes) => findings.extend(check_bundle(&bytes, Some(row), now).findings),
-                Err(e) => findings.push(format!("{} cannot be read ({e})", row.bundle)),
+                Err(e) => findings.push(format!("{} {e}", row.bundle)),
             }
             Report { label, findings }
         })

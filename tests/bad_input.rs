@@ -263,3 +263,233 @@ fn no_region_and_unreachable_endpoint() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn station_rules_of_the_runtimes() {
+    let case = Case::new(true);
+    let out = case.out();
+    // A lite station keeping a Java config path: lite would never read the config.
+    let lite = case.write(
+        "lite.toml",
+        "[greengrass]\nnucleus = \"lite\"\nconfig_path = \"/greengrass/v2/init-config/config.yaml\"\n",
+    );
+    case.expect_rejected(
+        &args(&lite, &out, &["--count", "3"]),
+        &out,
+        &[
+            "lite.toml",
+            "greengrass.config_path",
+            "/etc/greengrass/config.d",
+        ],
+    );
+    // A Java init config the nucleus would not read as YAML.
+    let java = case.write(
+        "java.toml",
+        "[greengrass]\nconfig_path = \"/greengrass/v2/config.txt\"\n",
+    );
+    case.expect_rejected(
+        &args(&java, &out, &["--count", "3"]),
+        &out,
+        &["java.toml", "greengrass.config_path", ".yaml or .yml"],
+    );
+    // An enum value names its key.
+    let nucleus = case.write("nucleus.toml", "[greengrass]\nnucleus = \"python\"\n");
+    case.expect_rejected(
+        &args(&nucleus, &out, &["--count", "3"]),
+        &out,
+        &["nucleus.toml", "line 2", "key `greengrass.nucleus`", "java"],
+    );
+    // Two hooks for one template.
+    let hooks = case.write(
+        "hooks.toml",
+        "[setup]\nclaim_binding = true\npre_provisioning_hook_arn = \"arn:aws:lambda:us-east-1:123456789012:function:H\"\n",
+    );
+    case.expect_rejected(
+        &args(&hooks, &out, &["--count", "3"]),
+        &out,
+        &["hooks.toml", "setup.claim_binding", "keep one"],
+    );
+}
+
+#[test]
+fn template_missing_disabled_or_not_matching_is_refused() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = case.0.station.clone();
+    case.expect_rejected(
+        &args(
+            &station,
+            &out,
+            &["--count", "3", "--template", "NoSuchTemplate"],
+        ),
+        &out,
+        &["\"NoSuchTemplate\"", "does not exist", "claimfab setup"],
+    );
+    // The station names no thing group but the template needs one.
+    let no_group = case.write(
+        "nogroup.toml",
+        &format!("[provisioning]\nclaim_policy = \"{CLAIM_POLICY}\"\n"),
+    );
+    case.expect_rejected(
+        &args(&no_group, &out, &["--count", "3"]),
+        &out,
+        &["\"ThingGroupName\"", "provisioning.thing_group"],
+    );
+    case.0.rt.block_on(async {
+        case.0
+            .endpoint
+            .client()
+            .await
+            .update_provisioning_template()
+            .template_name(TEMPLATE)
+            .enabled(false)
+            .send()
+            .await
+            .unwrap();
+    });
+    case.expect_rejected(
+        &args(&station, &out, &["--count", "3"]),
+        &out,
+        &[TEMPLATE, "disabled"],
+    );
+}
+
+#[test]
+fn claim_policy_that_does_not_cover_the_template_is_refused() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = case.0.station.clone();
+    case.0.rt.block_on(
+        case.0
+            .endpoint
+            .create_provisioning_template("OtherTemplate", true),
+    );
+    case.expect_rejected(
+        &args(
+            &station,
+            &out,
+            &["--count", "3", "--template", "OtherTemplate"],
+        ),
+        &out,
+        &[
+            CLAIM_POLICY,
+            "provisioning-templates/OtherTemplate/provision/json",
+        ],
+    );
+}
+
+#[test]
+fn an_excel_serials_export_with_bom_and_crlf_works() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = case.0.station.clone();
+    let path = case.0.work.path().join("excel.csv");
+    std::fs::write(
+        &path,
+        b"\xEF\xBB\xBFserial,board\r\nSN1,rev A\r\nSN2,rev B\r\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(case.0.endpoint.claimfab().arg("batch").args(args(
+        &station,
+        &out,
+        &["--devices", path.to_str().unwrap()],
+    )));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let serials: Vec<String> = read_manifest(&out)
+        .iter()
+        .map(|r| r["serial"].clone())
+        .collect();
+    assert_eq!(serials, ["SN1", "SN2"]);
+}
+
+/// A batch directory edited by hand: each command refuses it on one line, exit 2, and
+/// changes nothing.
+#[test]
+fn hand_edited_batch_directories_are_refused() {
+    let case = Case::new(true);
+    let out = case.out();
+    let station = case.0.station.clone();
+    let (code, stdout, _) =
+        run(case
+            .0
+            .endpoint
+            .claimfab()
+            .arg("batch")
+            .args(args(&station, &out, &["--count", "2"])));
+    assert_eq!(code, 0, "{stdout}");
+    let manifest = out.join("manifest.csv");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let rows = read_manifest(&out);
+    let edits = [
+        (
+            rows[0]["bundle"].clone(),
+            "../../../etc/passwd".to_string(),
+            "bundle",
+        ),
+        (
+            rows[0]["certificate_id"].clone(),
+            "é".repeat(32),
+            "certificate_id",
+        ),
+    ];
+    for (from, to, needle) in edits {
+        std::fs::write(&manifest, original.replacen(&from, &to, 1)).unwrap();
+        for command in [
+            vec!["audit", out.to_str().unwrap()],
+            vec!["verify", out.to_str().unwrap()],
+            vec!["revoke", "--all", out.to_str().unwrap()],
+        ] {
+            let (code, _, stderr) = run(case.0.endpoint.claimfab().args(&command));
+            assert_eq!(code, 2, "{command:?}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains("line 2") && stderr.contains(needle),
+                "{stderr}"
+            );
+        }
+    }
+    std::fs::write(&manifest, &original).unwrap();
+    let statuses: Vec<String> = read_manifest(&out)
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["ready", "ready"], "nothing revoked");
+
+    // Rotating a batch into itself would tie every certificate to itself.
+    let (code, _, stderr) = run(case.0.endpoint.claimfab().args([
+        "rotate",
+        out.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--out") && stderr.contains("new directory"),
+        "{stderr}"
+    );
+    assert!(!out.join("rotation.csv").exists());
+
+    // A report into a pipe already closed (its reader, `true`, is gone by the time the audit
+    // has asked AWS) ends quietly, exit 0.
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("\"$0\" audit --format csv \"$1\" | true; exit ${PIPESTATUS[0]}")
+        .arg(env!("CARGO_BIN_EXE_claimfab"))
+        .arg(&out)
+        .envs(
+            case.0
+                .endpoint
+                .claimfab()
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k, v))),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&status.stderr).contains("panicked"));
+}

@@ -193,6 +193,14 @@ mod tests {
     }
 
     #[test]
+    fn an_excel_export_with_bom_and_crlf_works() {
+        let bytes = b"\xEF\xBB\xBFserial,board\r\nSN1,rev A\r\nSN2,rev B\r\n";
+        let devices = parse_serials_csv(bytes, &pattern("gg-{serial}")).unwrap();
+        let names: Vec<_> = devices.iter().map(|d| d.thing_name.as_str()).collect();
+        assert_eq!(names, ["gg-SN1", "gg-SN2"]);
+    }
+
+    #[test]
     fn pattern_needs_one_serial_placeholder() {
         assert!(ThingNamePattern::parse("gg-{serial}").is_ok());
         assert!(ThingNamePattern::parse("gg").is_err());

@@ -97,15 +97,75 @@ pub fn from_csv(bytes: &[u8]) -> Result<Vec<ManifestRow>, String> {
             "manifest columns are {headers:?}, expected {COLUMNS:?}"
         ));
     }
+    let headers = headers.clone();
     reader
-        .deserialize()
-        .map(|row| row.map_err(|e| e.to_string()))
+        .records()
+        .map(|record| {
+            let record = record.map_err(|e| e.to_string())?;
+            let line = record.position().map_or(0, |p| p.line());
+            let row: ManifestRow = record
+                .deserialize(Some(&headers))
+                .map_err(|e| format!("line {line}: {e}"))?;
+            check_row(&row).map_err(|problem| format!("line {line}: {problem}"))?;
+            Ok(row)
+        })
         .collect()
+}
+
+/// A manifest is data a person may have edited: fields that claimfab uses as ids and paths
+/// must have the shapes claimfab writes.
+fn check_row(row: &ManifestRow) -> Result<(), String> {
+    let hex64 = |v: &str| {
+        v.len() == 64
+            && v.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    for (column, value) in [
+        ("certificate_id", &row.certificate_id),
+        ("certificate_sha256", &row.certificate_sha256),
+        ("bundle_sha256", &row.bundle_sha256),
+    ] {
+        if !value.is_empty() && !hex64(value) {
+            return Err(format!(
+                "{column} {value:?} is not 64 lowercase hex digits; restore the manifest claimfab wrote"
+            ));
+        }
+    }
+    let bundle_ok = row.bundle.is_empty()
+        || row.bundle.strip_prefix("bundles/").is_some_and(|name| {
+            name.ends_with(".zip")
+                && !name.contains('/')
+                && !name.contains('\\')
+                && !name.starts_with('.')
+        });
+    if !bundle_ok {
+        return Err(format!(
+            "bundle {:?} is not a bundle inside the batch directory (bundles/NAME.zip); restore the manifest claimfab wrote",
+            row.bundle
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_edited_fields_are_refused_with_their_line() {
+        let good = to_csv(&[row(DeviceStatus::Ready)]);
+        from_csv(&good).unwrap();
+        let text = String::from_utf8(good).unwrap();
+        for (from, to, needle) in [
+            ("bundles/SN1.zip", "../../../etc/passwd", "bundle"),
+            ("bundles/SN1.zip", "bundles/../x.zip", "bundle"),
+            (&"ab".repeat(32)[..], "ééééééééééééééééé", "certificate_id"),
+        ] {
+            let edited = text.replacen(from, to, 1);
+            let err = from_csv(edited.as_bytes()).unwrap_err();
+            assert!(err.starts_with("line 2: ") && err.contains(needle), "{err}");
+        }
+    }
 
     fn row(status: DeviceStatus) -> ManifestRow {
         ManifestRow {

@@ -282,16 +282,44 @@ impl Default for LimitsSection {
     }
 }
 
+/// The dotted key (`section.key`) whose `key = value` line holds byte `offset` of `text`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return None;
+    }
+    let section = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 impl StationConfig {
     /// Parses and validates a station file's text; `file` only labels errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, UserError> {
         let config: StationConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let before = e.span().and_then(|span| text.get(..span.start));
+            let line = before.map(|b| b.matches('\n').count() + 1);
             // toml's message can span lines; keep the first for a one-line error.
             let message = e.message().lines().next().unwrap_or("invalid TOML").trim();
-            let location = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            let key = before
+                .and_then(|b| key_at(text, b.len()))
+                .map(|k| format!("key `{k}`: "))
+                .unwrap_or_default();
+            let location = line.map(|l| format!("line {l}: {key}")).unwrap_or_default();
             UserError::station(
                 file,
                 format!("{location}{message}; see station-config/example.toml for every key"),
@@ -571,7 +599,7 @@ mod tests {
     #[test]
     fn bad_algorithm_lists_the_allowed_values() {
         let err = parse("[keys]\nalgorithm = \"rsa\"\n").unwrap_err();
-        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("line 2: key `keys.algorithm`"), "{err}");
         assert!(err.contains("p256") && err.contains("p384"), "{err}");
     }
 

@@ -139,6 +139,9 @@ fn config_rules(entry: &str, doc: &Value, size: usize) -> Vec<String> {
     findings
 }
 
+/// The largest file a bundle holds is its config, a few KiB; anything past this is not one.
+const MAX_ENTRY_BYTES: u64 = 1 << 20;
+
 /// Checks one bundle. `expected` is its manifest row, when there is a manifest.
 pub fn check_bundle(
     zip: &[u8],
@@ -157,10 +160,20 @@ pub fn check_bundle(
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.to_string()))
         .collect();
+    let mut oversized = Vec::new();
     let mut read = |name: &str| -> Option<Zeroizing<String>> {
-        let mut entry = archive.by_name(name).ok()?;
+        let entry = archive.by_name(name).ok()?;
+        // Sizes in zip headers are the sender's word: read at most the limit, whatever they
+        // say, so a hostile zip cannot inflate into memory.
         let mut text = Zeroizing::new(String::new());
-        entry.read_to_string(&mut text).ok()?;
+        entry
+            .take(MAX_ENTRY_BYTES + 1)
+            .read_to_string(&mut text)
+            .ok()?;
+        if text.len() as u64 > MAX_ENTRY_BYTES {
+            oversized.push(name.to_string());
+            return None;
+        }
         Some(text)
     };
     let config = names
@@ -173,7 +186,14 @@ pub fn check_bundle(
             check.findings.extend(config_rules(n, &doc, text.len()));
             Some(paths)
         });
+    let too_big = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("entry {n} is over {MAX_ENTRY_BYTES} bytes: not a claimfab bundle"))
+            .collect::<Vec<_>>()
+    };
     let Some(paths) = config else {
+        check.findings.extend(too_big(&oversized));
         check
             .findings
             .push("no Greengrass config with fleet-provisioning settings in the bundle".into());
@@ -196,6 +216,7 @@ pub fn check_bundle(
     );
     let key = file("the claim key", &paths.private_key, &mut check.findings);
     let root = file("the root CA", &paths.root_ca, &mut check.findings);
+    check.findings.extend(too_big(&oversized));
 
     let parsed = certificate
         .as_ref()
@@ -408,6 +429,31 @@ mod tests {
         };
         let findings = check_bundle(&zip, Some(&row), OffsetDateTime::now_utc()).findings;
         assert_eq!(findings.len(), 3, "{findings:?}");
+    }
+
+    #[test]
+    fn an_entry_that_inflates_past_the_limit_is_not_read_whole() {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("greengrass/v2/init-config/config.yaml", options)
+            .unwrap();
+        let block = vec![b' '; 1 << 20];
+        for _ in 0..8 {
+            zip.write_all(&block).unwrap();
+        }
+        let bytes = zip.finish().unwrap().into_inner();
+        assert!(
+            bytes.len() < 64 * 1024,
+            "a small zip that inflates to 8 MiB"
+        );
+        let check = check_bundle(&bytes, None, OffsetDateTime::now_utc());
+        assert!(
+            check.findings[0].contains("is over 1048576 bytes"),
+            "{:?}",
+            check.findings
+        );
     }
 
     #[test]

@@ -1,0 +1,26 @@
+//! Standard output for reports and summaries. A closed pipe (`claimfab audit | head -1`) ends
+//! the process quietly with exit code 0, as ripgrep does, instead of a panic.
+
+use std::io::Write;
+
+/// Writes `text` to standard output and flushes it; on a broken pipe, exits 0.
+pub fn write(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        // Standard output is gone some other way: there is no one left to tell.
+        Err(_) => {}
+    }
+}
+
+/// `println!` that ends quietly on a broken pipe.
+#[macro_export]
+macro_rules! say {
+    () => {
+        $crate::output::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
