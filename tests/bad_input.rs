@@ -19,6 +19,11 @@ impl Case {
         })
     }
 
+    /// Runs `claimfab batch` with `args`: (exit code, stdout, stderr).
+    fn batch(&self, args: &[&str]) -> (i32, String, String) {
+        run(self.0.endpoint.claimfab().arg("batch").args(args))
+    }
+
     fn out(&self) -> PathBuf {
         self.0.out.clone()
     }
@@ -168,11 +173,7 @@ fn unusable_output_directories() {
     let foreign = case.0.work.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "x").unwrap();
-    let (code, _, stderr) = run(case.0.endpoint.claimfab().arg("batch").args(args(
-        &station,
-        &foreign,
-        &["--count", "3"],
-    )));
+    let (code, _, stderr) = case.batch(&args(&station, &foreign, &["--count", "3"]));
     assert_eq!(code, 2);
     assert!(stderr.contains("not empty"), "{stderr}");
     assert_eq!(
@@ -187,22 +188,10 @@ fn resuming_with_other_inputs_is_refused() {
     let case = Case::new(true);
     let out = case.out();
     let station = case.0.station.clone();
-    let (code, stdout, _) =
-        run(case
-            .0
-            .endpoint
-            .claimfab()
-            .arg("batch")
-            .args(args(&station, &out, &["--count", "3"])));
+    let (code, stdout, _) = case.batch(&args(&station, &out, &["--count", "3"]));
     assert_eq!(code, 0, "{stdout}");
     let before = std::fs::read(out.join("manifest.csv")).unwrap();
-    let (code, _, stderr) =
-        run(case
-            .0
-            .endpoint
-            .claimfab()
-            .arg("batch")
-            .args(args(&station, &out, &["--count", "4"])));
+    let (code, _, stderr) = case.batch(&args(&station, &out, &["--count", "4"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("3 devices then, 4 now") && stderr.contains("new --out"),
@@ -389,11 +378,11 @@ fn an_excel_serials_export_with_bom_and_crlf_works() {
         b"\xEF\xBB\xBFserial,board\r\nSN1,rev A\r\nSN2,rev B\r\n",
     )
     .unwrap();
-    let (code, stdout, stderr) = run(case.0.endpoint.claimfab().arg("batch").args(args(
+    let (code, stdout, stderr) = case.batch(&args(
         &station,
         &out,
         &["--devices", path.to_str().unwrap()],
-    )));
+    ));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let serials: Vec<String> = read_manifest(&out)
         .iter()
@@ -409,13 +398,7 @@ fn hand_edited_batch_directories_are_refused() {
     let case = Case::new(true);
     let out = case.out();
     let station = case.0.station.clone();
-    let (code, stdout, _) =
-        run(case
-            .0
-            .endpoint
-            .claimfab()
-            .arg("batch")
-            .args(args(&station, &out, &["--count", "2"])));
+    let (code, stdout, _) = case.batch(&args(&station, &out, &["--count", "2"]));
     assert_eq!(code, 0, "{stdout}");
     let manifest = out.join("manifest.csv");
     let original = std::fs::read_to_string(&manifest).unwrap();
