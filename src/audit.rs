@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::aws::{AwsSettings, Iot};
+use crate::aws::Iot;
 use crate::batch::BatchSpec;
 use crate::cli::{AuditArgs, ReportFormat};
 use crate::core::audit::{reconcile, Activation, AwsView, BatchManifest, Finding};
@@ -43,11 +43,7 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
             )
             .into()),
         };
-    let settings = AwsSettings {
-        region: Some(region),
-        profile: args.aws.profile.clone(),
-        endpoint_url: args.aws.endpoint_url.clone(),
-    };
+    let settings = crate::settings::aws_settings(&args.aws, None, Some(&region))?;
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;

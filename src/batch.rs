@@ -11,7 +11,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::aws::{AwsError, AwsSettings, EndpointKind, Iot};
+use crate::aws::{AwsError, EndpointKind, Iot};
 use crate::cli::{BatchArgs, ClaimScopeArg};
 use crate::core::devices::{self, ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
@@ -178,36 +178,17 @@ pub async fn preflight(iot: &Iot, spec: &BatchSpec, devices: &[Device]) -> Resul
 
 /// Runs `claimfab batch`.
 pub async fn run(args: BatchArgs) -> Result<BatchResult> {
-    let station_text = std::fs::read_to_string(&args.station).map_err(|e| {
-        UserError::station(
-            &args.station,
-            format!("cannot read: {e}; check the path passed to --station"),
-        )
-    })?;
-    let station = StationConfig::parse(&station_text, &args.station)?;
+    let station = crate::settings::read_station(&args.station)?;
     check_override(
         "--claim-policy",
         &args.claim_policy,
         names::check_policy_name,
     )?;
     check_override("--template", &args.template, names::check_template_name)?;
-    check_override("--region", &args.aws.region, names::check_region)?;
     let devices = resolve_devices(&args, &station)?;
     let existing = outdir::inspect(&args.out)?;
 
-    let settings = AwsSettings {
-        region: args
-            .aws
-            .region
-            .clone()
-            .or_else(|| station.aws.region.clone()),
-        profile: args
-            .aws
-            .profile
-            .clone()
-            .or_else(|| station.aws.profile.clone()),
-        endpoint_url: args.aws.endpoint_url.clone(),
-    };
+    let settings = crate::settings::aws_settings(&args.aws, Some(&station), None)?;
     let iot = Iot::connect(&settings, &station.limits)
         .await
         .map_err(UserError::Aws)?;

@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod revoke;
 pub mod rotate;
+pub mod settings;
 pub mod setup;
 pub mod verify;

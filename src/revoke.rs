@@ -5,12 +5,13 @@
 //! with `--claim-scope batch` has one certificate for all its devices: it is revoked whole.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::Result;
 
-use crate::aws::{AwsError, AwsSettings, Iot};
+use crate::aws::{AwsError, Iot};
 
-use crate::cli::{RevokeArgs, RevokeStatus};
+use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
 use crate::core::devices::ClaimScope;
 use crate::core::manifest::{self, DeviceStatus};
 use crate::core::station::LimitsSection;
@@ -18,16 +19,42 @@ use crate::error::UserError;
 use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
 use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
+/// What to take out of service, and how: the typed form of `claimfab revoke`'s arguments,
+/// which `rotate` also uses to retire the certificates it replaced.
+pub struct Retirement<'a> {
+    pub dir: &'a Path,
+    /// Comma-separated serials, or `None` with `all`.
+    pub devices: Option<&'a str>,
+    pub all: bool,
+    pub status: RevokeStatus,
+    pub detach: bool,
+    pub delete: bool,
+}
+
 /// Runs `claimfab revoke`; returns whether every selected device reached the asked state.
 pub async fn run(args: RevokeArgs) -> Result<bool> {
-    let dir = &args.dir;
+    let request = Retirement {
+        dir: &args.dir,
+        devices: args.devices.as_deref(),
+        all: args.all,
+        status: args.status,
+        detach: args.detach,
+        delete: args.delete,
+    };
+    retire(&request, &args.aws).await
+}
+
+/// Takes the selected certificates of a batch out of service; returns whether every one
+/// reached the asked state.
+pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<bool> {
+    let dir = args.dir;
     let (spec, mut rows) = crate::batch::read_batch_dir(dir)?;
     let shared = spec.claim_scope == ClaimScope::Batch;
-    let selected: Vec<String> = match (&args.devices, args.all) {
+    let selected: Vec<String> = match (args.devices, args.all) {
         (Some(list), false) if shared => {
             return Err(UserError::Flag {
                 flag: "--devices",
-                value: list.clone(),
+                value: list.to_string(),
                 problem: format!(
                     "{} shares one claim certificate among all its devices (--claim-scope batch), so one device cannot be revoked alone; use --all, or rotate the batch",
                     dir.display()
@@ -60,15 +87,7 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
     let status_name = if revoked { "REVOKED" } else { "INACTIVE" };
     let detach = args.detach || args.delete;
 
-    let settings = AwsSettings {
-        region: args
-            .aws
-            .region
-            .clone()
-            .or_else(|| Some(spec.target.region.clone())),
-        profile: args.aws.profile.clone(),
-        endpoint_url: args.aws.endpoint_url.clone(),
-    };
+    let settings = crate::settings::aws_settings(aws, None, Some(&spec.target.region))?;
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;

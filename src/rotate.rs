@@ -8,12 +8,12 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::aws::{AwsSettings, Iot};
+use crate::aws::Iot;
 use crate::batch::{self, BatchResult, BatchSpec};
-use crate::cli::{RevokeArgs, RevokeStatus, RotateArgs};
+use crate::cli::{RevokeStatus, RotateArgs};
 use crate::core::devices::Device;
 use crate::core::manifest::DeviceStatus;
-use crate::core::station::{LimitsSection, StationConfig};
+use crate::core::station::LimitsSection;
 use crate::error::UserError;
 use crate::outdir::{self, BatchDir, Existing, BATCH_FILE};
 
@@ -71,15 +71,7 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
         }
     }
     let limits = match &args.station {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                UserError::station(
-                    path,
-                    format!("cannot read: {e}; check the path passed to --station"),
-                )
-            })?;
-            StationConfig::parse(&text, path)?.limits
-        }
+        Some(path) => crate::settings::read_station(path)?.limits,
         None => LimitsSection::default(),
     };
     let resuming = match outdir::inspect(&args.out)? {
@@ -105,15 +97,8 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
             true
         }
     };
-    let settings = AwsSettings {
-        region: args
-            .aws
-            .region
-            .clone()
-            .or_else(|| Some(old_spec.target.region.clone())),
-        profile: args.aws.profile.clone(),
-        endpoint_url: args.aws.endpoint_url.clone(),
-    };
+    // `--station` supplies only rate limits; the rest is the old batch's.
+    let settings = crate::settings::aws_settings(&args.aws, None, Some(&old_spec.target.region))?;
     let iot = Iot::connect(&settings, &limits)
         .await
         .map_err(UserError::Aws)?;
@@ -147,16 +132,15 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
         .retire_not_before
         .is_some_and(|t| t <= OffsetDateTime::now_utc());
     if !rotation.retired && (args.retire_old || due) {
-        let retired = crate::revoke::run(RevokeArgs {
-            dir: args.dir.clone(),
+        let old = crate::revoke::Retirement {
+            dir: &args.dir,
             devices: None,
             all: true,
             status: RevokeStatus::Inactive,
             detach: false,
             delete: false,
-            aws: args.aws.clone(),
-        })
-        .await?;
+        };
+        let retired = crate::revoke::retire(&old, &args.aws).await?;
         if !retired {
             crate::say!("some old certificates could not be retired: re-run the same command");
             return Ok(false);

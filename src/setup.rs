@@ -11,11 +11,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::aws::{
-    AccountApi, AwsError, AwsSettings, EndpointKind, FunctionInfo, FunctionSpec, TemplateSpec,
-};
+use crate::aws::{AccountApi, AwsError, EndpointKind, FunctionInfo, FunctionSpec, TemplateSpec};
 use crate::cli::SetupArgs;
-use crate::core::names;
 use crate::core::setup::{
     self as desired, Account, HookPermission, THINGS_REGISTRATION_POLICY_ARN,
 };
@@ -260,33 +257,9 @@ fn compare_document(actual: &str, desired: &Value, what: &str) -> Found {
 /// Runs `claimfab setup`. Exit: 0 done (or plan printed); 1 stopped part-way or drift left
 /// in place; 2 bad input.
 pub async fn run(args: SetupArgs) -> Result<bool> {
-    let station_text = std::fs::read_to_string(&args.station).map_err(|e| {
-        UserError::station(
-            &args.station,
-            format!("cannot read: {e}; check the path passed to --station"),
-        )
-    })?;
-    let station = StationConfig::parse(&station_text, &args.station)?;
-    if let Some(region) = &args.aws.region {
-        names::check_region(region).map_err(|problem| UserError::Flag {
-            flag: "--region",
-            value: region.clone(),
-            problem,
-        })?;
-    }
-    let settings = AwsSettings {
-        region: args
-            .aws
-            .region
-            .clone()
-            .or_else(|| station.aws.region.clone()),
-        profile: args
-            .aws
-            .profile
-            .clone()
-            .or_else(|| station.aws.profile.clone()),
-        endpoint_url: args.aws.endpoint_url.clone(),
-    };
+    let station = crate::settings::read_station(&args.station)?;
+    let settings = crate::settings::aws_settings(&args.aws, Some(&station), None)?;
+
     let api = AccountApi::connect(&settings, station.limits.max_attempts)
         .await
         .map_err(UserError::Aws)?;

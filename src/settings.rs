@@ -1,0 +1,91 @@
+//! One resolution of what the commands share, so each reads them the same way: the station
+//! file (read and validated once), and the AWS settings, taken from the flag, then the
+//! station file, then the batch's own record; the SDK's standard chain (`AWS_REGION`,
+//! `AWS_PROFILE`, config files, `AWS_ENDPOINT_URL`) comes after all of them.
+
+use std::path::Path;
+
+use crate::aws::AwsSettings;
+use crate::cli::AwsArgs;
+use crate::core::names;
+use crate::core::station::StationConfig;
+use crate::error::UserError;
+
+/// Reads and validates the station file at `path` (the `--station` flag).
+pub fn read_station(path: &Path) -> Result<StationConfig, UserError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UserError::station(
+            path,
+            format!("cannot read: {e}; check the path passed to --station"),
+        )
+    })?;
+    StationConfig::parse(&text, path)
+}
+
+/// The AWS settings for a command: each from its flag, else the station's `[aws]` section,
+/// else (region only) the region the batch was made in.
+pub fn aws_settings(
+    flags: &AwsArgs,
+    station: Option<&StationConfig>,
+    batch_region: Option<&str>,
+) -> Result<AwsSettings, UserError> {
+    if let Some(region) = &flags.region {
+        names::check_region(region).map_err(|problem| UserError::Flag {
+            flag: "--region",
+            value: region.clone(),
+            problem,
+        })?;
+    }
+    let aws = station.map(|s| &s.aws);
+    Ok(AwsSettings {
+        region: flags
+            .region
+            .clone()
+            .or_else(|| aws.and_then(|a| a.region.clone()))
+            .or_else(|| batch_region.map(str::to_string)),
+        profile: flags
+            .profile
+            .clone()
+            .or_else(|| aws.and_then(|a| a.profile.clone())),
+        endpoint_url: flags.endpoint_url.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn station(text: &str) -> StationConfig {
+        StationConfig::parse(text, Path::new("s.toml")).unwrap()
+    }
+
+    #[test]
+    fn flag_then_station_then_batch() {
+        let flags = AwsArgs {
+            region: Some("eu-west-1".into()),
+            profile: None,
+            endpoint_url: Some("http://127.0.0.1:1".into()),
+        };
+        let s = station("[aws]\nregion = \"us-west-2\"\nprofile = \"line1\"\n");
+        let got = aws_settings(&flags, Some(&s), Some("ap-south-1")).unwrap();
+        assert_eq!(got.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(got.profile.as_deref(), Some("line1"));
+        assert_eq!(got.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
+        let none = AwsArgs::default();
+        let got = aws_settings(&none, Some(&s), Some("ap-south-1")).unwrap();
+        assert_eq!(got.region.as_deref(), Some("us-west-2"));
+        let got = aws_settings(&none, None, Some("ap-south-1")).unwrap();
+        assert_eq!(got.region.as_deref(), Some("ap-south-1"));
+        assert_eq!(aws_settings(&none, None, None).unwrap().region, None);
+    }
+
+    #[test]
+    fn a_bad_region_flag_is_a_user_error() {
+        let flags = AwsArgs {
+            region: Some("moon-1".into()),
+            ..AwsArgs::default()
+        };
+        let err = aws_settings(&flags, None, None).unwrap_err().to_string();
+        assert!(err.contains("--region"), "{err}");
+    }
+}
