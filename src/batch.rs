@@ -208,8 +208,8 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
 
     // Endpoints: pinned by the station, else as the batch began, else as `claimfab setup`
     // recorded them for this region, else asked of DescribeEndpoint.
-    let endpoint_url = crate::setup::endpoint_override(args.aws.endpoint_url.as_deref());
-    let recorded = crate::setup::load_record(&args.station)?
+    let endpoint_url = crate::settings::endpoint_override(args.aws.endpoint_url.as_deref());
+    let recorded = crate::settings::load_record(&args.station)?
         .filter(|r| r.region == iot.region() && r.endpoint_url == endpoint_url);
     let prev_target = previous.as_ref().map(|p| &p.target);
     let mut endpoints = Vec::new();

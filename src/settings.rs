@@ -1,9 +1,12 @@
 //! One resolution of what the commands share, so each reads them the same way: the station
-//! file (read and validated once), and the AWS settings, taken from the flag, then the
-//! station file, then the batch's own record; the SDK's standard chain (`AWS_REGION`,
-//! `AWS_PROFILE`, config files, `AWS_ENDPOINT_URL`) comes after all of them.
+//! file (read and validated once), the record `setup` leaves beside it, and the AWS
+//! settings, taken from the flag, then the station file, then the batch's own record; the
+//! SDK's standard chain (`AWS_REGION`, `AWS_PROFILE`, config files, `AWS_ENDPOINT_URL`) comes
+//! after all of them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::aws::AwsSettings;
 use crate::cli::AwsArgs;
@@ -49,6 +52,58 @@ pub fn aws_settings(
             .or_else(|| aws.and_then(|a| a.profile.clone())),
         endpoint_url: flags.endpoint_url.clone(),
     })
+}
+
+/// What `setup` records beside the station file (`NAME.setup.json` for `NAME.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupRecord {
+    /// The endpoint URL override in force (`--endpoint-url` or AWS_ENDPOINT_URL); none for
+    /// AWS itself. `batch` uses a record only under the same endpoint and region.
+    pub endpoint_url: Option<String>,
+    pub region: String,
+    pub account_id: String,
+    pub iot_data_endpoint: String,
+    pub iot_credential_endpoint: String,
+    pub token_exchange_role_arn: String,
+    pub token_exchange_access_policy_arn: String,
+    pub role_alias_arn: String,
+    /// The fleet-wide core devices' policy; none with `core_policy_variant = "least-privilege"`
+    /// (each device's policy is made by the template).
+    pub core_policy_arn: Option<String>,
+    pub fleet_provisioning_role_arn: String,
+    pub thing_group_arn: Option<String>,
+    pub template_arn: String,
+    pub claim_policy_arn: String,
+}
+
+/// The endpoint URL override in force: the flag, else AWS_ENDPOINT_URL.
+pub fn endpoint_override(flag: Option<&str>) -> Option<String> {
+    flag.map(String::from)
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|url| !url.is_empty())
+}
+
+/// Where the record of a station's setup lives.
+pub fn record_path(station: &Path) -> PathBuf {
+    station.with_extension("setup.json")
+}
+
+/// Reads the setup record beside a station file, if there is one.
+pub fn load_record(station: &Path) -> Result<Option<SetupRecord>, UserError> {
+    let path = record_path(station);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            UserError::station(
+                &path,
+                format!("unreadable ({e}); delete it and run `claimfab setup` again"),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(UserError::station(
+            &path,
+            format!("cannot read: {e}; fix its permissions"),
+        )),
+    }
 }
 
 #[cfg(test)]

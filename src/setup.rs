@@ -5,10 +5,9 @@
 //! reported as drift (updated only with `--update-drifted`). `--plan` only reads. The
 //! resolved ARNs and endpoints are recorded beside the station file for `batch`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aws::{AccountApi, AwsError, EndpointKind, FunctionInfo, FunctionSpec, TemplateSpec};
@@ -18,58 +17,7 @@ use crate::core::setup::{
 };
 use crate::core::station::{CorePolicyVariant, SetupSection, StationConfig};
 use crate::error::UserError;
-
-/// What `setup` records beside the station file (`NAME.setup.json` for `NAME.toml`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetupRecord {
-    /// The endpoint URL override in force (`--endpoint-url` or AWS_ENDPOINT_URL); none for
-    /// AWS itself. `batch` uses a record only under the same endpoint and region.
-    pub endpoint_url: Option<String>,
-    pub region: String,
-    pub account_id: String,
-    pub iot_data_endpoint: String,
-    pub iot_credential_endpoint: String,
-    pub token_exchange_role_arn: String,
-    pub token_exchange_access_policy_arn: String,
-    pub role_alias_arn: String,
-    /// The fleet-wide core devices' policy; none with `core_policy_variant = "least-privilege"`
-    /// (each device's policy is made by the template).
-    pub core_policy_arn: Option<String>,
-    pub fleet_provisioning_role_arn: String,
-    pub thing_group_arn: Option<String>,
-    pub template_arn: String,
-    pub claim_policy_arn: String,
-}
-
-/// The endpoint URL override in force: the flag, else AWS_ENDPOINT_URL.
-pub fn endpoint_override(flag: Option<&str>) -> Option<String> {
-    flag.map(String::from)
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .filter(|url| !url.is_empty())
-}
-
-/// Where the record of a station's setup lives.
-pub fn record_path(station: &Path) -> PathBuf {
-    station.with_extension("setup.json")
-}
-
-/// Reads the setup record beside a station file, if there is one.
-pub fn load_record(station: &Path) -> Result<Option<SetupRecord>, UserError> {
-    let path = record_path(station);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            UserError::station(
-                &path,
-                format!("unreadable ({e}); delete it and run `claimfab setup` again"),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(UserError::station(
-            &path,
-            format!("cannot read: {e}; fix its permissions"),
-        )),
-    }
-}
+use crate::settings::{endpoint_override, record_path, SetupRecord};
 
 /// What became of one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
