@@ -593,6 +593,21 @@ pub struct FunctionSpec<'a> {
 /// Versions a policy or template may keep; the oldest non-default goes to make room.
 const MAX_VERSIONS: usize = 5;
 
+/// The version to delete before a new one can be added: the oldest non-default one, when
+/// the policy or template already keeps the maximum. `versions` are (is default, created
+/// at, version id).
+fn version_to_drop<Id>(
+    versions: impl ExactSizeIterator<Item = (bool, Option<i64>, Option<Id>)>,
+) -> Option<Id> {
+    if versions.len() < MAX_VERSIONS {
+        return None;
+    }
+    versions
+        .filter(|(is_default, _, _)| !is_default)
+        .min_by_key(|(_, created, _)| *created)
+        .and_then(|(_, _, id)| id)
+}
+
 /// Turns NotFound into `None`.
 fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
     match result {
@@ -791,21 +806,18 @@ impl AccountApi {
             .map_err(classify)?
             .versions
             .unwrap_or_default();
-        if versions.len() >= MAX_VERSIONS {
-            if let Some(oldest) = versions
-                .iter()
-                .filter(|v| !v.is_default_version)
-                .min_by_key(|v| v.create_date.map(|d| d.secs()))
-                .and_then(|v| v.version_id.clone())
-            {
-                self.iam
-                    .delete_policy_version()
-                    .policy_arn(arn)
-                    .version_id(oldest)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-            }
+        let versions = versions.into_iter().map(|v| {
+            let created = v.create_date.map(|d| d.secs());
+            (v.is_default_version, created, v.version_id)
+        });
+        if let Some(oldest) = version_to_drop(versions) {
+            self.iam
+                .delete_policy_version()
+                .policy_arn(arn)
+                .version_id(oldest)
+                .send()
+                .await
+                .map_err(classify)?;
         }
         self.iam
             .create_policy_version()
@@ -952,21 +964,18 @@ impl AccountApi {
             .map_err(classify)?
             .policy_versions
             .unwrap_or_default();
-        if versions.len() >= MAX_VERSIONS {
-            if let Some(oldest) = versions
-                .iter()
-                .filter(|v| !v.is_default_version)
-                .min_by_key(|v| v.create_date.map(|d| d.secs()))
-                .and_then(|v| v.version_id.clone())
-            {
-                self.iot
-                    .delete_policy_version()
-                    .policy_name(name)
-                    .policy_version_id(oldest)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-            }
+        let versions = versions.into_iter().map(|v| {
+            let created = v.create_date.map(|d| d.secs());
+            (v.is_default_version, created, v.version_id)
+        });
+        if let Some(oldest) = version_to_drop(versions) {
+            self.iot
+                .delete_policy_version()
+                .policy_name(name)
+                .policy_version_id(oldest)
+                .send()
+                .await
+                .map_err(classify)?;
         }
         self.iot
             .create_policy_version()
@@ -1185,21 +1194,18 @@ impl AccountApi {
                 .map_err(classify)?
                 .versions
                 .unwrap_or_default();
-            if versions.len() >= MAX_VERSIONS {
-                if let Some(oldest) = versions
-                    .iter()
-                    .filter(|v| !v.is_default_version)
-                    .min_by_key(|v| v.creation_date.map(|d| d.secs()))
-                    .and_then(|v| v.version_id)
-                {
-                    self.iot
-                        .delete_provisioning_template_version()
-                        .template_name(spec.name)
-                        .version_id(oldest)
-                        .send()
-                        .await
-                        .map_err(classify)?;
-                }
+            let versions = versions.into_iter().map(|v| {
+                let created = v.creation_date.map(|d| d.secs());
+                (v.is_default_version, created, v.version_id)
+            });
+            if let Some(oldest) = version_to_drop(versions) {
+                self.iot
+                    .delete_provisioning_template_version()
+                    .template_name(spec.name)
+                    .version_id(oldest)
+                    .send()
+                    .await
+                    .map_err(classify)?;
             }
             self.iot
                 .create_provisioning_template_version()
@@ -1305,5 +1311,31 @@ impl Iot {
                 return Ok(names);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_non_default_version_makes_room() {
+        let v = |default, created, id: &str| (default, Some(created), Some(id.to_string()));
+        let full = vec![
+            v(false, 3, "c"),
+            v(true, 1, "a"),
+            v(false, 2, "b"),
+            v(false, 4, "d"),
+            v(false, 5, "e"),
+        ];
+        assert_eq!(
+            version_to_drop(full.clone().into_iter()).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            version_to_drop(full[..4].iter().cloned()),
+            None,
+            "room left"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The `setup` command: brings an AWS account to the fleet-provisioning setup of AWS's guide
 //! (token exchange role and its access policy, role alias, core devices' IoT policy, fleet
-//! provisioning role, thing group, provisioning template, claim policy), idempotently. Each
+//! provisioning role, thing group, claimfab's claim-binding hook when asked for, AWS IoT's
+//! permission to invoke the template's hook, provisioning template, claim policy),
+//! idempotently. Each
 //! resource is read, compared with its desired document (as JSON), and created, left, or
 //! reported as drift (updated only with `--update-drifted`). `--plan` only reads. The
 //! resolved ARNs and endpoints are recorded beside the station file for `batch`.
