@@ -331,233 +331,258 @@ impl StationConfig {
 
     /// Checks every value against AWS's naming rules and sane bounds.
     fn validate(&self) -> Result<(), String> {
-        let bad = |key: &str, value: &dyn std::fmt::Debug, rule: String| {
-            Err(format!("key `{key}` = {value:?}: {rule}"))
-        };
-        if let Some(region) = &self.aws.region {
-            if let Err(rule) = names::check_region(region) {
-                return bad("aws.region", region, rule);
-            }
+        self.validate_aws()?;
+        self.validate_provisioning()?;
+        self.greengrass.validate()?;
+        self.limits.validate()?;
+        self.setup.validate()
+    }
+
+    fn validate_aws(&self) -> Result<(), String> {
+        let a = &self.aws;
+        if let Some(region) = &a.region {
+            check("aws.region", region, names::check_region(region))?;
         }
         for (key, value) in [
-            ("aws.iot_data_endpoint", &self.aws.iot_data_endpoint),
-            (
-                "aws.iot_credential_endpoint",
-                &self.aws.iot_credential_endpoint,
-            ),
+            ("aws.iot_data_endpoint", &a.iot_data_endpoint),
+            ("aws.iot_credential_endpoint", &a.iot_credential_endpoint),
         ] {
             if let Some(host) = value {
-                if let Err(rule) = names::check_hostname(host) {
-                    return bad(key, host, rule);
-                }
+                check(key, host, names::check_hostname(host))?;
             }
-        }
-        let p = &self.provisioning;
-        if let Err(rule) = names::check_policy_name(&p.claim_policy) {
-            return bad("provisioning.claim_policy", &p.claim_policy, rule);
-        }
-        if let Err(rule) = names::check_template_name(&p.template) {
-            return bad("provisioning.template", &p.template, rule);
-        }
-        if let Err(rule) = ThingNamePattern::parse(&p.thing_name_pattern) {
-            return bad(
-                "provisioning.thing_name_pattern",
-                &p.thing_name_pattern,
-                rule,
-            );
-        }
-        if let Some(group) = &p.thing_group {
-            if let Err(rule) = names::check_thing_name(group) {
-                return bad("provisioning.thing_group", group, rule);
-            }
-        }
-        if let Err(rule) = names::check_role_alias(&p.role_alias) {
-            return bad("provisioning.role_alias", &p.role_alias, rule);
-        }
-        let g = &self.greengrass;
-        if let Some(Err(rule)) = g.nucleus_version.as_deref().map(names::check_version) {
-            return bad("greengrass.nucleus_version", &g.nucleus_version, rule);
-        }
-        let paths = [
-            ("greengrass.root_path", &g.root_path),
-            ("greengrass.config_path", &g.config_path),
-            (
-                "greengrass.claim_certificate_path",
-                &g.claim_certificate_path,
-            ),
-            (
-                "greengrass.claim_private_key_path",
-                &g.claim_private_key_path,
-            ),
-            ("greengrass.root_ca_path", &g.root_ca_path),
-        ];
-        for (key, path) in paths {
-            if let Err(rule) = names::check_device_path(path) {
-                return bad(key, path, rule);
-            }
-        }
-        if g.posix_user.is_empty()
-            || g.posix_user.split(':').count() > 2
-            || g.posix_user.split(':').any(|part| {
-                part.is_empty()
-                    || !part
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            })
-        {
-            return bad(
-                "greengrass.posix_user",
-                &g.posix_user,
-                "give `user` or `user:group` (letters, digits, '.', '_', '-')".into(),
-            );
-        }
-        if g.nucleus == Nucleus::Java
-            && !(g.config_path.ends_with(".yaml") || g.config_path.ends_with(".yml"))
-        {
-            return bad(
-                "greengrass.config_path",
-                &g.config_path,
-                "the Java nucleus reads an --init-config as YAML only when its name ends in .yaml or .yml".into(),
-            );
-        }
-        if g.nucleus == Nucleus::Lite && !lite_reads_config_at(&g.config_path) {
-            return bad(
-                "greengrass.config_path",
-                &g.config_path,
-                format!("nucleus lite reads its config only from {LITE_CONFIG_FILE} and files directly in {LITE_CONFIG_DIR}/; use one of those (default {LITE_CONFIG_FRAGMENT})"),
-            );
-        }
-        // Files in a bundle must not land on top of each other on the device.
-        for (i, (key_a, a)) in paths.iter().enumerate().skip(1) {
-            for (key_b, b) in paths.iter().skip(i + 1) {
-                if a == b {
-                    return Err(format!(
-                        "keys `{key_a}` and `{key_b}` are both {a:?}: each file needs its own path"
-                    ));
-                }
-            }
-        }
-        let l = &self.limits;
-        let rates = [
-            (
-                "limits.create_certificate_from_csr_per_second",
-                l.create_certificate_from_csr_per_second,
-            ),
-            (
-                "limits.attach_policy_per_second",
-                l.attach_policy_per_second,
-            ),
-            (
-                "limits.update_certificate_per_second",
-                l.update_certificate_per_second,
-            ),
-            (
-                "limits.describe_certificate_per_second",
-                l.describe_certificate_per_second,
-            ),
-            (
-                "limits.detach_policy_per_second",
-                l.detach_policy_per_second,
-            ),
-        ];
-        for (key, rate) in rates {
-            if !(1..=10_000).contains(&rate) {
-                return bad(
-                    key,
-                    &rate,
-                    "must be 1 to 10000 requests per second (your account's quota; AWS's default is 10-15)".into(),
-                );
-            }
-        }
-        let s = &self.setup;
-        for (key, value) in [
-            ("setup.token_exchange_role", &s.token_exchange_role),
-            ("setup.fleet_provisioning_role", &s.fleet_provisioning_role),
-        ] {
-            if let Err(rule) = names::check_iam_name(value, 64) {
-                return bad(key, value, rule);
-            }
-        }
-        if let Err(rule) = names::check_iam_name(&s.claim_binding_role, 57) {
-            return bad("setup.claim_binding_role", &s.claim_binding_role, rule);
-        }
-        if let Err(rule) = names::check_function_name(&s.claim_binding_function) {
-            return bad(
-                "setup.claim_binding_function",
-                &s.claim_binding_function,
-                rule,
-            );
-        }
-        if s.claim_binding && s.pre_provisioning_hook_arn.is_some() {
-            return Err("keys `setup.claim_binding` and `setup.pre_provisioning_hook_arn` both name a pre-provisioning hook: a template has one; keep one of them".into());
-        }
-        if let Err(rule) = names::check_iam_name(&s.token_exchange_access_policy, 128) {
-            return bad(
-                "setup.token_exchange_access_policy",
-                &s.token_exchange_access_policy,
-                rule,
-            );
-        }
-        if let Err(rule) = names::check_policy_name(&s.core_policy) {
-            return bad("setup.core_policy", &s.core_policy, rule);
-        }
-        if !(900..=43_200).contains(&s.credential_duration_seconds) {
-            return bad(
-                "setup.credential_duration_seconds",
-                &s.credential_duration_seconds,
-                "must be 900 to 43200 seconds (AWS IoT role alias limits)".into(),
-            );
-        }
-        if let Some(bucket) = &s.artifact_bucket {
-            if let Err(rule) = names::check_bucket_name(bucket) {
-                return bad("setup.artifact_bucket", bucket, rule);
-            }
-        }
-        if let Some(arn) = &s.pre_provisioning_hook_arn {
-            if !(arn.starts_with("arn:") && arn.contains(":lambda:") && arn.contains(":function:"))
-            {
-                return bad(
-                    "setup.pre_provisioning_hook_arn",
-                    arn,
-                    "must be a Lambda function ARN like arn:aws:lambda:REGION:ACCOUNT:function:NAME".into(),
-                );
-            }
-        }
-        if s.template_description.chars().count() > 500 {
-            return bad(
-                "setup.template_description",
-                &s.template_description.chars().count(),
-                "must be at most 500 characters".into(),
-            );
-        }
-        if !(1..=512).contains(&l.concurrency) {
-            return bad(
-                "limits.concurrency",
-                &l.concurrency,
-                "must be 1 to 512".into(),
-            );
-        }
-        if l.reconcile_after_seconds > 3600 {
-            return bad(
-                "limits.reconcile_after_seconds",
-                &l.reconcile_after_seconds,
-                "must be 0 to 3600 seconds".into(),
-            );
-        }
-        if !(1..=50).contains(&l.max_attempts) {
-            return bad(
-                "limits.max_attempts",
-                &l.max_attempts,
-                "must be 1 to 50".into(),
-            );
         }
         Ok(())
+    }
+
+    fn validate_provisioning(&self) -> Result<(), String> {
+        let p = &self.provisioning;
+        check(
+            "provisioning.claim_policy",
+            &p.claim_policy,
+            names::check_policy_name(&p.claim_policy),
+        )?;
+        check(
+            "provisioning.template",
+            &p.template,
+            names::check_template_name(&p.template),
+        )?;
+        check(
+            "provisioning.thing_name_pattern",
+            &p.thing_name_pattern,
+            ThingNamePattern::parse(&p.thing_name_pattern).map(drop),
+        )?;
+        if let Some(group) = &p.thing_group {
+            check(
+                "provisioning.thing_group",
+                group,
+                names::check_thing_name(group),
+            )?;
+        }
+        check(
+            "provisioning.role_alias",
+            &p.role_alias,
+            names::check_role_alias(&p.role_alias),
+        )
     }
 
     /// The thing-name pattern, already validated.
     pub fn thing_name_pattern(&self) -> ThingNamePattern {
         ThingNamePattern::parse(&self.provisioning.thing_name_pattern)
             .expect("validated at parse time")
+    }
+}
+
+/// `Err("key `KEY` = VALUE: RULE")` when `result` holds a broken rule.
+fn check(key: &str, value: &dyn std::fmt::Debug, result: Result<(), String>) -> Result<(), String> {
+    result.map_err(|rule| format!("key `{key}` = {value:?}: {rule}"))
+}
+
+/// `Err` naming `key` and `value` unless `ok`.
+fn require(key: &str, value: &dyn std::fmt::Debug, ok: bool, rule: &str) -> Result<(), String> {
+    check(key, value, if ok { Ok(()) } else { Err(rule.to_string()) })
+}
+
+impl GreengrassSection {
+    /// Every device path is absolute and distinct, and the config is where the nucleus
+    /// reads it.
+    fn validate(&self) -> Result<(), String> {
+        if let Some(version) = &self.nucleus_version {
+            check(
+                "greengrass.nucleus_version",
+                version,
+                names::check_version(version),
+            )?;
+        }
+        let paths = [
+            ("greengrass.root_path", &self.root_path),
+            ("greengrass.config_path", &self.config_path),
+            (
+                "greengrass.claim_certificate_path",
+                &self.claim_certificate_path,
+            ),
+            (
+                "greengrass.claim_private_key_path",
+                &self.claim_private_key_path,
+            ),
+            ("greengrass.root_ca_path", &self.root_ca_path),
+        ];
+        for (key, path) in paths {
+            check(key, path, names::check_device_path(path))?;
+        }
+        let user_part = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        require(
+            "greengrass.posix_user",
+            &self.posix_user,
+            self.posix_user.split(':').count() <= 2 && self.posix_user.split(':').all(user_part),
+            "give `user` or `user:group` (letters, digits, '.', '_', '-')",
+        )?;
+        self.validate_config_path()?;
+        // Files in a bundle must not land on top of each other on the device.
+        for (i, (key_a, a)) in paths.iter().enumerate().skip(1) {
+            if let Some((key_b, _)) = paths.iter().skip(i + 1).find(|(_, b)| b == a) {
+                return Err(format!(
+                    "keys `{key_a}` and `{key_b}` are both {a:?}: each file needs its own path"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_config_path(&self) -> Result<(), String> {
+        let path = &self.config_path;
+        match self.nucleus {
+            Nucleus::Java => require(
+                "greengrass.config_path",
+                path,
+                path.ends_with(".yaml") || path.ends_with(".yml"),
+                "the Java nucleus reads an --init-config as YAML only when its name ends in .yaml or .yml",
+            ),
+            Nucleus::Lite => require(
+                "greengrass.config_path",
+                path,
+                lite_reads_config_at(path),
+                &format!("nucleus lite reads its config only from {LITE_CONFIG_FILE} and files directly in {LITE_CONFIG_DIR}/; use one of those (default {LITE_CONFIG_FRAGMENT})"),
+            ),
+        }
+    }
+}
+
+impl LimitsSection {
+    fn validate(&self) -> Result<(), String> {
+        for (key, rate) in [
+            (
+                "limits.create_certificate_from_csr_per_second",
+                self.create_certificate_from_csr_per_second,
+            ),
+            (
+                "limits.attach_policy_per_second",
+                self.attach_policy_per_second,
+            ),
+            (
+                "limits.update_certificate_per_second",
+                self.update_certificate_per_second,
+            ),
+            (
+                "limits.describe_certificate_per_second",
+                self.describe_certificate_per_second,
+            ),
+            (
+                "limits.detach_policy_per_second",
+                self.detach_policy_per_second,
+            ),
+        ] {
+            require(
+                key,
+                &rate,
+                (1..=10_000).contains(&rate),
+                "must be 1 to 10000 requests per second (your account's quota; AWS's default is 10-15)",
+            )?;
+        }
+        require(
+            "limits.concurrency",
+            &self.concurrency,
+            (1..=512).contains(&self.concurrency),
+            "must be 1 to 512",
+        )?;
+        require(
+            "limits.reconcile_after_seconds",
+            &self.reconcile_after_seconds,
+            self.reconcile_after_seconds <= 3600,
+            "must be 0 to 3600 seconds",
+        )?;
+        require(
+            "limits.max_attempts",
+            &self.max_attempts,
+            (1..=50).contains(&self.max_attempts),
+            "must be 1 to 50",
+        )
+    }
+}
+
+impl SetupSection {
+    fn validate(&self) -> Result<(), String> {
+        for (key, value, max) in [
+            ("setup.token_exchange_role", &self.token_exchange_role, 64),
+            (
+                "setup.fleet_provisioning_role",
+                &self.fleet_provisioning_role,
+                64,
+            ),
+            ("setup.claim_binding_role", &self.claim_binding_role, 57),
+            (
+                "setup.token_exchange_access_policy",
+                &self.token_exchange_access_policy,
+                128,
+            ),
+        ] {
+            check(key, value, names::check_iam_name(value, max))?;
+        }
+        check(
+            "setup.claim_binding_function",
+            &self.claim_binding_function,
+            names::check_function_name(&self.claim_binding_function),
+        )?;
+        if self.claim_binding && self.pre_provisioning_hook_arn.is_some() {
+            return Err("keys `setup.claim_binding` and `setup.pre_provisioning_hook_arn` both name a pre-provisioning hook: a template has one; keep one of them".into());
+        }
+        check(
+            "setup.core_policy",
+            &self.core_policy,
+            names::check_policy_name(&self.core_policy),
+        )?;
+        require(
+            "setup.credential_duration_seconds",
+            &self.credential_duration_seconds,
+            (900..=43_200).contains(&self.credential_duration_seconds),
+            "must be 900 to 43200 seconds (AWS IoT role alias limits)",
+        )?;
+        if let Some(bucket) = &self.artifact_bucket {
+            check(
+                "setup.artifact_bucket",
+                bucket,
+                names::check_bucket_name(bucket),
+            )?;
+        }
+        if let Some(arn) = &self.pre_provisioning_hook_arn {
+            require(
+                "setup.pre_provisioning_hook_arn",
+                arn,
+                arn.starts_with("arn:") && arn.contains(":lambda:") && arn.contains(":function:"),
+                "must be a Lambda function ARN like arn:aws:lambda:REGION:ACCOUNT:function:NAME",
+            )?;
+        }
+        let description = self.template_description.chars().count();
+        require(
+            "setup.template_description",
+            &description,
+            description <= 500,
+            "must be at most 500 characters",
+        )
     }
 }
 
