@@ -149,51 +149,15 @@ pub fn check_bundle(
     now: OffsetDateTime,
 ) -> BundleCheck {
     let mut check = BundleCheck::default();
-    let mut archive = match zip::ZipArchive::new(Cursor::new(zip)) {
-        Ok(archive) => archive,
+    let mut bundle = match BundleReader::new(zip) {
+        Ok(bundle) => bundle,
         Err(e) => {
             check.findings.push(format!("not a readable zip ({e})"));
             return check;
         }
     };
-    let names: Vec<String> = archive
-        .file_names()
-        .filter_map(|n| n.ok().map(|n| n.to_string()))
-        .collect();
-    let mut oversized = Vec::new();
-    let mut read = |name: &str| -> Option<Zeroizing<String>> {
-        let entry = archive.by_name(name).ok()?;
-        // Sizes in zip headers are the sender's word: read at most the limit, whatever they
-        // say, so a hostile zip cannot inflate into memory.
-        let mut text = Zeroizing::new(String::new());
-        entry
-            .take(MAX_ENTRY_BYTES + 1)
-            .read_to_string(&mut text)
-            .ok()?;
-        if text.len() as u64 > MAX_ENTRY_BYTES {
-            oversized.push(name.to_string());
-            return None;
-        }
-        Some(text)
-    };
-    let config = names
-        .iter()
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml") || n.contains("config.d/"))
-        .find_map(|n| {
-            let text = read(n)?;
-            let doc: Value = serde_yaml_ng::from_str(&text).ok()?;
-            let paths = config_paths(&doc)?;
-            check.findings.extend(config_rules(n, &doc, text.len()));
-            Some(paths)
-        });
-    let too_big = |names: &[String]| {
-        names
-            .iter()
-            .map(|n| format!("entry {n} is over {MAX_ENTRY_BYTES} bytes: not a claimfab bundle"))
-            .collect::<Vec<_>>()
-    };
-    let Some(paths) = config else {
-        check.findings.extend(too_big(&oversized));
+    let Some(paths) = bundle.config(&mut check.findings) else {
+        check.findings.extend(bundle.oversized_findings());
         check
             .findings
             .push("no Greengrass config with fleet-provisioning settings in the bundle".into());
@@ -201,7 +165,7 @@ pub fn check_bundle(
     };
     check.thing_name = paths.thing_name.clone();
     let mut file = |what: &str, path: &str, findings: &mut Vec<String>| {
-        let found = read(zip_path(path));
+        let found = bundle.read(zip_path(path));
         if found.is_none() {
             findings.push(format!(
                 "the config names {what} {path} but the bundle has no such file"
@@ -216,81 +180,142 @@ pub fn check_bundle(
     );
     let key = file("the claim key", &paths.private_key, &mut check.findings);
     let root = file("the root CA", &paths.root_ca, &mut check.findings);
-    check.findings.extend(too_big(&oversized));
-
-    let parsed = certificate
-        .as_ref()
-        .and_then(|pem| match parse_certificate_pem(pem) {
-            Ok(parsed) => Some(parsed),
-            Err(e) => {
-                check.findings.push(format!("claim certificate: {e}"));
-                None
-            }
-        });
-    if let Some(cert) = &parsed {
-        check.certificate_sha256 = Some(cert.sha256.clone());
-        if cert.not_after <= now {
-            check.findings.push(format!(
-                "claim certificate expired on {}",
-                cert.not_after.date()
-            ));
-        } else if cert.not_before > now {
-            check.findings.push(format!(
-                "claim certificate is not valid before {}",
-                cert.not_before
-            ));
-        }
-        if let Some(key) = &key {
-            match private_key_fingerprint(key) {
-                None => check
-                    .findings
-                    .push("claim key is not a PKCS#8 P-256 or P-384 private key".into()),
-                Some(fingerprint) if fingerprint != cert.public_key_sha256 => check
-                    .findings
-                    .push("claim key does not match the claim certificate".into()),
-                Some(_) => {}
-            }
-        }
+    check.findings.extend(bundle.oversized_findings());
+    if let Some(pem) = &certificate {
+        check_certificate(pem, key.as_deref().map(|k| k.as_str()), now, &mut check);
     }
-    if let Some(root) = &root {
-        let amazon = parse_certificate_pem(AMAZON_ROOT_CA_1)
-            .expect("embedded CA parses")
-            .sha256;
-        if parse_certificate_pem(root).map(|c| c.sha256) != Ok(amazon) {
-            check
-                .findings
-                .push("root CA is not Amazon Root CA 1".into());
-        }
+    if root.is_some_and(|root| !is_amazon_root_ca_1(&root)) {
+        check
+            .findings
+            .push("root CA is not Amazon Root CA 1".into());
     }
     if let Some(row) = expected {
-        let sha = hex::encode(Sha256::digest(zip));
-        if sha != row.bundle_sha256 {
-            check
-                .findings
-                .push("bundle sha256 differs from the manifest (changed since it was made)".into());
-        }
-        if check
-            .certificate_sha256
-            .as_deref()
-            .is_some_and(|c| c != row.certificate_sha256)
-        {
-            check
-                .findings
-                .push("claim certificate differs from the manifest's".into());
-        }
-        if check
-            .thing_name
-            .as_deref()
-            .is_some_and(|t| t != row.thing_name)
-        {
-            check.findings.push(format!(
-                "config's ThingName {:?} differs from the manifest's {:?}",
-                check.thing_name.as_deref().unwrap_or_default(),
-                row.thing_name
-            ));
-        }
+        check_against_row(zip, row, &mut check);
     }
     check
+}
+
+/// A bundle's zip, read entry by entry with a size limit.
+struct BundleReader<'a> {
+    archive: zip::ZipArchive<Cursor<&'a [u8]>>,
+    /// Entries that were over [`MAX_ENTRY_BYTES`] and were not read.
+    oversized: Vec<String>,
+}
+
+impl<'a> BundleReader<'a> {
+    fn new(zip: &'a [u8]) -> zip::result::ZipResult<Self> {
+        Ok(Self {
+            archive: zip::ZipArchive::new(Cursor::new(zip))?,
+            oversized: Vec::new(),
+        })
+    }
+
+    /// One entry as text, wiped on drop. Sizes in zip headers are the sender's word: at
+    /// most the limit is read, whatever they say, so a hostile zip cannot inflate into
+    /// memory.
+    fn read(&mut self, name: &str) -> Option<Zeroizing<String>> {
+        let entry = self.archive.by_name(name).ok()?;
+        let mut text = Zeroizing::new(String::new());
+        entry
+            .take(MAX_ENTRY_BYTES + 1)
+            .read_to_string(&mut text)
+            .ok()?;
+        if text.len() as u64 > MAX_ENTRY_BYTES {
+            self.oversized.push(name.to_string());
+            return None;
+        }
+        Some(text)
+    }
+
+    /// The first config with fleet-provisioning settings, with the runtime's rules applied
+    /// to it (their findings go to `findings`).
+    fn config(&mut self, findings: &mut Vec<String>) -> Option<ConfigPaths> {
+        let names: Vec<String> = self
+            .archive
+            .file_names()
+            .filter_map(|n| n.ok().map(|n| n.to_string()))
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml") || n.contains("config.d/"))
+            .collect();
+        names.iter().find_map(|n| {
+            let text = self.read(n)?;
+            let doc: Value = serde_yaml_ng::from_str(&text).ok()?;
+            let paths = config_paths(&doc)?;
+            findings.extend(config_rules(n, &doc, text.len()));
+            Some(paths)
+        })
+    }
+
+    fn oversized_findings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.oversized)
+            .into_iter()
+            .map(|n| format!("entry {n} is over {MAX_ENTRY_BYTES} bytes: not a claimfab bundle"))
+            .collect()
+    }
+}
+
+/// The claim certificate is valid now, and the claim key is its key.
+fn check_certificate(pem: &str, key: Option<&str>, now: OffsetDateTime, check: &mut BundleCheck) {
+    let cert = match parse_certificate_pem(pem) {
+        Ok(cert) => cert,
+        Err(e) => {
+            check.findings.push(format!("claim certificate: {e}"));
+            return;
+        }
+    };
+    check.certificate_sha256 = Some(cert.sha256.clone());
+    if cert.not_after <= now {
+        check.findings.push(format!(
+            "claim certificate expired on {}",
+            cert.not_after.date()
+        ));
+    } else if cert.not_before > now {
+        check.findings.push(format!(
+            "claim certificate is not valid before {}",
+            cert.not_before
+        ));
+    }
+    match key.map(private_key_fingerprint) {
+        None => {}
+        Some(None) => check
+            .findings
+            .push("claim key is not a PKCS#8 P-256 or P-384 private key".into()),
+        Some(Some(fingerprint)) if fingerprint != cert.public_key_sha256 => check
+            .findings
+            .push("claim key does not match the claim certificate".into()),
+        Some(Some(_)) => {}
+    }
+}
+
+fn is_amazon_root_ca_1(pem: &str) -> bool {
+    let amazon = parse_certificate_pem(AMAZON_ROOT_CA_1)
+        .expect("embedded CA parses")
+        .sha256;
+    parse_certificate_pem(pem).map(|c| c.sha256) == Ok(amazon)
+}
+
+/// The bundle, its certificate and its thing name are the ones its manifest row names.
+fn check_against_row(zip: &[u8], row: &ManifestRow, check: &mut BundleCheck) {
+    if hex::encode(Sha256::digest(zip)) != row.bundle_sha256 {
+        check
+            .findings
+            .push("bundle sha256 differs from the manifest (changed since it was made)".into());
+    }
+    if check
+        .certificate_sha256
+        .as_deref()
+        .is_some_and(|c| c != row.certificate_sha256)
+    {
+        check
+            .findings
+            .push("claim certificate differs from the manifest's".into());
+    }
+    if let Some(thing) = check.thing_name.as_deref().filter(|t| *t != row.thing_name) {
+        let finding = format!(
+            "config's ThingName {thing:?} differs from the manifest's {:?}",
+            row.thing_name
+        );
+        check.findings.push(finding);
+    }
 }
 
 #[cfg(test)]
