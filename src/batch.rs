@@ -185,66 +185,33 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         names::check_policy_name,
     )?;
     check_override("--template", &args.template, names::check_template_name)?;
+    check_claim_scope(&args, &station)?;
     let devices = resolve_devices(&args, &station)?;
-    let existing = outdir::inspect(&args.out)?;
+    let previous = previous_spec(&args.out)?;
 
     let settings = crate::settings::aws_settings(&args.aws, Some(&station), None)?;
     let iot = Iot::connect(&settings, &station.limits)
         .await
         .map_err(UserError::Aws)?;
-    let claim_policy = args
-        .claim_policy
-        .clone()
-        .unwrap_or_else(|| station.provisioning.claim_policy.clone());
-    let previous: Option<BatchSpec> = match &existing {
-        Existing::Fresh => None,
-        Existing::Batch(text) => Some(serde_json::from_str(text).map_err(|e| {
-            UserError::output_dir(
-                &args.out,
-                format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
-            )
-        })?),
-    };
-
-    // Endpoints: pinned by the station, else as the batch began, else as `claimfab setup`
-    // recorded them for this region, else asked of DescribeEndpoint.
     let endpoint_url = crate::settings::endpoint_override(args.aws.endpoint_url.as_deref());
     let recorded = crate::settings::load_record(&args.station)?
         .filter(|r| r.region == iot.region() && r.endpoint_url == endpoint_url);
-    let prev_target = previous.as_ref().map(|p| &p.target);
-    let mut endpoints = Vec::new();
-    for (pinned, previous, recorded, kind) in [
-        (
-            &station.aws.iot_data_endpoint,
-            prev_target.map(|t| &t.iot_data_endpoint),
-            recorded.as_ref().map(|r| &r.iot_data_endpoint),
-            EndpointKind::DataAts,
-        ),
-        (
-            &station.aws.iot_credential_endpoint,
-            prev_target.map(|t| &t.iot_credential_endpoint),
-            recorded.as_ref().map(|r| &r.iot_credential_endpoint),
-            EndpointKind::CredentialProvider,
-        ),
-    ] {
-        let known = pinned.clone().or_else(|| previous.or(recorded).cloned());
-        let endpoint = match known {
-            Some(endpoint) => endpoint,
-            None => iot
-                .describe_endpoint(kind)
-                .await
-                .map_err(|e| preflight_error("DescribeEndpoint", "iot:DescribeEndpoint", e))?,
-        };
-        endpoints.push(endpoint);
-    }
-    let [iot_data_endpoint, iot_credential_endpoint]: [String; 2] =
-        endpoints.try_into().expect("two endpoints");
+    let (iot_data_endpoint, iot_credential_endpoint) = resolve_endpoints(
+        &iot,
+        &station,
+        previous.as_ref().map(|p| &p.target),
+        recorded.as_ref(),
+    )
+    .await?;
 
     let spec = BatchSpec {
         format: 1,
         device_count: devices.len(),
         devices_sha256: devices_fingerprint(&devices),
-        claim_policy: claim_policy.clone(),
+        claim_policy: args
+            .claim_policy
+            .clone()
+            .unwrap_or_else(|| station.provisioning.claim_policy.clone()),
         key_algorithm: station.keys.algorithm,
         target: ProvisioningTarget {
             region: iot.region().to_string(),
@@ -264,29 +231,86 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         },
     };
     if let Some(previous) = &previous {
-        if previous != &spec {
-            return Err(UserError::output_dir(
-                &args.out,
-                format!(
-                    "holds a batch made with other inputs ({}); re-run with the same station, devices and flags to resume, or choose a new --out",
-                    spec_difference(previous, &spec)
-                ),
-            )
-            .into());
-        }
-    }
-
-    if station.setup.claim_binding && spec.claim_scope == ClaimScope::Batch {
-        return Err(UserError::Flag {
-            flag: "--claim-scope",
-            value: "batch".into(),
-            problem: "this station binds claims to devices (setup.claim_binding) and its hook refuses a claim shared by a batch; use --claim-scope device".into(),
-        }
-        .into());
+        check_same_batch(previous, &spec, &args.out)?;
     }
     preflight(&iot, &spec, &devices).await?;
     let limits = &station.limits;
     execute(&args.out, &spec, previous.is_some(), devices, limits, iot).await
+}
+
+/// A station that binds claims to devices cannot make a claim shared by a batch.
+fn check_claim_scope(args: &BatchArgs, station: &StationConfig) -> Result<(), UserError> {
+    if station.setup.claim_binding && matches!(args.claim_scope, ClaimScopeArg::Batch) {
+        return Err(UserError::Flag {
+            flag: "--claim-scope",
+            value: "batch".into(),
+            problem: "this station binds claims to devices (setup.claim_binding) and its hook refuses a claim shared by a batch; use --claim-scope device".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The spec of the batch already in `out`, if there is one.
+fn previous_spec(out: &Path) -> Result<Option<BatchSpec>, UserError> {
+    match outdir::inspect(out)? {
+        Existing::Fresh => Ok(None),
+        Existing::Batch(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            UserError::output_dir(
+                out,
+                format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
+            )
+        }),
+    }
+}
+
+/// A batch resumes only with the inputs it began with.
+fn check_same_batch(previous: &BatchSpec, spec: &BatchSpec, out: &Path) -> Result<(), UserError> {
+    if previous == spec {
+        return Ok(());
+    }
+    Err(UserError::output_dir(
+        out,
+        format!(
+            "holds a batch made with other inputs ({}); re-run with the same station, devices and flags to resume, or choose a new --out",
+            spec_difference(previous, spec)
+        ),
+    ))
+}
+
+/// The data and credential endpoints: pinned by the station, else as the batch began, else
+/// as `claimfab setup` recorded them for this region, else asked of DescribeEndpoint.
+async fn resolve_endpoints(
+    iot: &Iot,
+    station: &StationConfig,
+    previous: Option<&ProvisioningTarget>,
+    recorded: Option<&crate::settings::SetupRecord>,
+) -> Result<(String, String), UserError> {
+    let mut endpoints = Vec::new();
+    for (pinned, previous, recorded, kind) in [
+        (
+            &station.aws.iot_data_endpoint,
+            previous.map(|t| &t.iot_data_endpoint),
+            recorded.map(|r| &r.iot_data_endpoint),
+            EndpointKind::DataAts,
+        ),
+        (
+            &station.aws.iot_credential_endpoint,
+            previous.map(|t| &t.iot_credential_endpoint),
+            recorded.map(|r| &r.iot_credential_endpoint),
+            EndpointKind::CredentialProvider,
+        ),
+    ] {
+        let endpoint = match pinned.clone().or_else(|| previous.or(recorded).cloned()) {
+            Some(endpoint) => endpoint,
+            None => iot
+                .describe_endpoint(kind)
+                .await
+                .map_err(|e| preflight_error("DescribeEndpoint", "iot:DescribeEndpoint", e))?,
+        };
+        endpoints.push(endpoint);
+    }
+    let [data, credentials]: [String; 2] = endpoints.try_into().expect("two endpoints");
+    Ok((data, credentials))
 }
 
 /// Creates (or resumes) the batch directory for `spec` and runs the pipeline over it, with
