@@ -42,61 +42,14 @@ struct ReportRow<'a> {
 
 /// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
 pub async fn run(args: RotateArgs) -> Result<bool> {
-    let retire_after = match &args.retire_after {
-        Some(text) => Some(
-            humantime::parse_duration(text).map_err(|e| UserError::Flag {
-                flag: "--retire-after",
-                value: text.clone(),
-                problem: format!("{e}; use a duration like 7d, 12h or 30m"),
-            })?,
-        ),
-        None => None,
-    };
+    let retire_after = parse_retire_after(args.retire_after.as_deref())?;
     let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
-    // The new batch must not be the old one: its report would tie every certificate to itself.
-    if let (Ok(old), Ok(new)) = (
-        std::fs::canonicalize(&args.dir),
-        std::fs::canonicalize(&args.out),
-    ) {
-        if old == new {
-            return Err(UserError::Flag {
-                flag: "--out",
-                value: args.out.display().to_string(),
-                problem: format!(
-                    "is the batch being rotated ({}); give a new directory for the new batch",
-                    args.dir.display()
-                ),
-            }
-            .into());
-        }
-    }
+    check_new_directory(&args)?;
     let limits = match &args.station {
         Some(path) => crate::settings::read_station(path)?.limits,
         None => LimitsSection::default(),
     };
-    let resuming = match outdir::inspect(&args.out)? {
-        Existing::Fresh => false,
-        Existing::Batch(text) => {
-            let previous: BatchSpec = serde_json::from_str(&text).map_err(|e| {
-                UserError::output_dir(
-                    &args.out,
-                    format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
-                )
-            })?;
-            if previous != old_spec {
-                return Err(UserError::output_dir(
-                    &args.out,
-                    format!(
-                        "holds a batch that is not a rotation of {} ({}); choose a new --out",
-                        args.dir.display(),
-                        batch::spec_difference(&previous, &old_spec)
-                    ),
-                )
-                .into());
-            }
-            true
-        }
-    };
+    let resuming = resuming_rotation(&args, &old_spec)?;
     // `--station` supplies only rate limits; the rest is the old batch's.
     let settings = crate::settings::aws_settings(&args.aws, None, Some(&old_spec.target.region))?;
     let iot = Iot::connect(&settings, &limits)
@@ -117,8 +70,77 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
             return Ok(false);
         }
     }
-
     // The new batch is complete: record the rotation once, then retire when allowed.
+    let Some(rotation) = record_and_retire(&args, retire_after).await? else {
+        return Ok(false);
+    };
+    write_report(&args, &rotation)?;
+    Ok(true)
+}
+
+fn parse_retire_after(text: Option<&str>) -> Result<Option<std::time::Duration>, UserError> {
+    text.map(|text| {
+        humantime::parse_duration(text).map_err(|e| UserError::Flag {
+            flag: "--retire-after",
+            value: text.to_string(),
+            problem: format!("{e}; use a duration like 7d, 12h or 30m"),
+        })
+    })
+    .transpose()
+}
+
+/// The new batch must not be the old one: its report would tie every certificate to itself.
+fn check_new_directory(args: &RotateArgs) -> Result<(), UserError> {
+    let same = match (
+        std::fs::canonicalize(&args.dir),
+        std::fs::canonicalize(&args.out),
+    ) {
+        (Ok(old), Ok(new)) => old == new,
+        _ => false,
+    };
+    if same {
+        return Err(UserError::Flag {
+            flag: "--out",
+            value: args.out.display().to_string(),
+            problem: format!(
+                "is the batch being rotated ({}); give a new directory for the new batch",
+                args.dir.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `--out` already holds this rotation's new batch (resume), refusing any other.
+fn resuming_rotation(args: &RotateArgs, old_spec: &BatchSpec) -> Result<bool, UserError> {
+    let Existing::Batch(text) = outdir::inspect(&args.out)? else {
+        return Ok(false);
+    };
+    let previous: BatchSpec = serde_json::from_str(&text).map_err(|e| {
+        UserError::output_dir(
+            &args.out,
+            format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
+        )
+    })?;
+    if &previous != old_spec {
+        return Err(UserError::output_dir(
+            &args.out,
+            format!(
+                "holds a batch that is not a rotation of {} ({}); choose a new --out",
+                args.dir.display(),
+                batch::spec_difference(&previous, old_spec)
+            ),
+        ));
+    }
+    Ok(true)
+}
+
+/// Records the rotation in the new batch (once) and retires the old certificates when asked
+/// or due. `None` when some could not be retired (re-run).
+async fn record_and_retire(
+    args: &RotateArgs,
+    retire_after: Option<std::time::Duration>,
+) -> Result<Option<Rotation>> {
     let rotation_path = args.out.join(ROTATION_FILE);
     let mut rotation: Rotation = match std::fs::read_to_string(&rotation_path) {
         Ok(text) => serde_json::from_str(&text)?,
@@ -140,16 +162,21 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
             detach: false,
             delete: false,
         };
-        let retired = crate::revoke::retire(&old, &args.aws).await?;
-        if !retired {
+        if !crate::revoke::retire(&old, &args.aws).await? {
             crate::say!("some old certificates could not be retired: re-run the same command");
-            return Ok(false);
+            return Ok(None);
         }
         rotation.retired = true;
     }
     let dir = BatchDir::open(&args.out)?;
     dir.write_atomic(ROTATION_FILE, &serde_json::to_vec_pretty(&rotation)?, 0o644)?;
+    Ok(Some(rotation))
+}
 
+/// Writes `rotation.csv`, tying each device's old certificate to its new one, and says where
+/// the old certificates stand.
+fn write_report(args: &RotateArgs, rotation: &Rotation) -> Result<()> {
+    let dir = BatchDir::open(&args.out)?;
     let (_, old_rows) = batch::read_batch_dir(&args.dir)?;
     let (_, new_rows) = batch::read_batch_dir(&args.out)?;
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -181,5 +208,5 @@ pub async fn run(args: RotateArgs) -> Result<bool> {
             "old certificates are still active: retire them with --retire-old once the new bundles are flashed"
         ),
     }
-    Ok(true)
+    Ok(())
 }
