@@ -331,34 +331,14 @@ async fn apply(
 ) -> Result<Option<SetupRecord>, Stop> {
     let s = &station.setup;
     let p = &station.provisioning;
-    let api = run.api;
-    fn stop(
-        kind: &'static str,
-        name: &str,
-        action: &'static str,
-        resource: String,
-    ) -> impl FnOnce(AwsError) -> Stop {
-        let name = name.to_string();
-        move |error| Stop {
-            kind,
-            name,
-            action,
-            resource,
-            error,
-        }
-    }
 
-    // 1. Token exchange role.
+    // 1-3. Token exchange role, its access policy, attached.
     let trust = desired::token_exchange_trust_policy();
     let role_arn = ensure_role(run, account, &s.token_exchange_role, &trust).await?;
-
-    // 2. Its access policy.
     let access =
         desired::token_exchange_access_policy(&account.partition, s.artifact_bucket.as_deref());
     let access_arn =
         ensure_iam_policy(run, account, &s.token_exchange_access_policy, &access).await?;
-
-    // 3. Attached to the role.
     let attachment = format!(
         "{} -> {}",
         s.token_exchange_access_policy, s.token_exchange_role
@@ -372,122 +352,26 @@ async fn apply(
     )
     .await?;
 
-    // 4. Role alias.
-    let alias_arn = account.role_alias_arn(&p.role_alias);
-    let seconds = s.credential_duration_seconds as i32;
-    let fail = stop(
-        "iot role alias",
-        &p.role_alias,
-        "iot:DescribeRoleAlias",
-        alias_arn.clone(),
-    );
-    let found = match api.describe_role_alias(&p.role_alias).await.map_err(fail)? {
-        None => Found::Missing,
-        Some(alias) if alias.role_arn != role_arn => {
-            Found::Differs(format!("points at {}", alias.role_arn))
-        }
-        Some(alias) if alias.credential_duration_seconds != seconds => Found::Differs(format!(
-            "credential duration is {} s",
-            alias.credential_duration_seconds
-        )),
-        Some(_) => Found::Same,
-    };
-    let fail = stop(
-        "iot role alias",
-        &p.role_alias,
-        "iot:CreateRoleAlias",
-        format!("{alias_arn}, and iam:PassRole on {role_arn}"),
-    );
-    run.settle(
-        "iot role alias",
-        &p.role_alias,
-        found,
-        async {
-            api.create_role_alias(&p.role_alias, &role_arn, seconds)
-                .await
-                .map(drop)
-        },
-        api.update_role_alias(&p.role_alias, &role_arn, seconds),
-    )
-    .await
-    .map_err(fail)?;
-
-    // 5. Core devices' IoT policy.
-    let core_policy_arn = account.iot_arn(&format!("policy/{}", s.core_policy));
-    let core = desired::core_device_policy(account, s.core_policy_variant, &p.role_alias);
-    let (core_policy, core_policy_arn) = match s.core_policy_variant {
-        CorePolicyVariant::Guide => {
-            ensure_iot_policy(run, &s.core_policy, &core_policy_arn, &core).await?;
-            (
-                desired::CorePolicy::Named(&s.core_policy),
-                Some(core_policy_arn),
-            )
-        }
-        // Least privilege names each device's own thing, so the template creates one policy
-        // per device; there is no fleet-wide policy to make.
-        CorePolicyVariant::LeastPrivilege => {
-            run.lines.push(Line {
-                kind: "iot policy",
-                name: "(per device, made by the template)".into(),
-                outcome: Outcome::Unchanged,
-            });
-            (desired::CorePolicy::PerDevice(core), None)
-        }
-    };
+    // 4. Role alias. 5. Core devices' IoT policy.
+    let alias_arn = ensure_role_alias(run, account, station, &role_arn).await?;
+    let (core_policy, core_policy_arn) = ensure_core_policy(run, account, station).await?;
 
     // 6. Fleet provisioning role, 7. with AWSIoTThingsRegistration.
     let fp_trust = desired::fleet_provisioning_trust_policy();
     let fp_role_arn = ensure_role(run, account, &s.fleet_provisioning_role, &fp_trust).await?;
     let attachment = format!("AWSIoTThingsRegistration -> {}", s.fleet_provisioning_role);
+    let registration = THINGS_REGISTRATION_POLICY_ARN;
     ensure_attached(
         run,
         &s.fleet_provisioning_role,
-        THINGS_REGISTRATION_POLICY_ARN,
+        registration,
         &attachment,
         &fp_role_arn,
     )
     .await?;
 
     // 8. Thing group, when named.
-    let thing_group_arn = match &p.thing_group {
-        None => {
-            run.lines.push(Line {
-                kind: "iot thing group",
-                name: "(none named)".into(),
-                outcome: Outcome::Unchanged,
-            });
-            None
-        }
-        Some(group) => {
-            let group_arn = account.iot_arn(&format!("thinggroup/{group}"));
-            let fail = stop(
-                "iot thing group",
-                group,
-                "iot:DescribeThingGroup",
-                group_arn.clone(),
-            );
-            let found = match api.thing_group_arn(group).await.map_err(fail)? {
-                None => Found::Missing,
-                Some(_) => Found::Same,
-            };
-            let fail = stop(
-                "iot thing group",
-                group,
-                "iot:CreateThingGroup",
-                group_arn.clone(),
-            );
-            run.settle(
-                "iot thing group",
-                group,
-                found,
-                async { api.create_thing_group(group).await.map(drop) },
-                async { Ok(()) },
-            )
-            .await
-            .map_err(fail)?;
-            Some(group_arn)
-        }
-    };
+    let thing_group_arn = ensure_thing_group(run, account, p.thing_group.as_deref()).await?;
 
     // The claim-binding hook, when asked for: its role and policy, and the function.
     let hook_arn = match s.claim_binding {
@@ -497,14 +381,8 @@ async fn apply(
 
     // 9. Permission for AWS IoT to invoke the pre-provisioning hook, if any.
     let template_arn = account.iot_arn(&format!("provisioningtemplate/{}", p.template));
-    ensure_hook_permission(
-        run,
-        hook_arn.as_deref(),
-        &p.template,
-        &template_arn,
-        account,
-    )
-    .await?;
+    let hook = hook_arn.as_deref();
+    ensure_hook_permission(run, hook, &p.template, &template_arn, account).await?;
 
     // 10. Provisioning template.
     let body =
@@ -513,63 +391,10 @@ async fn apply(
         name: &p.template,
         body: &body,
         role_arn: &fp_role_arn,
-        hook_arn: hook_arn.as_deref(),
+        hook_arn: hook,
         description: &s.template_description,
     };
-    let fail = stop(
-        "iot template",
-        &p.template,
-        "iot:DescribeProvisioningTemplate",
-        template_arn.clone(),
-    );
-    let current = api.describe_template(&p.template).await.map_err(fail)?;
-    let body_value: Value = serde_json::from_str(&body).expect("desired body is JSON");
-    let body_changed = current
-        .as_ref()
-        .is_some_and(|t| !desired::same_document(&t.body, &body_value));
-    let found = match &current {
-        None => Found::Missing,
-        Some(_) if body_changed => Found::Differs("template body differs".into()),
-        Some(t) if !t.enabled => Found::Differs("template is disabled".into()),
-        Some(t) if t.role_arn != fp_role_arn => {
-            Found::Differs(format!("provisioning role is {}", t.role_arn))
-        }
-        Some(t) if t.hook_arn.as_deref() != spec.hook_arn => {
-            Found::Differs("pre-provisioning hook differs".into())
-        }
-        Some(t) if t.description != spec.description => {
-            Found::Differs("description differs".into())
-        }
-        Some(_) => Found::Same,
-    };
-    let fail = stop(
-        "iot template",
-        &p.template,
-        "iot:CreateProvisioningTemplate",
-        format!("{template_arn}, and iam:PassRole on {fp_role_arn}"),
-    );
-    run.settle(
-        "iot template",
-        &p.template,
-        found,
-        async {
-            use backon::{ConstantBuilder, Retryable};
-            // IAM is eventually consistent: a role created seconds ago may not be assumable by
-            // AWS IoT yet, and CreateProvisioningTemplate rejects it until it is.
-            (|| api.create_template(&spec))
-                .retry(
-                    ConstantBuilder::default()
-                        .with_delay(std::time::Duration::from_secs(5))
-                        .with_max_times(12),
-                )
-                .when(|e| matches!(e, AwsError::Rejected(m) if m.to_lowercase().contains("role")))
-                .await
-                .map(drop)
-        },
-        api.update_template(&spec, body_changed),
-    )
-    .await
-    .map_err(fail)?;
+    ensure_template(run, &spec, &template_arn).await?;
 
     // 11. Claim policy, scoped to this template, region and account.
     let claim_arn = account.iot_arn(&format!("policy/{}", p.claim_policy));
@@ -579,36 +404,7 @@ async fn apply(
     if run.plan {
         return Ok(None);
     }
-    let endpoint = |kind: EndpointKind, pinned: &Option<String>| {
-        let pinned = pinned.clone();
-        async move {
-            match pinned {
-                Some(host) => Ok(host),
-                None => api.describe_endpoint(kind).await,
-            }
-        }
-    };
-    let fail = stop(
-        "iot endpoint",
-        "iot:Data-ATS",
-        "iot:DescribeEndpoint",
-        "*".into(),
-    );
-    let data = endpoint(EndpointKind::DataAts, &station.aws.iot_data_endpoint)
-        .await
-        .map_err(fail)?;
-    let fail = stop(
-        "iot endpoint",
-        "iot:CredentialProvider",
-        "iot:DescribeEndpoint",
-        "*".into(),
-    );
-    let credentials = endpoint(
-        EndpointKind::CredentialProvider,
-        &station.aws.iot_credential_endpoint,
-    )
-    .await
-    .map_err(fail)?;
+    let (data, credentials) = account_endpoints(run, station).await?;
     Ok(Some(SetupRecord {
         endpoint_url: None,
         region: account.region.clone(),
@@ -624,6 +420,246 @@ async fn apply(
         template_arn,
         claim_policy_arn: claim_arn,
     }))
+}
+
+/// What a failed call at one step becomes: the step, and the action it lacked on what.
+fn stop(
+    kind: &'static str,
+    name: &str,
+    action: &'static str,
+    resource: String,
+) -> impl FnOnce(AwsError) -> Stop {
+    let name = name.to_string();
+    move |error| Stop {
+        kind,
+        name,
+        action,
+        resource,
+        error,
+    }
+}
+
+/// The role alias, pointing at the token exchange role with the station's duration;
+/// returns its ARN.
+async fn ensure_role_alias(
+    run: &mut Run<'_>,
+    account: &Account,
+    station: &StationConfig,
+    role_arn: &str,
+) -> Result<String, Stop> {
+    let api = run.api;
+    let alias = &station.provisioning.role_alias;
+    let alias_arn = account.role_alias_arn(alias);
+    let seconds = station.setup.credential_duration_seconds as i32;
+    let fail = stop(
+        "iot role alias",
+        alias,
+        "iot:DescribeRoleAlias",
+        alias_arn.clone(),
+    );
+    let found = match api.describe_role_alias(alias).await.map_err(fail)? {
+        None => Found::Missing,
+        Some(current) if current.role_arn != role_arn => {
+            Found::Differs(format!("points at {}", current.role_arn))
+        }
+        Some(current) if current.credential_duration_seconds != seconds => Found::Differs(format!(
+            "credential duration is {} s",
+            current.credential_duration_seconds
+        )),
+        Some(_) => Found::Same,
+    };
+    let fail = stop(
+        "iot role alias",
+        alias,
+        "iot:CreateRoleAlias",
+        format!("{alias_arn}, and iam:PassRole on {role_arn}"),
+    );
+    run.settle(
+        "iot role alias",
+        alias,
+        found,
+        async {
+            api.create_role_alias(alias, role_arn, seconds)
+                .await
+                .map(drop)
+        },
+        api.update_role_alias(alias, role_arn, seconds),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(alias_arn)
+}
+
+/// The core devices' policy: one named policy (the guide's), or, least privilege, none here
+/// because the template makes one per device. Returns how the template attaches it, and the
+/// named policy's ARN.
+async fn ensure_core_policy<'s>(
+    run: &mut Run<'_>,
+    account: &Account,
+    station: &'s StationConfig,
+) -> Result<(desired::CorePolicy<'s>, Option<String>), Stop> {
+    let s = &station.setup;
+    let core = desired::core_device_policy(
+        account,
+        s.core_policy_variant,
+        &station.provisioning.role_alias,
+    );
+    match s.core_policy_variant {
+        CorePolicyVariant::Guide => {
+            let arn = account.iot_arn(&format!("policy/{}", s.core_policy));
+            ensure_iot_policy(run, &s.core_policy, &arn, &core).await?;
+            Ok((desired::CorePolicy::Named(&s.core_policy), Some(arn)))
+        }
+        CorePolicyVariant::LeastPrivilege => {
+            run.lines.push(Line {
+                kind: "iot policy",
+                name: "(per device, made by the template)".into(),
+                outcome: Outcome::Unchanged,
+            });
+            Ok((desired::CorePolicy::PerDevice(core), None))
+        }
+    }
+}
+
+/// The thing group devices join, when the station names one; returns its ARN.
+async fn ensure_thing_group(
+    run: &mut Run<'_>,
+    account: &Account,
+    group: Option<&str>,
+) -> Result<Option<String>, Stop> {
+    let Some(group) = group else {
+        run.lines.push(Line {
+            kind: "iot thing group",
+            name: "(none named)".into(),
+            outcome: Outcome::Unchanged,
+        });
+        return Ok(None);
+    };
+    let api = run.api;
+    let arn = account.iot_arn(&format!("thinggroup/{group}"));
+    let fail = stop(
+        "iot thing group",
+        group,
+        "iot:DescribeThingGroup",
+        arn.clone(),
+    );
+    let found = match api.thing_group_arn(group).await.map_err(fail)? {
+        None => Found::Missing,
+        Some(_) => Found::Same,
+    };
+    let fail = stop(
+        "iot thing group",
+        group,
+        "iot:CreateThingGroup",
+        arn.clone(),
+    );
+    run.settle(
+        "iot thing group",
+        group,
+        found,
+        async { api.create_thing_group(group).await.map(drop) },
+        async { Ok(()) },
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Some(arn))
+}
+
+/// The provisioning template as `spec` says: body, enabled, role, hook, description.
+async fn ensure_template(
+    run: &mut Run<'_>,
+    spec: &TemplateSpec<'_>,
+    template_arn: &str,
+) -> Result<(), Stop> {
+    let api = run.api;
+    let name = spec.name;
+    let fail = stop(
+        "iot template",
+        name,
+        "iot:DescribeProvisioningTemplate",
+        template_arn.into(),
+    );
+    let current = api.describe_template(name).await.map_err(fail)?;
+    let body: Value = serde_json::from_str(spec.body).expect("desired body is JSON");
+    let body_changed = current
+        .as_ref()
+        .is_some_and(|t| !desired::same_document(&t.body, &body));
+    let found = match &current {
+        None => Found::Missing,
+        Some(_) if body_changed => Found::Differs("template body differs".into()),
+        Some(t) if !t.enabled => Found::Differs("template is disabled".into()),
+        Some(t) if t.role_arn != spec.role_arn => {
+            Found::Differs(format!("provisioning role is {}", t.role_arn))
+        }
+        Some(t) if t.hook_arn.as_deref() != spec.hook_arn => {
+            Found::Differs("pre-provisioning hook differs".into())
+        }
+        Some(t) if t.description != spec.description => {
+            Found::Differs("description differs".into())
+        }
+        Some(_) => Found::Same,
+    };
+    let fail = stop(
+        "iot template",
+        name,
+        "iot:CreateProvisioningTemplate",
+        format!("{template_arn}, and iam:PassRole on {}", spec.role_arn),
+    );
+    run.settle(
+        "iot template",
+        name,
+        found,
+        async {
+            use backon::{ConstantBuilder, Retryable};
+            // IAM is eventually consistent: a role created seconds ago may not be assumable by
+            // AWS IoT yet, and CreateProvisioningTemplate rejects it until it is.
+            (|| api.create_template(spec))
+                .retry(
+                    ConstantBuilder::default()
+                        .with_delay(std::time::Duration::from_secs(5))
+                        .with_max_times(12),
+                )
+                .when(|e| matches!(e, AwsError::Rejected(m) if m.to_lowercase().contains("role")))
+                .await
+                .map(drop)
+        },
+        api.update_template(spec, body_changed),
+    )
+    .await
+    .map_err(fail)
+}
+
+/// The account's data (ATS) and credential-provider endpoints, unless the station pins them.
+async fn account_endpoints(
+    run: &Run<'_>,
+    station: &StationConfig,
+) -> Result<(String, String), Stop> {
+    let mut found = Vec::new();
+    for (kind, name, pinned) in [
+        (
+            EndpointKind::DataAts,
+            "iot:Data-ATS",
+            &station.aws.iot_data_endpoint,
+        ),
+        (
+            EndpointKind::CredentialProvider,
+            "iot:CredentialProvider",
+            &station.aws.iot_credential_endpoint,
+        ),
+    ] {
+        let endpoint = match pinned {
+            Some(host) => host.clone(),
+            None => run.api.describe_endpoint(kind).await.map_err(stop(
+                "iot endpoint",
+                name,
+                "iot:DescribeEndpoint",
+                "*".into(),
+            ))?,
+        };
+        found.push(endpoint);
+    }
+    let [data, credentials]: [String; 2] = found.try_into().expect("two endpoints");
+    Ok((data, credentials))
 }
 
 /// The hook function's resource policy must let AWS IoT invoke it, for this template of this
