@@ -13,7 +13,7 @@ use crate::aws::{AwsError, Iot};
 
 use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
 use crate::core::devices::ClaimScope;
-use crate::core::manifest::{self, DeviceStatus};
+use crate::core::manifest::{self, DeviceStatus, ManifestRow};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
@@ -50,39 +50,7 @@ pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<bool> {
     let dir = args.dir;
     let (spec, mut rows) = crate::batch::read_batch_dir(dir)?;
     let shared = spec.claim_scope == ClaimScope::Batch;
-    let selected: Vec<String> = match (args.devices, args.all) {
-        (Some(list), false) if shared => {
-            return Err(UserError::Flag {
-                flag: "--devices",
-                value: list.to_string(),
-                problem: format!(
-                    "{} shares one claim certificate among all its devices (--claim-scope batch), so one device cannot be revoked alone; use --all, or rotate the batch",
-                    dir.display()
-                ),
-            }
-            .into())
-        }
-        (None, true) if shared => vec![SHARED_CLAIM.to_string()],
-        (Some(list), false) => {
-            let known: HashMap<&str, ()> = rows.iter().map(|r| (r.serial.as_str(), ())).collect();
-            let list: Vec<String> = list
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(unknown) = list.iter().find(|s| !known.contains_key(s.as_str())) {
-                return Err(UserError::Flag {
-                    flag: "--devices",
-                    value: unknown.clone(),
-                    problem: format!("is not a serial in {}", dir.join(MANIFEST_FILE).display()),
-                }
-                .into());
-            }
-            list
-        }
-        (None, true) => rows.iter().map(|r| r.serial.clone()).collect(),
-        _ => unreachable!("clap requires exactly one of --devices and --all"),
-    };
+    let selected = select(args, &rows, shared)?;
     let revoked = matches!(args.status, RevokeStatus::Revoked);
     let status_name = if revoked { "REVOKED" } else { "INACTIVE" };
     let detach = args.detach || args.delete;
@@ -149,6 +117,53 @@ pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<bool> {
         crate::say!("re-run the same command to retry the failed devices");
     }
     Ok(problems == 0)
+}
+
+/// The journal keys to revoke: the serials asked for (each must be in the manifest), every
+/// device, or a shared batch's one claim.
+fn select(
+    args: &Retirement<'_>,
+    rows: &[ManifestRow],
+    shared: bool,
+) -> Result<Vec<String>, UserError> {
+    let dir = args.dir;
+    Ok(match (args.devices, args.all) {
+        (Some(list), false) if shared => {
+            return Err(UserError::Flag {
+                flag: "--devices",
+                value: list.to_string(),
+                problem: format!(
+                    "{} shares one claim certificate among all its devices (--claim-scope batch), so one device cannot be revoked alone; use --all, or rotate the batch",
+                    dir.display()
+                ),
+            })
+        }
+        (None, true) if shared => vec![SHARED_CLAIM.to_string()],
+        (Some(list), false) => {
+            let known: HashMap<&str, ()> = rows.iter().map(|r| (r.serial.as_str(), ())).collect();
+            let list: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(unknown) = list.iter().find(|s| !known.contains_key(s.as_str())) {
+                return Err(UserError::Flag {
+                    flag: "--devices",
+                    value: unknown.clone(),
+                    problem: format!("is not a serial in {}", dir.join(MANIFEST_FILE).display()),
+                });
+            }
+            list
+        }
+        (None, true) => rows.iter().map(|r| r.serial.clone()).collect(),
+        (devices, _) => {
+            return Err(UserError::Flag {
+                flag: "--devices",
+                value: devices.unwrap_or_default().to_string(),
+                problem: "give either --devices S,... or --all".into(),
+            })
+        }
+    })
 }
 
 /// What to do to each selected device.
