@@ -435,7 +435,9 @@ fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) 
     }
     for failure in &outcome.failures {
         let who = match failure.serial.as_str() {
-            crate::journal::SHARED_CLAIM => "the batch's shared claim certificate (every device)",
+            crate::core::ledger::SHARED_CLAIM => {
+                "the batch's shared claim certificate (every device)"
+            }
             serial => serial,
         };
         crate::say!("  failed {who}: {}", failure.reason);

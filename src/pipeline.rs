@@ -26,9 +26,10 @@ use crate::core::certificate::{check_issued_for, parse_certificate_pem, IssuedCe
 use crate::core::devices::{ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, public_key_fingerprint, ClaimKey, PreparedDevice};
+use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
 use crate::core::station::KeyAlgorithm;
-use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
+use crate::journal::Journal;
 use crate::outdir::{BatchDir, MANIFEST_FILE};
 use crate::progress::Progress;
 

@@ -13,10 +13,11 @@ use crate::aws::{AwsError, Iot};
 
 use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
 use crate::core::devices::ClaimScope;
+use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
-use crate::journal::{CertificateRecord, DeviceRecord, Event, Journal, Replay, SHARED_CLAIM};
+use crate::journal::Journal;
 use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
 /// What to take out of service, and how: the typed form of `claimfab revoke`'s arguments,

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod greengrass;
 pub mod iot_policy;
 pub mod keys;
+pub mod ledger;
 pub mod manifest;
 pub mod names;
 pub mod preflight;

@@ -1,0 +1,526 @@
+//! The batch ledger: the events a batch journals (a create asked for and its answer, a
+//! policy attached, a bundle written, a certificate retired or revoked) and their replay into
+//! each device's state, from which a re-run after any crash knows what exists. Pure: events
+//! in (from any reader), state out; the file itself is `journal.rs`'s.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::core::devices::ClaimScope;
+
+/// The journal's name for a batch-scope batch's one shared claim certificate, in place of a
+/// serial. Serials are thing-name characters, which never include `*`.
+pub const SHARED_CLAIM: &str = "*batch";
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// About to call CreateCertificateFromCsr for this key. If no `Created` follows, a
+    /// certificate for this key may exist in AWS anyway.
+    CreateRequested {
+        serial: String,
+        public_key_sha256: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// AWS issued this certificate for the device's key.
+    Created {
+        serial: String,
+        public_key_sha256: String,
+        certificate_id: String,
+        certificate_arn: String,
+        certificate_sha256: String,
+        #[serde(with = "time::serde::rfc3339")]
+        not_after: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A create whose outcome was unknown was checked against AWS: no certificate carries
+    /// this key, and the key is discarded.
+    CreateAbandoned {
+        serial: String,
+        public_key_sha256: String,
+    },
+    /// The claim policy is attached to the certificate.
+    PolicyAttached {
+        serial: String,
+        certificate_id: String,
+    },
+    /// The bundle is on disk, complete, under its final name.
+    Packaged {
+        serial: String,
+        certificate_id: String,
+        bundle: String,
+        bundle_sha256: String,
+    },
+    /// Batch claim scope: the device's bundle is on disk, complete, holding the batch's
+    /// shared claim certificate `certificate_id` (journaled under [`SHARED_CLAIM`]).
+    SharedPackaged {
+        serial: String,
+        certificate_id: String,
+        bundle: String,
+        bundle_sha256: String,
+    },
+    /// `claimfab revoke` is about to set this certificate's status.
+    StatusRequested {
+        serial: String,
+        certificate_id: String,
+        status: String,
+    },
+    /// The certificate's status is now `status` (INACTIVE or REVOKED), by `claimfab revoke`.
+    StatusChanged {
+        serial: String,
+        certificate_id: String,
+        status: String,
+    },
+    /// The claim policy was detached from the certificate.
+    PolicyDetached {
+        serial: String,
+        certificate_id: String,
+    },
+    /// The certificate was deleted from AWS.
+    CertificateDeleted {
+        serial: String,
+        certificate_id: String,
+    },
+    /// The certificate was set INACTIVE and is no longer the device's (its key was lost in a
+    /// crash, or it was a duplicate).
+    Retired {
+        serial: String,
+        certificate_id: String,
+        reason: String,
+    },
+}
+
+impl Event {
+    fn serial(&self) -> &str {
+        match self {
+            Event::CreateRequested { serial, .. }
+            | Event::Created { serial, .. }
+            | Event::CreateAbandoned { serial, .. }
+            | Event::PolicyAttached { serial, .. }
+            | Event::Packaged { serial, .. }
+            | Event::SharedPackaged { serial, .. }
+            | Event::StatusRequested { serial, .. }
+            | Event::StatusChanged { serial, .. }
+            | Event::PolicyDetached { serial, .. }
+            | Event::CertificateDeleted { serial, .. }
+            | Event::Retired { serial, .. } => serial,
+        }
+    }
+}
+
+/// A create call whose outcome the journal does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedCreate {
+    pub public_key_sha256: String,
+    pub at: OffsetDateTime,
+}
+
+/// The device's live certificate, as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub certificate_sha256: String,
+    pub not_after: OffsetDateTime,
+    pub public_key_sha256: String,
+    pub created_at: OffsetDateTime,
+    pub policy_attached: bool,
+    pub bundle: Option<(String, String)>,
+    /// Set by `claimfab revoke`: INACTIVE or REVOKED. None: as created (ACTIVE).
+    pub revoked_status: Option<String>,
+    pub deleted: bool,
+}
+
+/// A device's bundle holding the batch's shared claim certificate (batch claim scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBundle {
+    pub certificate_id: String,
+    pub bundle: String,
+    pub bundle_sha256: String,
+}
+
+/// What the journal says about one device (or, under [`SHARED_CLAIM`], the shared claim).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub unresolved_creates: Vec<UnresolvedCreate>,
+    /// Boxed, like `shared_bundle`: a record is then small, and the map of a large batch's
+    /// devices wastes little on empty slots.
+    pub certificate: Option<Box<CertificateRecord>>,
+    pub retired: Vec<String>,
+    /// Batch claim scope: the device's bundle and the shared certificate it holds.
+    pub shared_bundle: Option<Box<SharedBundle>>,
+}
+
+impl DeviceRecord {
+    /// Taken out of service by `claimfab revoke`: never repaired or re-registered by a batch.
+    pub fn is_revoked(&self) -> bool {
+        self.certificate
+            .as_ref()
+            .is_some_and(|c| c.revoked_status.is_some() || c.deleted)
+    }
+
+    /// The manifest status of a device with this record; `failed` if this run failed it.
+    pub fn manifest_status(
+        record: Option<&Self>,
+        failed: bool,
+    ) -> crate::core::manifest::DeviceStatus {
+        use crate::core::manifest::DeviceStatus;
+        match record.and_then(|r| r.certificate.as_ref()) {
+            Some(c) if c.deleted => DeviceStatus::Deleted,
+            Some(c) if c.revoked_status.as_deref() == Some("REVOKED") => DeviceStatus::Revoked,
+            Some(c) if c.revoked_status.is_some() => DeviceStatus::Inactive,
+            _ if record.is_some_and(|r| r.is_ready()) => DeviceStatus::Ready,
+            _ if failed => DeviceStatus::Failed,
+            _ => DeviceStatus::Pending,
+        }
+    }
+
+    /// Ready to flash: certificate with policy and bundle, not revoked.
+    pub fn is_ready(&self) -> bool {
+        self.certificate.as_ref().is_some_and(|c| {
+            c.policy_attached && c.bundle.is_some() && c.revoked_status.is_none() && !c.deleted
+        })
+    }
+}
+
+/// Every device's record.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub devices: HashMap<String, DeviceRecord>,
+}
+
+impl Replay {
+    /// Applies one event.
+    pub fn apply(&mut self, event: Event) {
+        let record = self.devices.entry(event.serial().to_string()).or_default();
+        match event {
+            Event::CreateRequested {
+                public_key_sha256,
+                at,
+                ..
+            } => record.unresolved_creates.push(UnresolvedCreate {
+                public_key_sha256,
+                at,
+            }),
+            Event::Created {
+                public_key_sha256,
+                certificate_id,
+                certificate_arn,
+                certificate_sha256,
+                not_after,
+                at,
+                ..
+            } => {
+                forget_create(&mut record.unresolved_creates, &public_key_sha256);
+                record.certificate = Some(Box::new(CertificateRecord {
+                    certificate_id,
+                    certificate_arn,
+                    certificate_sha256,
+                    not_after,
+                    public_key_sha256,
+                    created_at: at,
+                    policy_attached: false,
+                    bundle: None,
+                    revoked_status: None,
+                    deleted: false,
+                }));
+            }
+            Event::CreateAbandoned {
+                public_key_sha256, ..
+            } => forget_create(&mut record.unresolved_creates, &public_key_sha256),
+            Event::PolicyAttached { certificate_id, .. } => {
+                if let Some(c) = record.certificate.as_mut() {
+                    if c.certificate_id == certificate_id {
+                        c.policy_attached = true;
+                    }
+                }
+            }
+            Event::Packaged {
+                certificate_id,
+                bundle,
+                bundle_sha256,
+                ..
+            } => {
+                if let Some(c) = record.certificate.as_mut() {
+                    if c.certificate_id == certificate_id {
+                        c.bundle = Some((bundle, bundle_sha256));
+                    }
+                }
+            }
+            Event::SharedPackaged {
+                certificate_id,
+                bundle,
+                bundle_sha256,
+                ..
+            } => {
+                record.shared_bundle = Some(Box::new(SharedBundle {
+                    certificate_id,
+                    bundle,
+                    bundle_sha256,
+                }))
+            }
+            Event::StatusRequested { .. } => {}
+            Event::StatusChanged {
+                certificate_id,
+                status,
+                ..
+            } => {
+                if let Some(c) = record
+                    .certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id)
+                {
+                    c.revoked_status = Some(status);
+                }
+            }
+            Event::PolicyDetached { certificate_id, .. } => {
+                if let Some(c) = record
+                    .certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id)
+                {
+                    c.policy_attached = false;
+                }
+            }
+            Event::CertificateDeleted { certificate_id, .. } => {
+                if let Some(c) = record
+                    .certificate
+                    .as_mut()
+                    .filter(|c| c.certificate_id == certificate_id)
+                {
+                    c.deleted = true;
+                }
+            }
+            Event::Retired { certificate_id, .. } => {
+                if record
+                    .certificate
+                    .as_ref()
+                    .is_some_and(|c| c.certificate_id == certificate_id)
+                {
+                    record.certificate = None;
+                }
+                record.retired.push(certificate_id);
+            }
+        }
+    }
+
+    /// Every certificate id the journal names: devices' certificates and retired ones.
+    pub fn known_certificates(&self) -> std::collections::HashSet<&str> {
+        self.devices
+            .values()
+            .flat_map(|r| {
+                let current = r.certificate.as_ref().map(|c| c.certificate_id.as_str());
+                current
+                    .into_iter()
+                    .chain(r.retired.iter().map(String::as_str))
+            })
+            .collect()
+    }
+
+    /// A device's record as the manifest sees it. In batch claim scope the certificate is
+    /// the shared one, and the device's bundle counts only if it holds that certificate.
+    pub fn device_view(
+        &self,
+        serial: &str,
+        scope: ClaimScope,
+    ) -> Option<std::borrow::Cow<'_, DeviceRecord>> {
+        use std::borrow::Cow;
+        match scope {
+            ClaimScope::Device => self.devices.get(serial).map(Cow::Borrowed),
+            ClaimScope::Batch => {
+                let shared = self.devices.get(SHARED_CLAIM)?.certificate.clone()?;
+                let bundle = self
+                    .devices
+                    .get(serial)
+                    .and_then(|r| r.shared_bundle.as_ref())
+                    .filter(|b| b.certificate_id == shared.certificate_id)
+                    .map(|b| (b.bundle.clone(), b.bundle_sha256.clone()));
+                Some(Cow::Owned(DeviceRecord {
+                    certificate: Some(Box::new(CertificateRecord { bundle, ..*shared })),
+                    ..DeviceRecord::default()
+                }))
+            }
+        }
+    }
+
+    /// Replays a journal, a line at a time. Returns the state and the length of the valid
+    /// prefix: lines a crash left half-written at the end (no valid line after them) are not
+    /// part of it. A bad line with valid lines after it is corruption, reported with its line
+    /// number.
+    pub fn from_reader(mut reader: impl BufRead) -> Result<(Self, u64), ReplayError> {
+        let mut replay = Replay::default();
+        let mut first_bad: Option<usize> = None;
+        let mut valid_len = 0;
+        let mut offset = 0;
+        let mut line = Vec::new();
+        for index in 0.. {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(ReplayError::Read)?;
+            if read == 0 {
+                break;
+            }
+            offset += read as u64;
+            let complete = line.ends_with(b"\n");
+            let text = std::str::from_utf8(&line).ok().map(str::trim);
+            if text.is_some_and(str::is_empty) {
+                continue;
+            }
+            match text.map(serde_json::from_str::<Event>) {
+                Some(Ok(event)) if complete => {
+                    if let Some(bad) = first_bad {
+                        return Err(ReplayError::Damaged { line: bad + 1 });
+                    }
+                    replay.apply(event);
+                    valid_len = offset;
+                }
+                _ => {
+                    first_bad.get_or_insert(index);
+                }
+            }
+        }
+        Ok((replay, valid_len))
+    }
+}
+
+/// Why a journal could not be replayed.
+#[derive(Debug)]
+pub enum ReplayError {
+    Read(std::io::Error),
+    /// A bad line (1-based) with valid lines after it: not a crash-torn tail.
+    Damaged {
+        line: usize,
+    },
+}
+
+/// Drops the unresolved create for this key; an emptied list gives its memory back.
+fn forget_create(creates: &mut Vec<UnresolvedCreate>, public_key_sha256: &str) {
+    creates.retain(|u| u.public_key_sha256 != public_key_sha256);
+    if creates.is_empty() {
+        *creates = Vec::new();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    pub(crate) fn requested(serial: &str, key: &str) -> Event {
+        Event::CreateRequested {
+            serial: serial.into(),
+            public_key_sha256: key.into(),
+            at: datetime!(2026-11-23 20:00 UTC),
+        }
+    }
+
+    fn created(serial: &str, key: &str, id: &str) -> Event {
+        Event::Created {
+            serial: serial.into(),
+            public_key_sha256: key.into(),
+            certificate_id: id.into(),
+            certificate_arn: format!("arn:cert/{id}"),
+            certificate_sha256: id.into(),
+            not_after: datetime!(2049-12-31 23:59:59 UTC),
+            at: datetime!(2026-11-23 20:00:01 UTC),
+        }
+    }
+
+    fn lines(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect()
+    }
+
+    fn replay(lines: Vec<String>) -> Result<Replay, String> {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        Replay::from_reader(text.as_bytes())
+            .map(|(replay, _)| replay)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn full_lifecycle_is_ready() {
+        let replay = replay(lines(&[
+            requested("A", "k1"),
+            created("A", "k1", "c1"),
+            Event::PolicyAttached {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+            },
+            Event::Packaged {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+                bundle: "bundles/A.zip".into(),
+                bundle_sha256: "x".into(),
+            },
+        ]))
+        .unwrap();
+        let a = &replay.devices["A"];
+        assert!(a.is_ready());
+        assert!(a.unresolved_creates.is_empty());
+    }
+
+    #[test]
+    fn request_without_result_is_unresolved() {
+        let replay = replay(lines(&[requested("A", "k1")])).unwrap();
+        assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
+        assert!(!replay.devices["A"].is_ready());
+    }
+
+    #[test]
+    fn retiring_clears_the_live_certificate() {
+        let replay = replay(lines(&[
+            requested("A", "k1"),
+            created("A", "k1", "c1"),
+            Event::Retired {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+                reason: "r".into(),
+            },
+            requested("A", "k2"),
+            created("A", "k2", "c2"),
+        ]))
+        .unwrap();
+        let a = &replay.devices["A"];
+        assert_eq!(a.certificate.as_ref().unwrap().certificate_id, "c2");
+        assert_eq!(a.retired, ["c1"]);
+        assert!(replay.known_certificates().contains("c1"));
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_but_a_bad_middle_line_is_not() {
+        let mut good = lines(&[requested("A", "k1")]);
+        good.push("{\"event\":\"crea".into());
+        assert!(replay(good.clone()).is_ok());
+        good.push(serde_json::to_string(&requested("B", "k2")).unwrap());
+        assert_eq!(replay(good).unwrap_err(), "Damaged { line: 2 }");
+    }
+
+    #[test]
+    fn valid_prefix_excludes_a_torn_tail_with_or_without_newline_or_nuls() {
+        let first = format!(
+            "{}\n",
+            serde_json::to_string(&requested("A", "k1")).unwrap()
+        );
+        for tail in [
+            "{\"event\":\"cre",
+            "{\"event\":\"cre\n",
+            "\0\0\0\0",
+            "\0\0\n\0",
+        ] {
+            let bytes = format!("{first}{tail}");
+            let (replay, valid) = Replay::from_reader(bytes.as_bytes()).unwrap();
+            assert_eq!(valid, first.len() as u64, "{tail:?}");
+            assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
+        }
+    }
+}
