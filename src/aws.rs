@@ -486,19 +486,20 @@ impl Iot {
         since: OffsetDateTime,
     ) -> Result<Vec<CertificateSummary>, AwsError> {
         let mut found = Vec::new();
-        let mut marker: Option<String> = None;
+        let mut pages = self
+            .client
+            .list_certificates()
+            .page_size(250)
+            .ascending_order(false)
+            .into_paginator()
+            .send();
         loop {
             self.limiters.other.until_ready().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
             self.calls.list_certificates.fetch_add(1, Ordering::Relaxed);
-            let page = self
-                .client
-                .list_certificates()
-                .page_size(250)
-                .ascending_order(false)
-                .set_marker(marker.clone())
-                .send()
-                .await
-                .map_err(classify)?;
+            let page = page.map_err(classify)?;
             let mut reached_older = false;
             for cert in page.certificates() {
                 let created_at = cert
@@ -517,11 +518,12 @@ impl Iot {
                     });
                 }
             }
-            marker = page.next_marker().map(String::from);
-            if reached_older || marker.is_none() {
-                return Ok(found);
+            // Newest first: past `since`, the rest is older still.
+            if reached_older {
+                break;
             }
         }
+        Ok(found)
     }
 }
 
@@ -1240,77 +1242,69 @@ impl Iot {
         &self,
     ) -> Result<std::collections::HashMap<String, String>, AwsError> {
         let mut statuses = std::collections::HashMap::new();
-        let mut marker: Option<String> = None;
+        let mut pages = self
+            .client
+            .list_certificates()
+            .page_size(250)
+            .into_paginator()
+            .send();
         loop {
             self.limiters.other.until_ready().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
             self.calls.list_certificates.fetch_add(1, Ordering::Relaxed);
-            let page = self
-                .client
-                .list_certificates()
-                .page_size(250)
-                .set_marker(marker.clone())
-                .send()
-                .await
-                .map_err(classify)?;
-            for cert in page.certificates() {
+            for cert in page.map_err(classify)?.certificates() {
                 if let (Some(id), Some(status)) = (cert.certificate_id(), cert.status()) {
                     statuses.insert(id.to_string(), status.as_str().to_string());
                 }
             }
-            marker = page.next_marker().map(String::from);
-            if marker.is_none() {
-                return Ok(statuses);
-            }
         }
+        Ok(statuses)
     }
 
     /// ListTargetsForPolicy, all pages: the ARNs the policy is attached to.
     pub async fn policy_targets(&self, policy: &str) -> Result<Vec<String>, AwsError> {
         let mut targets = Vec::new();
-        let mut marker: Option<String> = None;
+        let mut pages = self
+            .client
+            .list_targets_for_policy()
+            .policy_name(policy)
+            .page_size(250)
+            .into_paginator()
+            .send();
         loop {
             self.limiters.other.until_ready().await;
-            let page = self
-                .client
-                .list_targets_for_policy()
-                .policy_name(policy)
-                .page_size(250)
-                .set_marker(marker.clone())
-                .send()
-                .await
-                .map_err(classify)?;
-            targets.extend(page.targets().iter().cloned());
-            marker = page.next_marker().map(String::from);
-            if marker.is_none() {
-                return Ok(targets);
-            }
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            targets.extend(page.map_err(classify)?.targets().iter().cloned());
         }
+        Ok(targets)
     }
 
     /// ListThings, all pages: every thing name in the account and region.
     pub async fn thing_names(&self) -> Result<std::collections::HashSet<String>, AwsError> {
         let mut names = std::collections::HashSet::new();
-        let mut token: Option<String> = None;
+        let mut pages = self
+            .client
+            .list_things()
+            .max_results(250)
+            .into_paginator()
+            .send();
         loop {
             self.limiters.other.until_ready().await;
-            let page = self
-                .client
-                .list_things()
-                .max_results(250)
-                .set_next_token(token.clone())
-                .send()
-                .await
-                .map_err(classify)?;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(classify)?;
             names.extend(
                 page.things()
                     .iter()
                     .filter_map(|t| t.thing_name().map(String::from)),
             );
-            token = page.next_token().map(String::from);
-            if token.is_none() {
-                return Ok(names);
-            }
         }
+        Ok(names)
     }
 }
 
