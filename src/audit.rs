@@ -10,6 +10,7 @@ use anyhow::Result;
 use crate::aws::Iot;
 use crate::batch::BatchSpec;
 use crate::cli::{AuditArgs, ReportFormat};
+use crate::cloud::Inventory;
 use crate::core::audit::{reconcile, Activation, AwsView, BatchManifest, Finding};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;

@@ -3,6 +3,8 @@
 //! `--endpoint-url`), paces every call through a per-API token bucket, and maps SDK errors
 //! once into [`AwsError`], whose kinds say whether a failed call may still have taken effect.
 
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,6 +19,10 @@ use aws_sdk_iot::Client;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use time::OffsetDateTime;
 
+pub use crate::cloud::{
+    AwsError, CertificateSummary, Claims, EndpointKind, Inventory, NewCertificate, OutOfService,
+    TemplateInfo,
+};
 use crate::core::station::LimitsSection;
 
 /// How to reach AWS; unset fields fall back to the SDK's standard chain.
@@ -25,33 +31,6 @@ pub struct AwsSettings {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
-}
-
-/// A failed AWS call, classified by what the caller can conclude.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AwsError {
-    /// HTTP 429 / ThrottlingException: the request was not executed.
-    #[error("throttled by AWS ({0})")]
-    Throttled(String),
-    /// The named resource does not exist.
-    #[error("not found ({0})")]
-    NotFound(String),
-    /// The caller lacks permission or credentials.
-    #[error("access denied ({0}); check the IAM permissions of the AWS identity in use")]
-    AccessDenied(String),
-    /// AWS rejected the request (4xx): it was not executed.
-    #[error("rejected by AWS ({0})")]
-    Rejected(String),
-    /// No answer or a server error: the request may or may not have been executed.
-    #[error("no definite answer from AWS ({0})")]
-    Uncertain(String),
-}
-
-impl AwsError {
-    /// Whether the request may have been executed despite the error.
-    pub fn may_have_executed(&self) -> bool {
-        matches!(self, AwsError::Uncertain(_))
-    }
 }
 
 fn classify<E>(error: SdkError<E, HttpResponse>) -> AwsError
@@ -105,71 +84,140 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Preflight checks fail fast: a wrong endpoint or a network outage should be reported in
-/// seconds, not after the full retry budget meant for a running batch.
-fn preflight_retries() -> aws_sdk_iot::config::Builder {
-    aws_sdk_iot::config::Builder::default()
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
+/// The APIs [`Iot`] calls, each paced by its own token bucket and counted per attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    CreateCertificateFromCsr,
+    AttachPolicy,
+    UpdateCertificate,
+    DescribeCertificate,
+    DetachPolicy,
+    DeleteCertificate,
+    ListCertificates,
+    ListTargetsForPolicy,
+    ListThings,
+    GetPolicy,
+    DescribeEndpoint,
+    DescribeProvisioningTemplate,
 }
 
-/// A certificate issued by CreateCertificateFromCsr.
-#[derive(Debug, Clone)]
-pub struct NewCertificate {
-    pub certificate_id: String,
-    pub certificate_arn: String,
-    pub certificate_pem: String,
-}
+impl Api {
+    const ALL: [Api; 12] = [
+        Api::CreateCertificateFromCsr,
+        Api::AttachPolicy,
+        Api::UpdateCertificate,
+        Api::DescribeCertificate,
+        Api::DetachPolicy,
+        Api::DeleteCertificate,
+        Api::ListCertificates,
+        Api::ListTargetsForPolicy,
+        Api::ListThings,
+        Api::GetPolicy,
+        Api::DescribeEndpoint,
+        Api::DescribeProvisioningTemplate,
+    ];
 
-/// A row of ListCertificates.
-#[derive(Debug, Clone)]
-pub struct CertificateSummary {
-    pub certificate_id: String,
-    pub certificate_arn: String,
-    pub active: bool,
-}
+    fn name(self) -> &'static str {
+        match self {
+            Api::CreateCertificateFromCsr => "CreateCertificateFromCsr",
+            Api::AttachPolicy => "AttachPolicy",
+            Api::UpdateCertificate => "UpdateCertificate",
+            Api::DescribeCertificate => "DescribeCertificate",
+            Api::DetachPolicy => "DetachPolicy",
+            Api::DeleteCertificate => "DeleteCertificate",
+            Api::ListCertificates => "ListCertificates",
+            Api::ListTargetsForPolicy => "ListTargetsForPolicy",
+            Api::ListThings => "ListThings",
+            Api::GetPolicy => "GetPolicy",
+            Api::DescribeEndpoint => "DescribeEndpoint",
+            Api::DescribeProvisioningTemplate => "DescribeProvisioningTemplate",
+        }
+    }
 
-/// Which account endpoint DescribeEndpoint should return.
-#[derive(Debug, Clone, Copy)]
-pub enum EndpointKind {
-    DataAts,
-    CredentialProvider,
-}
+    /// The station's rate for the per-device APIs; AWS's lowest default quota for the rest.
+    fn per_second(self, limits: &LimitsSection) -> u32 {
+        match self {
+            Api::CreateCertificateFromCsr => limits.create_certificate_from_csr_per_second,
+            Api::AttachPolicy => limits.attach_policy_per_second,
+            Api::UpdateCertificate => limits.update_certificate_per_second,
+            Api::DescribeCertificate => limits.describe_certificate_per_second,
+            Api::DetachPolicy => limits.detach_policy_per_second,
+            _ => 10,
+        }
+    }
 
-/// Client-side token buckets, one per API, at the station's rates. A burst of one keeps the
-/// pace even, so AWS's own bucket never sees more than the quota.
-struct Limiters {
-    create_certificate: DefaultDirectRateLimiter,
-    attach_policy: DefaultDirectRateLimiter,
-    update_certificate: DefaultDirectRateLimiter,
-    describe_certificate: DefaultDirectRateLimiter,
-    detach_policy: DefaultDirectRateLimiter,
-    other: DefaultDirectRateLimiter,
+    /// Whether a failed attempt is tried again: throttling (AWS did not execute it) always;
+    /// no answer only where a repeat cannot make a second certificate.
+    fn retries(self, error: &AwsError) -> bool {
+        match error {
+            AwsError::Throttled(_) => true,
+            AwsError::Uncertain(_) => self != Api::CreateCertificateFromCsr,
+            _ => false,
+        }
+    }
+
+    /// Preflight reads fail fast: a wrong endpoint or an outage should be reported in
+    /// seconds, not after the retry budget meant for a running batch.
+    fn max_attempts(self, configured: u32) -> u32 {
+        match self {
+            Api::GetPolicy | Api::DescribeEndpoint | Api::DescribeProvisioningTemplate => {
+                configured.min(3)
+            }
+            _ => configured,
+        }
+    }
 }
 
 fn limiter(per_second: u32) -> DefaultDirectRateLimiter {
     let rate = NonZeroU32::new(per_second.max(1)).expect("max(1) is non-zero");
+    // A burst of one keeps the pace even, so AWS's own bucket never sees more than the quota.
     RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN))
 }
 
-/// Calls made per API (each attempt counts: this is what AWS's quota sees).
-#[derive(Default)]
-struct CallCounts {
-    create_certificate_from_csr: AtomicU64,
-    attach_policy: AtomicU64,
-    update_certificate: AtomicU64,
-    describe_certificate: AtomicU64,
-    list_certificates: AtomicU64,
-    get_policy: AtomicU64,
-    describe_endpoint: AtomicU64,
-    describe_provisioning_template: AtomicU64,
+/// The one place every request passes: a token bucket per API and a count of attempts.
+struct Pacing {
+    limiters: Vec<DefaultDirectRateLimiter>,
+    attempts: Vec<AtomicU64>,
 }
 
-/// The AWS IoT operations claimfab uses.
+impl Pacing {
+    fn new(limits: &LimitsSection) -> Self {
+        Self {
+            limiters: Api::ALL
+                .iter()
+                .map(|api| limiter(api.per_second(limits)))
+                .collect(),
+            attempts: Api::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Waits for `api`'s next slot and counts the attempt about to be sent.
+    async fn admit(&self, api: Api) {
+        let index = api as usize;
+        self.limiters[index].until_ready().await;
+        self.attempts[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        Api::ALL
+            .iter()
+            .map(|api| {
+                (
+                    api.name(),
+                    self.attempts[*api as usize].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+}
+
+/// The AWS IoT operations of `batch`, `revoke`, `rotate` and `audit`. The SDK's own retries
+/// are off: [`Iot::call`] retries, so that every attempt is paced and counted.
 pub struct Iot {
     client: Client,
     region: String,
-    limiters: Limiters,
-    calls: CallCounts,
+    pacing: Pacing,
     max_attempts: u32,
 }
 
@@ -226,138 +274,142 @@ impl Iot {
     /// credentials resolve. Errors are one line saying what to set.
     pub async fn connect(settings: &AwsSettings, limits: &LimitsSection) -> Result<Self, String> {
         let (config, region) = load_config(settings, limits.max_attempts).await?;
+        let config = aws_sdk_iot::config::Builder::from(&config)
+            .retry_config(RetryConfig::disabled())
+            .build();
         Ok(Self {
-            client: Client::new(&config),
+            client: Client::from_conf(config),
             region,
-            limiters: Limiters {
-                create_certificate: limiter(limits.create_certificate_from_csr_per_second),
-                attach_policy: limiter(limits.attach_policy_per_second),
-                update_certificate: limiter(limits.update_certificate_per_second),
-                describe_certificate: limiter(limits.describe_certificate_per_second),
-                detach_policy: limiter(limits.detach_policy_per_second),
-                other: limiter(10),
-            },
-            calls: CallCounts::default(),
+            pacing: Pacing::new(limits),
             max_attempts: limits.max_attempts,
         })
     }
 
-    /// Calls made so far, per API, for the run summary.
-    pub fn call_counts(&self) -> Vec<(&'static str, u64)> {
-        let c = &self.calls;
-        [
-            ("CreateCertificateFromCsr", &c.create_certificate_from_csr),
-            ("AttachPolicy", &c.attach_policy),
-            ("UpdateCertificate", &c.update_certificate),
-            ("DescribeCertificate", &c.describe_certificate),
-            ("ListCertificates", &c.list_certificates),
-            ("GetPolicy", &c.get_policy),
-            ("DescribeEndpoint", &c.describe_endpoint),
-            (
-                "DescribeProvisioningTemplate",
-                &c.describe_provisioning_template,
-            ),
-        ]
-        .into_iter()
-        .map(|(name, count)| (name, count.load(Ordering::Relaxed)))
-        .filter(|(_, count)| *count > 0)
-        .collect()
-    }
-
-    /// The resolved region.
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    /// DescribeEndpoint.
-    pub async fn describe_endpoint(&self, kind: EndpointKind) -> Result<String, AwsError> {
-        self.limiters.other.until_ready().await;
-        self.calls.describe_endpoint.fetch_add(1, Ordering::Relaxed);
-        let endpoint_type = match kind {
-            EndpointKind::DataAts => "iot:Data-ATS",
-            EndpointKind::CredentialProvider => "iot:CredentialProvider",
-        };
-        let output = self
-            .client
-            .describe_endpoint()
-            .endpoint_type(endpoint_type)
-            .customize()
-            .config_override(preflight_retries())
-            .send()
-            .await
-            .map_err(classify)?;
-        output.endpoint_address.ok_or_else(|| {
-            AwsError::Uncertain(format!(
-                "DescribeEndpoint({endpoint_type}) returned no address"
-            ))
-        })
-    }
-
-    /// GetPolicy: the policy's default version document, or `None` when there is no policy
-    /// of that name.
-    pub async fn policy_document(&self, name: &str) -> Result<Option<String>, AwsError> {
-        self.limiters.other.until_ready().await;
-        self.calls.get_policy.fetch_add(1, Ordering::Relaxed);
-        let output = found(
-            self.client
-                .get_policy()
-                .policy_name(name)
-                .customize()
-                .config_override(preflight_retries())
-                .send()
-                .await
-                .map_err(classify),
-        )?;
-        Ok(output.map(|o| o.policy_document.unwrap_or_default()))
-    }
-
-    /// DescribeProvisioningTemplate, or `None` when there is no template of that name.
-    pub async fn provisioning_template(
-        &self,
-        name: &str,
-    ) -> Result<Option<TemplateInfo>, AwsError> {
-        self.limiters.other.until_ready().await;
-        self.calls
-            .describe_provisioning_template
-            .fetch_add(1, Ordering::Relaxed);
-        describe_template(&self.client, name).await
-    }
-
-    /// CreateCertificateFromCsr with the certificate active at once. The SDK does not retry
-    /// this call: a retry after a lost response would create a second certificate. Throttling
-    /// (which AWS guarantees did not execute) is retried here with backoff and jitter; any
-    /// other failure is returned for the caller to reconcile.
-    pub async fn create_certificate_from_csr(
-        &self,
-        csr_pem: &str,
-    ) -> Result<NewCertificate, AwsError> {
+    /// Sends one request through pacing and counting, and tries it again (backoff with
+    /// jitter) while the failure allows it and attempts are left.
+    async fn call<T, Fut>(&self, api: Api, send: impl Fn() -> Fut) -> Result<T, AwsError>
+    where
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
         use backon::{ExponentialBuilder, Retryable};
         let attempt = || async {
-            self.limiters.create_certificate.until_ready().await;
-            self.calls
-                .create_certificate_from_csr
-                .fetch_add(1, Ordering::Relaxed);
-            self.client
-                .create_certificate_from_csr()
-                .certificate_signing_request(csr_pem)
-                .set_as_active(true)
-                .customize()
-                .config_override(
-                    aws_sdk_iot::config::Builder::default().retry_config(RetryConfig::disabled()),
-                )
-                .send()
-                .await
-                .map_err(classify)
+            self.pacing.admit(api).await;
+            send().await
         };
-        let output = attempt
+        let retries = api.max_attempts(self.max_attempts).saturating_sub(1);
+        attempt
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))
                     .with_max_delay(Duration::from_secs(20))
-                    .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+                    .with_max_times(retries as usize)
                     .with_jitter(),
             )
-            .when(|e: &AwsError| matches!(e, AwsError::Throttled(_)))
+            .when(|e: &AwsError| api.retries(e))
+            .await
+    }
+
+    /// Reads a paged listing, each page one [`Iot::call`], until the last page or until
+    /// `more` says the page just read is the last one needed.
+    async fn pages<T, Fut>(
+        &self,
+        api: Api,
+        fetch: impl Fn(Option<String>) -> Fut,
+        more: impl Fn(&[T]) -> bool,
+    ) -> Result<Vec<T>, AwsError>
+    where
+        Fut: Future<Output = Result<(Vec<T>, Option<String>), AwsError>>,
+    {
+        let mut items = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) = self.call(api, || fetch(token.clone())).await?;
+            let go_on = more(&page);
+            items.extend(page);
+            match next.filter(|t| !t.is_empty()) {
+                Some(next) if go_on => token = Some(next),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+/// A row of ListCertificates with its creation time.
+struct Listed {
+    summary: CertificateSummary,
+    status: String,
+    created_at: OffsetDateTime,
+}
+
+impl Iot {
+    /// ListCertificates, one page of 250, newest first or not.
+    async fn certificates_page(
+        &self,
+        token: Option<String>,
+        newest_first: bool,
+    ) -> Result<(Vec<Listed>, Option<String>), AwsError> {
+        let page = self
+            .client
+            .list_certificates()
+            .page_size(250)
+            .ascending_order(!newest_first)
+            .set_marker(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        let listed = page
+            .certificates()
+            .iter()
+            .filter_map(|cert| {
+                Some(Listed {
+                    summary: CertificateSummary {
+                        certificate_id: cert.certificate_id()?.to_string(),
+                        certificate_arn: cert.certificate_arn()?.to_string(),
+                        active: cert.status() == Some(&CertificateStatus::Active),
+                    },
+                    status: cert.status()?.as_str().to_string(),
+                    created_at: cert
+                        .creation_date()
+                        .and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                })
+            })
+            .collect();
+        Ok((listed, page.next_marker))
+    }
+
+    /// UpdateCertificate.
+    async fn update_certificate(
+        &self,
+        certificate_id: &str,
+        status: CertificateStatus,
+    ) -> Result<(), AwsError> {
+        self.call(Api::UpdateCertificate, || async {
+            self.client
+                .update_certificate()
+                .certificate_id(certificate_id)
+                .new_status(status.clone())
+                .send()
+                .await
+                .map(drop)
+                .map_err(classify)
+        })
+        .await
+    }
+}
+
+impl Claims for Iot {
+    async fn create_certificate_from_csr(&self, csr_pem: &str) -> Result<NewCertificate, AwsError> {
+        let output = self
+            .call(Api::CreateCertificateFromCsr, || async {
+                self.client
+                    .create_certificate_from_csr()
+                    .certificate_signing_request(csr_pem)
+                    .set_as_active(true)
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
             .await?;
         match (
             output.certificate_id,
@@ -377,99 +429,70 @@ impl Iot {
         }
     }
 
-    /// AttachPolicy (idempotent, so the SDK's standard retries apply).
-    pub async fn attach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
-        self.limiters.attach_policy.until_ready().await;
-        self.calls.attach_policy.fetch_add(1, Ordering::Relaxed);
-        self.client
-            .attach_policy()
-            .policy_name(policy)
-            .target(certificate_arn)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+    async fn attach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
+        self.call(Api::AttachPolicy, || async {
+            self.client
+                .attach_policy()
+                .policy_name(policy)
+                .target(certificate_arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(classify)
+        })
+        .await
     }
 
-    /// UpdateCertificate to INACTIVE (idempotent).
-    pub async fn deactivate_certificate(&self, certificate_id: &str) -> Result<(), AwsError> {
-        self.limiters.update_certificate.until_ready().await;
-        self.calls
-            .update_certificate
-            .fetch_add(1, Ordering::Relaxed);
-        self.client
-            .update_certificate()
-            .certificate_id(certificate_id)
-            .new_status(CertificateStatus::Inactive)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
-    }
-
-    /// UpdateCertificate to INACTIVE or REVOKED (idempotent).
-    pub async fn set_certificate_status(
+    async fn set_certificate_status(
         &self,
         certificate_id: &str,
-        revoked: bool,
+        status: OutOfService,
     ) -> Result<(), AwsError> {
-        self.limiters.update_certificate.until_ready().await;
-        self.calls
-            .update_certificate
-            .fetch_add(1, Ordering::Relaxed);
-        let status = if revoked {
-            CertificateStatus::Revoked
-        } else {
-            CertificateStatus::Inactive
+        let status = match status {
+            OutOfService::Inactive => CertificateStatus::Inactive,
+            OutOfService::Revoked => CertificateStatus::Revoked,
         };
-        self.client
-            .update_certificate()
-            .certificate_id(certificate_id)
-            .new_status(status)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+        self.update_certificate(certificate_id, status).await
     }
 
-    /// DetachPolicy.
-    pub async fn detach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
-        self.limiters.detach_policy.until_ready().await;
-        self.client
-            .detach_policy()
-            .policy_name(policy)
-            .target(certificate_arn)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+    async fn detach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
+        self.call(Api::DetachPolicy, || async {
+            self.client
+                .detach_policy()
+                .policy_name(policy)
+                .target(certificate_arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(classify)
+        })
+        .await
     }
 
-    /// DeleteCertificate (the certificate must be INACTIVE or REVOKED, with no policy).
-    pub async fn delete_certificate(&self, certificate_id: &str) -> Result<(), AwsError> {
-        self.limiters.other.until_ready().await;
-        self.client
-            .delete_certificate()
-            .certificate_id(certificate_id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+    async fn delete_certificate(&self, certificate_id: &str) -> Result<(), AwsError> {
+        self.call(Api::DeleteCertificate, || async {
+            self.client
+                .delete_certificate()
+                .certificate_id(certificate_id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(classify)
+        })
+        .await
     }
 
-    /// DescribeCertificate, reduced to its PEM.
-    pub async fn certificate_pem(&self, certificate_id: &str) -> Result<String, AwsError> {
-        self.limiters.describe_certificate.until_ready().await;
-        self.calls
-            .describe_certificate
-            .fetch_add(1, Ordering::Relaxed);
+    async fn certificate_pem(&self, certificate_id: &str) -> Result<String, AwsError> {
         let output = self
-            .client
-            .describe_certificate()
-            .certificate_id(certificate_id)
-            .send()
-            .await
-            .map_err(classify)?;
+            .call(Api::DescribeCertificate, || async {
+                self.client
+                    .describe_certificate()
+                    .certificate_id(certificate_id)
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
         output
             .certificate_description
             .and_then(|d| d.certificate_pem)
@@ -480,50 +503,137 @@ impl Iot {
             })
     }
 
-    /// ListCertificates, newest first, until certificates older than `since`.
-    pub async fn certificates_created_since(
+    async fn certificates_created_since(
         &self,
         since: OffsetDateTime,
     ) -> Result<Vec<CertificateSummary>, AwsError> {
-        let mut found = Vec::new();
-        let mut pages = self
-            .client
-            .list_certificates()
-            .page_size(250)
-            .ascending_order(false)
-            .into_paginator()
-            .send();
-        loop {
-            self.limiters.other.until_ready().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            self.calls.list_certificates.fetch_add(1, Ordering::Relaxed);
-            let page = page.map_err(classify)?;
-            let mut reached_older = false;
-            for cert in page.certificates() {
-                let created_at = cert
-                    .creation_date()
-                    .and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-                if created_at < since {
-                    reached_older = true;
-                    continue;
-                }
-                if let (Some(id), Some(arn)) = (cert.certificate_id(), cert.certificate_arn()) {
-                    found.push(CertificateSummary {
-                        certificate_id: id.to_string(),
-                        certificate_arn: arn.to_string(),
-                        active: cert.status() == Some(&CertificateStatus::Active),
-                    });
-                }
-            }
-            // Newest first: past `since`, the rest is older still.
-            if reached_older {
-                break;
-            }
-        }
-        Ok(found)
+        let listed = self
+            .pages(
+                Api::ListCertificates,
+                |token| self.certificates_page(token, true),
+                // Newest first: a page reaching past `since` is the last one needed.
+                |page: &[Listed]| page.iter().all(|c| c.created_at >= since),
+            )
+            .await?;
+        Ok(listed
+            .into_iter()
+            .filter(|c| c.created_at >= since)
+            .map(|c| c.summary)
+            .collect())
+    }
+
+    fn call_counts(&self) -> Vec<(&'static str, u64)> {
+        self.pacing.counts()
+    }
+}
+
+impl Inventory for Iot {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn describe_endpoint(&self, kind: EndpointKind) -> Result<String, AwsError> {
+        let endpoint_type = match kind {
+            EndpointKind::DataAts => "iot:Data-ATS",
+            EndpointKind::CredentialProvider => "iot:CredentialProvider",
+        };
+        let output = self
+            .call(Api::DescribeEndpoint, || async {
+                self.client
+                    .describe_endpoint()
+                    .endpoint_type(endpoint_type)
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        output.endpoint_address.ok_or_else(|| {
+            AwsError::Uncertain(format!(
+                "DescribeEndpoint({endpoint_type}) returned no address"
+            ))
+        })
+    }
+
+    async fn policy_document(&self, name: &str) -> Result<Option<String>, AwsError> {
+        let output = found(
+            self.call(Api::GetPolicy, || async {
+                self.client
+                    .get_policy()
+                    .policy_name(name)
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await,
+        )?;
+        Ok(output.map(|o| o.policy_document.unwrap_or_default()))
+    }
+
+    async fn provisioning_template(&self, name: &str) -> Result<Option<TemplateInfo>, AwsError> {
+        self.call(Api::DescribeProvisioningTemplate, || {
+            describe_template(&self.client, name)
+        })
+        .await
+    }
+
+    async fn certificate_statuses(&self) -> Result<HashMap<String, String>, AwsError> {
+        let listed = self
+            .pages(
+                Api::ListCertificates,
+                |token| self.certificates_page(token, false),
+                |_: &[Listed]| true,
+            )
+            .await?;
+        Ok(listed
+            .into_iter()
+            .map(|c| (c.summary.certificate_id, c.status))
+            .collect())
+    }
+
+    async fn policy_targets(&self, policy: &str) -> Result<Vec<String>, AwsError> {
+        self.pages(
+            Api::ListTargetsForPolicy,
+            |token| async move {
+                let page = self
+                    .client
+                    .list_targets_for_policy()
+                    .policy_name(policy)
+                    .page_size(250)
+                    .set_marker(token)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                Ok((page.targets().to_vec(), page.next_marker))
+            },
+            |_: &[String]| true,
+        )
+        .await
+    }
+
+    async fn thing_names(&self) -> Result<HashSet<String>, AwsError> {
+        let names = self
+            .pages(
+                Api::ListThings,
+                |token| async move {
+                    let page = self
+                        .client
+                        .list_things()
+                        .max_results(250)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(classify)?;
+                    let names = page
+                        .things()
+                        .iter()
+                        .filter_map(|t| t.thing_name().map(String::from))
+                        .collect();
+                    Ok((names, page.next_token))
+                },
+                |_: &[String]| true,
+            )
+            .await?;
+        Ok(names.into_iter().collect())
     }
 }
 
@@ -548,17 +658,6 @@ pub struct RoleAliasInfo {
     pub arn: String,
     pub role_arn: String,
     pub credential_duration_seconds: i32,
-}
-
-/// A fleet-provisioning template.
-#[derive(Debug, Clone)]
-pub struct TemplateInfo {
-    pub arn: String,
-    pub body: String,
-    pub enabled: bool,
-    pub role_arn: String,
-    pub hook_arn: Option<String>,
-    pub description: String,
 }
 
 /// The desired settings of a provisioning template.
@@ -1231,80 +1330,6 @@ impl AccountApi {
             .await
             .map(drop)
             .map_err(classify)
-    }
-}
-
-/// What `audit` reads from AWS IoT, each as a full (paged) listing so the cost is per 250
-/// items, not per device.
-impl Iot {
-    /// ListCertificates, all pages: certificate id -> status (ACTIVE, INACTIVE, REVOKED, ...).
-    pub async fn certificate_statuses(
-        &self,
-    ) -> Result<std::collections::HashMap<String, String>, AwsError> {
-        let mut statuses = std::collections::HashMap::new();
-        let mut pages = self
-            .client
-            .list_certificates()
-            .page_size(250)
-            .into_paginator()
-            .send();
-        loop {
-            self.limiters.other.until_ready().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            self.calls.list_certificates.fetch_add(1, Ordering::Relaxed);
-            for cert in page.map_err(classify)?.certificates() {
-                if let (Some(id), Some(status)) = (cert.certificate_id(), cert.status()) {
-                    statuses.insert(id.to_string(), status.as_str().to_string());
-                }
-            }
-        }
-        Ok(statuses)
-    }
-
-    /// ListTargetsForPolicy, all pages: the ARNs the policy is attached to.
-    pub async fn policy_targets(&self, policy: &str) -> Result<Vec<String>, AwsError> {
-        let mut targets = Vec::new();
-        let mut pages = self
-            .client
-            .list_targets_for_policy()
-            .policy_name(policy)
-            .page_size(250)
-            .into_paginator()
-            .send();
-        loop {
-            self.limiters.other.until_ready().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            targets.extend(page.map_err(classify)?.targets().iter().cloned());
-        }
-        Ok(targets)
-    }
-
-    /// ListThings, all pages: every thing name in the account and region.
-    pub async fn thing_names(&self) -> Result<std::collections::HashSet<String>, AwsError> {
-        let mut names = std::collections::HashSet::new();
-        let mut pages = self
-            .client
-            .list_things()
-            .max_results(250)
-            .into_paginator()
-            .send();
-        loop {
-            self.limiters.other.until_ready().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            let page = page.map_err(classify)?;
-            names.extend(
-                page.things()
-                    .iter()
-                    .filter_map(|t| t.thing_name().map(String::from)),
-            );
-        }
-        Ok(names)
     }
 }
 

@@ -11,14 +11,15 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::aws::{AwsError, EndpointKind, Iot};
+use crate::aws::Iot;
 use crate::cli::{BatchArgs, ClaimScopeArg};
+use crate::cloud::{AwsError, Claims, EndpointKind, Inventory};
 use crate::core::devices::{self, ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
-use crate::core::station::{KeyAlgorithm, StationConfig};
+use crate::core::station::{KeyAlgorithm, LimitsSection, StationConfig};
 use crate::core::{names, preflight};
 use crate::error::UserError;
-use crate::journal::Journal;
+use crate::journal::{JournalFiles, JournalStore};
 use crate::outdir::{self, BatchDir, Existing, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
 use crate::pipeline::{BatchPlan, BatchRun, Outcome};
 
@@ -50,6 +51,7 @@ fn devices_fingerprint(devices: &[Device]) -> String {
 }
 
 /// How a batch command ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchResult {
     /// Every device is ready.
     Done,
@@ -127,7 +129,11 @@ fn preflight_error(what: &str, action: &str, error: AwsError) -> UserError {
 /// the claim policy exists and allows what their nucleus asks for, and the template exists,
 /// is enabled, reads exactly the parameters the bundles send and makes per-device policies
 /// that fit AWS IoT's size limit for the longest thing name.
-pub async fn preflight(iot: &Iot, spec: &BatchSpec, devices: &[Device]) -> Result<(), UserError> {
+pub async fn preflight(
+    iot: &impl Inventory,
+    spec: &BatchSpec,
+    devices: &[Device],
+) -> Result<(), UserError> {
     let (policy, target) = (&spec.claim_policy, &spec.target);
     let region = iot.region();
     let document = iot
@@ -234,8 +240,14 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         check_same_batch(previous, &spec, &args.out)?;
     }
     preflight(&iot, &spec, &devices).await?;
-    let limits = &station.limits;
-    execute(&args.out, &spec, previous.is_some(), devices, limits, iot).await
+    let run = Execution {
+        out: &args.out,
+        spec: &spec,
+        resuming: previous.is_some(),
+        limits: &station.limits,
+        journals: &JournalFiles,
+    };
+    run.execute(devices, Arc::new(iot)).await
 }
 
 /// A station that binds claims to devices cannot make a claim shared by a batch.
@@ -280,7 +292,7 @@ fn check_same_batch(previous: &BatchSpec, spec: &BatchSpec, out: &Path) -> Resul
 /// The data and credential endpoints: pinned by the station, else as the batch began, else
 /// as `claimfab setup` recorded them for this region, else asked of DescribeEndpoint.
 async fn resolve_endpoints(
-    iot: &Iot,
+    iot: &impl Inventory,
     station: &StationConfig,
     previous: Option<&ProvisioningTarget>,
     recorded: Option<&crate::settings::SetupRecord>,
@@ -313,57 +325,74 @@ async fn resolve_endpoints(
     Ok((data, credentials))
 }
 
-/// Creates (or resumes) the batch directory for `spec` and runs the pipeline over it, with
-/// Ctrl-C handling and the summary. Everything must already be checked: from here on,
-/// things are created.
-pub async fn execute(
-    out: &Path,
-    spec: &BatchSpec,
-    resuming: bool,
-    devices: Vec<Device>,
-    limits: &crate::core::station::LimitsSection,
-    iot: Iot,
-) -> Result<BatchResult> {
-    let dir = BatchDir::open(out)?;
-    if !resuming && dir.path(BATCH_FILE).exists() {
-        // Another claimfab started a batch here between our check and our lock.
-        return Err(UserError::output_dir(
-            out,
-            "another claimfab started a batch here meanwhile; choose a new --out",
-        )
-        .into());
+/// A checked batch, ready to run: where, what, and how.
+pub struct Execution<'a> {
+    pub out: &'a Path,
+    pub spec: &'a BatchSpec,
+    /// Whether `out` already holds this batch (checked against `spec`).
+    pub resuming: bool,
+    pub limits: &'a LimitsSection,
+    pub journals: &'a dyn JournalStore,
+}
+
+impl Execution<'_> {
+    /// Creates (or resumes) the batch directory and runs the pipeline over it, with Ctrl-C
+    /// handling and the summary. Everything must already be checked: from here on, things
+    /// are created.
+    pub async fn execute<A: Claims>(
+        &self,
+        devices: Vec<Device>,
+        api: Arc<A>,
+    ) -> Result<BatchResult> {
+        let dir = self.open_dir()?;
+        let (journal, replay) = self.journals.open(&dir.path(JOURNAL_FILE))?;
+        let plan = BatchPlan {
+            devices: devices.into(),
+            claim_policy: self.spec.claim_policy.clone(),
+            key_algorithm: self.spec.key_algorithm,
+            target: self.spec.target.clone(),
+            claim_scope: self.spec.claim_scope,
+            concurrency: self.limits.concurrency as usize,
+            reconcile_after: std::time::Duration::from_secs(
+                self.limits.reconcile_after_seconds.into(),
+            ),
+        };
+        let started = Instant::now();
+        let batch = BatchRun::new(api, dir, journal, replay, plan);
+        let signals = tokio::spawn(stop_on_signals(batch.clone()));
+        let outcome = batch.clone().run().await;
+        // Wait for the aborted signal task to drop its handle on the run, so the directory
+        // lock is released when this returns.
+        signals.abort();
+        let _ = signals.await;
+        let outcome = outcome?;
+        print_summary(self.out, &batch, &outcome, started.elapsed().as_secs_f64());
+        Ok(if outcome.interrupted {
+            BatchResult::Interrupted
+        } else if outcome.failures.is_empty() {
+            BatchResult::Done
+        } else {
+            BatchResult::SomeFailed
+        })
     }
-    if !resuming {
-        let json = serde_json::to_vec_pretty(spec).expect("spec serializes");
-        dir.write_atomic(BATCH_FILE, &json, 0o644)?;
+
+    /// Locks the batch directory; a new batch records its spec first.
+    fn open_dir(&self) -> Result<BatchDir> {
+        let dir = BatchDir::open(self.out)?;
+        if !self.resuming && dir.path(BATCH_FILE).exists() {
+            // Another claimfab started a batch here between our check and our lock.
+            return Err(UserError::output_dir(
+                self.out,
+                "another claimfab started a batch here meanwhile; choose a new --out",
+            )
+            .into());
+        }
+        if !self.resuming {
+            let json = serde_json::to_vec_pretty(self.spec).expect("spec serializes");
+            dir.write_atomic(BATCH_FILE, &json, 0o644)?;
+        }
+        Ok(dir)
     }
-    let (journal, replay) = Journal::open(&dir.path(JOURNAL_FILE))?;
-    let plan = BatchPlan {
-        devices,
-        claim_policy: spec.claim_policy.clone(),
-        key_algorithm: spec.key_algorithm,
-        target: spec.target.clone(),
-        claim_scope: spec.claim_scope,
-        concurrency: limits.concurrency as usize,
-        reconcile_after: std::time::Duration::from_secs(limits.reconcile_after_seconds.into()),
-    };
-    let started = Instant::now();
-    let batch = BatchRun::new(iot, dir, journal, replay, plan);
-    let signals = tokio::spawn(stop_on_signals(batch.clone()));
-    let outcome = batch.clone().run().await;
-    // Wait for the aborted signal task to drop its handle on the run, so the directory lock
-    // is released when this returns.
-    signals.abort();
-    let _ = signals.await;
-    let outcome = outcome?;
-    print_summary(out, &batch, &outcome, started.elapsed().as_secs_f64());
-    Ok(if outcome.interrupted {
-        BatchResult::Interrupted
-    } else if outcome.failures.is_empty() {
-        BatchResult::Done
-    } else {
-        BatchResult::SomeFailed
-    })
 }
 
 pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
@@ -390,7 +419,7 @@ pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
 
 /// First Ctrl-C or SIGTERM: stop starting devices, finish in-flight ones, write the
 /// manifest. Second: exit at once (the journal makes that safe).
-async fn stop_on_signals(batch: Arc<BatchRun>) {
+async fn stop_on_signals<A: Claims>(batch: Arc<BatchRun<A>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         return;
@@ -409,7 +438,7 @@ async fn stop_on_signals(batch: Arc<BatchRun>) {
     }
 }
 
-fn print_summary(out: &Path, batch: &BatchRun, outcome: &Outcome, elapsed: f64) {
+fn print_summary<A: Claims>(out: &Path, batch: &BatchRun<A>, outcome: &Outcome, elapsed: f64) {
     crate::say!(
         "batch {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
         out.display(),

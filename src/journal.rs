@@ -1,7 +1,9 @@
 //! The batch journal file: append-only JSON lines in the batch directory, written and
 //! fsynced *before* each AWS call and after each result, so a re-run after a crash knows
 //! every certificate that may exist; a crash-torn last line is cut off on open. What the
-//! events mean, and replaying them, is the ledger's (`core::ledger`).
+//! events mean, and replaying them, is the ledger's (`core::ledger`). Commands reach the
+//! file through [`EventLog`] and [`JournalStore`], so that tests can stop a run at any
+//! journal point as a crash would.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Write};
@@ -11,6 +13,32 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 
 use crate::core::ledger::{Event, Replay, ReplayError};
+
+/// Where a run's events go, each durable before `record` returns.
+pub trait EventLog: Send + Sync {
+    fn record(&self, event: &Event) -> Result<()>;
+}
+
+/// Opens a batch directory's journal: its events so far and a log to append to.
+pub trait JournalStore: Send + Sync {
+    fn open(&self, path: &Path) -> Result<(Box<dyn EventLog>, Replay)>;
+}
+
+/// The journal files on disk.
+pub struct JournalFiles;
+
+impl JournalStore for JournalFiles {
+    fn open(&self, path: &Path) -> Result<(Box<dyn EventLog>, Replay)> {
+        let (journal, replay) = Journal::open(path)?;
+        Ok((Box::new(journal), replay))
+    }
+}
+
+impl EventLog for Journal {
+    fn record(&self, event: &Event) -> Result<()> {
+        Journal::record(self, event)
+    }
+}
 
 /// The journal file and what is known about its tail.
 struct JournalFile {

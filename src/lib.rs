@@ -8,6 +8,7 @@ pub mod audit;
 pub mod aws;
 pub mod batch;
 pub mod cli;
+pub mod cloud;
 pub mod core;
 pub mod error;
 pub mod journal;

@@ -9,15 +9,16 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::aws::{AwsError, Iot};
-
+use crate::aws::Iot;
+use crate::batch::BatchSpec;
 use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
+use crate::cloud::{AwsError, Claims, OutOfService};
 use crate::core::devices::ClaimScope;
 use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
-use crate::journal::Journal;
+use crate::journal::{EventLog, JournalFiles, JournalStore};
 use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
 /// What to take out of service, and how: the typed form of `claimfab revoke`'s arguments,
@@ -46,78 +47,103 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
 }
 
 /// Takes the selected certificates of a batch out of service; returns whether every one
-/// reached the asked state.
+/// reached the asked state. The request is checked before AWS is reached.
 pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<bool> {
-    let dir = args.dir;
-    let (spec, mut rows) = crate::batch::read_batch_dir(dir)?;
-    let shared = spec.claim_scope == ClaimScope::Batch;
-    let selected = select(args, &rows, shared)?;
-    let revoked = matches!(args.status, RevokeStatus::Revoked);
-    let status_name = if revoked { "REVOKED" } else { "INACTIVE" };
-    let detach = args.detach || args.delete;
-
-    let settings = crate::settings::aws_settings(aws, None, Some(&spec.target.region))?;
+    let checked = args.check()?;
+    let region = &checked.spec.target.region;
+    let settings = crate::settings::aws_settings(aws, None, Some(region))?;
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;
-    let batch_dir = BatchDir::open(dir)?;
-    let (journal, mut replay) = Journal::open(&batch_dir.path(JOURNAL_FILE))?;
-    let plan = Revocation {
-        iot: &iot,
-        journal: &journal,
-        claim_policy: &spec.claim_policy,
-        revoked,
-        status_name,
-        detach,
-        delete: args.delete,
-    };
-    let mut problems = 0;
-    for serial in &selected {
-        let Some(cert) = replay
-            .devices
-            .get(serial)
-            .and_then(|r| r.certificate.clone())
-        else {
-            crate::say!("  skipped  {serial}: no certificate to revoke");
-            continue;
+    checked.carry_out(&iot, &JournalFiles).await
+}
+
+/// A retirement whose batch directory was read and whose selection is valid.
+pub struct Checked<'a> {
+    request: &'a Retirement<'a>,
+    spec: BatchSpec,
+    rows: Vec<ManifestRow>,
+    selected: Vec<String>,
+}
+
+impl<'a> Retirement<'a> {
+    /// Reads the batch directory and checks the selection against its manifest.
+    pub fn check(&'a self) -> Result<Checked<'a>, UserError> {
+        let (spec, rows) = crate::batch::read_batch_dir(self.dir)?;
+        let shared = spec.claim_scope == ClaimScope::Batch;
+        let selected = select(self, &rows, shared)?;
+        Ok(Checked {
+            request: self,
+            spec,
+            rows,
+            selected,
+        })
+    }
+}
+
+impl Checked<'_> {
+    /// Retires each selected device (journaled), then rewrites the manifest's statuses.
+    pub async fn carry_out(
+        mut self,
+        api: &impl Claims,
+        journals: &dyn JournalStore,
+    ) -> Result<bool> {
+        let dir = self.request.dir;
+        let shared = self.spec.claim_scope == ClaimScope::Batch;
+        let batch_dir = BatchDir::open(dir)?;
+        let (journal, mut replay) = journals.open(&batch_dir.path(JOURNAL_FILE))?;
+        let status = match self.request.status {
+            RevokeStatus::Revoked => OutOfService::Revoked,
+            RevokeStatus::Inactive => OutOfService::Inactive,
         };
-        let short = cert
-            .certificate_id
-            .get(..16)
-            .unwrap_or(&cert.certificate_id);
-        let who = if shared {
-            format!("all {} devices (shared certificate)", rows.len())
-        } else {
-            serial.clone()
+        let plan = Revocation {
+            api,
+            journal: journal.as_ref(),
+            claim_policy: &self.spec.claim_policy,
+            status,
+            detach: self.request.detach || self.request.delete,
+            delete: self.request.delete,
         };
-        match plan.revoke_one(&mut replay, serial, &cert).await? {
-            Ok(done) => crate::say!("  ok       {who} {short}: {done}"),
-            Err(e) => {
+        let mut problems = 0;
+        for serial in &self.selected {
+            let who = if shared {
+                format!("all {} devices (shared certificate)", self.rows.len())
+            } else {
+                serial.clone()
+            };
+            if !plan.report(&mut replay, serial, &who).await? {
                 problems += 1;
-                crate::say!("  FAILED   {who} {short}: {e}");
             }
         }
+        self.update_manifest(&batch_dir, &replay)?;
+        crate::say!(
+            "{} device(s) selected, {} failed; manifest: {}",
+            if shared {
+                self.rows.len()
+            } else {
+                self.selected.len()
+            },
+            problems,
+            dir.join(MANIFEST_FILE).display()
+        );
+        if problems > 0 {
+            crate::say!("re-run the same command to retry the failed devices");
+        }
+        Ok(problems == 0)
     }
 
-    // The manifest follows the journal for every device it names.
-    for row in &mut rows {
-        let view = replay.device_view(&row.serial, spec.claim_scope);
-        let record = view.as_deref();
-        if record.is_some_and(DeviceRecord::is_revoked) {
-            row.status = DeviceRecord::manifest_status(record, row.status == DeviceStatus::Failed);
+    /// The manifest follows the journal for every device it names.
+    fn update_manifest(&mut self, batch_dir: &BatchDir, replay: &Replay) -> Result<()> {
+        for row in &mut self.rows {
+            let view = replay.device_view(&row.serial, self.spec.claim_scope);
+            let record = view.as_deref();
+            if record.is_some_and(DeviceRecord::is_revoked) {
+                let failed = row.status == DeviceStatus::Failed;
+                row.status = DeviceRecord::manifest_status(record, failed);
+            }
         }
+        batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&self.rows), 0o644)
     }
-    batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&rows), 0o644)?;
-    crate::say!(
-        "{} device(s) selected, {} failed; manifest: {}",
-        if shared { rows.len() } else { selected.len() },
-        problems,
-        dir.join(MANIFEST_FILE).display()
-    );
-    if problems > 0 {
-        crate::say!("re-run the same command to retry the failed devices");
-    }
-    Ok(problems == 0)
 }
 
 /// The journal keys to revoke: the serials asked for (each must be in the manifest), every
@@ -167,102 +193,152 @@ fn select(
     })
 }
 
+/// What became of one device.
+enum Revoked {
+    /// It reached the asked state; what was done.
+    Done(String),
+    /// AWS refused or did not answer: re-run to retry.
+    Failed(AwsError),
+}
+
 /// What to do to each selected device.
-struct Revocation<'a> {
-    iot: &'a Iot,
-    journal: &'a Journal,
+struct Revocation<'a, A> {
+    api: &'a A,
+    journal: &'a dyn EventLog,
     claim_policy: &'a str,
-    revoked: bool,
-    status_name: &'static str,
+    status: OutOfService,
     detach: bool,
     delete: bool,
 }
 
-impl Revocation<'_> {
+impl<A: Claims> Revocation<'_, A> {
     fn log(&self, replay: &mut Replay, event: Event) -> Result<()> {
         self.journal.record(&event)?;
         replay.apply(event);
         Ok(())
     }
 
+    /// Revokes one device and prints what became of it; false if it failed.
+    async fn report(&self, replay: &mut Replay, serial: &str, who: &str) -> Result<bool> {
+        let Some(cert) = replay
+            .devices
+            .get(serial)
+            .and_then(|r| r.certificate.clone())
+        else {
+            crate::say!("  skipped  {serial}: no certificate to revoke");
+            return Ok(true);
+        };
+        let id = &cert.certificate_id;
+        let short = id.get(..16).unwrap_or(id);
+        Ok(match self.revoke_one(replay, serial, &cert).await? {
+            Revoked::Done(done) => {
+                crate::say!("  ok       {who} {short}: {done}");
+                true
+            }
+            Revoked::Failed(e) => {
+                crate::say!("  FAILED   {who} {short}: {e}");
+                false
+            }
+        })
+    }
+
     /// One device: status (journaled before and after), then detach and delete when asked.
-    /// The outer error is local (journal); the inner one is AWS's, reported per device.
+    /// `Err` is local (journal); AWS's failures are [`Revoked::Failed`].
     async fn revoke_one(
         &self,
         replay: &mut Replay,
         serial: &str,
         cert: &CertificateRecord,
-    ) -> Result<Result<String, AwsError>> {
-        let id = &cert.certificate_id;
+    ) -> Result<Revoked> {
         if cert.deleted {
-            return Ok(Ok("already deleted".into()));
+            return Ok(Revoked::Done("already deleted".into()));
         }
-        let event = |kind: fn(String, String) -> Event| kind(serial.to_string(), id.clone());
         let mut done = Vec::new();
-        match cert.revoked_status.as_deref() {
-            // AWS: a REVOKED certificate cannot change status again.
-            Some("REVOKED") => done.push("already REVOKED".to_string()),
-            Some(current) if current == self.status_name => done.push(format!("already {current}")),
-            _ => {
-                let status = self.status_name.to_string();
-                self.log(
-                    replay,
-                    Event::StatusRequested {
-                        serial: serial.to_string(),
-                        certificate_id: id.clone(),
-                        status: status.clone(),
-                    },
-                )?;
-                if let Err(e) = self.iot.set_certificate_status(id, self.revoked).await {
-                    return Ok(Err(e));
-                }
-                self.log(
-                    replay,
-                    Event::StatusChanged {
-                        serial: serial.to_string(),
-                        certificate_id: id.clone(),
-                        status,
-                    },
-                )?;
-                done.push(self.status_name.to_string());
-            }
+        match self.set_status(replay, serial, cert).await? {
+            Revoked::Done(what) => done.push(what),
+            failed => return Ok(failed),
         }
         let attached = replay.devices[serial]
             .certificate
             .as_ref()
             .is_some_and(|c| c.policy_attached);
         if self.detach && attached {
-            match self
-                .iot
-                .detach_policy(self.claim_policy, &cert.certificate_arn)
-                .await
-            {
-                Ok(()) | Err(AwsError::NotFound(_)) => {}
-                Err(e) => return Ok(Err(e)),
+            let detached = self
+                .api
+                .detach_policy(self.claim_policy, &cert.certificate_arn);
+            if let Some(e) = self.settled(detached.await) {
+                return Ok(Revoked::Failed(e));
             }
             self.log(
                 replay,
-                event(|serial, certificate_id| Event::PolicyDetached {
-                    serial,
-                    certificate_id,
-                }),
+                Event::PolicyDetached {
+                    serial: serial.to_string(),
+                    certificate_id: cert.certificate_id.clone(),
+                },
             )?;
             done.push(format!("{} detached", self.claim_policy));
         }
         if self.delete {
-            match self.iot.delete_certificate(id).await {
-                Ok(()) | Err(AwsError::NotFound(_)) => {}
-                Err(e) => return Ok(Err(e)),
+            let deleted = self.api.delete_certificate(&cert.certificate_id);
+            if let Some(e) = self.settled(deleted.await) {
+                return Ok(Revoked::Failed(e));
             }
             self.log(
                 replay,
-                event(|serial, certificate_id| Event::CertificateDeleted {
-                    serial,
-                    certificate_id,
-                }),
+                Event::CertificateDeleted {
+                    serial: serial.to_string(),
+                    certificate_id: cert.certificate_id.clone(),
+                },
             )?;
             done.push("deleted".into());
         }
-        Ok(Ok(done.join(", ")))
+        Ok(Revoked::Done(done.join(", ")))
+    }
+
+    /// The failure of a detach or delete, if any: NotFound means it is already done.
+    fn settled(&self, result: Result<(), AwsError>) -> Option<AwsError> {
+        match result {
+            Ok(()) | Err(AwsError::NotFound(_)) => None,
+            Err(e) => Some(e),
+        }
+    }
+
+    /// The status change, journaled before and after, unless already there.
+    async fn set_status(
+        &self,
+        replay: &mut Replay,
+        serial: &str,
+        cert: &CertificateRecord,
+    ) -> Result<Revoked> {
+        let wanted = self.status.as_str();
+        match cert.revoked_status.as_deref() {
+            // AWS: a REVOKED certificate cannot change status again.
+            Some("REVOKED") => return Ok(Revoked::Done("already REVOKED".to_string())),
+            Some(current) if current == wanted => {
+                return Ok(Revoked::Done(format!("already {current}")))
+            }
+            _ => {}
+        }
+        let id = &cert.certificate_id;
+        self.log(
+            replay,
+            Event::StatusRequested {
+                serial: serial.to_string(),
+                certificate_id: id.clone(),
+                status: wanted.to_string(),
+            },
+        )?;
+        if let Err(e) = self.api.set_certificate_status(id, self.status).await {
+            return Ok(Revoked::Failed(e));
+        }
+        self.log(
+            replay,
+            Event::StatusChanged {
+                serial: serial.to_string(),
+                certificate_id: id.clone(),
+                status: wanted.to_string(),
+            },
+        )?;
+        Ok(Revoked::Done(wanted.to_string()))
     }
 }

@@ -4,6 +4,8 @@
 //! certificates are retired (set INACTIVE) only on explicit confirmation (`--retire-old`) or
 //! once a `--retire-after` window has passed, when the same command is run again.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -11,10 +13,12 @@ use time::OffsetDateTime;
 use crate::aws::Iot;
 use crate::batch::{self, BatchResult, BatchSpec};
 use crate::cli::{RevokeStatus, RotateArgs};
+use crate::cloud::Claims;
 use crate::core::devices::Device;
 use crate::core::manifest::DeviceStatus;
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
+use crate::journal::{JournalFiles, JournalStore};
 use crate::outdir::{self, BatchDir, Existing, BATCH_FILE};
 
 const ROTATION_FILE: &str = "rotation.json";
@@ -42,40 +46,90 @@ struct ReportRow<'a> {
 
 /// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
 pub async fn run(args: RotateArgs) -> Result<bool> {
-    let retire_after = parse_retire_after(args.retire_after.as_deref())?;
-    let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
-    check_new_directory(&args)?;
-    let limits = match &args.station {
-        Some(path) => crate::settings::read_station(path)?.limits,
-        None => LimitsSection::default(),
-    };
-    let resuming = resuming_rotation(&args, &old_spec)?;
+    let rotation = Rotate::check(&args)?;
     // `--station` supplies only rate limits; the rest is the old batch's.
-    let settings = crate::settings::aws_settings(&args.aws, None, Some(&old_spec.target.region))?;
-    let iot = Iot::connect(&settings, &limits)
+    let region = &rotation.old_spec.target.region;
+    let settings = crate::settings::aws_settings(&args.aws, None, Some(region))?;
+    let iot = Iot::connect(&settings, &rotation.limits)
         .await
         .map_err(UserError::Aws)?;
-    let devices: Vec<Device> = old_rows
-        .iter()
-        .map(|r| Device {
-            serial: r.serial.clone(),
-            thing_name: r.thing_name.clone(),
+    batch::preflight(&iot, &rotation.old_spec, &rotation.devices).await?;
+    rotation.carry_out(Arc::new(iot), &JournalFiles).await
+}
+
+/// A rotation whose inputs are checked: the old batch read, the new directory valid.
+pub struct Rotate<'a> {
+    args: &'a RotateArgs,
+    retire_after: Option<std::time::Duration>,
+    old_spec: BatchSpec,
+    devices: Vec<Device>,
+    limits: LimitsSection,
+    resuming: bool,
+}
+
+impl<'a> Rotate<'a> {
+    /// Reads the old batch and checks the flags and the new directory; creates nothing.
+    pub fn check(args: &'a RotateArgs) -> Result<Self> {
+        let retire_after = parse_retire_after(args.retire_after.as_deref())?;
+        let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
+        check_new_directory(args)?;
+        let limits = match &args.station {
+            Some(path) => crate::settings::read_station(path)?.limits,
+            None => LimitsSection::default(),
+        };
+        let resuming = resuming_rotation(args, &old_spec)?;
+        let devices = old_rows
+            .iter()
+            .map(|r| Device {
+                serial: r.serial.clone(),
+                thing_name: r.thing_name.clone(),
+            })
+            .collect();
+        Ok(Self {
+            args,
+            retire_after,
+            old_spec,
+            devices,
+            limits,
+            resuming,
         })
-        .collect();
-    batch::preflight(&iot, &old_spec, &devices).await?;
-    match batch::execute(&args.out, &old_spec, resuming, devices, &limits, iot).await? {
-        BatchResult::Done => {}
-        _ => {
+    }
+
+    /// Makes (or finishes) the new batch, then records the rotation, retires the old
+    /// certificates when asked or due, and writes the report.
+    pub async fn carry_out<A: Claims>(
+        self,
+        api: Arc<A>,
+        journals: &dyn JournalStore,
+    ) -> Result<bool> {
+        let new_batch = batch::Execution {
+            out: &self.args.out,
+            spec: &self.old_spec,
+            resuming: self.resuming,
+            limits: &self.limits,
+            journals,
+        };
+        if new_batch.execute(self.devices, api.clone()).await? != BatchResult::Done {
             crate::say!("rotation incomplete: re-run the same command to finish the new batch");
             return Ok(false);
         }
+        // The new batch is complete: record the rotation once, then retire when allowed.
+        let retire = Retire {
+            api: api.as_ref(),
+            journals,
+        };
+        let Some(rotation) = record_and_retire(self.args, self.retire_after, retire).await? else {
+            return Ok(false);
+        };
+        write_report(self.args, &rotation)?;
+        Ok(true)
     }
-    // The new batch is complete: record the rotation once, then retire when allowed.
-    let Some(rotation) = record_and_retire(&args, retire_after).await? else {
-        return Ok(false);
-    };
-    write_report(&args, &rotation)?;
-    Ok(true)
+}
+
+/// How the old certificates are retired.
+struct Retire<'a, A> {
+    api: &'a A,
+    journals: &'a dyn JournalStore,
 }
 
 fn parse_retire_after(text: Option<&str>) -> Result<Option<std::time::Duration>, UserError> {
@@ -137,9 +191,10 @@ fn resuming_rotation(args: &RotateArgs, old_spec: &BatchSpec) -> Result<bool, Us
 
 /// Records the rotation in the new batch (once) and retires the old certificates when asked
 /// or due. `None` when some could not be retired (re-run).
-async fn record_and_retire(
+async fn record_and_retire<A: Claims>(
     args: &RotateArgs,
     retire_after: Option<std::time::Duration>,
+    retire: Retire<'_, A>,
 ) -> Result<Option<Rotation>> {
     let rotation_path = args.out.join(ROTATION_FILE);
     let mut rotation: Rotation = match std::fs::read_to_string(&rotation_path) {
@@ -162,7 +217,8 @@ async fn record_and_retire(
             detach: false,
             delete: false,
         };
-        if !crate::revoke::retire(&old, &args.aws).await? {
+        let retired = old.check()?.carry_out(retire.api, retire.journals);
+        if !retired.await? {
             crate::say!("some old certificates could not be retired: re-run the same command");
             return Ok(None);
         }

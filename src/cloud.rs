@@ -1,0 +1,181 @@
+//! What the commands need of AWS IoT, as two narrow traits with no SDK types in them:
+//! [`Claims`] (making, attaching and retiring claim certificates, and finding those an
+//! interrupted run left) and [`Inventory`] (the reads of preflight and audit). `aws::Iot`
+//! implements both against AWS; tests implement them in memory to drive crash recovery at
+//! every journal point. The vocabulary shared by both sides lives here too.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use time::OffsetDateTime;
+
+/// A failed AWS call, classified by what the caller can conclude.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    /// HTTP 429 / ThrottlingException: the request was not executed.
+    #[error("throttled by AWS ({0})")]
+    Throttled(String),
+    /// The named resource does not exist.
+    #[error("not found ({0})")]
+    NotFound(String),
+    /// The caller lacks permission or credentials.
+    #[error("access denied ({0}); check the IAM permissions of the AWS identity in use")]
+    AccessDenied(String),
+    /// AWS rejected the request (4xx): it was not executed.
+    #[error("rejected by AWS ({0})")]
+    Rejected(String),
+    /// No answer or a server error: the request may or may not have been executed.
+    #[error("no definite answer from AWS ({0})")]
+    Uncertain(String),
+}
+
+impl AwsError {
+    /// Whether the request may have been executed despite the error.
+    pub fn may_have_executed(&self) -> bool {
+        matches!(self, AwsError::Uncertain(_))
+    }
+}
+
+/// A certificate issued by CreateCertificateFromCsr.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub certificate_pem: String,
+}
+
+/// A row of ListCertificates.
+#[derive(Debug, Clone)]
+pub struct CertificateSummary {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub active: bool,
+}
+
+/// The status a claim certificate is taken out of service with (UpdateCertificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfService {
+    /// Can be set ACTIVE again.
+    Inactive,
+    /// Final: AWS refuses any later status change.
+    Revoked,
+}
+
+impl OutOfService {
+    /// AWS's spelling of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutOfService::Inactive => "INACTIVE",
+            OutOfService::Revoked => "REVOKED",
+        }
+    }
+}
+
+/// Which account endpoint DescribeEndpoint should return.
+#[derive(Debug, Clone, Copy)]
+pub enum EndpointKind {
+    DataAts,
+    CredentialProvider,
+}
+
+/// A fleet-provisioning template.
+#[derive(Debug, Clone)]
+pub struct TemplateInfo {
+    pub arn: String,
+    pub body: String,
+    pub enabled: bool,
+    pub role_arn: String,
+    pub hook_arn: Option<String>,
+    pub description: String,
+}
+
+/// The claim-certificate operations of `batch`, `revoke` and `rotate`. Every call may fail
+/// with an [`AwsError`] that says whether it may still have taken effect.
+pub trait Claims: Send + Sync + 'static {
+    /// CreateCertificateFromCsr, the certificate ACTIVE. Never retried blindly: a retry
+    /// after a lost answer would make a second certificate.
+    fn create_certificate_from_csr(
+        &self,
+        csr_pem: &str,
+    ) -> impl Future<Output = Result<NewCertificate, AwsError>> + Send;
+
+    /// AttachPolicy (idempotent).
+    fn attach_policy(
+        &self,
+        policy: &str,
+        certificate_arn: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// UpdateCertificate to INACTIVE or REVOKED (idempotent).
+    fn set_certificate_status(
+        &self,
+        certificate_id: &str,
+        status: OutOfService,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// DetachPolicy.
+    fn detach_policy(
+        &self,
+        policy: &str,
+        certificate_arn: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// DeleteCertificate (the certificate must be INACTIVE or REVOKED, with no policy).
+    fn delete_certificate(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// DescribeCertificate, reduced to its PEM.
+    fn certificate_pem(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+
+    /// ListCertificates, newest first, down to certificates created at `since`.
+    fn certificates_created_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<CertificateSummary>, AwsError>> + Send;
+
+    /// Requests sent so far per API, every attempt counted (what AWS's quotas saw).
+    fn call_counts(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// The reads of batch preflight and `audit`.
+pub trait Inventory: Send + Sync {
+    /// The region calls go to.
+    fn region(&self) -> &str;
+
+    /// DescribeEndpoint.
+    fn describe_endpoint(
+        &self,
+        kind: EndpointKind,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+
+    /// GetPolicy: the default version's document, `None` when no policy has that name.
+    fn policy_document(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+
+    /// DescribeProvisioningTemplate, `None` when no template has that name.
+    fn provisioning_template(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<TemplateInfo>, AwsError>> + Send;
+
+    /// Every certificate of the account and region: id -> status as AWS spells it.
+    fn certificate_statuses(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<String, String>, AwsError>> + Send;
+
+    /// The ARNs a policy is attached to.
+    fn policy_targets(
+        &self,
+        policy: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+
+    /// Every thing name of the account and region.
+    fn thing_names(&self) -> impl Future<Output = Result<HashSet<String>, AwsError>> + Send;
+}

@@ -1,0 +1,98 @@
+//! The manifest stage: `manifest.csv` written from the journal's state, one row per device
+//! in batch order, streamed to the file (a row exists in memory only while it is written),
+//! and the run's outcome counted from the same rows.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use super::state::RunState;
+use super::{BatchPlan, DeviceFailure, Outcome};
+use crate::core::devices::Device;
+use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
+use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
+use crate::outdir::{BatchDir, MANIFEST_FILE};
+
+/// RFC 3339 in UTC, whole seconds.
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .expect("0 is valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC times format")
+}
+
+/// One device's row, from its journal record and whether it failed in this run.
+fn row_of(device: &Device, state: &Replay, plan: &BatchPlan, failed: bool) -> ManifestRow {
+    let view = state.device_view(&device.serial, plan.claim_scope);
+    let record = view.as_deref();
+    let mut row = ManifestRow {
+        serial: device.serial.clone(),
+        thing_name: device.thing_name.clone(),
+        certificate_id: String::new(),
+        certificate_arn: String::new(),
+        certificate_sha256: String::new(),
+        not_after: String::new(),
+        bundle: String::new(),
+        bundle_sha256: String::new(),
+        status: DeviceRecord::manifest_status(record, failed),
+        created_at: String::new(),
+    };
+    if let Some(cert) = record.and_then(|r| r.certificate.as_ref()) {
+        row.certificate_id = cert.certificate_id.clone();
+        row.certificate_arn = cert.certificate_arn.clone();
+        row.certificate_sha256 = cert.certificate_sha256.clone();
+        row.not_after = rfc3339(cert.not_after);
+        row.created_at = rfc3339(cert.created_at);
+        if let Some((bundle, sha)) = &cert.bundle {
+            row.bundle = bundle.clone();
+            row.bundle_sha256 = sha.clone();
+        }
+    }
+    row
+}
+
+/// Writes the manifest and returns the run's outcome.
+pub fn write_manifest(
+    dir: &BatchDir,
+    state: &RunState,
+    plan: &BatchPlan,
+    interrupted: bool,
+    register_seconds: f64,
+) -> Result<Outcome> {
+    let failures = state.failures();
+    let shared_failed = failures.contains_key(SHARED_CLAIM);
+    let mut counts: HashMap<DeviceStatus, usize> = HashMap::new();
+    state.read(|replay| {
+        dir.write_atomic_with(MANIFEST_FILE, 0o644, |file| {
+            let mut manifest = ManifestWriter::new(file)?;
+            for device in plan.devices.iter() {
+                let failed = shared_failed || failures.contains_key(&device.serial);
+                let row = row_of(device, replay, plan, failed);
+                *counts.entry(row.status).or_default() += 1;
+                manifest.write(&row)?;
+            }
+            manifest.finish().map(drop)
+        })
+    })?;
+    let mut failures: Vec<DeviceFailure> = state.read(|replay| {
+        failures
+            .into_iter()
+            .filter(|(serial, _)| !replay.devices.get(serial).is_some_and(|r| r.is_ready()))
+            .map(|(serial, reason)| DeviceFailure { serial, reason })
+            .collect()
+    });
+    failures.sort_by(|a, b| a.serial.cmp(&b.serial));
+    let count = |status| counts.get(&status).copied().unwrap_or(0);
+    Ok(Outcome {
+        devices: plan.devices.len(),
+        ready: count(DeviceStatus::Ready),
+        failed: count(DeviceStatus::Failed),
+        pending: count(DeviceStatus::Pending),
+        failures,
+        interrupted,
+        retired: state.retired(),
+        register_seconds,
+    })
+}

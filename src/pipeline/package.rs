@@ -1,0 +1,223 @@
+//! The package stage: each device's bundle zip (claim certificate, key, Amazon Root CA 1,
+//! Greengrass config) written atomically, then journaled. Also what recovery needs from the
+//! bundles on disk: whether a certificate's bundle exists, adopting one a crash left
+//! unjournaled, and reading a shared claim's key back from a bundle.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use super::state::RunState;
+use super::{RegisteredDevice, SharedClaim};
+use crate::cloud::NewCertificate;
+use crate::core::bundle::{build_bundle, read_entry};
+use crate::core::certificate::parse_certificate_pem;
+use crate::core::devices::Device;
+use crate::core::greengrass::ProvisioningTarget;
+use crate::core::keys::{public_key_fingerprint, ClaimKey};
+use crate::core::ledger::{CertificateRecord, Event};
+use crate::outdir::BatchDir;
+
+/// Writes and reads the bundles of one batch directory.
+pub struct Packager {
+    pub dir: Arc<BatchDir>,
+    pub state: Arc<RunState>,
+    pub target: ProvisioningTarget,
+    pub devices: Arc<[Device]>,
+    pub bar: ProgressBar,
+    pub cancel: CancellationToken,
+}
+
+impl Packager {
+    /// One device's own bundle: written, then journaled.
+    pub fn package(&self, registered: RegisteredDevice) -> Result<()> {
+        let device = &registered.prepared.device;
+        let key_pem = registered.prepared.key.pkcs8_pem();
+        let zip = build_bundle(
+            &self.target,
+            &device.thing_name,
+            &registered.certificate.certificate_pem,
+            &key_pem,
+        );
+        let bundle = BatchDir::bundle_name(&device.serial);
+        self.dir.write_atomic(&bundle, &zip, 0o600)?;
+        self.state.record(Event::Packaged {
+            serial: device.serial.clone(),
+            certificate_id: registered.certificate.certificate_id.clone(),
+            bundle,
+            bundle_sha256: hex::encode(Sha256::digest(&*zip)),
+        })?;
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Batch claim scope: writes the bundle of every device that has none holding the shared
+    /// certificate (in parallel), journaling each. Starts no bundle once cancelled.
+    pub fn package_shared(&self, claim: &SharedClaim) -> Result<()> {
+        let certificate = &claim.certificate;
+        let todo: Vec<&Device> = self.state.read(|state| {
+            self.devices
+                .iter()
+                .filter(|d| {
+                    let bundle = state
+                        .devices
+                        .get(&d.serial)
+                        .and_then(|r| r.shared_bundle.as_ref());
+                    !bundle.is_some_and(|b| {
+                        b.certificate_id == certificate.certificate_id
+                            && self.dir.path(&b.bundle).is_file()
+                    })
+                })
+                .collect()
+        });
+        self.bar
+            .set_position((self.devices.len() - todo.len()) as u64);
+        let key_pem = claim.key.pkcs8_pem();
+        todo.par_iter().try_for_each(|device| {
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            let zip = build_bundle(
+                &self.target,
+                &device.thing_name,
+                &certificate.certificate_pem,
+                &key_pem,
+            );
+            let bundle = BatchDir::bundle_name(&device.serial);
+            self.dir.write_atomic(&bundle, &zip, 0o600)?;
+            self.state.record(Event::SharedPackaged {
+                serial: device.serial.clone(),
+                certificate_id: certificate.certificate_id.clone(),
+                bundle,
+                bundle_sha256: hex::encode(Sha256::digest(&*zip)),
+            })?;
+            self.bar.inc(1);
+            Ok(())
+        })
+    }
+
+    /// Whether the certificate's journaled bundle is on disk; a bundle written but never
+    /// journaled (a crash in between) is adopted when it holds exactly this certificate.
+    pub fn has_bundle(&self, serial: &str, cert: &CertificateRecord) -> Result<bool> {
+        match &cert.bundle {
+            Some((path, _)) => exists(&self.dir.path(path)),
+            None => self.adopt_bundle_on_disk(serial, cert),
+        }
+    }
+
+    /// Whether the certificate has no journaled bundle on disk.
+    pub fn bundle_missing(&self, cert: &CertificateRecord) -> bool {
+        match &cert.bundle {
+            Some((path, _)) => !self.dir.path(path).is_file(),
+            None => true,
+        }
+    }
+
+    fn adopt_bundle_on_disk(&self, serial: &str, cert: &CertificateRecord) -> Result<bool> {
+        let bundle = BatchDir::bundle_name(serial);
+        let Some(bytes) = self.read_bundle(&bundle)? else {
+            return Ok(false);
+        };
+        let holds_cert = read_entry(&bytes, &self.target.greengrass.claim_certificate_path)
+            .and_then(|pem| parse_certificate_pem(&pem).ok())
+            .is_some_and(|parsed| parsed.sha256 == cert.certificate_sha256);
+        if holds_cert {
+            self.state.record(Event::Packaged {
+                serial: serial.to_string(),
+                certificate_id: cert.certificate_id.clone(),
+                bundle,
+                bundle_sha256: hex::encode(Sha256::digest(&bytes)),
+            })?;
+        }
+        Ok(holds_cert)
+    }
+
+    /// Batch claim scope: finds a bundle holding the shared certificate `cert` and its key
+    /// (journaled bundles first, then any device's bundle on disk) and reads both back.
+    pub fn shared_claim_from_bundles(
+        &self,
+        cert: &CertificateRecord,
+    ) -> Result<Option<SharedClaim>> {
+        let candidates: Vec<String> = self.state.read(|state| {
+            let journaled = self.devices.iter().filter_map(|d| {
+                let bundle = state.devices.get(&d.serial)?.shared_bundle.as_ref()?;
+                (bundle.certificate_id == cert.certificate_id).then(|| bundle.bundle.clone())
+            });
+            let any = self
+                .devices
+                .iter()
+                .map(|d| BatchDir::bundle_name(&d.serial));
+            journaled.chain(any).collect()
+        });
+        for bundle in candidates {
+            if let Some(claim) = self.shared_claim_in(&bundle, cert)? {
+                return Ok(Some(claim));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The shared claim in one bundle, if it holds `cert` and the key of `cert`.
+    fn shared_claim_in(
+        &self,
+        bundle: &str,
+        cert: &CertificateRecord,
+    ) -> Result<Option<SharedClaim>> {
+        let Some(bytes) = self.read_bundle(bundle)? else {
+            return Ok(None);
+        };
+        let greengrass = &self.target.greengrass;
+        let certificate_pem =
+            read_entry(&bytes, &greengrass.claim_certificate_path).filter(|pem| {
+                parse_certificate_pem(pem)
+                    .is_ok_and(|parsed| parsed.sha256 == cert.certificate_sha256)
+            });
+        let key = read_entry(&bytes, &greengrass.claim_private_key_path)
+            .and_then(|pem| ClaimKey::from_pkcs8_pem(&pem))
+            .filter(|key| public_key_fingerprint(&key.public_key_der()) == cert.public_key_sha256);
+        Ok(certificate_pem.zip(key).map(|(pem, key)| SharedClaim {
+            key,
+            certificate: NewCertificate {
+                certificate_id: cert.certificate_id.clone(),
+                certificate_arn: cert.certificate_arn.clone(),
+                certificate_pem: pem.to_string(),
+            },
+        }))
+    }
+
+    /// A bundle's bytes (it holds a key: wiped when dropped); None if it does not exist. Other errors are reported, never taken
+    /// as absence (that would retire a certificate whose bundle is fine).
+    fn read_bundle(&self, bundle: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let path = self.dir.path(bundle);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "cannot read {}; fix its permissions, then re-run",
+                    path.display()
+                )
+            }),
+        }
+    }
+}
+
+/// Whether a file exists; errors other than "not found" are reported, never taken as absence
+/// (that would retire a certificate whose bundle is fine).
+fn exists(path: &std::path::Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot check {}; fix its permissions, then re-run",
+                path.display()
+            )
+        }),
+    }
+}

@@ -1,0 +1,173 @@
+//! The register stage for one device: CreateCertificateFromCsr, the issued certificate
+//! checked to carry the device's own key, then AttachPolicy, each journaled before and after.
+//! Retiring a certificate (set INACTIVE, journaled) lives here too: registration and
+//! recovery both need it.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use super::state::RunState;
+use super::RegisteredDevice;
+use crate::cloud::{AwsError, Claims, NewCertificate, OutOfService};
+use crate::core::certificate::check_issued_for;
+use crate::core::keys::PreparedDevice;
+use crate::core::ledger::Event;
+
+/// What became of one device in the register stage.
+pub enum Registration {
+    /// Its certificate exists, is journaled and carries its key (the claim policy may still
+    /// be missing: that is recorded as a failure and the next run attaches it).
+    Registered(Box<RegisteredDevice>),
+    /// The create call may have made a certificate: reconcile before trying again.
+    Uncertain(Box<PreparedDevice>, String),
+    /// A definite failure, with the reason for the summary.
+    Failed(String),
+}
+
+/// Registers devices and retires certificates, journaling every step.
+pub struct Registrar<A> {
+    pub api: Arc<A>,
+    pub state: Arc<RunState>,
+    pub claim_policy: String,
+}
+
+impl<A: Claims> Registrar<A> {
+    /// Journal, create, check, journal, attach, journal. `Err` is a local fault (journal).
+    pub async fn register(&self, prepared: PreparedDevice) -> Result<Registration> {
+        let serial = prepared.device.serial.clone();
+        self.state.record(Event::CreateRequested {
+            serial: serial.clone(),
+            public_key_sha256: prepared.public_key_sha256.clone(),
+            at: OffsetDateTime::now_utc(),
+        })?;
+        match self
+            .api
+            .create_certificate_from_csr(&prepared.csr_pem)
+            .await
+        {
+            Ok(certificate) => self.adopt(prepared, certificate).await,
+            Err(e) if e.may_have_executed() => Ok(Registration::Uncertain(
+                Box::new(prepared),
+                format!("CreateCertificateFromCsr: {e}"),
+            )),
+            Err(e) => {
+                self.state.record(Event::CreateAbandoned {
+                    serial,
+                    public_key_sha256: prepared.public_key_sha256.clone(),
+                })?;
+                let hint = match e {
+                    AwsError::Throttled(_) => {
+                        "; lower limits.create_certificate_from_csr_per_second or ask AWS for a higher quota"
+                    }
+                    _ => "",
+                };
+                Ok(Registration::Failed(format!(
+                    "CreateCertificateFromCsr: {e}{hint}"
+                )))
+            }
+        }
+    }
+
+    /// Records a certificate issued for `prepared`'s key, then attaches the claim policy. A
+    /// certificate over another key is retired at once.
+    pub async fn adopt(
+        &self,
+        prepared: PreparedDevice,
+        certificate: NewCertificate,
+    ) -> Result<Registration> {
+        let serial = prepared.device.serial.clone();
+        let issued =
+            match check_issued_for(&certificate.certificate_pem, &prepared.public_key_sha256) {
+                Ok(issued) => issued,
+                Err(problem) => {
+                    // An active certificate over someone else's key must not stay active.
+                    self.retire(
+                        &serial,
+                        &certificate.certificate_id,
+                        "issued over the wrong public key",
+                    )
+                    .await?;
+                    self.state.record(Event::CreateAbandoned {
+                        serial,
+                        public_key_sha256: prepared.public_key_sha256.clone(),
+                    })?;
+                    return Ok(Registration::Failed(problem));
+                }
+            };
+        self.state.record(Event::Created {
+            serial: serial.clone(),
+            public_key_sha256: prepared.public_key_sha256.clone(),
+            certificate_id: certificate.certificate_id.clone(),
+            certificate_arn: certificate.certificate_arn.clone(),
+            certificate_sha256: issued.sha256.clone(),
+            not_after: issued.not_after,
+            at: OffsetDateTime::now_utc(),
+        })?;
+        // Even if the attach fails, the key is in memory only: it is packaged anyway so it
+        // is not lost, and the next run attaches the policy.
+        self.attach_claim_policy(
+            &serial,
+            &certificate.certificate_id,
+            &certificate.certificate_arn,
+        )
+        .await?;
+        Ok(Registration::Registered(Box::new(RegisteredDevice {
+            prepared,
+            certificate,
+            issued,
+        })))
+    }
+
+    /// AttachPolicy, journaled; an AWS failure is recorded against the device.
+    pub async fn attach_claim_policy(
+        &self,
+        serial: &str,
+        certificate_id: &str,
+        certificate_arn: &str,
+    ) -> Result<()> {
+        match self
+            .api
+            .attach_policy(&self.claim_policy, certificate_arn)
+            .await
+        {
+            Ok(()) => self.state.record(Event::PolicyAttached {
+                serial: serial.to_string(),
+                certificate_id: certificate_id.to_string(),
+            }),
+            Err(e) => {
+                self.state.fail(
+                    serial,
+                    format!(
+                        "AttachPolicy {}: {e}; its bundle is kept, re-run to attach",
+                        self.claim_policy
+                    ),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets a certificate INACTIVE and journals that it no longer belongs to the device.
+    pub async fn retire(&self, serial: &str, certificate_id: &str, reason: &str) -> Result<()> {
+        match self
+            .api
+            .set_certificate_status(certificate_id, OutOfService::Inactive)
+            .await
+        {
+            // Deleted by someone else: it cannot authenticate either way.
+            Ok(()) | Err(AwsError::NotFound(_)) => {}
+            Err(e) => anyhow::bail!(
+                "cannot set certificate {certificate_id} of {serial} INACTIVE: {e}; re-run to retry"
+            ),
+        }
+        self.state.record(Event::Retired {
+            serial: serial.to_string(),
+            certificate_id: certificate_id.to_string(),
+            reason: reason.to_string(),
+        })?;
+        self.state.count_retired();
+        Ok(())
+    }
+}
