@@ -11,6 +11,7 @@ use crate::aws::Iot;
 use crate::batch::BatchSpec;
 use crate::cli::{AuditArgs, ReportFormat};
 use crate::core::audit::{reconcile, Activation, AwsView, BatchManifest, Finding};
+use crate::core::ledger::CertificateStatus;
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 
@@ -47,13 +48,28 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;
+    let view = list_aws(&iot, &batches).await?;
+    let (findings, activation) = reconcile(&batches, &view);
+    crate::output::write(format_args!(
+        "{}",
+        render(args.format, &findings, &activation)
+    ));
+    Ok(findings.is_empty())
+}
+
+/// What AWS holds that the audit compares with the manifests, by full listings. AWS's
+/// status spellings become the core's `CertificateStatus` here.
+async fn list_aws(iot: &Iot, batches: &[BatchManifest]) -> Result<AwsView> {
     let listing = |what: &str, action: &str, e| {
         anyhow::anyhow!("{what}: {e}; the audit needs {action} for the AWS identity in use")
     };
     let certificate_statuses = iot
         .certificate_statuses()
         .await
-        .map_err(|e| listing("ListCertificates", "iot:ListCertificates", e))?;
+        .map_err(|e| listing("ListCertificates", "iot:ListCertificates", e))?
+        .into_iter()
+        .map(|(id, status)| (id, CertificateStatus::from(status)))
+        .collect();
     let mut policy_targets = HashMap::new();
     for policy in batches
         .iter()
@@ -70,17 +86,11 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         .thing_names()
         .await
         .map_err(|e| listing("ListThings", "iot:ListThings", e))?;
-    let view = AwsView {
+    Ok(AwsView {
         certificate_statuses,
         policy_targets,
         thing_names,
-    };
-    let (findings, activation) = reconcile(&batches, &view);
-    crate::output::write(format_args!(
-        "{}",
-        render(args.format, &findings, &activation)
-    ));
-    Ok(findings.is_empty())
+    })
 }
 
 /// The report in the chosen format.

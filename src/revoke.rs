@@ -199,12 +199,12 @@ impl Revocation<'_> {
         }
         let event = |kind: fn(String, String) -> Event| kind(serial.to_string(), id.clone());
         let mut done = Vec::new();
-        match cert.revoked_status.as_deref() {
+        match cert.revoked_status.as_ref().map(|s| s.as_str()) {
             // AWS: a REVOKED certificate cannot change status again.
             Some("REVOKED") => done.push("already REVOKED".to_string()),
             Some(current) if current == self.status_name => done.push(format!("already {current}")),
             _ => {
-                let status = self.status_name.to_string();
+                let status = crate::core::ledger::CertificateStatus::from(self.status_name);
                 self.log(
                     replay,
                     Event::StatusRequested {
