@@ -48,6 +48,17 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;
+    let view = list_aws(&iot, &batches).await?;
+    let (findings, activation) = reconcile(&batches, &view);
+    crate::output::write(format_args!(
+        "{}",
+        render(args.format, &findings, &activation)
+    ));
+    Ok(findings.is_empty())
+}
+
+/// What AWS holds that the audit compares with the manifests, by full listings.
+async fn list_aws(iot: &impl Inventory, batches: &[BatchManifest]) -> Result<AwsView> {
     let listing = |what: &str, action: &str, e| {
         anyhow::anyhow!("{what}: {e}; the audit needs {action} for the AWS identity in use")
     };
@@ -71,17 +82,11 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         .thing_names()
         .await
         .map_err(|e| listing("ListThings", "iot:ListThings", e))?;
-    let view = AwsView {
+    Ok(AwsView {
         certificate_statuses,
         policy_targets,
         thing_names,
-    };
-    let (findings, activation) = reconcile(&batches, &view);
-    crate::output::write(format_args!(
-        "{}",
-        render(args.format, &findings, &activation)
-    ));
-    Ok(findings.is_empty())
+    })
 }
 
 /// The report in the chosen format.

@@ -20,8 +20,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use time::OffsetDateTime;
 
 pub use crate::cloud::{
-    AwsError, CertificateSummary, Claims, EndpointKind, Inventory, NewCertificate, OutOfService,
-    TemplateInfo,
+    AwsError, CertificateDescription, CertificateSummary, Claims, EndpointKind, Inventory,
+    NewCertificate, OutOfService, TemplateInfo,
 };
 use crate::core::station::LimitsSection;
 
@@ -337,7 +337,7 @@ impl Iot {
 /// A row of ListCertificates with its creation time.
 struct Listed {
     summary: CertificateSummary,
-    status: String,
+    status: crate::cloud::CertificateStatus,
     created_at: OffsetDateTime,
 }
 
@@ -367,7 +367,7 @@ impl Iot {
                         certificate_arn: cert.certificate_arn()?.to_string(),
                         active: cert.status() == Some(&CertificateStatus::Active),
                     },
-                    status: cert.status()?.as_str().to_string(),
+                    status: cert.status()?.as_str().into(),
                     created_at: cert
                         .creation_date()
                         .and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())
@@ -482,7 +482,10 @@ impl Claims for Iot {
         .await
     }
 
-    async fn certificate_pem(&self, certificate_id: &str) -> Result<String, AwsError> {
+    async fn describe_certificate(
+        &self,
+        certificate_id: &str,
+    ) -> Result<CertificateDescription, AwsError> {
         let output = self
             .call(Api::DescribeCertificate, || async {
                 self.client
@@ -493,14 +496,17 @@ impl Claims for Iot {
                     .map_err(classify)
             })
             .await?;
-        output
-            .certificate_description
-            .and_then(|d| d.certificate_pem)
-            .ok_or_else(|| {
-                AwsError::Uncertain(format!(
-                    "DescribeCertificate({certificate_id}) returned no PEM"
-                ))
-            })
+        let description = output.certificate_description;
+        let (pem, status) = description.map_or((None, None), |d| (d.certificate_pem, d.status));
+        match (pem, status) {
+            (Some(pem), Some(status)) => Ok(CertificateDescription {
+                pem,
+                status: status.as_str().into(),
+            }),
+            _ => Err(AwsError::Uncertain(format!(
+                "DescribeCertificate({certificate_id}) returned no PEM or status"
+            ))),
+        }
     }
 
     async fn certificates_created_since(
@@ -576,7 +582,9 @@ impl Inventory for Iot {
         .await
     }
 
-    async fn certificate_statuses(&self) -> Result<HashMap<String, String>, AwsError> {
+    async fn certificate_statuses(
+        &self,
+    ) -> Result<HashMap<String, crate::cloud::CertificateStatus>, AwsError> {
         let listed = self
             .pages(
                 Api::ListCertificates,

@@ -9,6 +9,8 @@ use std::future::Future;
 
 use time::OffsetDateTime;
 
+pub use crate::core::ledger::CertificateStatus;
+
 /// A failed AWS call, classified by what the caller can conclude.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsError {
@@ -61,14 +63,20 @@ pub enum OutOfService {
     Revoked,
 }
 
-impl OutOfService {
-    /// AWS's spelling of the status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutOfService::Inactive => "INACTIVE",
-            OutOfService::Revoked => "REVOKED",
+impl From<OutOfService> for CertificateStatus {
+    fn from(status: OutOfService) -> Self {
+        match status {
+            OutOfService::Inactive => CertificateStatus::Inactive,
+            OutOfService::Revoked => CertificateStatus::Revoked,
         }
     }
+}
+
+/// What DescribeCertificate says of a certificate.
+#[derive(Debug, Clone)]
+pub struct CertificateDescription {
+    pub pem: String,
+    pub status: CertificateStatus,
 }
 
 /// Which account endpoint DescribeEndpoint should return.
@@ -126,11 +134,11 @@ pub trait Claims: Send + Sync + 'static {
         certificate_id: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
-    /// DescribeCertificate, reduced to its PEM.
-    fn certificate_pem(
+    /// DescribeCertificate: its PEM and status.
+    fn describe_certificate(
         &self,
         certificate_id: &str,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    ) -> impl Future<Output = Result<CertificateDescription, AwsError>> + Send;
 
     /// ListCertificates, newest first, down to certificates created at `since`.
     fn certificates_created_since(
@@ -165,10 +173,10 @@ pub trait Inventory: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<TemplateInfo>, AwsError>> + Send;
 
-    /// Every certificate of the account and region: id -> status as AWS spells it.
+    /// Every certificate of the account and region: id -> status.
     fn certificate_statuses(
         &self,
-    ) -> impl Future<Output = Result<HashMap<String, String>, AwsError>> + Send;
+    ) -> impl Future<Output = Result<HashMap<String, CertificateStatus>, AwsError>> + Send;
 
     /// The ARNs a policy is attached to.
     fn policy_targets(

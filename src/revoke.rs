@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::aws::Iot;
 use crate::batch::BatchSpec;
 use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
-use crate::cloud::{AwsError, Claims, OutOfService};
+use crate::cloud::{AwsError, CertificateStatus, Claims, OutOfService};
 use crate::core::devices::ClaimScope;
 use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
@@ -310,11 +310,13 @@ impl<A: Claims> Revocation<'_, A> {
         serial: &str,
         cert: &CertificateRecord,
     ) -> Result<Revoked> {
-        let wanted = self.status.as_str();
-        match cert.revoked_status.as_deref() {
+        let wanted = CertificateStatus::from(self.status);
+        match &cert.revoked_status {
             // AWS: a REVOKED certificate cannot change status again.
-            Some("REVOKED") => return Ok(Revoked::Done("already REVOKED".to_string())),
-            Some(current) if current == wanted => {
+            Some(CertificateStatus::Revoked) => {
+                return Ok(Revoked::Done("already REVOKED".to_string()))
+            }
+            Some(current) if *current == wanted => {
                 return Ok(Revoked::Done(format!("already {current}")))
             }
             _ => {}
@@ -325,20 +327,33 @@ impl<A: Claims> Revocation<'_, A> {
             Event::StatusRequested {
                 serial: serial.to_string(),
                 certificate_id: id.clone(),
-                status: wanted.to_string(),
+                status: wanted.clone(),
             },
         )?;
         if let Err(e) = self.api.set_certificate_status(id, self.status).await {
-            return Ok(Revoked::Failed(e));
+            if !self.already(id, &wanted, &e).await {
+                return Ok(Revoked::Failed(e));
+            }
         }
         self.log(
             replay,
             Event::StatusChanged {
                 serial: serial.to_string(),
                 certificate_id: id.clone(),
-                status: wanted.to_string(),
+                status: wanted.clone(),
             },
         )?;
         Ok(Revoked::Done(wanted.to_string()))
+    }
+
+    /// Whether a refused status change found the certificate already in the status asked
+    /// for: a run that died after AWS made the change but before journaling it, re-run (AWS
+    /// refuses any change to a REVOKED certificate, even to REVOKED).
+    async fn already(&self, id: &str, wanted: &CertificateStatus, error: &AwsError) -> bool {
+        if !matches!(error, AwsError::Rejected(_)) {
+            return false;
+        }
+        let described = self.api.describe_certificate(id).await;
+        described.is_ok_and(|d| d.status == *wanted)
     }
 }

@@ -437,6 +437,13 @@ fn a_revoke_resumed_after_a_crash_at_any_journal_point_deletes_every_claim() {
 }
 
 fn rotate(old: &Path, new: &Path, api: &Arc<FakeIot>, journals: &dyn JournalStore) -> Result<bool> {
+    // The station gives rotate its limits: reconcile lost answers at once.
+    let station = old.with_file_name("station.toml");
+    std::fs::write(
+        &station,
+        "[provisioning]\nclaim_policy = \"ClaimPolicy\"\n[limits]\nconcurrency = 2\nreconcile_after_seconds = 0\n",
+    )
+    .unwrap();
     let cli = Cli::try_parse_from([
         "claimfab".as_ref(),
         "rotate".as_ref(),
@@ -444,6 +451,8 @@ fn rotate(old: &Path, new: &Path, api: &Arc<FakeIot>, journals: &dyn JournalStor
         "--out".as_ref(),
         new.as_os_str(),
         "--retire-old".as_ref(),
+        "--station".as_ref(),
+        station.as_os_str(),
     ])
     .unwrap();
     let Command::Rotate(args) = cli.command else {

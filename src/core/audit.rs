@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::core::ledger::CertificateStatus;
 use crate::core::manifest::{DeviceStatus, ManifestRow};
 
 /// One batch directory's manifest and claim policy.
@@ -19,8 +20,8 @@ pub struct BatchManifest {
 
 /// What AWS holds, as read by full listings.
 pub struct AwsView {
-    /// Certificate id -> status (ACTIVE, INACTIVE, REVOKED, ...).
-    pub certificate_statuses: HashMap<String, String>,
+    /// Certificate id -> status.
+    pub certificate_statuses: HashMap<String, CertificateStatus>,
     /// Claim policy -> ARNs it is attached to.
     pub policy_targets: HashMap<String, HashSet<String>>,
     pub thing_names: HashSet<String>,
@@ -49,65 +50,98 @@ pub struct Activation {
 pub fn reconcile(batches: &[BatchManifest], aws: &AwsView) -> (Vec<Finding>, Vec<Activation>) {
     let mut findings = Vec::new();
     let mut known_arns: HashSet<&str> = HashSet::new();
-    let empty = HashSet::new();
     for batch in batches {
-        let targets = aws
-            .policy_targets
-            .get(&batch.claim_policy)
-            .unwrap_or(&empty);
-        for (row, holders) in certificates(batch) {
-            known_arns.insert(row.certificate_arn.as_str());
-            let finding = |problem: String| match holders {
-                1 => Finding {
-                    batch: batch.batch.clone(),
-                    serial: row.serial.clone(),
-                    certificate_id: row.certificate_id.clone(),
-                    problem,
-                },
-                n => Finding {
-                    batch: batch.batch.clone(),
-                    serial: String::new(),
-                    certificate_id: row.certificate_id.clone(),
-                    problem: format!("shared by {n} devices: {problem}"),
-                },
-            };
-            let status = aws.certificate_statuses.get(&row.certificate_id);
-            let expected = match row.status {
-                DeviceStatus::Ready => "ACTIVE",
-                DeviceStatus::Inactive => "INACTIVE",
-                DeviceStatus::Revoked => "REVOKED",
-                DeviceStatus::Deleted => {
-                    if let Some(status) = status {
-                        findings.push(finding(format!(
-                            "manifest says deleted but AWS still holds it ({status})"
-                        )));
-                    }
-                    continue;
-                }
-                // Unfinished devices: the batch's re-run reconciles them.
-                DeviceStatus::Failed | DeviceStatus::Pending => continue,
-            };
-            let Some(status) = status else {
-                findings.push(finding("certificate does not exist in AWS".into()));
-                continue;
-            };
-            if status != expected {
-                findings.push(finding(format!(
-                    "manifest says {} but AWS says {status}",
-                    manifest_word(row.status)
-                )));
-            }
-            if row.status == DeviceStatus::Ready && !targets.contains(&row.certificate_arn) {
-                findings.push(finding(format!(
-                    "claim policy {} is not attached",
-                    batch.claim_policy
-                )));
-            }
-        }
+        findings.extend(batch_findings(batch, aws, &mut known_arns));
     }
+    findings.extend(unknown_certificates(batches, aws, &known_arns));
+    let activation = batches.iter().map(|b| activation(b, aws)).collect();
+    (findings, activation)
+}
+
+/// Each certificate of a batch against AWS, once however many devices share it; adds the
+/// certificates' ARNs to `known_arns`.
+fn batch_findings<'a>(
+    batch: &'a BatchManifest,
+    aws: &AwsView,
+    known_arns: &mut HashSet<&'a str>,
+) -> Vec<Finding> {
+    let targets = aws.policy_targets.get(&batch.claim_policy);
+    let mut findings = Vec::new();
+    for (row, holders) in certificates(batch) {
+        known_arns.insert(row.certificate_arn.as_str());
+        let attached = targets.is_some_and(|t| t.contains(&row.certificate_arn));
+        let status = aws.certificate_statuses.get(&row.certificate_id);
+        findings.extend(
+            certificate_problems(row, status, attached, &batch.claim_policy)
+                .into_iter()
+                .map(|problem| finding(batch, row, holders, problem)),
+        );
+    }
+    findings
+}
+
+/// A problem of the certificate of `row`, which `holders` rows name: a device's own, or
+/// the batch's shared one.
+fn finding(batch: &BatchManifest, row: &ManifestRow, holders: usize, problem: String) -> Finding {
+    let (serial, problem) = match holders {
+        1 => (row.serial.clone(), problem),
+        n => (String::new(), format!("shared by {n} devices: {problem}")),
+    };
+    Finding {
+        batch: batch.batch.clone(),
+        serial,
+        certificate_id: row.certificate_id.clone(),
+        problem,
+    }
+}
+
+/// What is wrong with one manifest row's certificate, given its status in AWS (`None`: AWS
+/// does not hold it) and whether the claim policy is attached to it.
+fn certificate_problems(
+    row: &ManifestRow,
+    status: Option<&CertificateStatus>,
+    attached: bool,
+    claim_policy: &str,
+) -> Vec<String> {
+    let expected = match row.status {
+        DeviceStatus::Ready => CertificateStatus::Active,
+        DeviceStatus::Inactive => CertificateStatus::Inactive,
+        DeviceStatus::Revoked => CertificateStatus::Revoked,
+        DeviceStatus::Deleted => {
+            return status
+                .map(|s| format!("manifest says deleted but AWS still holds it ({s})"))
+                .into_iter()
+                .collect()
+        }
+        // Unfinished devices: the batch's re-run reconciles them.
+        DeviceStatus::Failed | DeviceStatus::Pending => return Vec::new(),
+    };
+    let Some(status) = status else {
+        return vec!["certificate does not exist in AWS".into()];
+    };
+    let mut problems = Vec::new();
+    if *status != expected {
+        problems.push(format!(
+            "manifest says {} but AWS says {status}",
+            manifest_word(row.status)
+        ));
+    }
+    if row.status == DeviceStatus::Ready && !attached {
+        problems.push(format!("claim policy {claim_policy} is not attached"));
+    }
+    problems
+}
+
+/// Certificates attached to a batch's claim policy that no given manifest names.
+fn unknown_certificates(
+    batches: &[BatchManifest],
+    aws: &AwsView,
+    known_arns: &HashSet<&str>,
+) -> Vec<Finding> {
     let mut policies: Vec<&String> = batches.iter().map(|b| &b.claim_policy).collect();
     policies.sort();
     policies.dedup();
+    let mut findings = Vec::new();
     for policy in policies {
         let mut unknown: Vec<&String> = aws
             .policy_targets
@@ -117,33 +151,30 @@ pub fn reconcile(batches: &[BatchManifest], aws: &AwsView) -> (Vec<Finding>, Vec
             .filter(|arn| arn.contains(":cert/") && !known_arns.contains(arn.as_str()))
             .collect();
         unknown.sort();
-        for arn in unknown {
-            findings.push(Finding {
-                batch: String::new(),
-                serial: String::new(),
-                certificate_id: arn.rsplit('/').next().unwrap_or_default().to_string(),
-                problem: format!("attached to claim policy {policy} but in no given manifest"),
-            });
-        }
+        findings.extend(unknown.into_iter().map(|arn| Finding {
+            batch: String::new(),
+            serial: String::new(),
+            certificate_id: arn.rsplit('/').next().unwrap_or_default().to_string(),
+            problem: format!("attached to claim policy {policy} but in no given manifest"),
+        }));
     }
-    let activation = batches
+    findings
+}
+
+/// How many of a batch's devices have provisioned (their thing exists).
+fn activation(batch: &BatchManifest, aws: &AwsView) -> Activation {
+    let not_provisioned: Vec<String> = batch
+        .rows
         .iter()
-        .map(|batch| {
-            let not_provisioned: Vec<String> = batch
-                .rows
-                .iter()
-                .filter(|r| !aws.thing_names.contains(&r.thing_name))
-                .map(|r| r.serial.clone())
-                .collect();
-            Activation {
-                batch: batch.batch.clone(),
-                devices: batch.rows.len(),
-                provisioned: batch.rows.len() - not_provisioned.len(),
-                not_provisioned,
-            }
-        })
+        .filter(|r| !aws.thing_names.contains(&r.thing_name))
+        .map(|r| r.serial.clone())
         .collect();
-    (findings, activation)
+    Activation {
+        batch: batch.batch.clone(),
+        devices: batch.rows.len(),
+        provisioned: batch.rows.len() - not_provisioned.len(),
+        not_provisioned,
+    }
 }
 
 /// Each certificate the batch's rows name, once, in row order: its first row and how many
@@ -190,24 +221,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn finds_each_kind_of_drift_and_counts_activation() {
-        let batches = [BatchManifest {
+    /// Batch `b1` with claim policy `Claim`.
+    fn one_batch(rows: Vec<ManifestRow>) -> [BatchManifest; 1] {
+        [BatchManifest {
             batch: "b1".into(),
             claim_policy: "Claim".into(),
-            rows: vec![
-                row("A", DeviceStatus::Ready),
-                row("B", DeviceStatus::Ready),
-                row("C", DeviceStatus::Ready),
-                row("D", DeviceStatus::Ready),
-            ],
-        }];
+            rows,
+        }]
+    }
+
+    fn statuses(pairs: &[(&str, &str)]) -> HashMap<String, CertificateStatus> {
+        pairs
+            .iter()
+            .map(|&(id, status)| (id.to_string(), CertificateStatus::from(status)))
+            .collect()
+    }
+
+    /// AWS holding these certificates, with no policy targets and no things.
+    fn only_certificates(pairs: &[(&str, &str)]) -> AwsView {
+        AwsView {
+            certificate_statuses: statuses(pairs),
+            policy_targets: HashMap::new(),
+            thing_names: HashSet::new(),
+        }
+    }
+
+    /// The findings' problems, in order.
+    fn problems(batches: &[BatchManifest], aws: &AwsView) -> Vec<String> {
+        let (findings, _) = reconcile(batches, aws);
+        findings.into_iter().map(|f| f.problem).collect()
+    }
+
+    #[test]
+    fn finds_each_kind_of_drift_and_counts_activation() {
+        let batches = one_batch(vec![
+            row("A", DeviceStatus::Ready),
+            row("B", DeviceStatus::Ready),
+            row("C", DeviceStatus::Ready),
+            row("D", DeviceStatus::Ready),
+        ]);
         let aws = AwsView {
-            certificate_statuses: HashMap::from([
-                ("id-A".into(), "ACTIVE".into()),
-                ("id-B".into(), "REVOKED".into()),
-                ("id-C".into(), "ACTIVE".into()),
-                ("id-X".into(), "ACTIVE".into()),
+            certificate_statuses: statuses(&[
+                ("id-A", "ACTIVE"),
+                ("id-B", "REVOKED"),
+                ("id-C", "ACTIVE"),
+                ("id-X", "ACTIVE"),
             ]),
             policy_targets: HashMap::from([(
                 "Claim".into(),
@@ -246,30 +304,17 @@ mod tests {
 
     #[test]
     fn revoked_and_deleted_rows_are_checked_against_their_own_status() {
-        let batches = [BatchManifest {
-            batch: "b1".into(),
-            claim_policy: "Claim".into(),
-            rows: vec![
-                row("A", DeviceStatus::Revoked),
-                row("B", DeviceStatus::Deleted),
-                row("C", DeviceStatus::Inactive),
-                row("D", DeviceStatus::Deleted),
-                row("E", DeviceStatus::Failed),
-            ],
-        }];
-        let aws = AwsView {
-            certificate_statuses: HashMap::from([
-                ("id-A".into(), "REVOKED".into()),
-                ("id-C".into(), "ACTIVE".into()),
-                ("id-D".into(), "REVOKED".into()),
-            ]),
-            policy_targets: HashMap::new(),
-            thing_names: HashSet::new(),
-        };
-        let (findings, _) = reconcile(&batches, &aws);
-        let problems: Vec<&str> = findings.iter().map(|f| f.problem.as_str()).collect();
+        let batches = one_batch(vec![
+            row("A", DeviceStatus::Revoked),
+            row("B", DeviceStatus::Deleted),
+            row("C", DeviceStatus::Inactive),
+            row("D", DeviceStatus::Deleted),
+            row("E", DeviceStatus::Failed),
+        ]);
+        let aws =
+            only_certificates(&[("id-A", "REVOKED"), ("id-C", "ACTIVE"), ("id-D", "REVOKED")]);
         assert_eq!(
-            problems,
+            problems(&batches, &aws),
             [
                 "manifest says inactive but AWS says ACTIVE",
                 "manifest says deleted but AWS still holds it (REVOKED)",
@@ -284,13 +329,9 @@ mod tests {
             certificate_arn: "arn:aws:iot:r:1:cert/id-S".into(),
             ..row(serial, DeviceStatus::Ready)
         };
-        let batches = [BatchManifest {
-            batch: "b1".into(),
-            claim_policy: "Claim".into(),
-            rows: vec![shared("A"), shared("B"), shared("C")],
-        }];
+        let batches = one_batch(vec![shared("A"), shared("B"), shared("C")]);
         let aws = AwsView {
-            certificate_statuses: HashMap::from([("id-S".into(), "REVOKED".into())]),
+            certificate_statuses: statuses(&[("id-S", "REVOKED")]),
             policy_targets: HashMap::from([(
                 "Claim".into(),
                 HashSet::from(["arn:aws:iot:r:1:cert/id-S".to_string()]),
@@ -305,5 +346,22 @@ mod tests {
             "shared by 3 devices: manifest says ready but AWS says REVOKED"
         );
         assert_eq!(activation[0].provisioned, 1);
+    }
+
+    #[test]
+    fn a_status_this_build_does_not_know_is_reported_as_aws_spells_it() {
+        let batches = one_batch(vec![
+            row("A", DeviceStatus::Inactive),
+            row("B", DeviceStatus::Inactive),
+        ]);
+        let aws =
+            only_certificates(&[("id-A", "PENDING_TRANSFER"), ("id-B", "SOME_FUTURE_STATUS")]);
+        assert_eq!(
+            problems(&batches, &aws),
+            [
+                "manifest says inactive but AWS says PENDING_TRANSFER",
+                "manifest says inactive but AWS says SOME_FUTURE_STATUS",
+            ]
+        );
     }
 }

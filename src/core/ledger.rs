@@ -1,7 +1,9 @@
 //! The batch ledger: the events a batch journals (a create asked for and its answer, a
 //! policy attached, a bundle written, a certificate retired or revoked) and their replay into
-//! each device's state, from which a re-run after any crash knows what exists. Pure: events
-//! in (from any reader), state out; the file itself is `journal.rs`'s.
+//! each device's state, from which a re-run after any crash knows what exists; and a
+//! certificate's status (`CertificateStatus`, in AWS's spellings), which the journal records
+//! and `core::audit` compares. Pure: events in (from any reader), state out; the file itself
+//! is `journal.rs`'s.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -14,6 +16,76 @@ use crate::core::devices::ClaimScope;
 /// The journal's name for a batch-scope batch's one shared claim certificate, in place of a
 /// serial. Serials are thing-name characters, which never include `*`.
 pub const SHARED_CLAIM: &str = "*batch";
+
+/// A certificate's status, as AWS IoT's API (`CertificateStatus`) spells it, which is also
+/// how the journal and AWS's listings write it. A spelling AWS adds later is kept as read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "String")]
+pub enum CertificateStatus {
+    Active,
+    Inactive,
+    Revoked,
+    PendingTransfer,
+    RegisterInactive,
+    PendingActivation,
+    /// None of the above: a status this build does not know, spelled as AWS spells it.
+    Other(String),
+}
+
+impl CertificateStatus {
+    /// Every status AWS documents.
+    const KNOWN: [CertificateStatus; 6] = [
+        CertificateStatus::Active,
+        CertificateStatus::Inactive,
+        CertificateStatus::Revoked,
+        CertificateStatus::PendingTransfer,
+        CertificateStatus::RegisterInactive,
+        CertificateStatus::PendingActivation,
+    ];
+
+    /// The AWS spelling: ACTIVE, INACTIVE, REVOKED, ...
+    pub fn as_str(&self) -> &str {
+        match self {
+            CertificateStatus::Active => "ACTIVE",
+            CertificateStatus::Inactive => "INACTIVE",
+            CertificateStatus::Revoked => "REVOKED",
+            CertificateStatus::PendingTransfer => "PENDING_TRANSFER",
+            CertificateStatus::RegisterInactive => "REGISTER_INACTIVE",
+            CertificateStatus::PendingActivation => "PENDING_ACTIVATION",
+            CertificateStatus::Other(spelling) => spelling,
+        }
+    }
+}
+
+impl From<&str> for CertificateStatus {
+    fn from(spelling: &str) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|status| status.as_str() == spelling)
+            .unwrap_or_else(|| Self::Other(spelling.to_string()))
+    }
+}
+
+impl From<String> for CertificateStatus {
+    fn from(spelling: String) -> Self {
+        match Self::from(spelling.as_str()) {
+            Self::Other(_) => Self::Other(spelling),
+            known => known,
+        }
+    }
+}
+
+impl std::fmt::Display for CertificateStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CertificateStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,13 +141,13 @@ pub enum Event {
     StatusRequested {
         serial: String,
         certificate_id: String,
-        status: String,
+        status: CertificateStatus,
     },
     /// The certificate's status is now `status` (INACTIVE or REVOKED), by `claimfab revoke`.
     StatusChanged {
         serial: String,
         certificate_id: String,
-        status: String,
+        status: CertificateStatus,
     },
     /// The claim policy was detached from the certificate.
     PolicyDetached {
@@ -133,7 +205,7 @@ pub struct CertificateRecord {
     pub policy_attached: bool,
     pub bundle: Option<(String, String)>,
     /// Set by `claimfab revoke`: INACTIVE or REVOKED. None: as created (ACTIVE).
-    pub revoked_status: Option<String>,
+    pub revoked_status: Option<CertificateStatus>,
     pub deleted: bool,
 }
 
@@ -173,7 +245,9 @@ impl DeviceRecord {
         use crate::core::manifest::DeviceStatus;
         match record.and_then(|r| r.certificate.as_ref()) {
             Some(c) if c.deleted => DeviceStatus::Deleted,
-            Some(c) if c.revoked_status.as_deref() == Some("REVOKED") => DeviceStatus::Revoked,
+            Some(c) if c.revoked_status == Some(CertificateStatus::Revoked) => {
+                DeviceStatus::Revoked
+            }
             Some(c) if c.revoked_status.is_some() => DeviceStatus::Inactive,
             _ if record.is_some_and(|r| r.is_ready()) => DeviceStatus::Ready,
             _ if failed => DeviceStatus::Failed,
@@ -189,22 +263,18 @@ impl DeviceRecord {
     }
 }
 
-/// Every device's record.
-#[derive(Debug, Default)]
-pub struct Replay {
-    pub devices: HashMap<String, DeviceRecord>,
-}
-
-impl Replay {
-    /// Applies one event.
-    pub fn apply(&mut self, event: Event) {
-        let record = self.devices.entry(event.serial().to_string()).or_default();
+/// Replay, one family of events at a time; `Replay::apply` routes each event to its family,
+/// and a family's function ignores the events of other families.
+impl DeviceRecord {
+    /// A certificate's life as the device's: a create asked for, its answer or its
+    /// abandonment, and the certificate retired.
+    fn apply_lifecycle(&mut self, event: Event) {
         match event {
             Event::CreateRequested {
                 public_key_sha256,
                 at,
                 ..
-            } => record.unresolved_creates.push(UnresolvedCreate {
+            } => self.unresolved_creates.push(UnresolvedCreate {
                 public_key_sha256,
                 at,
             }),
@@ -217,8 +287,8 @@ impl Replay {
                 at,
                 ..
             } => {
-                forget_create(&mut record.unresolved_creates, &public_key_sha256);
-                record.certificate = Some(Box::new(CertificateRecord {
+                forget_create(&mut self.unresolved_creates, &public_key_sha256);
+                self.certificate = Some(Box::new(CertificateRecord {
                     certificate_id,
                     certificate_arn,
                     certificate_sha256,
@@ -233,26 +303,94 @@ impl Replay {
             }
             Event::CreateAbandoned {
                 public_key_sha256, ..
-            } => forget_create(&mut record.unresolved_creates, &public_key_sha256),
+            } => forget_create(&mut self.unresolved_creates, &public_key_sha256),
+            Event::Retired { certificate_id, .. } => self.retire(certificate_id),
+            _ => {}
+        }
+    }
+
+    /// Packaging: the claim policy attached, the bundle written.
+    fn apply_packaging(&mut self, event: Event) {
+        match event {
             Event::PolicyAttached { certificate_id, .. } => {
-                if let Some(c) = record.certificate.as_mut() {
-                    if c.certificate_id == certificate_id {
-                        c.policy_attached = true;
-                    }
-                }
+                self.update(&certificate_id, |c| c.policy_attached = true)
             }
             Event::Packaged {
                 certificate_id,
                 bundle,
                 bundle_sha256,
                 ..
-            } => {
-                if let Some(c) = record.certificate.as_mut() {
-                    if c.certificate_id == certificate_id {
-                        c.bundle = Some((bundle, bundle_sha256));
-                    }
-                }
+            } => self.update(&certificate_id, |c| {
+                c.bundle = Some((bundle, bundle_sha256))
+            }),
+            _ => {}
+        }
+    }
+
+    /// Out of service, by `claimfab revoke`: status, policy detached, deleted. A status
+    /// requested alone changes nothing: the re-run asks again.
+    fn apply_revocation(&mut self, event: Event) {
+        match event {
+            Event::StatusChanged {
+                certificate_id,
+                status,
+                ..
+            } => self.update(&certificate_id, |c| c.revoked_status = Some(status)),
+            Event::PolicyDetached { certificate_id, .. } => {
+                self.update(&certificate_id, |c| c.policy_attached = false)
             }
+            Event::CertificateDeleted { certificate_id, .. } => {
+                self.update(&certificate_id, |c| c.deleted = true)
+            }
+            _ => {}
+        }
+    }
+
+    /// Changes the device's certificate, if it is still `certificate_id`: an event about a
+    /// certificate since replaced changes nothing.
+    fn update(&mut self, certificate_id: &str, change: impl FnOnce(&mut CertificateRecord)) {
+        if let Some(c) = self
+            .certificate
+            .as_deref_mut()
+            .filter(|c| c.certificate_id == certificate_id)
+        {
+            change(c);
+        }
+    }
+
+    /// The certificate is no longer the device's (if it still was), and is remembered.
+    fn retire(&mut self, certificate_id: String) {
+        if self
+            .certificate
+            .as_ref()
+            .is_some_and(|c| c.certificate_id == certificate_id)
+        {
+            self.certificate = None;
+        }
+        self.retired.push(certificate_id);
+    }
+}
+
+/// Every device's record.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub devices: HashMap<String, DeviceRecord>,
+}
+
+impl Replay {
+    /// Applies one event to the record of the device it names, by the event's family.
+    pub fn apply(&mut self, event: Event) {
+        let record = self.devices.entry(event.serial().to_string()).or_default();
+        match event {
+            Event::CreateRequested { .. }
+            | Event::Created { .. }
+            | Event::CreateAbandoned { .. }
+            | Event::Retired { .. } => record.apply_lifecycle(event),
+            Event::PolicyAttached { .. } | Event::Packaged { .. } => record.apply_packaging(event),
+            Event::StatusRequested { .. }
+            | Event::StatusChanged { .. }
+            | Event::PolicyDetached { .. }
+            | Event::CertificateDeleted { .. } => record.apply_revocation(event),
             Event::SharedPackaged {
                 certificate_id,
                 bundle,
@@ -264,48 +402,6 @@ impl Replay {
                     bundle,
                     bundle_sha256,
                 }))
-            }
-            Event::StatusRequested { .. } => {}
-            Event::StatusChanged {
-                certificate_id,
-                status,
-                ..
-            } => {
-                if let Some(c) = record
-                    .certificate
-                    .as_mut()
-                    .filter(|c| c.certificate_id == certificate_id)
-                {
-                    c.revoked_status = Some(status);
-                }
-            }
-            Event::PolicyDetached { certificate_id, .. } => {
-                if let Some(c) = record
-                    .certificate
-                    .as_mut()
-                    .filter(|c| c.certificate_id == certificate_id)
-                {
-                    c.policy_attached = false;
-                }
-            }
-            Event::CertificateDeleted { certificate_id, .. } => {
-                if let Some(c) = record
-                    .certificate
-                    .as_mut()
-                    .filter(|c| c.certificate_id == certificate_id)
-                {
-                    c.deleted = true;
-                }
-            }
-            Event::Retired { certificate_id, .. } => {
-                if record
-                    .certificate
-                    .as_ref()
-                    .is_some_and(|c| c.certificate_id == certificate_id)
-                {
-                    record.certificate = None;
-                }
-                record.retired.push(certificate_id);
             }
         }
     }
@@ -522,5 +618,79 @@ pub(crate) mod tests {
             assert_eq!(valid, first.len() as u64, "{tail:?}");
             assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
         }
+    }
+
+    /// A journal as `claimfab` wrote it before statuses were typed: the shape of a real
+    /// journal's lines, ids shortened. One line of each kind of event.
+    const OLD_JOURNAL: &str = r#"{"event":"create_requested","serial":"A","public_key_sha256":"k1","at":"2026-11-25T22:53:40.776171038Z"}
+{"event":"created","serial":"A","public_key_sha256":"k1","certificate_id":"c1","certificate_arn":"arn:aws:iot:us-east-1:123456789012:cert/c1","certificate_sha256":"c1","not_after":"2049-12-31T23:59:59Z","at":"2026-11-25T22:53:40.786171038Z"}
+{"event":"policy_attached","serial":"A","certificate_id":"c1"}
+{"event":"packaged","serial":"A","certificate_id":"c1","bundle":"bundles/A.zip","bundle_sha256":"b1"}
+{"event":"status_requested","serial":"A","certificate_id":"c1","status":"REVOKED"}
+{"event":"status_changed","serial":"A","certificate_id":"c1","status":"REVOKED"}
+{"event":"policy_detached","serial":"A","certificate_id":"c1"}
+{"event":"created","serial":"B","public_key_sha256":"k2","certificate_id":"c2","certificate_arn":"arn:aws:iot:us-east-1:123456789012:cert/c2","certificate_sha256":"c2","not_after":"2049-12-31T23:59:59Z","at":"2026-11-25T22:53:41Z"}
+{"event":"status_changed","serial":"B","certificate_id":"c2","status":"INACTIVE"}
+{"event":"created","serial":"C","public_key_sha256":"k3","certificate_id":"c3","certificate_arn":"arn:aws:iot:us-east-1:123456789012:cert/c3","certificate_sha256":"c3","not_after":"2049-12-31T23:59:59Z","at":"2026-11-25T22:53:42Z"}
+{"event":"certificate_deleted","serial":"C","certificate_id":"c3"}
+{"event":"retired","serial":"C","certificate_id":"c0","reason":"duplicate"}
+{"event":"create_requested","serial":"D","public_key_sha256":"k4","at":"2026-11-25T22:53:43Z"}
+{"event":"create_abandoned","serial":"D","public_key_sha256":"k4"}
+{"event":"shared_packaged","serial":"E","certificate_id":"c5","bundle":"bundles/E.zip","bundle_sha256":"b5"}
+"#;
+
+    #[test]
+    fn status_spellings_round_trip_as_aws_writes_them() {
+        for spelling in [
+            "ACTIVE",
+            "INACTIVE",
+            "REVOKED",
+            "PENDING_TRANSFER",
+            "REGISTER_INACTIVE",
+            "PENDING_ACTIVATION",
+            "SOME_FUTURE_STATUS",
+        ] {
+            let json = format!("\"{spelling}\"");
+            let status: CertificateStatus = serde_json::from_str(&json).unwrap();
+            assert_eq!(status.to_string(), spelling);
+            assert_eq!(serde_json::to_string(&status).unwrap(), json);
+        }
+        assert_eq!(
+            CertificateStatus::from("INACTIVE"),
+            CertificateStatus::Inactive
+        );
+        assert_eq!(
+            CertificateStatus::from("REVOKED"),
+            CertificateStatus::Revoked
+        );
+        assert_eq!(
+            CertificateStatus::from("revoked".to_string()),
+            CertificateStatus::Other("revoked".into())
+        );
+    }
+
+    #[test]
+    fn an_old_journal_replays_and_its_lines_keep_their_shape() {
+        for line in OLD_JOURNAL.lines() {
+            let event: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&event).unwrap(), line);
+        }
+        let (replay, valid) = Replay::from_reader(OLD_JOURNAL.as_bytes()).unwrap();
+        assert_eq!(valid, OLD_JOURNAL.len() as u64);
+        let status =
+            |serial: &str| DeviceRecord::manifest_status(replay.devices.get(serial), false);
+        let a = replay.devices["A"].certificate.as_ref().unwrap();
+        assert_eq!(a.revoked_status, Some(CertificateStatus::Revoked));
+        assert!(!a.policy_attached && a.bundle.is_some());
+        assert_eq!(status("A"), crate::core::manifest::DeviceStatus::Revoked);
+        assert_eq!(status("B"), crate::core::manifest::DeviceStatus::Inactive);
+        assert_eq!(status("C"), crate::core::manifest::DeviceStatus::Deleted);
+        assert_eq!(replay.devices["C"].retired, ["c0"]);
+        assert!(replay.devices["D"].unresolved_creates.is_empty());
+        let e = replay.devices["E"].shared_bundle.as_ref().unwrap();
+        assert_eq!(
+            (e.certificate_id.as_str(), e.bundle.as_str()),
+            ("c5", "bundles/E.zip")
+        );
     }
 }

@@ -106,8 +106,8 @@ impl<A: Claims> Reconciler<A> {
         });
         let mut found = Vec::new();
         for candidate in candidates {
-            let pem = match self.api.certificate_pem(&candidate.certificate_id).await {
-                Ok(pem) => pem,
+            let pem = match self.api.describe_certificate(&candidate.certificate_id).await {
+                Ok(description) => description.pem,
                 Err(AwsError::NotFound(_)) => continue,
                 Err(e) => anyhow::bail!(
                     "DescribeCertificate {} (to reconcile unanswered creates): {e}; re-run to retry",

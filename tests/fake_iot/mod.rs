@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use claimfab::cloud::{
-    AwsError, CertificateSummary, Claims, EndpointKind, Inventory, NewCertificate, OutOfService,
-    TemplateInfo,
+    AwsError, CertificateDescription, CertificateStatus, CertificateSummary, Claims, EndpointKind,
+    Inventory, NewCertificate, OutOfService, TemplateInfo,
 };
 use claimfab::core::keys::{public_key_fingerprint, ClaimKey};
 use claimfab::core::station::KeyAlgorithm;
@@ -228,7 +228,7 @@ impl Claims for FakeIot {
                     "CertificateStateException: a REVOKED certificate cannot change status".into(),
                 ));
             }
-            c.status = status.as_str().to_string();
+            c.status = CertificateStatus::from(status).to_string();
             Ok(())
         })
     }
@@ -256,9 +256,17 @@ impl Claims for FakeIot {
         }
     }
 
-    async fn certificate_pem(&self, certificate_id: &str) -> Result<String, AwsError> {
+    async fn describe_certificate(
+        &self,
+        certificate_id: &str,
+    ) -> Result<CertificateDescription, AwsError> {
         self.request("DescribeCertificate")?;
-        self.with_certificate(certificate_id, |c| Ok(c.pem.clone()))
+        self.with_certificate(certificate_id, |c| {
+            Ok(CertificateDescription {
+                pem: c.pem.clone(),
+                status: c.status.as_str().into(),
+            })
+        })
     }
 
     async fn certificates_created_since(
@@ -308,12 +316,12 @@ impl Inventory for FakeIot {
         Ok(None)
     }
 
-    async fn certificate_statuses(&self) -> Result<HashMap<String, String>, AwsError> {
+    async fn certificate_statuses(&self) -> Result<HashMap<String, CertificateStatus>, AwsError> {
         self.request("ListCertificates")?;
         let certificates = self.certificates.lock().unwrap();
         Ok(certificates
             .iter()
-            .map(|(id, c)| (id.clone(), c.status.clone()))
+            .map(|(id, c)| (id.clone(), c.status.as_str().into()))
             .collect())
     }
 
