@@ -52,6 +52,14 @@ impl Account {
         )
     }
 
+    /// ARN of a Lambda function in this region.
+    pub fn function_arn(&self, name: &str) -> String {
+        format!(
+            "arn:{}:lambda:{}:{}:function:{name}",
+            self.partition, self.region, self.account_id
+        )
+    }
+
     /// ARN of a role alias.
     pub fn role_alias_arn(&self, alias: &str) -> String {
         self.iot_arn(&format!("rolealias/{alias}"))
@@ -168,87 +176,92 @@ pub fn core_device_policy(
     variant: CorePolicyVariant,
     role_alias: &str,
 ) -> Value {
-    let assume = json!({
+    let statements = match variant {
+        CorePolicyVariant::Guide => vec![
+            allow(
+                json!([
+                    "iot:Publish",
+                    "iot:Subscribe",
+                    "iot:Receive",
+                    "iot:Connect",
+                    "greengrass:*"
+                ]),
+                json!(["*"]),
+            ),
+            assume_role_statement(account, role_alias),
+        ],
+        CorePolicyVariant::LeastPrivilege => least_privilege_statements(account, role_alias),
+    };
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// Lets a core device get AWS credentials through the role alias.
+fn assume_role_statement(account: &Account, role_alias: &str) -> Value {
+    json!({
         "Effect": "Allow",
         "Action": "iot:AssumeRoleWithCertificate",
         "Resource": account.role_alias_arn(role_alias)
-    });
-    match variant {
-        CorePolicyVariant::Guide => json!({
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": ["iot:Publish", "iot:Subscribe", "iot:Receive", "iot:Connect", "greengrass:*"],
-                    "Resource": ["*"]
-                },
-                assume
-            ]
-        }),
-        CorePolicyVariant::LeastPrivilege => {
-            // Core devices do not support thing policy variables, so the policy names the
-            // thing itself; the template fills THING_NAME in per device (see
-            // `per_device_policy`).
-            let thing = THING_NAME;
-            let topics = |kind: &str, families: &[&str]| -> Vec<String> {
-                families
-                    .iter()
-                    .map(|t| account.iot_arn(&format!("{kind}/$aws/things/{thing}/{t}")))
-                    .collect()
-            };
-            let all = [
-                "greengrass/health/json",
-                "greengrassv2/health/json",
-                "jobs/*",
-                "shadow/*",
-            ];
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        // The nucleus connects as the thing name, and as `NAME#N` for
-                        // further connections; a bare `NAME*` would also admit longer
-                        // names (SN1 would match SN10).
-                        "Effect": "Allow",
-                        "Action": "iot:Connect",
-                        "Resource": [
-                            account.iot_arn(&format!("client/{thing}")),
-                            account.iot_arn(&format!("client/{thing}#*"))
-                        ]
-                    },
-                    {
-                        "Effect": "Allow",
-                        "Action": ["iot:Receive", "iot:Publish"],
-                        "Resource": topics("topic", &all)
-                    },
-                    {
-                        "Effect": "Allow",
-                        "Action": "iot:Subscribe",
-                        "Resource": topics("topicfilter", &["jobs/*", "shadow/*"])
-                    },
-                    {
-                        "Effect": "Allow",
-                        "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-                        "Resource": [
-                            account.iot_arn(&format!("thing/{thing}")),
-                            account.iot_arn(&format!("thing/{thing}/*"))
-                        ]
-                    },
-                    assume,
-                    {
-                        "Effect": "Allow",
-                        "Action": [
-                            "greengrass:GetComponentVersionArtifact",
-                            "greengrass:ResolveComponentCandidates",
-                            "greengrass:GetDeploymentConfiguration",
-                            "greengrass:ListThingGroupsForCoreDevice"
-                        ],
-                        "Resource": "*"
-                    }
-                ]
-            })
-        }
-    }
+    })
+}
+
+/// The least-privilege core policy's statements. Core devices do not support thing policy
+/// variables, so they name the thing itself: THING_NAME, which the template fills in per
+/// device (see `per_device_policy`).
+fn least_privilege_statements(account: &Account, role_alias: &str) -> Vec<Value> {
+    let thing = THING_NAME;
+    let arns = |resources: Vec<String>| -> Vec<String> {
+        resources.iter().map(|r| account.iot_arn(r)).collect()
+    };
+    let topics = |kind: &str, families: &[&str]| -> Vec<String> {
+        arns(
+            families
+                .iter()
+                .map(|family| format!("{kind}/$aws/things/{thing}/{family}"))
+                .collect(),
+        )
+    };
+    let all = [
+        "greengrass/health/json",
+        "greengrassv2/health/json",
+        "jobs/*",
+        "shadow/*",
+    ];
+    vec![
+        // The nucleus connects as the thing name, and as `NAME#N` for further connections;
+        // a bare `NAME*` would also admit longer names (SN1 would match SN10).
+        allow(
+            "iot:Connect",
+            arns(vec![format!("client/{thing}"), format!("client/{thing}#*")]),
+        ),
+        allow(json!(["iot:Receive", "iot:Publish"]), topics("topic", &all)),
+        allow(
+            "iot:Subscribe",
+            topics("topicfilter", &["jobs/*", "shadow/*"]),
+        ),
+        allow(
+            json!([
+                "iot:GetThingShadow",
+                "iot:UpdateThingShadow",
+                "iot:DeleteThingShadow"
+            ]),
+            arns(vec![format!("thing/{thing}"), format!("thing/{thing}/*")]),
+        ),
+        assume_role_statement(account, role_alias),
+        allow(
+            json!([
+                "greengrass:GetComponentVersionArtifact",
+                "greengrass:ResolveComponentCandidates",
+                "greengrass:GetDeploymentConfiguration",
+                "greengrass:ListThingGroupsForCoreDevice"
+            ]),
+            "*",
+        ),
+    ]
+}
+
+/// An Allow statement.
+fn allow(action: impl Into<Value>, resource: impl Into<Value>) -> Value {
+    json!({"Effect": "Allow", "Action": action.into(), "Resource": resource.into()})
 }
 
 /// Stands for the device's own thing name in a per-device policy document.
