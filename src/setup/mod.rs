@@ -1,0 +1,589 @@
+//! The `setup` command: brings an AWS account to the fleet-provisioning setup of AWS's guide
+//! (token exchange role and its access policy, role alias, core devices' IoT policy, fleet
+//! provisioning role, thing group, claimfab's claim-binding hook when asked for, AWS IoT's
+//! permission to invoke the template's hook, provisioning template, claim policy),
+//! idempotently.
+//!
+//! The setup is a table of steps built once from the station (`steps`): each step is one
+//! resource with its name in the report and its purpose. Its type (`Resource`, one impl
+//! per type of AWS resource) says how to read, create and update it, and its `Kind` which
+//! IAM action each of those calls needs. The one table drives the plan (`--plan` only
+//! reads), the report, and the steps not reached after a failure. Each resource is read,
+//! compared with its desired document (as JSON), and created, left, or reported as drift
+//! (updated only with `--update-drifted`). Steps that need what an earlier one found (a
+//! role's ARN, the hook function's ARN) read it from a `Context` the earlier step fills
+//! in. The resolved ARNs and endpoints are recorded beside the station file for `batch`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::aws::{
+    AccountApi, AwsError, EndpointKind, FunctionInfo, FunctionSpec, PolicyInfo, RoleAliasInfo,
+    RoleInfo, TemplateInfo, TemplateSpec,
+};
+use crate::cli::SetupArgs;
+use crate::core::setup::{
+    self as desired, Account, CorePolicy, HookPermission, THINGS_REGISTRATION_POLICY_ARN,
+};
+use crate::core::station::{CorePolicyVariant, StationConfig};
+use crate::error::UserError;
+use crate::settings::{endpoint_override, record_path, SetupRecord};
+
+mod resources;
+
+use resources::*;
+
+// ---------------------------------------------------------------------------------------
+// Running the table
+
+/// What became of one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Created,
+    Unchanged,
+    Updated,
+    Drift(String),
+    WouldCreate,
+    WouldUpdate(String),
+}
+
+/// What a resource looks like now, compared with what it should be.
+enum Found {
+    Missing,
+    Same,
+    Differs(String),
+}
+
+/// What the command line asks of every step.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// Read only (`--plan`).
+    plan: bool,
+    /// Update what differs (`--update-drifted`); otherwise report it as drift.
+    update_drifted: bool,
+}
+
+/// A call AWS refused: the IAM action it needed, on what, and AWS's answer.
+struct Refused {
+    action: &'static str,
+    resource: String,
+    error: AwsError,
+}
+
+/// What a failed call becomes, for `map_err`.
+fn refused(action: &'static str, resource: String) -> impl FnOnce(AwsError) -> Refused {
+    move |error| Refused {
+        action,
+        resource,
+        error,
+    }
+}
+
+/// The step at which setup stopped, and the call refused there.
+struct Stop {
+    kind: &'static str,
+    name: String,
+    refused: Refused,
+}
+
+/// The report: what became of each step reached, in the table's order.
+struct Report<'s> {
+    steps: &'s [Step],
+    outcomes: Vec<Outcome>,
+}
+
+impl Report<'_> {
+    fn print(&self, stopped: Option<&Stop>) {
+        for (step, outcome) in self.steps.iter().zip(&self.outcomes) {
+            let (word, detail) = match outcome {
+                Outcome::Created => ("created", String::new()),
+                Outcome::Unchanged => ("ok", String::new()),
+                Outcome::Updated => ("updated", String::new()),
+                Outcome::Drift(what) => (
+                    "DRIFT",
+                    format!(" ({what}; re-run with --update-drifted to update it)"),
+                ),
+                Outcome::WouldCreate => ("create", String::new()),
+                Outcome::WouldUpdate(what) => ("update", format!(" ({what})")),
+            };
+            crate::say!("  {word:<8} {} {}{detail}", step.kind, step.name);
+        }
+        if let Some(stop) = stopped {
+            let error = &stop.refused.error;
+            crate::say!("  FAILED   {} {}: {error}", stop.kind, stop.name);
+            // The failed step is the one after the last reached (none when the endpoints,
+            // after every step, failed).
+            for step in self.steps.iter().skip(self.outcomes.len() + 1) {
+                crate::say!("  not yet  {} ({})", step.kind, step.purpose);
+            }
+        }
+    }
+
+    fn changes(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| !matches!(o, Outcome::Unchanged | Outcome::Drift(_)))
+            .count()
+    }
+
+    fn drifts(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Drift(_)))
+            .count()
+    }
+}
+
+/// Runs `claimfab setup`. Exit: 0 done (or plan printed); 1 stopped part-way or drift left
+/// in place; 2 bad input.
+pub async fn run(args: SetupArgs) -> Result<bool> {
+    let station = crate::settings::read_station(&args.station)?;
+    let (api, account) = connect(&args, &station).await?;
+    crate::say!(
+        "{} fleet provisioning in account {} region {}:",
+        if args.plan { "plan for" } else { "setting up" },
+        account.account_id,
+        account.region
+    );
+    let mode = Mode {
+        plan: args.plan,
+        update_drifted: args.update_drifted,
+    };
+    let mut ctx = Context::new(&station, &account);
+    let steps = steps(&station, &account, &ctx);
+    let mut report = Report {
+        steps: &steps,
+        outcomes: Vec::new(),
+    };
+    let applied = match apply(&api, mode, &mut report, &mut ctx).await {
+        Ok(()) if args.plan => Ok(None),
+        Ok(()) => account_endpoints(&api, &station).await.map(Some),
+        Err(stop) => Err(stop),
+    };
+    match applied {
+        Ok(None) => {
+            report.print(None);
+            let changes = report.changes();
+            crate::say!("{changes} change(s) to make; nothing was touched (--plan)");
+            Ok(true)
+        }
+        Ok(Some(endpoints)) => {
+            report.print(None);
+            let mut record = record(&station, &account, &ctx, endpoints);
+            record.endpoint_url = endpoint_override(args.aws.endpoint_url.as_deref());
+            finish(&report, &args.station, &record)
+        }
+        Err(stop) => {
+            report.print(Some(&stop));
+            Err(stopped(stop))
+        }
+    }
+}
+
+/// The account API, and the account and region the credentials in use are for.
+async fn connect(args: &SetupArgs, station: &StationConfig) -> Result<(AccountApi, Account)> {
+    let settings = crate::settings::aws_settings(&args.aws, Some(station), None)?;
+    let api = AccountApi::connect(&settings, station.limits.max_attempts)
+        .await
+        .map_err(UserError::Aws)?;
+    let caller = api.caller_arn().await.map_err(|e| {
+        UserError::Aws(format!(
+            "GetCallerIdentity: {e}; check the credentials, region and endpoint"
+        ))
+    })?;
+    let account = Account::from_arn(&caller, api.region()).ok_or_else(|| {
+        UserError::Aws(format!(
+            "cannot read the account from the caller identity {caller:?}"
+        ))
+    })?;
+    Ok((api, account))
+}
+
+/// Settles the steps in order, each outcome into the report, until one fails.
+async fn apply(
+    api: &AccountApi,
+    mode: Mode,
+    report: &mut Report<'_>,
+    ctx: &mut Context,
+) -> Result<(), Stop> {
+    for step in report.steps {
+        let outcome = match &step.resource {
+            None => Outcome::Unchanged,
+            Some(resource) => resource
+                .settle(api, mode, ctx)
+                .await
+                .map_err(|refused| Stop {
+                    kind: step.kind,
+                    name: step.name.clone(),
+                    refused,
+                })?,
+        };
+        report.outcomes.push(outcome);
+    }
+    Ok(())
+}
+
+/// Writes the record of an applied run and sums the run up; false when drift was left.
+fn finish(report: &Report<'_>, station: &Path, record: &SetupRecord) -> Result<bool> {
+    let path = record_path(station);
+    write_record(&path, record)?;
+    let (changes, drifts) = (report.changes(), report.drifts());
+    if changes == 0 && drifts == 0 {
+        crate::say!("nothing to change: the account already matches");
+    } else if changes == 0 {
+        crate::say!("nothing changed");
+    } else {
+        crate::say!("{changes} change(s) made");
+    }
+    crate::say!("recorded ARNs and endpoints in {}", path.display());
+    if drifts > 0 {
+        crate::say!("{drifts} resource(s) differ from the desired setup (see DRIFT above)");
+    }
+    Ok(drifts == 0)
+}
+
+/// The error a stop becomes: what to allow (or fix), then re-run.
+fn stopped(stop: Stop) -> anyhow::Error {
+    let Refused {
+        action,
+        resource,
+        error,
+    } = stop.refused;
+    let cause = match error {
+        AwsError::AccessDenied(_) => {
+            format!("access denied; allow {action} on {resource} for the AWS identity in use")
+        }
+        AwsError::Rejected(detail) if detail.contains("AlreadyExists") => format!(
+            "the name is taken by another resource ({detail}); rename it in the station file or remove the other resource"
+        ),
+        error => format!("{error}; check the network and the AWS identity"),
+    };
+    anyhow::anyhow!(
+        "setup stopped at {} {}: {cause}, then re-run `claimfab setup` to continue",
+        stop.kind,
+        stop.name
+    )
+}
+
+/// The account's data (ATS) and credential-provider endpoints, unless the station pins them.
+async fn account_endpoints(
+    api: &AccountApi,
+    station: &StationConfig,
+) -> Result<(String, String), Stop> {
+    let aws = &station.aws;
+    let data = endpoint(api, EndpointKind::DataAts, &aws.iot_data_endpoint).await?;
+    let credentials = endpoint(
+        api,
+        EndpointKind::CredentialProvider,
+        &aws.iot_credential_endpoint,
+    )
+    .await?;
+    Ok((data, credentials))
+}
+
+/// One endpoint of the account, unless the station pins it.
+async fn endpoint(
+    api: &AccountApi,
+    kind: EndpointKind,
+    pinned: &Option<String>,
+) -> Result<String, Stop> {
+    if let Some(host) = pinned {
+        return Ok(host.clone());
+    }
+    let name = match kind {
+        EndpointKind::DataAts => "iot:Data-ATS",
+        EndpointKind::CredentialProvider => "iot:CredentialProvider",
+    };
+    api.describe_endpoint(kind).await.map_err(|error| Stop {
+        kind: "iot endpoint",
+        name: name.into(),
+        refused: refused("iot:DescribeEndpoint", "*".into())(error),
+    })
+}
+
+/// The record `batch` reads: the ARNs resolved and the endpoints.
+fn record(
+    station: &StationConfig,
+    account: &Account,
+    ctx: &Context,
+    (data, credentials): (String, String),
+) -> SetupRecord {
+    let (s, p) = (&station.setup, &station.provisioning);
+    let guide = s.core_policy_variant == CorePolicyVariant::Guide;
+    SetupRecord {
+        endpoint_url: None,
+        region: account.region.clone(),
+        account_id: account.account_id.clone(),
+        iot_data_endpoint: data,
+        iot_credential_endpoint: credentials,
+        token_exchange_role_arn: ctx.role(&s.token_exchange_role).into(),
+        token_exchange_access_policy_arn: account
+            .iam_arn(&format!("policy/{}", s.token_exchange_access_policy)),
+        role_alias_arn: account.role_alias_arn(&p.role_alias),
+        core_policy_arn: guide.then(|| account.iot_arn(&format!("policy/{}", s.core_policy))),
+        fleet_provisioning_role_arn: ctx.role(&s.fleet_provisioning_role).into(),
+        thing_group_arn: (p.thing_group.as_ref())
+            .map(|group| account.iot_arn(&format!("thinggroup/{group}"))),
+        template_arn: account.iot_arn(&format!("provisioningtemplate/{}", p.template)),
+        claim_policy_arn: account.iot_arn(&format!("policy/{}", p.claim_policy)),
+    }
+}
+
+fn write_record(path: &Path, record: &SetupRecord) -> Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let context = || {
+        format!(
+            "cannot write {}; fix the directory's permissions, then re-run",
+            path.display()
+        )
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(context)?;
+    temp.write_all(&serde_json::to_vec_pretty(record).expect("record serializes"))
+        .with_context(context)?;
+    std::fs::File::set_permissions(
+        temp.as_file(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(context)?;
+    temp.as_file().sync_all().with_context(context)?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(context)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The table
+
+/// One row of the table: a resource to settle, or none (the station asks for nothing of
+/// this kind; the report still says so, in its place).
+struct Step {
+    kind: &'static str,
+    /// The resource's name in the report.
+    name: String,
+    /// What the step is for, in the list of steps not reached.
+    purpose: &'static str,
+    resource: Option<Box<dyn Settle>>,
+}
+
+impl Step {
+    fn new<R: Resource + 'static>(purpose: &'static str, name: &str, resource: R) -> Self {
+        Self {
+            kind: resource.kind().word,
+            name: name.into(),
+            purpose,
+            resource: Some(Box::new(resource)),
+        }
+    }
+
+    /// A step with nothing to do, reported as `ok` under `why`.
+    fn none(kind: &'static Kind, purpose: &'static str, why: &str) -> Self {
+        Self {
+            kind: kind.word,
+            name: why.into(),
+            purpose,
+            resource: None,
+        }
+    }
+}
+
+/// The steps of this station's setup, in dependency order.
+fn steps(station: &StationConfig, account: &Account, ctx: &Context) -> Vec<Step> {
+    let p = &station.provisioning;
+    let (core_step, core_policy) = core_policy(station, account);
+    let mut steps = token_exchange_steps(station, account);
+    steps.push(core_step);
+    steps.extend(fleet_provisioning_steps(station, account));
+    if station.setup.claim_binding {
+        steps.extend(claim_binding_steps(station, account));
+    }
+    steps.push(hook_permission(station, account, ctx));
+    let template = Template::new(station, account, &core_policy);
+    steps.push(Step::new("provisioning template", &p.template, template));
+    // Scoped to this template, region and account.
+    let claim = desired::claim_policy(account, &p.template);
+    let claim = Policy::new(account, Service::Iot, &p.claim_policy, claim);
+    steps.push(Step::new("claim policy", &p.claim_policy, claim));
+    steps
+}
+
+/// The token exchange role, its access policy (attached), and the role alias devices use
+/// to get its credentials.
+fn token_exchange_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
+    let s = &station.setup;
+    let access =
+        desired::token_exchange_access_policy(&account.partition, s.artifact_bucket.as_deref());
+    let mut steps = role_with_policy(
+        [
+            "token exchange role",
+            "token exchange access policy",
+            "access policy on token exchange role",
+        ],
+        account,
+        (
+            &s.token_exchange_role,
+            desired::token_exchange_trust_policy(),
+        ),
+        (&s.token_exchange_access_policy, access),
+    );
+    let alias = RoleAlias::new(station, account);
+    steps.push(Step::new(
+        "role alias",
+        &station.provisioning.role_alias,
+        alias,
+    ));
+    steps
+}
+
+/// A role with its trust policy, a customer-managed policy, and the policy attached to the
+/// role: three steps, each with its purpose.
+fn role_with_policy(
+    purposes: [&'static str; 3],
+    account: &Account,
+    (role, trust): (&str, Value),
+    (policy, document): (&str, Value),
+) -> Vec<Step> {
+    let policy_arn = account.iam_arn(&format!("policy/{policy}"));
+    let attachment = Attachment::new(role, &policy_arn);
+    vec![
+        Step::new(purposes[0], role, Role::new(role, trust)),
+        Step::new(
+            purposes[1],
+            policy,
+            Policy::new(account, Service::Iam, policy, document),
+        ),
+        Step::new(purposes[2], &format!("{policy} -> {role}"), attachment),
+    ]
+}
+
+/// The core devices' policy: one named policy (the guide's), or, least privilege, none here
+/// because the template makes one per device. Returns the step, and how the template
+/// attaches the policy.
+fn core_policy<'s>(station: &'s StationConfig, account: &Account) -> (Step, CorePolicy<'s>) {
+    let s = &station.setup;
+    let role_alias = &station.provisioning.role_alias;
+    let core = desired::core_device_policy(account, s.core_policy_variant, role_alias);
+    let purpose = "core devices' policy";
+    match s.core_policy_variant {
+        CorePolicyVariant::Guide => {
+            let policy = Policy::new(account, Service::Iot, &s.core_policy, core);
+            let step = Step::new(purpose, &s.core_policy, policy);
+            (step, CorePolicy::Named(&s.core_policy))
+        }
+        CorePolicyVariant::LeastPrivilege => {
+            let why = "(per device, made by the template)";
+            let step = Step::none(&Kind::IOT_POLICY, purpose, why);
+            (step, CorePolicy::PerDevice(core))
+        }
+    }
+}
+
+/// What the template's things need: the role AWS IoT provisions them as (with AWS's
+/// managed policy for it), and the thing group they join, when the station names one.
+fn fleet_provisioning_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
+    let role = &station.setup.fleet_provisioning_role;
+    let trust = desired::fleet_provisioning_trust_policy();
+    let registration = Attachment::new(role, THINGS_REGISTRATION_POLICY_ARN);
+    let label = format!("AWSIoTThingsRegistration -> {role}");
+    let purpose = "AWSIoTThingsRegistration on fleet provisioning role";
+    let group = match &station.provisioning.thing_group {
+        Some(group) => Step::new("thing group", group, ThingGroup::new(account, group)),
+        None => Step::none(&Kind::THING_GROUP, "thing group", "(none named)"),
+    };
+    vec![
+        Step::new("fleet provisioning role", role, Role::new(role, trust)),
+        Step::new(purpose, &label, registration),
+        group,
+    ]
+}
+
+/// claimfab's claim-binding hook: an execution role that may only describe certificates and
+/// write logs, and the function with the embedded code.
+fn claim_binding_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
+    let s = &station.setup;
+    let (role, function) = (&s.claim_binding_role, &s.claim_binding_function);
+    let access = desired::claim_binding_access_policy(account, function);
+    let mut steps = role_with_policy(
+        [
+            "claim-binding hook's role",
+            "claim-binding hook's access policy",
+            "access policy on the hook's role",
+        ],
+        account,
+        (role, desired::lambda_trust_policy()),
+        (&format!("{role}Access"), access),
+    );
+    let hook = Function::new(function, role);
+    steps.push(Step::new("claim-binding hook", function, hook));
+    steps
+}
+
+/// AWS IoT's permission to invoke the pre-provisioning hook, when there is one.
+fn hook_permission(station: &StationConfig, account: &Account, ctx: &Context) -> Step {
+    let purpose = "AWS IoT may invoke the pre-provisioning hook";
+    let Some(hook) = &ctx.hook else {
+        let why = "(no pre-provisioning hook)";
+        return Step::none(&Kind::PERMISSION, purpose, why);
+    };
+    let permission = Permission::new(station, account);
+    // Named with the hook's ARN as known before any step runs: for claimfab's own hook, the
+    // ARN AWS gives a function of that name (the steps call with the ARN GetFunction
+    // returns, which is the same).
+    let name = format!("{} on {hook}", permission.sid);
+    Step::new(purpose, &name, permission)
+}
+
+/// What later steps take from earlier ones. It starts with the ARNs that setup gives what
+/// it makes; a step that finds its resource in place puts the ARN AWS has instead (an
+/// existing role's may have a path).
+struct Context {
+    /// Role name -> ARN.
+    roles: HashMap<String, String>,
+    /// The template's pre-provisioning hook: the station's, or claimfab's claim-binding
+    /// function.
+    hook: Option<String>,
+}
+
+impl Context {
+    fn new(station: &StationConfig, account: &Account) -> Self {
+        let s = &station.setup;
+        let roles = [
+            &s.token_exchange_role,
+            &s.fleet_provisioning_role,
+            &s.claim_binding_role,
+        ];
+        let roles = roles
+            .into_iter()
+            .map(|name| (name.clone(), account.iam_arn(&format!("role/{name}"))))
+            .collect();
+        let hook = match s.claim_binding {
+            true => Some(account.function_arn(&s.claim_binding_function)),
+            false => s.pre_provisioning_hook_arn.clone(),
+        };
+        Self { roles, hook }
+    }
+
+    /// The ARN of a role setup makes.
+    fn role(&self, name: &str) -> &str {
+        &self.roles[name]
+    }
+
+    /// The hook's ARN, for the steps that exist only when there is one.
+    fn hook(&self) -> &str {
+        self.hook.as_deref().expect("a hook step without a hook")
+    }
+}

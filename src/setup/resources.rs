@@ -1,0 +1,706 @@
+//! The kinds of AWS resource setup settles (role, IAM or IoT policy, attachment, role alias,
+//! thing group, Lambda function and permission, provisioning template): for each, how it is
+//! read, compared with what the station wants, created and updated, and which IAM action
+//! each of those calls needs; and `settle`, the one loop that applies a mode to any of them.
+
+use super::*;
+
+/// A kind of resource: the report's word for it, and the IAM actions of the calls that read,
+/// create and update one, named when AWS refuses the call.
+pub(super) struct Kind {
+    pub(super) word: &'static str,
+    read: &'static str,
+    create: &'static str,
+    /// For a kind that is right whenever present (attachment, thing group), the create
+    /// call again: one is never updated.
+    update: &'static str,
+}
+
+// One row a kind: the report's word, then the calls that read, create and update one.
+#[rustfmt::skip]
+impl Kind {
+    pub(super) const ROLE:        Kind = Kind::new("iam role",          "iam:GetRole",                      "iam:CreateRole",                 "iam:UpdateAssumeRolePolicy");
+    pub(super) const IAM_POLICY:  Kind = Kind::new("iam policy",        "iam:GetPolicy",                    "iam:CreatePolicy",               IAM_POLICY_VERSION);
+    pub(super) const ATTACHMENT:  Kind = Kind::new("iam attachment",    "iam:ListAttachedRolePolicies",     "iam:AttachRolePolicy",           "iam:AttachRolePolicy");
+    pub(super) const ROLE_ALIAS:  Kind = Kind::new("iot role alias",    "iot:DescribeRoleAlias",            "iot:CreateRoleAlias",            "iot:UpdateRoleAlias");
+    pub(super) const IOT_POLICY:  Kind = Kind::new("iot policy",        "iot:GetPolicy",                    "iot:CreatePolicy",               IOT_POLICY_VERSION);
+    pub(super) const THING_GROUP: Kind = Kind::new("iot thing group",   "iot:DescribeThingGroup",           "iot:CreateThingGroup",           "iot:CreateThingGroup");
+    pub(super) const FUNCTION:    Kind = Kind::new("lambda function",   "lambda:GetFunction",               "lambda:CreateFunction",          FUNCTION_UPDATE);
+    pub(super) const PERMISSION:  Kind = Kind::new("lambda permission", "lambda:GetPolicy",                 "lambda:AddPermission",           PERMISSION_UPDATE);
+    pub(super) const TEMPLATE:    Kind = Kind::new("iot template",      "iot:DescribeProvisioningTemplate", "iot:CreateProvisioningTemplate", TEMPLATE_VERSION);
+}
+
+impl Kind {
+    pub(super) const fn new(
+        word: &'static str,
+        read: &'static str,
+        create: &'static str,
+        update: &'static str,
+    ) -> Self {
+        Self {
+            word,
+            read,
+            create,
+            update,
+        }
+    }
+}
+
+/// Updating a policy or a template is a new default version, room made for it first (and
+/// for a template, its settings).
+pub(super) const IAM_POLICY_VERSION: &str =
+    "iam:CreatePolicyVersion, iam:ListPolicyVersions and iam:DeletePolicyVersion";
+pub(super) const IOT_POLICY_VERSION: &str =
+    "iot:CreatePolicyVersion, iot:ListPolicyVersions and iot:DeletePolicyVersion";
+pub(super) const FUNCTION_UPDATE: &str =
+    "lambda:UpdateFunctionCode and lambda:UpdateFunctionConfiguration";
+pub(super) const PERMISSION_UPDATE: &str = "lambda:RemovePermission and lambda:AddPermission";
+pub(super) const TEMPLATE_VERSION: &str = "iot:CreateProvisioningTemplateVersion, iot:ListProvisioningTemplateVersions, iot:DeleteProvisioningTemplateVersion and iot:UpdateProvisioningTemplate";
+
+/// One kind of AWS resource: how setup reads it, tells whether it is as desired, and creates
+/// or updates it. The steps hold the names and desired documents.
+pub(super) trait Resource {
+    /// What AWS has.
+    type Current;
+
+    /// The kind: the report's word for it, and the actions a refused call names.
+    fn kind(&self) -> &'static Kind;
+
+    /// The resource as AWS has it; `None` when there is none.
+    async fn read(
+        &self,
+        api: &AccountApi,
+        ctx: &Context,
+    ) -> Result<Option<Self::Current>, AwsError>;
+
+    /// Takes from the resource found what later steps need.
+    fn learn(&self, _current: &Self::Current, _ctx: &mut Context) {}
+
+    /// How the resource found differs from the desired one; by default, not at all (being
+    /// there is all that counts).
+    fn differs(&self, _current: &Self::Current, _ctx: &Context) -> Option<String> {
+        None
+    }
+
+    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError>;
+
+    async fn update(
+        &self,
+        _api: &AccountApi,
+        _ctx: &Context,
+        _current: &Self::Current,
+    ) -> Result<(), AwsError> {
+        unreachable!("{} never differs, so is never updated", self.kind().word)
+    }
+
+    /// The ARN a refused call names.
+    fn arn<'a>(&'a self, ctx: &'a Context) -> &'a str;
+
+    /// The role that creating or updating the resource passes to AWS, which then also
+    /// needs iam:PassRole on it.
+    fn passes<'a>(&'a self, _ctx: &'a Context) -> Option<&'a str> {
+        None
+    }
+}
+
+/// Reads a resource, compares it, and, unless planning, creates or updates it as the mode
+/// says. Returns what became of it, or the call AWS refused.
+pub(super) async fn settle<R: Resource>(
+    resource: &R,
+    api: &AccountApi,
+    mode: Mode,
+    ctx: &mut Context,
+) -> Result<Outcome, Refused> {
+    let current = (resource.read(api, ctx).await)
+        .map_err(refused(resource.kind().read, resource.arn(ctx).into()))?;
+    let found = match &current {
+        None => Found::Missing,
+        Some(current) => {
+            resource.learn(current, ctx);
+            (resource.differs(current, ctx)).map_or(Found::Same, Found::Differs)
+        }
+    };
+    let ctx = &*ctx;
+    let target = match resource.passes(ctx) {
+        Some(role) => format!("{}, and iam:PassRole on {role}", resource.arn(ctx)),
+        None => resource.arn(ctx).into(),
+    };
+    Ok(match (found, mode.plan) {
+        (Found::Same, _) => Outcome::Unchanged,
+        (Found::Missing, true) => Outcome::WouldCreate,
+        (Found::Missing, false) => {
+            (resource.create(api, ctx).await).map_err(refused(resource.kind().create, target))?;
+            Outcome::Created
+        }
+        (Found::Differs(what), _) if !mode.update_drifted => Outcome::Drift(what),
+        (Found::Differs(what), true) => Outcome::WouldUpdate(what),
+        (Found::Differs(_), false) => {
+            let current = current.as_ref().expect("what differs was found");
+            (resource.update(api, ctx, current).await)
+                .map_err(refused(resource.kind().update, target))?;
+            Outcome::Updated
+        }
+    })
+}
+
+/// A resource of any kind, as the table holds it. (A [`Resource`] has a type of its own and
+/// async methods, so it cannot be a trait object; this boxes the future of [`settle`].)
+pub(super) trait Settle {
+    fn settle<'a>(
+        &'a self,
+        api: &'a AccountApi,
+        mode: Mode,
+        ctx: &'a mut Context,
+    ) -> Pin<Box<dyn Future<Output = Result<Outcome, Refused>> + 'a>>;
+}
+
+impl<R: Resource> Settle for R {
+    fn settle<'a>(
+        &'a self,
+        api: &'a AccountApi,
+        mode: Mode,
+        ctx: &'a mut Context,
+    ) -> Pin<Box<dyn Future<Output = Result<Outcome, Refused>> + 'a>> {
+        Box::pin(settle(self, api, mode, ctx))
+    }
+}
+
+/// Whether a document read back from AWS says something else than the desired one.
+pub(super) fn document_differs(actual: &str, desired: &Value, what: &str) -> Option<String> {
+    (!desired::same_document(actual, desired))
+        .then(|| format!("{what} differs from the desired one"))
+}
+
+/// Runs a create that passes a role, again every 5 s for a minute while AWS refuses the role
+/// (as `not_yet` reads the refusal): IAM is eventually consistent, and a role created seconds
+/// ago may not be assumable yet.
+pub(super) async fn while_role_settles<T, F>(
+    create: impl FnMut() -> F,
+    not_yet: fn(&str) -> bool,
+) -> Result<(), AwsError>
+where
+    F: Future<Output = Result<T, AwsError>>,
+{
+    use backon::{ConstantBuilder, Retryable};
+    let pace = ConstantBuilder::default()
+        .with_delay(Duration::from_secs(5))
+        .with_max_times(12);
+    (create.retry(pace))
+        .when(|e| matches!(e, AwsError::Rejected(m) if not_yet(m)))
+        .await
+        .map(drop)
+}
+
+/// An IAM role with its trust policy.
+pub(super) struct Role {
+    name: String,
+    trust: Value,
+}
+
+impl Role {
+    pub(super) fn new(name: &str, trust: Value) -> Self {
+        let name = name.into();
+        Self { name, trust }
+    }
+}
+
+impl Resource for Role {
+    type Current = RoleInfo;
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::ROLE
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<RoleInfo>, AwsError> {
+        api.get_role(&self.name).await
+    }
+
+    fn learn(&self, current: &RoleInfo, ctx: &mut Context) {
+        ctx.roles.insert(self.name.clone(), current.arn.clone());
+    }
+
+    fn differs(&self, current: &RoleInfo, _: &Context) -> Option<String> {
+        document_differs(&current.trust_policy, &self.trust, "trust policy")
+    }
+
+    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+        let trust = self.trust.to_string();
+        api.create_role(&self.name, &trust).await.map(drop)
+    }
+
+    async fn update(&self, api: &AccountApi, _: &Context, _: &RoleInfo) -> Result<(), AwsError> {
+        let trust = self.trust.to_string();
+        api.update_trust_policy(&self.name, &trust).await
+    }
+
+    fn arn<'a>(&'a self, ctx: &'a Context) -> &'a str {
+        ctx.role(&self.name)
+    }
+}
+
+/// A policy whose default version holds `document`: a customer-managed IAM policy, or an
+/// IoT policy. The two differ only in their calls.
+pub(super) struct Policy {
+    service: Service,
+    name: String,
+    arn: String,
+    document: Value,
+}
+
+/// Which API a [`Policy`] is in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Service {
+    Iam,
+    Iot,
+}
+
+impl Policy {
+    pub(super) fn new(account: &Account, service: Service, name: &str, document: Value) -> Self {
+        let arn = match service {
+            Service::Iam => account.iam_arn(&format!("policy/{name}")),
+            Service::Iot => account.iot_arn(&format!("policy/{name}")),
+        };
+        let name = name.into();
+        Self {
+            service,
+            name,
+            arn,
+            document,
+        }
+    }
+}
+
+impl Resource for Policy {
+    type Current = PolicyInfo;
+
+    fn kind(&self) -> &'static Kind {
+        match self.service {
+            Service::Iam => &Kind::IAM_POLICY,
+            Service::Iot => &Kind::IOT_POLICY,
+        }
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<PolicyInfo>, AwsError> {
+        match self.service {
+            Service::Iam => api.get_iam_policy(&self.arn).await,
+            Service::Iot => api.get_iot_policy(&self.name).await,
+        }
+    }
+
+    fn differs(&self, current: &PolicyInfo, _: &Context) -> Option<String> {
+        document_differs(&current.document, &self.document, "policy document")
+    }
+
+    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+        let (name, document) = (&self.name, &self.document.to_string());
+        let created = match self.service {
+            Service::Iam => api.create_iam_policy(name, document).await,
+            Service::Iot => api.create_iot_policy(name, document).await,
+        };
+        created.map(drop)
+    }
+
+    async fn update(&self, api: &AccountApi, _: &Context, _: &PolicyInfo) -> Result<(), AwsError> {
+        let document = &self.document.to_string();
+        match self.service {
+            Service::Iam => api.update_iam_policy(&self.arn, document).await,
+            Service::Iot => api.update_iot_policy(&self.name, document).await,
+        }
+    }
+
+    fn arn<'a>(&'a self, _: &'a Context) -> &'a str {
+        &self.arn
+    }
+}
+
+/// An IAM managed policy attached to a role.
+pub(super) struct Attachment {
+    role: String,
+    policy_arn: String,
+}
+
+impl Attachment {
+    pub(super) fn new(role: &str, policy_arn: &str) -> Self {
+        let (role, policy_arn) = (role.into(), policy_arn.into());
+        Self { role, policy_arn }
+    }
+}
+
+impl Resource for Attachment {
+    type Current = ();
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::ATTACHMENT
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<()>, AwsError> {
+        match api.attached_role_policies(&self.role).await {
+            Ok(arns) => Ok(arns.contains(&self.policy_arn).then_some(())),
+            // A role that does not exist yet (planning) has nothing attached.
+            Err(AwsError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+        api.attach_role_policy(&self.role, &self.policy_arn).await
+    }
+
+    fn arn<'a>(&'a self, ctx: &'a Context) -> &'a str {
+        ctx.role(&self.role)
+    }
+}
+
+/// The role alias, pointing at the token exchange role with the station's credential
+/// duration.
+pub(super) struct RoleAlias {
+    name: String,
+    arn: String,
+    /// The token exchange role's name.
+    role: String,
+    seconds: i32,
+}
+
+impl RoleAlias {
+    pub(super) fn new(station: &StationConfig, account: &Account) -> Self {
+        let name = &station.provisioning.role_alias;
+        Self {
+            name: name.clone(),
+            arn: account.role_alias_arn(name),
+            role: station.setup.token_exchange_role.clone(),
+            seconds: station.setup.credential_duration_seconds as i32,
+        }
+    }
+}
+
+impl Resource for RoleAlias {
+    type Current = RoleAliasInfo;
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::ROLE_ALIAS
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<RoleAliasInfo>, AwsError> {
+        api.describe_role_alias(&self.name).await
+    }
+
+    fn differs(&self, current: &RoleAliasInfo, ctx: &Context) -> Option<String> {
+        if current.role_arn != ctx.role(&self.role) {
+            Some(format!("points at {}", current.role_arn))
+        } else if current.credential_duration_seconds != self.seconds {
+            let seconds = current.credential_duration_seconds;
+            Some(format!("credential duration is {seconds} s"))
+        } else {
+            None
+        }
+    }
+
+    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+        let role = ctx.role(&self.role);
+        let created = api.create_role_alias(&self.name, role, self.seconds).await;
+        created.map(drop)
+    }
+
+    async fn update(
+        &self,
+        api: &AccountApi,
+        ctx: &Context,
+        _: &RoleAliasInfo,
+    ) -> Result<(), AwsError> {
+        let role = ctx.role(&self.role);
+        api.update_role_alias(&self.name, role, self.seconds).await
+    }
+
+    fn arn<'a>(&'a self, _: &'a Context) -> &'a str {
+        &self.arn
+    }
+
+    fn passes<'a>(&'a self, ctx: &'a Context) -> Option<&'a str> {
+        Some(ctx.role(&self.role))
+    }
+}
+
+/// The thing group devices join.
+pub(super) struct ThingGroup {
+    name: String,
+    arn: String,
+}
+
+impl ThingGroup {
+    pub(super) fn new(account: &Account, name: &str) -> Self {
+        let arn = account.iot_arn(&format!("thinggroup/{name}"));
+        let name = name.into();
+        Self { name, arn }
+    }
+}
+
+impl Resource for ThingGroup {
+    type Current = String;
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::THING_GROUP
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<String>, AwsError> {
+        api.thing_group_arn(&self.name).await
+    }
+
+    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+        api.create_thing_group(&self.name).await.map(drop)
+    }
+
+    fn arn<'a>(&'a self, _: &'a Context) -> &'a str {
+        &self.arn
+    }
+}
+
+/// claimfab's claim-binding hook: the function with the embedded code, run as its role.
+pub(super) struct Function {
+    name: String,
+    package: Vec<u8>,
+    /// The execution role's name.
+    role: String,
+}
+
+impl Function {
+    pub(super) fn new(name: &str, role: &str) -> Self {
+        let package = desired::claim_binding_package();
+        let (name, role) = (name.into(), role.into());
+        Self {
+            name,
+            package,
+            role,
+        }
+    }
+
+    pub(super) fn spec<'a>(&'a self, ctx: &'a Context) -> FunctionSpec<'a> {
+        FunctionSpec {
+            name: &self.name,
+            package: &self.package,
+            role_arn: ctx.role(&self.role),
+            handler: desired::CLAIM_BINDING_HANDLER,
+            runtime: desired::CLAIM_BINDING_RUNTIME,
+            timeout: desired::CLAIM_BINDING_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+impl Resource for Function {
+    type Current = FunctionInfo;
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::FUNCTION
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<FunctionInfo>, AwsError> {
+        api.get_function(&self.name).await
+    }
+
+    fn learn(&self, current: &FunctionInfo, ctx: &mut Context) {
+        ctx.hook = Some(current.arn.clone());
+    }
+
+    fn differs(&self, current: &FunctionInfo, ctx: &Context) -> Option<String> {
+        let spec = self.spec(ctx);
+        let what = if current.code_sha256 != desired::lambda_code_sha256(spec.package) {
+            "code differs"
+        } else if current.role != spec.role_arn {
+            "execution role differs"
+        } else if current.handler != spec.handler || current.runtime != spec.runtime {
+            "handler or runtime differs"
+        } else if current.timeout != spec.timeout {
+            "timeout differs"
+        } else {
+            return None;
+        };
+        Some(what.into())
+    }
+
+    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+        let spec = self.spec(ctx);
+        let not_yet = |m: &str| m.contains("cannot be assumed");
+        while_role_settles(|| api.create_function(&spec), not_yet).await
+    }
+
+    async fn update(
+        &self,
+        api: &AccountApi,
+        ctx: &Context,
+        _: &FunctionInfo,
+    ) -> Result<(), AwsError> {
+        api.update_function(&self.spec(ctx)).await
+    }
+
+    fn arn<'a>(&'a self, ctx: &'a Context) -> &'a str {
+        ctx.hook()
+    }
+
+    fn passes<'a>(&'a self, ctx: &'a Context) -> Option<&'a str> {
+        Some(ctx.role(&self.role))
+    }
+}
+
+/// The hook function's resource policy must let AWS IoT invoke it, for this template of this
+/// account only (AWS's guide adds it; without it every device is refused).
+pub(super) struct Permission {
+    pub(super) sid: String,
+    template_arn: String,
+    account_id: String,
+}
+
+impl Permission {
+    pub(super) fn new(station: &StationConfig, account: &Account) -> Self {
+        let template = &station.provisioning.template;
+        Self {
+            sid: desired::hook_permission_id(template),
+            template_arn: account.iot_arn(&format!("provisioningtemplate/{template}")),
+            account_id: account.account_id.clone(),
+        }
+    }
+}
+
+impl Resource for Permission {
+    type Current = HookPermission;
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::PERMISSION
+    }
+
+    async fn read(
+        &self,
+        api: &AccountApi,
+        ctx: &Context,
+    ) -> Result<Option<HookPermission>, AwsError> {
+        let policy = api.function_policy(ctx.hook()).await?;
+        let (template, account) = (&self.template_arn, &self.account_id);
+        Ok(
+            match desired::hook_permission(policy.as_deref(), &self.sid, template, account) {
+                HookPermission::Missing => None,
+                found => Some(found),
+            },
+        )
+    }
+
+    fn differs(&self, current: &HookPermission, _: &Context) -> Option<String> {
+        (*current == HookPermission::Differs).then(|| format!("statement {} differs", self.sid))
+    }
+
+    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+        let (template, account) = (&self.template_arn, &self.account_id);
+        api.allow_iot_invoke(ctx.hook(), &self.sid, template, account)
+            .await
+    }
+
+    async fn update(
+        &self,
+        api: &AccountApi,
+        ctx: &Context,
+        _: &HookPermission,
+    ) -> Result<(), AwsError> {
+        api.remove_permission(ctx.hook(), &self.sid).await?;
+        self.create(api, ctx).await
+    }
+
+    fn arn<'a>(&'a self, ctx: &'a Context) -> &'a str {
+        ctx.hook()
+    }
+}
+
+/// The provisioning template: body, enabled, role, hook and description as desired.
+pub(super) struct Template {
+    name: String,
+    arn: String,
+    body: Value,
+    /// `body` as the text AWS is given.
+    text: String,
+    /// The fleet provisioning role's name.
+    role: String,
+    description: String,
+}
+
+impl Template {
+    pub(super) fn new(
+        station: &StationConfig,
+        account: &Account,
+        core_policy: &CorePolicy<'_>,
+    ) -> Self {
+        let p = &station.provisioning;
+        let body = desired::provisioning_template_body(core_policy, p.thing_group.is_some());
+        Self {
+            name: p.template.clone(),
+            arn: account.iot_arn(&format!("provisioningtemplate/{}", p.template)),
+            text: body.to_string(),
+            body,
+            role: station.setup.fleet_provisioning_role.clone(),
+            description: station.setup.template_description.clone(),
+        }
+    }
+
+    pub(super) fn spec<'a>(&'a self, ctx: &'a Context) -> TemplateSpec<'a> {
+        TemplateSpec {
+            name: &self.name,
+            body: &self.text,
+            role_arn: ctx.role(&self.role),
+            hook_arn: ctx.hook.as_deref(),
+            description: &self.description,
+        }
+    }
+
+    pub(super) fn body_differs(&self, current: &TemplateInfo) -> bool {
+        !desired::same_document(&current.body, &self.body)
+    }
+}
+
+impl Resource for Template {
+    type Current = TemplateInfo;
+
+    fn kind(&self) -> &'static Kind {
+        &Kind::TEMPLATE
+    }
+
+    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<TemplateInfo>, AwsError> {
+        api.describe_template(&self.name).await
+    }
+
+    fn differs(&self, current: &TemplateInfo, ctx: &Context) -> Option<String> {
+        let spec = self.spec(ctx);
+        let what = if self.body_differs(current) {
+            "template body differs".into()
+        } else if !current.enabled {
+            "template is disabled".into()
+        } else if current.role_arn != spec.role_arn {
+            format!("provisioning role is {}", current.role_arn)
+        } else if current.hook_arn.as_deref() != spec.hook_arn {
+            "pre-provisioning hook differs".into()
+        } else if current.description != spec.description {
+            "description differs".into()
+        } else {
+            return None;
+        };
+        Some(what)
+    }
+
+    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+        let spec = self.spec(ctx);
+        let not_yet = |m: &str| m.to_lowercase().contains("role");
+        while_role_settles(|| api.create_template(&spec), not_yet).await
+    }
+
+    async fn update(
+        &self,
+        api: &AccountApi,
+        ctx: &Context,
+        current: &TemplateInfo,
+    ) -> Result<(), AwsError> {
+        let body_changed = self.body_differs(current);
+        api.update_template(&self.spec(ctx), body_changed).await
+    }
+
+    fn arn<'a>(&'a self, _: &'a Context) -> &'a str {
+        &self.arn
+    }
+
+    fn passes<'a>(&'a self, ctx: &'a Context) -> Option<&'a str> {
+        Some(ctx.role(&self.role))
+    }
+}
