@@ -73,6 +73,13 @@ where
     }
 }
 
+/// Sends one SDK request and classifies its failure: the tail every call shares.
+macro_rules! sdk {
+    ($request:expr) => {
+        $request.send().await.map_err(classify)
+    };
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -348,15 +355,12 @@ impl Iot {
         token: Option<String>,
         newest_first: bool,
     ) -> Result<(Vec<Listed>, Option<String>), AwsError> {
-        let page = self
+        let page = sdk!(self
             .client
             .list_certificates()
             .page_size(250)
             .ascending_order(!newest_first)
-            .set_marker(token)
-            .send()
-            .await
-            .map_err(classify)?;
+            .set_marker(token))?;
         let listed = page
             .certificates()
             .iter()
@@ -385,14 +389,12 @@ impl Iot {
         status: CertificateStatus,
     ) -> Result<(), AwsError> {
         self.call(Api::UpdateCertificate, || async {
-            self.client
+            sdk!(self
+                .client
                 .update_certificate()
                 .certificate_id(certificate_id)
-                .new_status(status.clone())
-                .send()
-                .await
-                .map(drop)
-                .map_err(classify)
+                .new_status(status.clone()))
+            .map(drop)
         })
         .await
     }
@@ -402,13 +404,11 @@ impl Claims for Iot {
     async fn create_certificate_from_csr(&self, csr_pem: &str) -> Result<NewCertificate, AwsError> {
         let output = self
             .call(Api::CreateCertificateFromCsr, || async {
-                self.client
+                sdk!(self
+                    .client
                     .create_certificate_from_csr()
                     .certificate_signing_request(csr_pem)
-                    .set_as_active(true)
-                    .send()
-                    .await
-                    .map_err(classify)
+                    .set_as_active(true))
             })
             .await?;
         match (
@@ -431,14 +431,12 @@ impl Claims for Iot {
 
     async fn attach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
         self.call(Api::AttachPolicy, || async {
-            self.client
+            sdk!(self
+                .client
                 .attach_policy()
                 .policy_name(policy)
-                .target(certificate_arn)
-                .send()
-                .await
-                .map(drop)
-                .map_err(classify)
+                .target(certificate_arn))
+            .map(drop)
         })
         .await
     }
@@ -457,27 +455,23 @@ impl Claims for Iot {
 
     async fn detach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
         self.call(Api::DetachPolicy, || async {
-            self.client
+            sdk!(self
+                .client
                 .detach_policy()
                 .policy_name(policy)
-                .target(certificate_arn)
-                .send()
-                .await
-                .map(drop)
-                .map_err(classify)
+                .target(certificate_arn))
+            .map(drop)
         })
         .await
     }
 
     async fn delete_certificate(&self, certificate_id: &str) -> Result<(), AwsError> {
         self.call(Api::DeleteCertificate, || async {
-            self.client
+            sdk!(self
+                .client
                 .delete_certificate()
-                .certificate_id(certificate_id)
-                .send()
-                .await
-                .map(drop)
-                .map_err(classify)
+                .certificate_id(certificate_id))
+            .map(drop)
         })
         .await
     }
@@ -488,12 +482,10 @@ impl Claims for Iot {
     ) -> Result<CertificateDescription, AwsError> {
         let output = self
             .call(Api::DescribeCertificate, || async {
-                self.client
+                sdk!(self
+                    .client
                     .describe_certificate()
-                    .certificate_id(certificate_id)
-                    .send()
-                    .await
-                    .map_err(classify)
+                    .certificate_id(certificate_id))
             })
             .await?;
         let description = output.certificate_description;
@@ -545,12 +537,7 @@ impl Inventory for Iot {
         };
         let output = self
             .call(Api::DescribeEndpoint, || async {
-                self.client
-                    .describe_endpoint()
-                    .endpoint_type(endpoint_type)
-                    .send()
-                    .await
-                    .map_err(classify)
+                sdk!(self.client.describe_endpoint().endpoint_type(endpoint_type))
             })
             .await?;
         output.endpoint_address.ok_or_else(|| {
@@ -563,12 +550,7 @@ impl Inventory for Iot {
     async fn policy_document(&self, name: &str) -> Result<Option<String>, AwsError> {
         let output = found(
             self.call(Api::GetPolicy, || async {
-                self.client
-                    .get_policy()
-                    .policy_name(name)
-                    .send()
-                    .await
-                    .map_err(classify)
+                sdk!(self.client.get_policy().policy_name(name))
             })
             .await,
         )?;
@@ -602,15 +584,12 @@ impl Inventory for Iot {
         self.pages(
             Api::ListTargetsForPolicy,
             |token| async move {
-                let page = self
+                let page = sdk!(self
                     .client
                     .list_targets_for_policy()
                     .policy_name(policy)
                     .page_size(250)
-                    .set_marker(token)
-                    .send()
-                    .await
-                    .map_err(classify)?;
+                    .set_marker(token))?;
                 Ok((page.targets().to_vec(), page.next_marker))
             },
             |_: &[String]| true,
@@ -623,14 +602,11 @@ impl Inventory for Iot {
             .pages(
                 Api::ListThings,
                 |token| async move {
-                    let page = self
+                    let page = sdk!(self
                         .client
                         .list_things()
                         .max_results(250)
-                        .set_next_token(token)
-                        .send()
-                        .await
-                        .map_err(classify)?;
+                        .set_next_token(token))?;
                     let names = page
                         .things()
                         .iter()
@@ -717,6 +693,40 @@ fn version_to_drop<Id>(
         .and_then(|(_, _, id)| id)
 }
 
+/// A version of a policy (IAM or IoT) or of a provisioning template, as
+/// [`version_to_drop`] reads it: (is default, created at, version id).
+trait Version {
+    type Id;
+    fn parts(self) -> (bool, Option<i64>, Option<Self::Id>);
+}
+
+impl Version for aws_sdk_iam::types::PolicyVersion {
+    type Id = String;
+    fn parts(self) -> (bool, Option<i64>, Option<String>) {
+        let created = self.create_date.map(|d| d.secs());
+        (self.is_default_version, created, self.version_id)
+    }
+}
+
+impl Version for aws_sdk_iot::types::PolicyVersion {
+    type Id = String;
+    fn parts(self) -> (bool, Option<i64>, Option<String>) {
+        (
+            self.is_default_version,
+            self.create_date.map(|d| d.secs()),
+            self.version_id,
+        )
+    }
+}
+
+impl Version for aws_sdk_iot::types::ProvisioningTemplateVersionSummary {
+    type Id = i32;
+    fn parts(self) -> (bool, Option<i64>, Option<i32>) {
+        let created = self.creation_date.map(|d| d.secs());
+        (self.is_default_version, created, self.version_id)
+    }
+}
+
 /// Turns NotFound into `None`.
 fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
     match result {
@@ -728,14 +738,9 @@ fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
 
 /// DescribeProvisioningTemplate, or `None` when there is no template of that name.
 async fn describe_template(client: &Client, name: &str) -> Result<Option<TemplateInfo>, AwsError> {
-    let output = found(
-        client
-            .describe_provisioning_template()
-            .template_name(name)
-            .send()
-            .await
-            .map_err(classify),
-    )?;
+    let output = found(sdk!(client
+        .describe_provisioning_template()
+        .template_name(name)))?;
     Ok(output.map(|o| TemplateInfo {
         arn: o.template_arn.unwrap_or_default(),
         body: o.template_body.unwrap_or_default(),
@@ -775,12 +780,7 @@ impl AccountApi {
 
     /// The caller's identity ARN (STS GetCallerIdentity), which names partition and account.
     pub async fn caller_arn(&self) -> Result<String, AwsError> {
-        let output = self
-            .sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = sdk!(self.sts.get_caller_identity())?;
         output
             .arn
             .ok_or_else(|| AwsError::Uncertain("GetCallerIdentity returned no ARN".into()))
@@ -792,13 +792,7 @@ impl AccountApi {
             EndpointKind::DataAts => "iot:Data-ATS",
             EndpointKind::CredentialProvider => "iot:CredentialProvider",
         };
-        let output = self
-            .iot
-            .describe_endpoint()
-            .endpoint_type(endpoint_type)
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = sdk!(self.iot.describe_endpoint().endpoint_type(endpoint_type))?;
         output.endpoint_address.ok_or_else(|| {
             AwsError::Uncertain(format!(
                 "DescribeEndpoint({endpoint_type}) returned no address"
@@ -810,14 +804,7 @@ impl AccountApi {
 
     /// GetRole.
     pub async fn get_role(&self, name: &str) -> Result<Option<RoleInfo>, AwsError> {
-        let output = found(
-            self.iam
-                .get_role()
-                .role_name(name)
-                .send()
-                .await
-                .map_err(classify),
-        )?;
+        let output = found(sdk!(self.iam.get_role().role_name(name)))?;
         Ok(output.and_then(|o| o.role).map(|role| RoleInfo {
             arn: role.arn,
             trust_policy: role.assume_role_policy_document.unwrap_or_default(),
@@ -826,14 +813,11 @@ impl AccountApi {
 
     /// CreateRole; returns the ARN.
     pub async fn create_role(&self, name: &str, trust_policy: &str) -> Result<String, AwsError> {
-        let output = self
+        let output = sdk!(self
             .iam
             .create_role()
             .role_name(name)
-            .assume_role_policy_document(trust_policy)
-            .send()
-            .await
-            .map_err(classify)?;
+            .assume_role_policy_document(trust_policy))?;
         output
             .role
             .map(|r| r.arn)
@@ -846,38 +830,27 @@ impl AccountApi {
         role: &str,
         trust_policy: &str,
     ) -> Result<(), AwsError> {
-        self.iam
+        sdk!(self
+            .iam
             .update_assume_role_policy()
             .role_name(role)
-            .policy_document(trust_policy)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .policy_document(trust_policy))
+        .map(drop)
     }
 
     /// GetPolicy + GetPolicyVersion (default) of an IAM managed policy.
     pub async fn get_iam_policy(&self, arn: &str) -> Result<Option<PolicyInfo>, AwsError> {
-        let Some(policy) = found(
-            self.iam
-                .get_policy()
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(classify),
-        )?
-        .and_then(|o| o.policy) else {
+        let Some(policy) =
+            found(sdk!(self.iam.get_policy().policy_arn(arn)))?.and_then(|o| o.policy)
+        else {
             return Ok(None);
         };
         let version = policy.default_version_id.unwrap_or_else(|| "v1".into());
-        let output = self
+        let output = sdk!(self
             .iam
             .get_policy_version()
             .policy_arn(arn)
-            .version_id(version)
-            .send()
-            .await
-            .map_err(classify)?;
+            .version_id(version))?;
         Ok(Some(PolicyInfo {
             arn: arn.to_string(),
             document: output
@@ -889,14 +862,11 @@ impl AccountApi {
 
     /// CreatePolicy (IAM); returns the ARN.
     pub async fn create_iam_policy(&self, name: &str, document: &str) -> Result<String, AwsError> {
-        let output = self
+        let output = sdk!(self
             .iam
             .create_policy()
             .policy_name(name)
-            .policy_document(document)
-            .send()
-            .await
-            .map_err(classify)?;
+            .policy_document(document))?;
         output
             .policy
             .and_then(|p| p.arn)
@@ -906,48 +876,28 @@ impl AccountApi {
     /// CreatePolicyVersion (IAM) as the default, deleting the oldest non-default version
     /// first when the policy already has the maximum.
     pub async fn update_iam_policy(&self, arn: &str, document: &str) -> Result<(), AwsError> {
-        let versions = self
-            .iam
-            .list_policy_versions()
-            .policy_arn(arn)
-            .send()
-            .await
-            .map_err(classify)?
+        let versions = sdk!(self.iam.list_policy_versions().policy_arn(arn))?
             .versions
             .unwrap_or_default();
-        let versions = versions.into_iter().map(|v| {
-            let created = v.create_date.map(|d| d.secs());
-            (v.is_default_version, created, v.version_id)
-        });
-        if let Some(oldest) = version_to_drop(versions) {
-            self.iam
+        if let Some(oldest) = version_to_drop(versions.into_iter().map(Version::parts)) {
+            sdk!(self
+                .iam
                 .delete_policy_version()
                 .policy_arn(arn)
-                .version_id(oldest)
-                .send()
-                .await
-                .map_err(classify)?;
+                .version_id(oldest))?;
         }
-        self.iam
+        sdk!(self
+            .iam
             .create_policy_version()
             .policy_arn(arn)
             .policy_document(document)
-            .set_as_default(true)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .set_as_default(true))
+        .map(drop)
     }
 
     /// ListAttachedRolePolicies, as ARNs.
     pub async fn attached_role_policies(&self, role: &str) -> Result<Vec<String>, AwsError> {
-        let output = self
-            .iam
-            .list_attached_role_policies()
-            .role_name(role)
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = sdk!(self.iam.list_attached_role_policies().role_name(role))?;
         Ok(output
             .attached_policies
             .unwrap_or_default()
@@ -958,14 +908,12 @@ impl AccountApi {
 
     /// AttachRolePolicy.
     pub async fn attach_role_policy(&self, role: &str, policy_arn: &str) -> Result<(), AwsError> {
-        self.iam
+        sdk!(self
+            .iam
             .attach_role_policy()
             .role_name(role)
-            .policy_arn(policy_arn)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .policy_arn(policy_arn))
+        .map(drop)
     }
 
     // ---- IoT ----
@@ -975,14 +923,7 @@ impl AccountApi {
         &self,
         alias: &str,
     ) -> Result<Option<RoleAliasInfo>, AwsError> {
-        let output = found(
-            self.iot
-                .describe_role_alias()
-                .role_alias(alias)
-                .send()
-                .await
-                .map_err(classify),
-        )?;
+        let output = found(sdk!(self.iot.describe_role_alias().role_alias(alias)))?;
         Ok(output
             .and_then(|o| o.role_alias_description)
             .map(|d| RoleAliasInfo {
@@ -999,15 +940,12 @@ impl AccountApi {
         role_arn: &str,
         seconds: i32,
     ) -> Result<String, AwsError> {
-        let output = self
+        let output = sdk!(self
             .iot
             .create_role_alias()
             .role_alias(alias)
             .role_arn(role_arn)
-            .credential_duration_seconds(seconds)
-            .send()
-            .await
-            .map_err(classify)?;
+            .credential_duration_seconds(seconds))?;
         output
             .role_alias_arn
             .ok_or_else(|| AwsError::Uncertain("CreateRoleAlias returned no ARN".into()))
@@ -1020,27 +958,18 @@ impl AccountApi {
         role_arn: &str,
         seconds: i32,
     ) -> Result<(), AwsError> {
-        self.iot
+        sdk!(self
+            .iot
             .update_role_alias()
             .role_alias(alias)
             .role_arn(role_arn)
-            .credential_duration_seconds(seconds)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .credential_duration_seconds(seconds))
+        .map(drop)
     }
 
     /// GetPolicy (IoT): ARN and default version's document.
     pub async fn get_iot_policy(&self, name: &str) -> Result<Option<PolicyInfo>, AwsError> {
-        let output = found(
-            self.iot
-                .get_policy()
-                .policy_name(name)
-                .send()
-                .await
-                .map_err(classify),
-        )?;
+        let output = found(sdk!(self.iot.get_policy().policy_name(name)))?;
         Ok(output.map(|o| PolicyInfo {
             arn: o.policy_arn.unwrap_or_default(),
             document: o.policy_document.unwrap_or_default(),
@@ -1049,14 +978,11 @@ impl AccountApi {
 
     /// CreatePolicy (IoT); returns the ARN.
     pub async fn create_iot_policy(&self, name: &str, document: &str) -> Result<String, AwsError> {
-        let output = self
+        let output = sdk!(self
             .iot
             .create_policy()
             .policy_name(name)
-            .policy_document(document)
-            .send()
-            .await
-            .map_err(classify)?;
+            .policy_document(document))?;
         output
             .policy_arn
             .ok_or_else(|| AwsError::Uncertain("CreatePolicy returned no ARN".into()))
@@ -1064,61 +990,34 @@ impl AccountApi {
 
     /// CreatePolicyVersion (IoT) as the default, making room first when needed.
     pub async fn update_iot_policy(&self, name: &str, document: &str) -> Result<(), AwsError> {
-        let versions = self
-            .iot
-            .list_policy_versions()
-            .policy_name(name)
-            .send()
-            .await
-            .map_err(classify)?
+        let versions = sdk!(self.iot.list_policy_versions().policy_name(name))?
             .policy_versions
             .unwrap_or_default();
-        let versions = versions.into_iter().map(|v| {
-            let created = v.create_date.map(|d| d.secs());
-            (v.is_default_version, created, v.version_id)
-        });
-        if let Some(oldest) = version_to_drop(versions) {
-            self.iot
+        if let Some(oldest) = version_to_drop(versions.into_iter().map(Version::parts)) {
+            sdk!(self
+                .iot
                 .delete_policy_version()
                 .policy_name(name)
-                .policy_version_id(oldest)
-                .send()
-                .await
-                .map_err(classify)?;
+                .policy_version_id(oldest))?;
         }
-        self.iot
+        sdk!(self
+            .iot
             .create_policy_version()
             .policy_name(name)
             .policy_document(document)
-            .set_as_default(true)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .set_as_default(true))
+        .map(drop)
     }
 
     /// DescribeThingGroup, as its ARN.
     pub async fn thing_group_arn(&self, name: &str) -> Result<Option<String>, AwsError> {
-        let output = found(
-            self.iot
-                .describe_thing_group()
-                .thing_group_name(name)
-                .send()
-                .await
-                .map_err(classify),
-        )?;
+        let output = found(sdk!(self.iot.describe_thing_group().thing_group_name(name)))?;
         Ok(output.and_then(|o| o.thing_group_arn))
     }
 
     /// CreateThingGroup; returns the ARN.
     pub async fn create_thing_group(&self, name: &str) -> Result<String, AwsError> {
-        let output = self
-            .iot
-            .create_thing_group()
-            .thing_group_name(name)
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = sdk!(self.iot.create_thing_group().thing_group_name(name))?;
         output
             .thing_group_arn
             .ok_or_else(|| AwsError::Uncertain("CreateThingGroup returned no ARN".into()))
@@ -1126,14 +1025,7 @@ impl AccountApi {
 
     /// Lambda GetFunction, or `None` when there is no function of that name.
     pub async fn get_function(&self, name: &str) -> Result<Option<FunctionInfo>, AwsError> {
-        let output = found(
-            self.lambda
-                .get_function()
-                .function_name(name)
-                .send()
-                .await
-                .map_err(classify),
-        )?;
+        let output = found(sdk!(self.lambda.get_function().function_name(name)))?;
         Ok(output.and_then(|o| o.configuration).map(|c| FunctionInfo {
             arn: c.function_arn.unwrap_or_default(),
             code_sha256: c.code_sha256.unwrap_or_default(),
@@ -1152,7 +1044,7 @@ impl AccountApi {
         let code = aws_sdk_lambda::types::FunctionCode::builder()
             .zip_file(aws_sdk_lambda::primitives::Blob::new(spec.package))
             .build();
-        let output = self
+        let output = sdk!(self
             .lambda
             .create_function()
             .function_name(spec.name)
@@ -1160,36 +1052,29 @@ impl AccountApi {
             .role(spec.role_arn)
             .handler(spec.handler)
             .timeout(spec.timeout)
-            .code(code)
-            .send()
-            .await
-            .map_err(classify)?;
+            .code(code))?;
         Ok(output.function_arn.unwrap_or_default())
     }
 
     /// Lambda UpdateFunctionCode, then UpdateFunctionConfiguration (role, handler, runtime,
     /// timeout).
     pub async fn update_function(&self, spec: &FunctionSpec<'_>) -> Result<(), AwsError> {
-        self.lambda
+        sdk!(self
+            .lambda
             .update_function_code()
             .function_name(spec.name)
-            .zip_file(aws_sdk_lambda::primitives::Blob::new(spec.package))
-            .send()
-            .await
-            .map_err(classify)?;
+            .zip_file(aws_sdk_lambda::primitives::Blob::new(spec.package)))?;
         use backon::{ConstantBuilder, Retryable};
         // Lambda refuses a configuration update while the code update is still in progress.
         (|| async {
-            self.lambda
+            sdk!(self
+                .lambda
                 .update_function_configuration()
                 .function_name(spec.name)
                 .runtime(aws_sdk_lambda::types::Runtime::from(spec.runtime))
                 .role(spec.role_arn)
                 .handler(spec.handler)
-                .timeout(spec.timeout)
-                .send()
-                .await
-                .map_err(classify)
+                .timeout(spec.timeout))
         })
         .retry(
             ConstantBuilder::default()
@@ -1203,14 +1088,7 @@ impl AccountApi {
 
     /// Lambda GetPolicy: the function's resource policy, or `None` when it has none.
     pub async fn function_policy(&self, function_arn: &str) -> Result<Option<String>, AwsError> {
-        let output = found(
-            self.lambda
-                .get_policy()
-                .function_name(function_arn)
-                .send()
-                .await
-                .map_err(classify),
-        )?;
+        let output = found(sdk!(self.lambda.get_policy().function_name(function_arn)))?;
         Ok(output.and_then(|o| o.policy))
     }
 
@@ -1223,17 +1101,15 @@ impl AccountApi {
         template_arn: &str,
         account_id: &str,
     ) -> Result<(), AwsError> {
-        self.lambda
+        sdk!(self
+            .lambda
             .add_permission()
             .function_name(function_arn)
             .statement_id(statement_id)
             .action("lambda:InvokeFunction")
             .principal("iot.amazonaws.com")
             .source_arn(template_arn)
-            .source_account(account_id)
-            .send()
-            .await
-            .map_err(classify)?;
+            .source_account(account_id))?;
         Ok(())
     }
 
@@ -1243,13 +1119,11 @@ impl AccountApi {
         function_arn: &str,
         statement_id: &str,
     ) -> Result<(), AwsError> {
-        self.lambda
+        sdk!(self
+            .lambda
             .remove_permission()
             .function_name(function_arn)
-            .statement_id(statement_id)
-            .send()
-            .await
-            .map_err(classify)?;
+            .statement_id(statement_id))?;
         Ok(())
     }
 
@@ -1269,7 +1143,7 @@ impl AccountApi {
 
     /// CreateProvisioningTemplate, enabled; returns the ARN.
     pub async fn create_template(&self, spec: &TemplateSpec<'_>) -> Result<String, AwsError> {
-        let output = self
+        let output = sdk!(self
             .iot
             .create_provisioning_template()
             .template_name(spec.name)
@@ -1277,10 +1151,7 @@ impl AccountApi {
             .template_body(spec.body)
             .enabled(true)
             .provisioning_role_arn(spec.role_arn)
-            .set_pre_provisioning_hook(Self::hook(spec.hook_arn))
-            .send()
-            .await
-            .map_err(classify)?;
+            .set_pre_provisioning_hook(Self::hook(spec.hook_arn)))?;
         output
             .template_arn
             .ok_or_else(|| AwsError::Uncertain("CreateProvisioningTemplate returned no ARN".into()))
@@ -1294,50 +1165,37 @@ impl AccountApi {
         body_changed: bool,
     ) -> Result<(), AwsError> {
         if body_changed {
-            let versions = self
+            let versions = sdk!(self
                 .iot
                 .list_provisioning_template_versions()
-                .template_name(spec.name)
-                .send()
-                .await
-                .map_err(classify)?
-                .versions
-                .unwrap_or_default();
-            let versions = versions.into_iter().map(|v| {
-                let created = v.creation_date.map(|d| d.secs());
-                (v.is_default_version, created, v.version_id)
-            });
-            if let Some(oldest) = version_to_drop(versions) {
-                self.iot
+                .template_name(spec.name))?
+            .versions
+            .unwrap_or_default();
+            if let Some(oldest) = version_to_drop(versions.into_iter().map(Version::parts)) {
+                sdk!(self
+                    .iot
                     .delete_provisioning_template_version()
                     .template_name(spec.name)
-                    .version_id(oldest)
-                    .send()
-                    .await
-                    .map_err(classify)?;
+                    .version_id(oldest))?;
             }
-            self.iot
+            sdk!(self
+                .iot
                 .create_provisioning_template_version()
                 .template_name(spec.name)
                 .template_body(spec.body)
-                .set_as_default(true)
-                .send()
-                .await
-                .map_err(classify)?;
+                .set_as_default(true))?;
         }
         let hook = Self::hook(spec.hook_arn);
-        self.iot
+        sdk!(self
+            .iot
             .update_provisioning_template()
             .template_name(spec.name)
             .description(spec.description)
             .enabled(true)
             .provisioning_role_arn(spec.role_arn)
             .set_remove_pre_provisioning_hook(hook.is_none().then_some(true))
-            .set_pre_provisioning_hook(hook)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .set_pre_provisioning_hook(hook))
+        .map(drop)
     }
 }
 
