@@ -354,6 +354,11 @@ fn a_batch_resumed_after_a_crash_at_any_journal_point_keeps_every_invariant() {
             finish_batch(&out, scenario.scope, &api);
         }
         check_batch(&out, scenario.scope, &api, scenario.name);
+        eprintln!(
+            "{}: {writes} journal writes, {} crash points",
+            scenario.name,
+            2 * writes
+        );
 
         for point in crash_points(writes) {
             let what = format!("{}, crash {point:?}", scenario.name);
@@ -496,6 +501,10 @@ fn a_rotation_resumed_after_a_crash_at_any_journal_point_leaves_one_claim_per_de
     assert!(rotate(&old, &new, &api, &counting).unwrap());
     let writes = counting.writes();
     check_rotation(&old, &new, &api, "rotate");
+    eprintln!(
+        "rotate: {writes} journal writes, {} crash points",
+        2 * writes
+    );
 
     for point in crash_points(writes) {
         let what = format!("rotate, crash {point:?}");
