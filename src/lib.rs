@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cloud;
 pub mod core;
 pub mod error;
+pub mod floor;
 pub mod journal;
 pub mod outdir;
 pub mod output;

@@ -14,10 +14,12 @@ use crate::batch::BatchSpec;
 use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
 use crate::cloud::{AwsError, CertificateStatus, Claims, OutOfService};
 use crate::core::devices::ClaimScope;
+use crate::core::floor::QueuedDevice;
 use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
+use crate::floor::Floor;
 use crate::journal::{EventLog, JournalFiles, JournalStore};
 use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
@@ -142,7 +144,13 @@ impl Checked<'_> {
                 row.status = DeviceRecord::manifest_status(record, failed);
             }
         }
-        batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&self.rows), 0o644)
+        batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&self.rows), 0o644)?;
+        // A retired claim must not be handed to a station any more.
+        let ready = self.rows.iter().filter(|r| r.status == DeviceStatus::Ready);
+        Floor::open(self.request.dir)?.write_queue(ready.map(|r| QueuedDevice {
+            serial: r.serial.clone(),
+            thing_name: r.thing_name.clone(),
+        }))
     }
 }
 

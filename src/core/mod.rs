@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bundle;
 pub mod certificate;
 pub mod devices;
+pub mod floor;
 pub mod greengrass;
 pub mod iot_policy;
 pub mod keys;

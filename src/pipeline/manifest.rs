@@ -1,6 +1,7 @@
 //! The manifest stage: `manifest.csv` written from the journal's state, one row per device
 //! in batch order, streamed to the file (a row exists in memory only while it is written),
-//! and the run's outcome counted from the same rows.
+//! the stations' hand-out queue of the ready ones, and the run's outcome counted from the
+//! same rows.
 
 use std::collections::HashMap;
 
@@ -10,8 +11,10 @@ use time::OffsetDateTime;
 use super::state::RunState;
 use super::{BatchPlan, DeviceFailure, Outcome};
 use crate::core::devices::Device;
+use crate::core::floor::QueuedDevice;
 use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
+use crate::floor::Floor;
 use crate::outdir::{BatchDir, MANIFEST_FILE};
 
 /// RFC 3339 in UTC, whole seconds.
@@ -64,6 +67,7 @@ pub fn write_manifest(
     let failures = state.failures();
     let shared_failed = failures.contains_key(SHARED_CLAIM);
     let mut counts: HashMap<DeviceStatus, usize> = HashMap::new();
+    let mut ready = Vec::new();
     state.read(|replay| {
         dir.write_atomic_with(MANIFEST_FILE, 0o644, |file| {
             let mut manifest = ManifestWriter::new(file)?;
@@ -71,11 +75,19 @@ pub fn write_manifest(
                 let failed = shared_failed || failures.contains_key(&device.serial);
                 let row = row_of(device, replay, plan, failed);
                 *counts.entry(row.status).or_default() += 1;
+                if row.status == DeviceStatus::Ready {
+                    ready.push(QueuedDevice {
+                        serial: row.serial.clone(),
+                        thing_name: row.thing_name.clone(),
+                    });
+                }
                 manifest.write(&row)?;
             }
             manifest.finish().map(drop)
         })
     })?;
+    // The stations' hand-out queue follows: only ready bundles may be taken.
+    Floor::open(&dir.path(""))?.write_queue(ready.into_iter())?;
     let mut failures: Vec<DeviceFailure> = state.read(|replay| {
         failures
             .into_iter()

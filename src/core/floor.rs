@@ -1,0 +1,221 @@
+//! The factory floor's records, as pure data: station ids, the hand-out queue's fixed-width
+//! records (so a station finds the n-th bundle with one seek, whatever the batch size), the
+//! claim marker a station leaves on the bundle it took, and the lines of a station's
+//! append-only log (handed out, flashed, spoiled). What a batch's devices have become on the
+//! floor is folded from those logs here too.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Longest serial and thing name (AWS IoT thing names are at most 128 characters, and a
+/// serial is part of its thing name).
+pub const NAME_WIDTH: usize = 128;
+/// One queue record: serial and thing name, each space-padded to [`NAME_WIDTH`], a space
+/// between and a newline after, so record `n` starts at byte `n * QUEUE_RECORD`.
+pub const QUEUE_RECORD: usize = 2 * NAME_WIDTH + 2;
+
+/// Checks a station id: 1 to 32 of `[A-Za-z0-9_-]`, starting with a letter or digit. It
+/// names a directory on a shared drive, so nothing else is allowed.
+pub fn check_station_id(id: &str) -> Result<(), String> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let starts_well = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if id.is_empty() || id.len() > 32 || !starts_well || !id.chars().all(valid_char) {
+        return Err(format!(
+            "station id {id:?} must be 1 to 32 letters, digits, '-' or '_', starting with a letter or digit (e.g. line1-st2)"
+        ));
+    }
+    Ok(())
+}
+
+/// A device in the hand-out queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedDevice {
+    pub serial: String,
+    pub thing_name: String,
+}
+
+/// Encodes one queue record. Serial and thing name are validated names (ASCII, at most
+/// [`NAME_WIDTH`] characters), so the width always holds.
+pub fn queue_record(device: &QueuedDevice) -> String {
+    format!(
+        "{:<width$} {:<width$}\n",
+        device.serial,
+        device.thing_name,
+        width = NAME_WIDTH
+    )
+}
+
+/// Decodes one queue record; `None` if it is not one (a damaged or foreign file).
+pub fn parse_queue_record(bytes: &[u8]) -> Option<QueuedDevice> {
+    if bytes.len() != QUEUE_RECORD || bytes[QUEUE_RECORD - 1] != b'\n' {
+        return None;
+    }
+    let text = std::str::from_utf8(&bytes[..QUEUE_RECORD - 1]).ok()?;
+    let serial = text.get(..NAME_WIDTH)?.trim_end();
+    let thing_name = text.get(NAME_WIDTH + 1..)?.trim_end();
+    if serial.is_empty() || thing_name.is_empty() {
+        return None;
+    }
+    Some(QueuedDevice {
+        serial: serial.to_string(),
+        thing_name: thing_name.to_string(),
+    })
+}
+
+/// What a station did with a bundle, as its log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FloorEvent {
+    /// `claimfab take` handed the bundle to the station.
+    HandedOut,
+    /// The station flashed it onto its board.
+    Flashed,
+    /// The board failed; its claim must be retired.
+    Spoiled,
+}
+
+impl FloorEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloorEvent::HandedOut => "handed-out",
+            FloorEvent::Flashed => "flashed",
+            FloorEvent::Spoiled => "spoiled",
+        }
+    }
+}
+
+/// One line of a station's log (`stations/ID/log.csv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub station: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub serial: String,
+    pub certificate_id: String,
+    pub event: FloorEvent,
+}
+
+/// The columns of a station log, in order.
+pub const LOG_COLUMNS: [&str; 5] = ["station", "time", "serial", "certificate_id", "event"];
+
+/// What the claim marker on a taken bundle says (`handout/SERIAL`): who took it and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handout {
+    pub station: String,
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Where one device stands on the floor, from every station's log: the last event wins,
+/// except that a flashed or spoiled board is never "handed out" again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloorState {
+    pub event: FloorEvent,
+    pub station: String,
+    pub time: String,
+}
+
+/// Folds station logs into each serial's state.
+pub fn fold_logs<'a>(
+    records: impl IntoIterator<Item = &'a LogRecord>,
+) -> HashMap<String, FloorState> {
+    let mut states: HashMap<String, FloorState> = HashMap::new();
+    for record in records {
+        let state = FloorState {
+            event: record.event,
+            station: record.station.clone(),
+            time: record.time.clone(),
+        };
+        match states.get(&record.serial) {
+            Some(done)
+                if done.event != FloorEvent::HandedOut && record.event == FloorEvent::HandedOut => {
+            }
+            _ => {
+                states.insert(record.serial.clone(), state);
+            }
+        }
+    }
+    states
+}
+
+/// RFC 3339 in UTC, whole seconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .expect("0 is valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC times format")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn station_ids() {
+        for good in ["st1", "line-2_station-10", "A", &"x".repeat(32)] {
+            assert!(check_station_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-st",
+            "st/1",
+            "../x",
+            "st 1",
+            "é",
+            &"x".repeat(33),
+            "st.1",
+        ] {
+            let err = check_station_id(bad).unwrap_err();
+            assert!(err.contains("1 to 32"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn queue_records_have_a_fixed_width_and_round_trip() {
+        let device = QueuedDevice {
+            serial: "SN000001".into(),
+            thing_name: "gg-SN000001".into(),
+        };
+        let record = queue_record(&device);
+        assert_eq!(record.len(), QUEUE_RECORD);
+        assert_eq!(parse_queue_record(record.as_bytes()), Some(device));
+        let longest = QueuedDevice {
+            serial: "s".repeat(NAME_WIDTH),
+            thing_name: "t".repeat(NAME_WIDTH),
+        };
+        assert_eq!(queue_record(&longest).len(), QUEUE_RECORD);
+        assert!(parse_queue_record(b"garbage\n").is_none());
+        assert!(parse_queue_record(&[b' '; QUEUE_RECORD]).is_none());
+    }
+
+    fn record(serial: &str, station: &str, event: FloorEvent) -> LogRecord {
+        LogRecord {
+            station: station.into(),
+            time: "2026-11-26T00:00:00Z".into(),
+            serial: serial.into(),
+            certificate_id: "c".repeat(64),
+            event,
+        }
+    }
+
+    #[test]
+    fn the_last_event_wins_but_a_finished_board_stays_finished() {
+        let logs = [
+            record("A", "s1", FloorEvent::HandedOut),
+            record("A", "s1", FloorEvent::Flashed),
+            record("A", "s1", FloorEvent::HandedOut),
+            record("B", "s2", FloorEvent::HandedOut),
+            record("C", "s2", FloorEvent::HandedOut),
+            record("C", "s2", FloorEvent::Spoiled),
+        ];
+        let states = fold_logs(&logs);
+        assert_eq!(states["A"].event, FloorEvent::Flashed);
+        assert_eq!(states["B"].event, FloorEvent::HandedOut);
+        assert_eq!(states["C"].event, FloorEvent::Spoiled);
+        assert_eq!(states["C"].station, "s2");
+    }
+}
