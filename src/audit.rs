@@ -11,7 +11,9 @@ use crate::aws::Iot;
 use crate::batch::BatchSpec;
 use crate::cli::{AuditArgs, ReportFormat};
 use crate::cloud::Inventory;
-use crate::core::audit::{reconcile, Activation, AwsView, BatchManifest, Finding};
+use crate::core::audit::{
+    floor_report, reconcile, Activation, AwsView, BatchManifest, Finding, FloorReport,
+};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 
@@ -27,6 +29,12 @@ fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest), UserError> {
 
 /// Runs `claimfab audit`; returns whether AWS and the manifests agree.
 pub async fn run(args: AuditArgs) -> Result<bool> {
+    let provision_within =
+        humantime::parse_duration(&args.provision_within).map_err(|e| UserError::Flag {
+            flag: "--provision-within",
+            value: args.provision_within.clone(),
+            problem: format!("{e}; use a duration like 24h or 3d"),
+        })?;
     let mut batches = Vec::new();
     let mut regions = HashSet::new();
     for dir in &args.dirs {
@@ -50,10 +58,18 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         .map_err(UserError::Aws)?;
     let view = list_aws(&iot, &batches).await?;
     let (findings, activation) = reconcile(&batches, &view);
-    crate::output::write(format_args!(
-        "{}",
-        render(args.format, &findings, &activation)
-    ));
+    let overdue_before = time::OffsetDateTime::now_utc() - provision_within;
+    let floor: Vec<FloorReport> = batches
+        .iter()
+        .map(|b| floor_report(b, &view, overdue_before))
+        .collect();
+    let report = Report {
+        findings: &findings,
+        activation: &activation,
+        floor: &floor,
+        provision_within: &args.provision_within,
+    };
+    crate::output::write(format_args!("{}", render(args.format, &report)));
     Ok(findings.is_empty())
 }
 
@@ -89,53 +105,77 @@ async fn list_aws(iot: &impl Inventory, batches: &[BatchManifest]) -> Result<Aws
     })
 }
 
+/// Everything the audit found, for rendering.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    findings: &'a [Finding],
+    activation: &'a [Activation],
+    floor: &'a [FloorReport],
+    #[serde(skip)]
+    provision_within: &'a str,
+}
+
 /// The report in the chosen format.
-fn render(format: ReportFormat, findings: &[Finding], activation: &[Activation]) -> String {
+fn render(format: ReportFormat, report: &Report<'_>) -> String {
     match format {
-        ReportFormat::Json => {
-            let report = serde_json::json!({"findings": findings, "activation": activation});
-            format!(
-                "{}\n",
-                serde_json::to_string_pretty(&report).expect("report serializes")
-            )
-        }
-        ReportFormat::Csv => {
-            let mut writer = csv::Writer::from_writer(Vec::new());
-            writer
-                .write_record(["batch", "serial", "certificate_id", "problem"])
-                .expect("in-memory CSV");
-            for f in findings {
-                writer
-                    .write_record([&f.batch, &f.serial, &f.certificate_id, &f.problem])
-                    .expect("in-memory CSV");
-            }
-            String::from_utf8(writer.into_inner().expect("in-memory CSV")).expect("UTF-8")
-        }
-        ReportFormat::Table => {
-            let mut out = String::new();
-            for a in activation {
-                out.push_str(&format!(
-                    "batch {}: {} devices, {} provisioned, {} not yet\n",
-                    a.batch,
-                    a.devices,
-                    a.provisioned,
-                    a.devices - a.provisioned
-                ));
-            }
-            if findings.is_empty() {
-                out.push_str("no drift: every certificate is as its manifest says\n");
-            } else {
-                out.push_str(&format!("{} finding(s):\n", findings.len()));
-                for f in findings {
-                    let who = if f.serial.is_empty() { "-" } else { &f.serial };
-                    out.push_str(&format!(
-                        "  {who:<12} {:<16} {}\n",
-                        f.certificate_id.get(..16).unwrap_or(&f.certificate_id),
-                        f.problem
-                    ));
-                }
-            }
-            out
+        ReportFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(report).expect("report serializes")
+        ),
+        ReportFormat::Csv => findings_csv(report.findings),
+        ReportFormat::Table => table(report),
+    }
+}
+
+/// The findings as CSV, one per line.
+fn findings_csv(findings: &[Finding]) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(["batch", "serial", "certificate_id", "problem"])
+        .expect("in-memory CSV");
+    for f in findings {
+        writer
+            .write_record([&f.batch, &f.serial, &f.certificate_id, &f.problem])
+            .expect("in-memory CSV");
+    }
+    String::from_utf8(writer.into_inner().expect("in-memory CSV")).expect("UTF-8")
+}
+
+/// The human table: per batch its activation and floor, then the findings.
+fn table(report: &Report<'_>) -> String {
+    let mut out = String::new();
+    for (a, f) in report.activation.iter().zip(report.floor) {
+        out.push_str(&format!(
+            "batch {}: {} devices, {} provisioned, {} not yet\n",
+            a.batch,
+            a.devices,
+            a.provisioned,
+            a.devices - a.provisioned
+        ));
+        out.push_str(&format!(
+            "  floor: {} flashed, {} spoiled, {} at a station, {} never handed out\n",
+            f.flashed, f.spoiled, f.handed_out, f.never_handed_out
+        ));
+        if !f.flashed_not_provisioned.is_empty() {
+            out.push_str(&format!(
+                "  flashed over {} ago and not provisioned: {}\n",
+                report.provision_within,
+                f.flashed_not_provisioned.join(", ")
+            ));
         }
     }
+    if report.findings.is_empty() {
+        out.push_str("no drift: every certificate is as its manifest says\n");
+        return out;
+    }
+    out.push_str(&format!("{} finding(s):\n", report.findings.len()));
+    for f in report.findings {
+        let who = if f.serial.is_empty() { "-" } else { &f.serial };
+        out.push_str(&format!(
+            "  {who:<12} {:<16} {}\n",
+            f.certificate_id.get(..16).unwrap_or(&f.certificate_id),
+            f.problem
+        ));
+    }
+    out
 }

@@ -103,13 +103,14 @@ enum Api {
     ListCertificates,
     ListTargetsForPolicy,
     ListThings,
+    ListThingPrincipals,
     GetPolicy,
     DescribeEndpoint,
     DescribeProvisioningTemplate,
 }
 
 impl Api {
-    const ALL: [Api; 12] = [
+    const ALL: [Api; 13] = [
         Api::CreateCertificateFromCsr,
         Api::AttachPolicy,
         Api::UpdateCertificate,
@@ -119,6 +120,7 @@ impl Api {
         Api::ListCertificates,
         Api::ListTargetsForPolicy,
         Api::ListThings,
+        Api::ListThingPrincipals,
         Api::GetPolicy,
         Api::DescribeEndpoint,
         Api::DescribeProvisioningTemplate,
@@ -135,6 +137,7 @@ impl Api {
             Api::ListCertificates => "ListCertificates",
             Api::ListTargetsForPolicy => "ListTargetsForPolicy",
             Api::ListThings => "ListThings",
+            Api::ListThingPrincipals => "ListThingPrincipals",
             Api::GetPolicy => "GetPolicy",
             Api::DescribeEndpoint => "DescribeEndpoint",
             Api::DescribeProvisioningTemplate => "DescribeProvisioningTemplate",
@@ -618,6 +621,25 @@ impl Inventory for Iot {
             )
             .await?;
         Ok(names.into_iter().collect())
+    }
+
+    async fn thing_principals(&self, thing: &str) -> Result<Vec<String>, AwsError> {
+        let listed = self
+            .pages(
+                Api::ListThingPrincipals,
+                |token| async move {
+                    let page = sdk!(self
+                        .client
+                        .list_thing_principals()
+                        .thing_name(thing)
+                        .max_results(25)
+                        .set_next_token(token))?;
+                    Ok((page.principals.unwrap_or_default(), page.next_token))
+                },
+                |_: &[String]| true,
+            )
+            .await;
+        found(listed).map(Option::unwrap_or_default)
     }
 }
 

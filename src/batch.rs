@@ -496,7 +496,17 @@ pub fn read_batch_dir(
             "has no readable {MANIFEST_FILE} ({e}); re-run its batch to write it"
         ))
     })?;
-    let rows = crate::core::manifest::from_csv(&manifest_bytes)
+    let mut rows = crate::core::manifest::from_csv(&manifest_bytes)
         .map_err(|e| fail(format!("{MANIFEST_FILE} is not a claimfab manifest: {e}")))?;
+    // What the stations recorded since the manifest was written shows as well.
+    let logs = crate::floor::Floor::open(dir)?
+        .all_logs()
+        .map_err(|e| fail(format!("has a station log claimfab cannot read: {e:#}")))?;
+    let states = crate::core::floor::fold_logs(&logs);
+    for row in &mut rows {
+        if let Some(state) = states.get(&row.serial) {
+            crate::core::floor::overlay(row, state);
+        }
+    }
     Ok((spec, rows))
 }

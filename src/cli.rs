@@ -33,6 +33,38 @@ pub enum Command {
     /// New claim certificates and bundles for a batch's devices in a new directory, with a
     /// report tying old to new; the old certificates are retired only when confirmed.
     Rotate(RotateArgs),
+    /// A batch is done: retire (REVOKED, claim policy detached) every claim never flashed
+    /// and every spoiled one. Without --yes, only prints what it would do.
+    Close(CloseArgs),
+    /// Retire the claims of devices that have provisioned (their thing exists with a device
+    /// certificate): a claim that has done its job is a liability. Safe to run nightly.
+    RetireProvisioned(RetireProvisionedArgs),
+}
+
+/// `claimfab close`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The batch directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Retire the claims (without it, nothing changes).
+    #[arg(long)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `claimfab retire-provisioned`.
+#[derive(Debug, Args)]
+pub struct RetireProvisionedArgs {
+    /// Batch directories.
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `claimfab rotate`.
@@ -134,6 +166,10 @@ pub struct AuditArgs {
     /// Output: a human table, or json/csv for tooling.
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
+
+    /// A device flashed longer ago than this and not provisioned is named (e.g. 24h, 3d).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub provision_within: String,
 
     #[command(flatten)]
     pub aws: AwsArgs,

@@ -186,4 +186,10 @@ pub trait Inventory: Send + Sync {
 
     /// Every thing name of the account and region.
     fn thing_names(&self) -> impl Future<Output = Result<HashSet<String>, AwsError>> + Send;
+
+    /// The principals (certificate ARNs) attached to a thing; empty when there is no thing.
+    fn thing_principals(
+        &self,
+        thing: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }

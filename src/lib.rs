@@ -17,6 +17,7 @@ pub mod outdir;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
+pub mod retire;
 pub mod revoke;
 pub mod rotate;
 pub mod settings;

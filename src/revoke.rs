@@ -4,7 +4,7 @@
 //! already in the asked state is skipped. The manifest's status column follows. A batch made
 //! with `--claim-scope batch` has one certificate for all its devices: it is revoked whole.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Result;
@@ -27,9 +27,7 @@ use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 /// which `rotate` also uses to retire the certificates it replaced.
 pub struct Retirement<'a> {
     pub dir: &'a Path,
-    /// Comma-separated serials, or `None` with `all`.
-    pub devices: Option<&'a str>,
-    pub all: bool,
+    pub devices: Selection,
     pub status: RevokeStatus,
     pub detach: bool,
     pub delete: bool,
@@ -39,8 +37,7 @@ pub struct Retirement<'a> {
 pub async fn run(args: RevokeArgs) -> Result<bool> {
     let request = Retirement {
         dir: &args.dir,
-        devices: args.devices.as_deref(),
-        all: args.all,
+        devices: Selection::from_flags(args.devices.as_deref(), args.all)?,
         status: args.status,
         detach: args.detach,
         delete: args.delete,
@@ -154,6 +151,35 @@ impl Checked<'_> {
     }
 }
 
+/// Which devices to take out of service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every device of the batch (a shared batch: its one claim).
+    All,
+    /// These serials; each must be in the manifest.
+    Serials(Vec<String>),
+}
+
+impl Selection {
+    /// `--devices S,...` or `--all`, as `claimfab revoke` takes them.
+    pub fn from_flags(devices: Option<&str>, all: bool) -> Result<Self, UserError> {
+        match (devices, all) {
+            (None, true) => Ok(Selection::All),
+            (Some(list), false) => Ok(Selection::Serials(
+                list.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            )),
+            (devices, _) => Err(UserError::Flag {
+                flag: "--devices",
+                value: devices.unwrap_or_default().to_string(),
+                problem: "give either --devices S,... or --all".into(),
+            }),
+        }
+    }
+}
+
 /// The journal keys to revoke: the serials asked for (each must be in the manifest), every
 /// device, or a shared batch's one claim.
 fn select(
@@ -162,43 +188,29 @@ fn select(
     shared: bool,
 ) -> Result<Vec<String>, UserError> {
     let dir = args.dir;
-    Ok(match (args.devices, args.all) {
-        (Some(list), false) if shared => {
-            return Err(UserError::Flag {
-                flag: "--devices",
-                value: list.to_string(),
-                problem: format!(
-                    "{} shares one claim certificate among all its devices (--claim-scope batch), so one device cannot be revoked alone; use --all, or rotate the batch",
-                    dir.display()
-                ),
-            })
-        }
-        (None, true) if shared => vec![SHARED_CLAIM.to_string()],
-        (Some(list), false) => {
-            let known: HashMap<&str, ()> = rows.iter().map(|r| (r.serial.as_str(), ())).collect();
-            let list: Vec<String> = list
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(unknown) = list.iter().find(|s| !known.contains_key(s.as_str())) {
+    match &args.devices {
+        Selection::All if shared => Ok(vec![SHARED_CLAIM.to_string()]),
+        Selection::All => Ok(rows.iter().map(|r| r.serial.clone()).collect()),
+        Selection::Serials(list) if shared => Err(UserError::Flag {
+            flag: "--devices",
+            value: list.join(","),
+            problem: format!(
+                "{} shares one claim certificate among all its devices (--claim-scope batch), so one device cannot be revoked alone; use --all, or rotate the batch",
+                dir.display()
+            ),
+        }),
+        Selection::Serials(list) => {
+            let known: HashSet<&str> = rows.iter().map(|r| r.serial.as_str()).collect();
+            if let Some(unknown) = list.iter().find(|s| !known.contains(s.as_str())) {
                 return Err(UserError::Flag {
                     flag: "--devices",
                     value: unknown.clone(),
                     problem: format!("is not a serial in {}", dir.join(MANIFEST_FILE).display()),
                 });
             }
-            list
+            Ok(list.clone())
         }
-        (None, true) => rows.iter().map(|r| r.serial.clone()).collect(),
-        (devices, _) => {
-            return Err(UserError::Flag {
-                flag: "--devices",
-                value: devices.unwrap_or_default().to_string(),
-                problem: "give either --devices S,... or --all".into(),
-            })
-        }
-    })
+    }
 }
 
 /// What became of one device.

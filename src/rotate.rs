@@ -211,8 +211,7 @@ async fn record_and_retire<A: Claims>(
     if !rotation.retired && (args.retire_old || due) {
         let old = crate::revoke::Retirement {
             dir: &args.dir,
-            devices: None,
-            all: true,
+            devices: crate::revoke::Selection::All,
             status: RevokeStatus::Inactive,
             detach: false,
             delete: false,
@@ -238,7 +237,10 @@ fn write_report(args: &RotateArgs, rotation: &Rotation) -> Result<()> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     for (old, new) in old_rows.iter().zip(&new_rows) {
         let old_status = match old.status {
-            DeviceStatus::Ready => "active",
+            DeviceStatus::Ready
+            | DeviceStatus::HandedOut
+            | DeviceStatus::Flashed
+            | DeviceStatus::Spoiled => "active",
             DeviceStatus::Inactive => "inactive",
             DeviceStatus::Revoked => "revoked",
             DeviceStatus::Deleted => "deleted",

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::cli::VerifyArgs;
-use crate::core::manifest::{self, DeviceStatus};
+use crate::core::manifest;
 use crate::core::verify::check_bundle;
 use crate::error::UserError;
 use crate::outdir::{BUNDLES_DIR, MANIFEST_FILE};
@@ -101,7 +101,7 @@ fn verify_batch_dir(dir: &Path, now: OffsetDateTime) -> Result<Vec<Report>> {
         .map(|row| {
             let label = format!("{} ({})", row.serial, dir.display());
             let mut findings = Vec::new();
-            if row.status != DeviceStatus::Ready {
+            if !row.status.is_live() {
                 findings.push(
                     format!("manifest status is {:?}, not ready to flash", row.status)
                         .to_lowercase(),

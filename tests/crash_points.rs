@@ -386,8 +386,7 @@ fn finished_batch() -> (tempfile::TempDir, Arc<FakeIot>) {
 fn revoke(out: &Path, api: &FakeIot, journals: &dyn JournalStore) -> Result<bool> {
     let request = Retirement {
         dir: out,
-        devices: None,
-        all: true,
+        devices: claimfab::revoke::Selection::All,
         status: RevokeStatus::Revoked,
         detach: true,
         delete: true,

@@ -460,3 +460,84 @@ fn claims_bound_to_their_device() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("setup.claim_binding"), "{stderr}");
 }
+
+/// The claim's status in AWS and whether the claim policy is still attached to it.
+async fn claim_state(endpoint: &Endpoint, row: &Row) -> (String, bool) {
+    let iot = endpoint.client().await;
+    let description = iot
+        .describe_certificate()
+        .certificate_id(&row["certificate_id"])
+        .send()
+        .await
+        .unwrap();
+    let status = description
+        .certificate_description()
+        .and_then(|d| d.status())
+        .unwrap()
+        .as_str()
+        .to_string();
+    let attached = endpoint
+        .policy_targets(CLAIM)
+        .await
+        .contains(&row["certificate_arn"]);
+    (status, attached)
+}
+
+#[test]
+fn retire_provisioned_retires_exactly_the_claims_that_did_their_job() {
+    let line = Line::new("");
+    let (rows, bundles) = line.batch("batch", 6, "device");
+    let reports = line.endpoint.provision("java", &bundles[..3]);
+    line.rt
+        .block_on(assert_provisioned(&line.endpoint, &rows[..3], &reports));
+    let retire = || {
+        run(line
+            .endpoint
+            .claimfab()
+            .arg("retire-provisioned")
+            .arg(line.work.path().join("batch")))
+    };
+    let (code, stdout, stderr) = retire();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("retiring the claims of 3 provisioned device(s)"),
+        "{stdout}"
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let (status, attached) = line.rt.block_on(claim_state(&line.endpoint, row));
+        if i < 3 {
+            assert_eq!(
+                (status.as_str(), attached),
+                ("REVOKED", false),
+                "{}",
+                row["serial"]
+            );
+        } else {
+            assert_eq!(
+                (status.as_str(), attached),
+                ("ACTIVE", true),
+                "{}",
+                row["serial"]
+            );
+        }
+    }
+    let manifest = read_manifest(&line.work.path().join("batch"));
+    let statuses: Vec<&str> = manifest.iter().map(|r| r["status"].as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["revoked", "revoked", "revoked", "ready", "ready", "ready"]
+    );
+    // A nightly re-run changes nothing more.
+    let (code, stdout, _) = retire();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("no claim of a provisioned device to retire"),
+        "{stdout}"
+    );
+    // The devices' own certificates are untouched: they still provisioned with them.
+    let (code, audit) = line.audit("batch");
+    assert!(
+        audit.contains("6 devices, 3 provisioned"),
+        "{code}: {audit}"
+    );
+}

@@ -104,7 +104,10 @@ fn certificate_problems(
     claim_policy: &str,
 ) -> Vec<String> {
     let expected = match row.status {
-        DeviceStatus::Ready => CertificateStatus::Active,
+        DeviceStatus::Ready
+        | DeviceStatus::HandedOut
+        | DeviceStatus::Flashed
+        | DeviceStatus::Spoiled => CertificateStatus::Active,
         DeviceStatus::Inactive => CertificateStatus::Inactive,
         DeviceStatus::Revoked => CertificateStatus::Revoked,
         DeviceStatus::Deleted => {
@@ -126,7 +129,7 @@ fn certificate_problems(
             manifest_word(row.status)
         ));
     }
-    if row.status == DeviceStatus::Ready && !attached {
+    if row.status.is_live() && !attached {
         problems.push(format!("claim policy {claim_policy} is not attached"));
     }
     problems
@@ -177,6 +180,56 @@ fn activation(batch: &BatchManifest, aws: &AwsView) -> Activation {
     }
 }
 
+/// A batch on the factory floor: how many bundles stations flashed or spoiled, how many
+/// are out at a station or were never handed out, how many devices provisioned, and which
+/// were flashed before `overdue_before` yet have not provisioned (a board that may never
+/// reach the network, or a claim that does not work).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FloorReport {
+    pub batch: String,
+    pub flashed: usize,
+    pub spoiled: usize,
+    pub handed_out: usize,
+    pub never_handed_out: usize,
+    pub provisioned: usize,
+    pub flashed_not_provisioned: Vec<String>,
+}
+
+/// Counts a batch's floor states (its rows carry them, see `core::floor::overlay`).
+pub fn floor_report(
+    batch: &BatchManifest,
+    aws: &AwsView,
+    overdue_before: time::OffsetDateTime,
+) -> FloorReport {
+    let count = |status| batch.rows.iter().filter(|r| r.status == status).count();
+    let overdue = |row: &&ManifestRow| {
+        let flashed_at = time::OffsetDateTime::parse(
+            &row.station_at,
+            &time::format_description::well_known::Rfc3339,
+        );
+        flashed_at.is_ok_and(|at| at < overdue_before) && !aws.thing_names.contains(&row.thing_name)
+    };
+    FloorReport {
+        batch: batch.batch.clone(),
+        flashed: count(DeviceStatus::Flashed),
+        spoiled: count(DeviceStatus::Spoiled),
+        handed_out: count(DeviceStatus::HandedOut),
+        never_handed_out: count(DeviceStatus::Ready),
+        provisioned: batch
+            .rows
+            .iter()
+            .filter(|r| aws.thing_names.contains(&r.thing_name))
+            .count(),
+        flashed_not_provisioned: batch
+            .rows
+            .iter()
+            .filter(|r| r.status == DeviceStatus::Flashed)
+            .filter(overdue)
+            .map(|r| r.serial.clone())
+            .collect(),
+    }
+}
+
 /// Each certificate the batch's rows name, once, in row order: its first row and how many
 /// rows name it (more than one in batch claim scope).
 fn certificates(batch: &BatchManifest) -> Vec<(&ManifestRow, usize)> {
@@ -206,6 +259,49 @@ fn manifest_word(status: DeviceStatus) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_floor_is_counted_and_overdue_boards_named() {
+        let at = |status, serial: &str, time: &str| ManifestRow {
+            station: "st1".into(),
+            station_at: time.into(),
+            ..row(serial, status)
+        };
+        let batch = BatchManifest {
+            batch: "b".into(),
+            claim_policy: "P".into(),
+            rows: vec![
+                at(DeviceStatus::Flashed, "A", "2026-11-20T00:00:00Z"),
+                at(DeviceStatus::Flashed, "B", "2026-11-20T00:00:00Z"),
+                at(DeviceStatus::Flashed, "C", "2026-11-26T00:00:00Z"),
+                at(DeviceStatus::Spoiled, "D", "2026-11-20T00:00:00Z"),
+                at(DeviceStatus::HandedOut, "E", "2026-11-20T00:00:00Z"),
+                row("F", DeviceStatus::Ready),
+            ],
+        };
+        let aws = AwsView {
+            certificate_statuses: HashMap::new(),
+            policy_targets: HashMap::new(),
+            thing_names: ["gg-A".to_string()].into_iter().collect(),
+        };
+        let cutoff = time::macros::datetime!(2026-11-25 0:00 UTC);
+        let report = floor_report(&batch, &aws, cutoff);
+        assert_eq!(
+            (
+                report.flashed,
+                report.spoiled,
+                report.handed_out,
+                report.never_handed_out
+            ),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(report.provisioned, 1);
+        assert_eq!(
+            report.flashed_not_provisioned,
+            vec!["B".to_string()],
+            "C is recent, A provisioned"
+        );
+    }
+
     fn row(serial: &str, status: DeviceStatus) -> ManifestRow {
         ManifestRow {
             serial: serial.into(),
@@ -218,6 +314,8 @@ mod tests {
             bundle_sha256: String::new(),
             status,
             created_at: String::new(),
+            station: String::new(),
+            station_at: String::new(),
         }
     }
 

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::core::manifest::{DeviceStatus, ManifestRow};
+
 /// Longest serial and thing name (AWS IoT thing names are at most 128 characters, and a
 /// serial is part of its thing name).
 pub const NAME_WIDTH: usize = 128;
@@ -141,6 +143,62 @@ pub fn fold_logs<'a>(
     states
 }
 
+/// Shows a device's floor state in its manifest row: the station and time always, and the
+/// status when the claim is live (a retired claim stays retired, whatever the floor did).
+pub fn overlay(row: &mut ManifestRow, state: &FloorState) {
+    row.station = state.station.clone();
+    row.station_at = state.time.clone();
+    if row.status.is_live() {
+        row.status = match state.event {
+            FloorEvent::HandedOut => DeviceStatus::HandedOut,
+            FloorEvent::Flashed => DeviceStatus::Flashed,
+            FloorEvent::Spoiled => DeviceStatus::Spoiled,
+        };
+    }
+}
+
+/// The station name on the claim markers `claimfab close` puts on bundles never handed
+/// out, so no station takes them while their claims are retired. Not a valid station id,
+/// so no station can have it.
+pub const CLOSED: &str = "(closed)";
+
+/// Why `claimfab close` retires a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseReason {
+    /// Ready, never handed to a station.
+    NeverHandedOut,
+    /// Handed to a station that never recorded flashing it.
+    NotRecorded,
+    /// The station recorded its board as spoiled.
+    Spoiled,
+}
+
+impl CloseReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            CloseReason::NeverHandedOut => "never handed out",
+            CloseReason::NotRecorded => "handed out, never recorded as flashed",
+            CloseReason::Spoiled => "spoiled",
+        }
+    }
+}
+
+/// The claims a finished batch no longer needs: every live claim not recorded as flashed.
+pub fn close_plan(rows: &[ManifestRow]) -> Vec<(&ManifestRow, CloseReason)> {
+    rows.iter()
+        .filter_map(|row| {
+            let reason = match row.status {
+                DeviceStatus::Ready => CloseReason::NeverHandedOut,
+                DeviceStatus::HandedOut => CloseReason::NotRecorded,
+                DeviceStatus::Spoiled => CloseReason::Spoiled,
+                _ => return None,
+            };
+            Some((row, reason))
+        })
+        .collect()
+}
+
 /// RFC 3339 in UTC, whole seconds.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
@@ -153,6 +211,23 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_row(status: DeviceStatus) -> ManifestRow {
+        ManifestRow {
+            serial: "A".into(),
+            thing_name: "gg-A".into(),
+            certificate_id: String::new(),
+            certificate_arn: String::new(),
+            certificate_sha256: String::new(),
+            not_after: String::new(),
+            bundle: String::new(),
+            bundle_sha256: String::new(),
+            status,
+            created_at: String::new(),
+            station: String::new(),
+            station_at: String::new(),
+        }
+    }
 
     #[test]
     fn station_ids() {
@@ -200,6 +275,61 @@ mod tests {
             certificate_id: "c".repeat(64),
             event,
         }
+    }
+
+    #[test]
+    fn the_floor_shows_in_live_rows_only() {
+        let state = FloorState {
+            event: FloorEvent::Spoiled,
+            station: "st1".into(),
+            time: "2026-11-26T08:00:00Z".into(),
+        };
+        let row = test_row;
+        let mut ready = row(DeviceStatus::Ready);
+        overlay(&mut ready, &state);
+        assert_eq!(
+            (ready.status, ready.station.as_str()),
+            (DeviceStatus::Spoiled, "st1")
+        );
+        let mut revoked = row(DeviceStatus::Revoked);
+        overlay(&mut revoked, &state);
+        assert_eq!(revoked.status, DeviceStatus::Revoked);
+        assert_eq!(revoked.station_at, "2026-11-26T08:00:00Z");
+    }
+
+    #[test]
+    fn close_retires_every_live_claim_not_flashed() {
+        let rows: Vec<ManifestRow> = [
+            DeviceStatus::Ready,
+            DeviceStatus::HandedOut,
+            DeviceStatus::Flashed,
+            DeviceStatus::Spoiled,
+            DeviceStatus::Revoked,
+            DeviceStatus::Failed,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, status)| ManifestRow {
+            serial: format!("S{i}"),
+            ..test_row(status)
+        })
+        .collect();
+        let plan: Vec<(&str, CloseReason)> = close_plan(&rows)
+            .into_iter()
+            .map(|(row, reason)| (row.serial.as_str(), reason))
+            .collect();
+        assert_eq!(
+            plan,
+            vec![
+                ("S0", CloseReason::NeverHandedOut),
+                ("S1", CloseReason::NotRecorded),
+                ("S3", CloseReason::Spoiled)
+            ]
+        );
+        assert!(
+            check_station_id(CLOSED).is_err(),
+            "no station can be named {CLOSED}"
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The manifest's column order; stations may rely on it.
-pub const COLUMNS: [&str; 10] = [
+/// The manifest's column order; stations may rely on it. Columns are only ever added at
+/// the end: the first ten are those of the first manifests, which still read.
+pub const COLUMNS: [&str; 12] = [
     "serial",
     "thing_name",
     "certificate_id",
@@ -15,14 +16,25 @@ pub const COLUMNS: [&str; 10] = [
     "bundle_sha256",
     "status",
     "created_at",
+    "station",
+    "station_at",
 ];
+
+/// Columns of manifests written before the factory floor's two.
+const FIRST_COLUMNS: usize = 10;
 
 /// Where a device stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum DeviceStatus {
     /// Certificate active with the claim policy, bundle written: flash it.
     Ready,
+    /// Ready, and handed to a station by `claimfab take` (not yet recorded as flashed).
+    HandedOut,
+    /// Ready, and flashed onto its board (`claimfab flashed`).
+    Flashed,
+    /// Ready, but its board failed (`claimfab flashed --spoiled`): its claim is to be retired.
+    Spoiled,
     /// This run could not finish the device; the summary says why. Re-run to retry.
     Failed,
     /// Not reached yet (the run was interrupted). Re-run to finish.
@@ -33,6 +45,20 @@ pub enum DeviceStatus {
     Revoked,
     /// Revoked and deleted from AWS by `claimfab revoke --delete`.
     Deleted,
+}
+
+impl DeviceStatus {
+    /// Whether the device's claim is meant to be ACTIVE with the claim policy attached:
+    /// ready, or on the factory floor.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            DeviceStatus::Ready
+                | DeviceStatus::HandedOut
+                | DeviceStatus::Flashed
+                | DeviceStatus::Spoiled
+        )
+    }
 }
 
 /// One manifest row. Certificate and bundle fields are empty unless the device is ready.
@@ -51,6 +77,12 @@ pub struct ManifestRow {
     pub status: DeviceStatus,
     /// When the certificate was created, RFC 3339 UTC.
     pub created_at: String,
+    /// The station that last handled the bundle (took, flashed or spoiled it), if any.
+    #[serde(default)]
+    pub station: String,
+    /// When, RFC 3339 UTC.
+    #[serde(default)]
+    pub station_at: String,
 }
 
 /// Writes manifest rows as CSV, with the header row, to any writer, one row at a time, so a
@@ -92,7 +124,8 @@ pub fn to_csv(rows: &[ManifestRow]) -> Vec<u8> {
 pub fn from_csv(bytes: &[u8]) -> Result<Vec<ManifestRow>, String> {
     let mut reader = csv::Reader::from_reader(bytes);
     let headers = reader.headers().map_err(|e| e.to_string())?;
-    if headers.iter().ne(COLUMNS) {
+    let first = COLUMNS[..FIRST_COLUMNS].iter();
+    if headers.iter().ne(COLUMNS) && headers.iter().ne(first.copied()) {
         return Err(format!(
             "manifest columns are {headers:?}, expected {COLUMNS:?}"
         ));
@@ -130,6 +163,12 @@ fn check_row(row: &ManifestRow) -> Result<(), String> {
                 "{column} {value:?} is not 64 lowercase hex digits; restore the manifest claimfab wrote"
             ));
         }
+    }
+    if !row.station.is_empty() && crate::core::floor::check_station_id(&row.station).is_err() {
+        return Err(format!(
+            "station {:?} is not a station id; restore the manifest claimfab wrote",
+            row.station
+        ));
     }
     let bundle_ok = row.bundle.is_empty()
         || row.bundle.strip_prefix("bundles/").is_some_and(|name| {
@@ -182,6 +221,8 @@ mod tests {
             bundle_sha256: "cd".repeat(32),
             status,
             created_at: "2026-11-23T20:00:00Z".into(),
+            station: String::new(),
+            station_at: String::new(),
         }
     }
 
@@ -202,6 +243,36 @@ mod tests {
             String::from_utf8(to_csv(&[])).unwrap().trim(),
             COLUMNS.join(",")
         );
+    }
+
+    #[test]
+    fn a_manifest_of_the_first_ten_columns_still_reads() {
+        let text = String::from_utf8(to_csv(&[row(DeviceStatus::Ready)])).unwrap();
+        let first: Vec<String> = text
+            .lines()
+            .map(|line| {
+                line.split(',')
+                    .take(FIRST_COLUMNS)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let rows = from_csv(format!("{}\n", first.join("\n")).as_bytes()).unwrap();
+        assert_eq!(rows, vec![row(DeviceStatus::Ready)]);
+    }
+
+    #[test]
+    fn floor_statuses_are_spelled_with_hyphens() {
+        let mut handed_out = row(DeviceStatus::HandedOut);
+        handed_out.station = "line1-st2".into();
+        handed_out.station_at = "2026-11-26T08:00:00Z".into();
+        let text = String::from_utf8(to_csv(std::slice::from_ref(&handed_out))).unwrap();
+        assert!(text.contains(",handed-out,"), "{text}");
+        assert!(
+            text.trim_end().ends_with(",line1-st2,2026-11-26T08:00:00Z"),
+            "{text}"
+        );
+        assert_eq!(from_csv(text.as_bytes()).unwrap(), vec![handed_out]);
     }
 
     #[test]

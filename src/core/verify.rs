@@ -451,6 +451,8 @@ mod tests {
             bundle_sha256: "11".repeat(32),
             status: crate::core::manifest::DeviceStatus::Ready,
             created_at: String::new(),
+            station: String::new(),
+            station_at: String::new(),
         };
         let findings = check_bundle(&zip, Some(&row), OffsetDateTime::now_utc()).findings;
         assert_eq!(findings.len(), 3, "{findings:?}");

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::state::RunState;
 use super::{BatchPlan, DeviceFailure, Outcome};
 use crate::core::devices::Device;
-use crate::core::floor::QueuedDevice;
+use crate::core::floor::{fold_logs, overlay, QueuedDevice};
 use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
 use crate::floor::Floor;
@@ -41,6 +41,8 @@ fn row_of(device: &Device, state: &Replay, plan: &BatchPlan, failed: bool) -> Ma
         bundle_sha256: String::new(),
         status: DeviceRecord::manifest_status(record, failed),
         created_at: String::new(),
+        station: String::new(),
+        station_at: String::new(),
     };
     if let Some(cert) = record.and_then(|r| r.certificate.as_ref()) {
         row.certificate_id = cert.certificate_id.clone();
@@ -66,6 +68,9 @@ pub fn write_manifest(
 ) -> Result<Outcome> {
     let failures = state.failures();
     let shared_failed = failures.contains_key(SHARED_CLAIM);
+    let floor = Floor::open(&dir.path(""))?;
+    let logs = floor.all_logs()?;
+    let floor_states = fold_logs(&logs);
     let mut counts: HashMap<DeviceStatus, usize> = HashMap::new();
     let mut ready = Vec::new();
     state.read(|replay| {
@@ -73,7 +78,10 @@ pub fn write_manifest(
             let mut manifest = ManifestWriter::new(file)?;
             for device in plan.devices.iter() {
                 let failed = shared_failed || failures.contains_key(&device.serial);
-                let row = row_of(device, replay, plan, failed);
+                let mut row = row_of(device, replay, plan, failed);
+                if let Some(state) = floor_states.get(&device.serial) {
+                    overlay(&mut row, state);
+                }
                 *counts.entry(row.status).or_default() += 1;
                 if row.status == DeviceStatus::Ready {
                     ready.push(QueuedDevice {
@@ -87,7 +95,7 @@ pub fn write_manifest(
         })
     })?;
     // The stations' hand-out queue follows: only ready bundles may be taken.
-    Floor::open(&dir.path(""))?.write_queue(ready.into_iter())?;
+    floor.write_queue(ready.into_iter())?;
     let mut failures: Vec<DeviceFailure> = state.read(|replay| {
         failures
             .into_iter()
@@ -99,7 +107,12 @@ pub fn write_manifest(
     let count = |status| counts.get(&status).copied().unwrap_or(0);
     Ok(Outcome {
         devices: plan.devices.len(),
-        ready: count(DeviceStatus::Ready),
+        // Ready, or already on the factory floor: either way the device is done.
+        ready: counts
+            .iter()
+            .filter(|(status, _)| status.is_live())
+            .map(|(_, n)| n)
+            .sum(),
         failed: count(DeviceStatus::Failed),
         pending: count(DeviceStatus::Pending),
         failures,

@@ -399,7 +399,9 @@ pub fn read_manifest(dir: &Path) -> Vec<Row> {
             "bundle",
             "bundle_sha256",
             "status",
-            "created_at"
+            "created_at",
+            "station",
+            "station_at"
         ]
     );
     reader

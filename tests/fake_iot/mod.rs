@@ -58,6 +58,9 @@ impl Crash {
 pub struct FakeIot {
     pub certificates: Mutex<BTreeMap<String, FakeCertificate>>,
     pub crash: Arc<Crash>,
+    /// Thing name -> attached principals (certificate ARNs), as a device's provisioning
+    /// would leave them.
+    pub things: Mutex<BTreeMap<String, Vec<String>>>,
     /// 1-based numbers of the CreateCertificateFromCsr calls whose answer is lost.
     lose_create_answers: Mutex<BTreeSet<usize>>,
     creates: AtomicUsize,
@@ -77,6 +80,7 @@ impl FakeIot {
         Self {
             certificates: Mutex::new(BTreeMap::new()),
             crash,
+            things: Mutex::new(BTreeMap::new()),
             lose_create_answers: Mutex::new(BTreeSet::new()),
             creates: AtomicUsize::new(0),
             serials: AtomicUsize::new(1),
@@ -337,6 +341,17 @@ impl Inventory for FakeIot {
 
     async fn thing_names(&self) -> Result<HashSet<String>, AwsError> {
         self.request("ListThings")?;
-        Ok(HashSet::new())
+        Ok(self.things.lock().unwrap().keys().cloned().collect())
+    }
+
+    async fn thing_principals(&self, thing: &str) -> Result<Vec<String>, AwsError> {
+        self.request("ListThingPrincipals")?;
+        Ok(self
+            .things
+            .lock()
+            .unwrap()
+            .get(thing)
+            .cloned()
+            .unwrap_or_default())
     }
 }
