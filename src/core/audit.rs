@@ -304,18 +304,9 @@ mod tests {
 
     fn row(serial: &str, status: DeviceStatus) -> ManifestRow {
         ManifestRow {
-            serial: serial.into(),
-            thing_name: format!("gg-{serial}"),
             certificate_id: format!("id-{serial}"),
             certificate_arn: format!("arn:aws:iot:r:1:cert/id-{serial}"),
-            certificate_sha256: String::new(),
-            not_after: String::new(),
-            bundle: String::new(),
-            bundle_sha256: String::new(),
-            status,
-            created_at: String::new(),
-            station: String::new(),
-            station_at: String::new(),
+            ..ManifestRow::new(serial, &format!("gg-{serial}"), status)
         }
     }
 

@@ -213,20 +213,7 @@ mod tests {
     use super::*;
 
     fn test_row(status: DeviceStatus) -> ManifestRow {
-        ManifestRow {
-            serial: "A".into(),
-            thing_name: "gg-A".into(),
-            certificate_id: String::new(),
-            certificate_arn: String::new(),
-            certificate_sha256: String::new(),
-            not_after: String::new(),
-            bundle: String::new(),
-            bundle_sha256: String::new(),
-            status,
-            created_at: String::new(),
-            station: String::new(),
-            station_at: String::new(),
-        }
+        ManifestRow::new("A", "gg-A", status)
     }
 
     #[test]

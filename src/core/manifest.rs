@@ -85,6 +85,26 @@ pub struct ManifestRow {
     pub station_at: String,
 }
 
+impl ManifestRow {
+    /// A device's row with only its names and status; the rest is filled in as known.
+    pub fn new(serial: &str, thing_name: &str, status: DeviceStatus) -> Self {
+        Self {
+            serial: serial.to_string(),
+            thing_name: thing_name.to_string(),
+            certificate_id: String::new(),
+            certificate_arn: String::new(),
+            certificate_sha256: String::new(),
+            not_after: String::new(),
+            bundle: String::new(),
+            bundle_sha256: String::new(),
+            status,
+            created_at: String::new(),
+            station: String::new(),
+            station_at: String::new(),
+        }
+    }
+}
+
 /// Writes manifest rows as CSV, with the header row, to any writer, one row at a time, so a
 /// manifest of any size is never held in memory whole.
 pub struct ManifestWriter<W: std::io::Write> {

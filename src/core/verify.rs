@@ -441,18 +441,10 @@ mod tests {
             .is_empty());
 
         let row = ManifestRow {
-            serial: "S1".into(),
-            thing_name: "gg-OTHER".into(),
-            certificate_id: String::new(),
-            certificate_arn: String::new(),
             certificate_sha256: "00".repeat(32),
-            not_after: String::new(),
             bundle: "bundles/S1.zip".into(),
             bundle_sha256: "11".repeat(32),
-            status: crate::core::manifest::DeviceStatus::Ready,
-            created_at: String::new(),
-            station: String::new(),
-            station_at: String::new(),
+            ..ManifestRow::new("S1", "gg-OTHER", crate::core::manifest::DeviceStatus::Ready)
         };
         let findings = check_bundle(&zip, Some(&row), OffsetDateTime::now_utc()).findings;
         assert_eq!(findings.len(), 3, "{findings:?}");

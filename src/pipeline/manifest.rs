@@ -30,20 +30,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 fn row_of(device: &Device, state: &Replay, plan: &BatchPlan, failed: bool) -> ManifestRow {
     let view = state.device_view(&device.serial, plan.claim_scope);
     let record = view.as_deref();
-    let mut row = ManifestRow {
-        serial: device.serial.clone(),
-        thing_name: device.thing_name.clone(),
-        certificate_id: String::new(),
-        certificate_arn: String::new(),
-        certificate_sha256: String::new(),
-        not_after: String::new(),
-        bundle: String::new(),
-        bundle_sha256: String::new(),
-        status: DeviceRecord::manifest_status(record, failed),
-        created_at: String::new(),
-        station: String::new(),
-        station_at: String::new(),
-    };
+    let status = DeviceRecord::manifest_status(record, failed);
+    let mut row = ManifestRow::new(&device.serial, &device.thing_name, status);
     if let Some(cert) = record.and_then(|r| r.certificate.as_ref()) {
         row.certificate_id = cert.certificate_id.clone();
         row.certificate_arn = cert.certificate_arn.clone();
