@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod revoke;
 pub mod rotate;
+pub mod sealed;
 pub mod settings;
 pub mod setup;
 pub mod verify;

@@ -9,7 +9,7 @@ use clap::Parser;
 use claimfab::batch::{self, BatchResult};
 use claimfab::cli::{Cli, Command};
 use claimfab::error::UserError;
-use claimfab::{audit, revoke, rotate, setup, verify};
+use claimfab::{audit, revoke, rotate, sealed, setup, verify};
 
 fn success_or_1(clean: bool) -> ExitCode {
     if clean {
@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => audit::run(args).await.map(success_or_1),
             Command::Revoke(args) => revoke::run(args).await.map(success_or_1),
             Command::Rotate(args) => rotate::run(args).await.map(success_or_1),
+            Command::StationKey(args) => sealed::station_key(&args).map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
