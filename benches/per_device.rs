@@ -1,7 +1,7 @@
 //! Criterion benchmarks of claimfab's local work per device, run by scripts/bench.sh and
 //! compared there with `openssl speed ecdsap256`: a P-256 key and its CSR, building the bundle
-//! zip in memory, and writing it atomically (temp file, fsync, rename, directory fsync) the way
-//! a batch does.
+//! zip in memory, encrypting it to a station (age X25519, `batch --encrypt-to`), and writing
+//! it atomically (temp file, fsync, rename, directory fsync) the way a batch does.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -9,6 +9,7 @@ use claimfab::core::bundle::{build_bundle, AMAZON_ROOT_CA_1};
 use claimfab::core::devices::Device;
 use claimfab::core::greengrass::ProvisioningTarget;
 use claimfab::core::keys::prepare_device;
+use claimfab::core::sealed::{new_station_key, Recipients};
 use claimfab::core::station::{GreengrassSection, KeyAlgorithm};
 use claimfab::outdir::BatchDir;
 
@@ -45,10 +46,16 @@ fn per_device(c: &mut Criterion) {
         b.iter(|| build_bundle(&target, "SN000001", certificate_pem, &key_pem))
     });
 
+    let zip = build_bundle(&target, "SN000001", certificate_pem, &key_pem);
+    let station = new_station_key(time::OffsetDateTime::now_utc());
+    let recipients = Recipients::parse([station.recipient.as_str()]).expect("recipient");
+    c.bench_function("bundle_seal_one_station", |b| {
+        b.iter(|| recipients.seal(&zip))
+    });
+
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = BatchDir::open(scratch.path()).expect("batch dir");
-    let zip = build_bundle(&target, "SN000001", certificate_pem, &key_pem);
-    let bundle = BatchDir::bundle_name("SN000001");
+    let bundle = BatchDir::bundle_name("SN000001", false);
     c.bench_function("bundle_write_atomic", |b| {
         b.iter(|| dir.write_atomic(&bundle, &zip, 0o600).expect("write"))
     });

@@ -16,6 +16,7 @@ use crate::cli::{BatchArgs, ClaimScopeArg};
 use crate::cloud::{AwsError, Claims, EndpointKind, Inventory};
 use crate::core::devices::{self, ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
+use crate::core::sealed::Recipients;
 use crate::core::station::{KeyAlgorithm, LimitsSection, StationConfig};
 use crate::core::{names, preflight};
 use crate::error::UserError;
@@ -37,6 +38,30 @@ pub struct BatchSpec {
     /// One claim certificate per device, or one for the whole batch.
     #[serde(default)]
     pub claim_scope: ClaimScope,
+    /// The stations (age X25519 recipients, canonical order) every bundle is encrypted to;
+    /// empty: bundles are plain zips.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
+}
+
+impl BatchSpec {
+    /// The recipients bundles are encrypted to, `None` for plain bundles. A hand-edited
+    /// `batch.json` with a bad one is refused, naming `dir`, the batch it came from.
+    pub fn recipients(&self, dir: &Path) -> Result<Option<Recipients>, UserError> {
+        if self.encrypt_to.is_empty() {
+            return Ok(None);
+        }
+        Recipients::parse(self.encrypt_to.iter().map(String::as_str))
+            .map(Some)
+            .map_err(|e| {
+                UserError::output_dir(
+                    dir,
+                    format!(
+                        "{BATCH_FILE} encrypt_to: {e}; restore the {BATCH_FILE} claimfab wrote"
+                    ),
+                )
+            })
+    }
 }
 
 fn devices_fingerprint(devices: &[Device]) -> String {
@@ -192,6 +217,8 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
     )?;
     check_override("--template", &args.template, names::check_template_name)?;
     check_claim_scope(&args, &station)?;
+    let recipients = crate::sealed::read_recipients(&args.encrypt_to, &args.encrypt_to_file)?;
+    check_encryption_scope(&args, &recipients)?;
     let devices = resolve_devices(&args, &station)?;
     let previous = previous_spec(&args.out)?;
 
@@ -235,6 +262,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
             ClaimScopeArg::Device => ClaimScope::Device,
             ClaimScopeArg::Batch => ClaimScope::Batch,
         },
+        encrypt_to: recipients.to_strings(),
     };
     if let Some(previous) = &previous {
         check_same_batch(previous, &spec, &args.out)?;
@@ -257,6 +285,20 @@ fn check_claim_scope(args: &BatchArgs, station: &StationConfig) -> Result<(), Us
             flag: "--claim-scope",
             value: "batch".into(),
             problem: "this station binds claims to devices (setup.claim_binding) and its hook refuses a claim shared by a batch; use --claim-scope device".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A claim shared by the batch lives only in its bundles: a re-run after a crash reads its
+/// key back from one, which it cannot do when they are encrypted to stations, and would
+/// have to retire the claim of every bundle already handed out.
+fn check_encryption_scope(args: &BatchArgs, recipients: &Recipients) -> Result<(), UserError> {
+    if !recipients.is_empty() && matches!(args.claim_scope, ClaimScopeArg::Batch) {
+        return Err(UserError::Flag {
+            flag: "--claim-scope",
+            value: "batch".into(),
+            problem: "cannot be encrypted to stations: after a crash the batch could not read its shared claim key back from an encrypted bundle, and would retire the claim of bundles already handed out; use --claim-scope device with --encrypt-to".into(),
         });
     }
     Ok(())
@@ -344,6 +386,7 @@ impl Execution<'_> {
         devices: Vec<Device>,
         api: Arc<A>,
     ) -> Result<BatchResult> {
+        let recipients = self.spec.recipients(self.out)?;
         let dir = self.open_dir()?;
         let (journal, replay) = self.journals.open(&dir.path(JOURNAL_FILE))?;
         let plan = BatchPlan {
@@ -352,6 +395,7 @@ impl Execution<'_> {
             key_algorithm: self.spec.key_algorithm,
             target: self.spec.target.clone(),
             claim_scope: self.spec.claim_scope,
+            recipients,
             concurrency: self.limits.concurrency as usize,
             reconcile_after: std::time::Duration::from_secs(
                 self.limits.reconcile_after_seconds.into(),
@@ -410,6 +454,12 @@ pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
     }
     if previous.claim_scope != current.claim_scope {
         return format!("claim scope was {:?}", previous.claim_scope).to_lowercase();
+    }
+    if previous.encrypt_to != current.encrypt_to {
+        return match previous.encrypt_to.as_slice() {
+            [] => "its bundles were not encrypted".to_string(),
+            then => format!("its bundles were encrypted to {}", then.join(",")),
+        };
     }
     if previous.target.region != current.target.region {
         return format!("region was {}", previous.target.region);

@@ -39,6 +39,10 @@ pub enum Command {
     /// Retire the claims of devices that have provisioned (their thing exists with a device
     /// certificate): a claim that has done its job is a liability. Safe to run nightly.
     RetireProvisioned(RetireProvisionedArgs),
+    /// Make a station's key pair for bundles encrypted at rest: writes the age X25519
+    /// identity to --out (mode 0600) and prints its public key (the recipient for
+    /// `batch --encrypt-to`).
+    StationKey(StationKeyArgs),
 }
 
 /// `claimfab close`.
@@ -65,6 +69,14 @@ pub struct RetireProvisionedArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// `claimfab station-key`.
+#[derive(Debug, Args)]
+pub struct StationKeyArgs {
+    /// Where to write the identity (the secret key); must not exist. Keep it on the station.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `claimfab rotate`.
@@ -181,6 +193,11 @@ pub struct VerifyArgs {
     /// Batch directories (with manifest.csv) and/or bundle zips.
     #[arg(value_name = "DIR|ZIP", required = true)]
     pub paths: Vec<PathBuf>,
+
+    /// A station's age identity file: encrypted bundles are decrypted and checked in full
+    /// (without it, only their SHA-256 against the manifest).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 /// `claimfab setup`.
@@ -242,6 +259,15 @@ pub struct BatchArgs {
     /// shares one, registered once and put in every bundle.
     #[arg(long, value_enum, default_value = "device")]
     pub claim_scope: ClaimScopeArg,
+
+    /// Encrypt each bundle (age) to this station's public key (age1...); repeat it or
+    /// separate keys with commas for several stations. Bundles become bundles/SERIAL.zip.age.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+
+    /// Encrypt each bundle to the recipients listed in FILE (one age1... per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_to_file: Vec<PathBuf>,
 
     #[command(flatten)]
     pub aws: AwsArgs,

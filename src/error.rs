@@ -1,5 +1,5 @@
 //! The errors a user can cause: bad station files, bad serial lists, bad flags, an unusable
-//! output directory, a missing AWS resource. Each renders as one line that names the file,
+//! output directory, an unusable identity file, a missing AWS resource. Each renders as one line that names the file,
 //! line or value at fault and says how to fix it; all of them exit with code 2.
 
 use std::path::PathBuf;
@@ -31,6 +31,11 @@ pub enum UserError {
     /// The output directory cannot be used.
     #[error("output directory {dir}: {problem}")]
     OutputDir { dir: PathBuf, problem: String },
+
+    /// A station's age identity file cannot be used: unreadable, not an identity, or not
+    /// one a bundle was encrypted to. Never holds the file's contents.
+    #[error("identity {file}: {problem}")]
+    Identity { file: PathBuf, problem: String },
 
     /// AWS said something the user must fix (missing policy, no credentials, access denied).
     #[error("{0}")]

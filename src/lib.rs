@@ -20,6 +20,7 @@ pub mod progress;
 pub mod retire;
 pub mod revoke;
 pub mod rotate;
+pub mod sealed;
 pub mod settings;
 pub mod setup;
 pub mod verify;

@@ -9,7 +9,7 @@ use clap::Parser;
 use claimfab::batch::{self, BatchResult};
 use claimfab::cli::{Cli, Command};
 use claimfab::error::UserError;
-use claimfab::{audit, retire, revoke, rotate, setup, verify};
+use claimfab::{audit, retire, revoke, rotate, sealed, setup, verify};
 
 fn success_or_1(clean: bool) -> ExitCode {
     if clean {
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::RetireProvisioned(args) => {
                 retire::retire_provisioned(args).await.map(success_or_1)
             }
+            Command::StationKey(args) => sealed::station_key(&args).map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::core::sealed::SEALED_SUFFIX;
 use crate::error::UserError;
 
 pub const BATCH_FILE: &str = "batch.json";
@@ -134,9 +135,11 @@ impl BatchDir {
         self.root.join(relative)
     }
 
-    /// Relative path of a device's bundle.
-    pub fn bundle_name(serial: &str) -> String {
-        format!("{BUNDLES_DIR}/{serial}.zip")
+    /// Relative path of a device's bundle: `bundles/SERIAL.zip`, or `bundles/SERIAL.zip.age`
+    /// when it is sealed for its stations.
+    pub fn bundle_name(serial: &str, sealed: bool) -> String {
+        let suffix = if sealed { SEALED_SUFFIX } else { "" };
+        format!("{BUNDLES_DIR}/{serial}.zip{suffix}")
     }
 
     /// Replaces `relative` with `bytes` atomically and durably, with Unix `mode`. The bytes go

@@ -72,6 +72,7 @@ impl<'a> Rotate<'a> {
     pub fn check(args: &'a RotateArgs) -> Result<Self> {
         let retire_after = parse_retire_after(args.retire_after.as_deref())?;
         let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
+        old_spec.recipients(&args.dir)?;
         check_new_directory(args)?;
         let limits = match &args.station {
             Some(path) => crate::settings::read_station(path)?.limits,

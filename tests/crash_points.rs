@@ -3,8 +3,10 @@
 //! write made and the process dead just after), then resumed, and the invariants are checked
 //! through the fake's own table and by parsing the bundles: every device ready with one
 //! ACTIVE claim that carries the key in its bundle and has the claim policy; no device with
-//! two ACTIVE claims; no ACTIVE certificate the manifest does not name. The same is done to
-//! `revoke` and to `rotate`. The Python endpoint's end-to-end tests cover the wire.
+//! two ACTIVE claims; no ACTIVE certificate the manifest does not name. A batch whose bundles
+//! are encrypted to a station is checked the same way (decrypted with the station's
+//! identity), and no file of its directory may hold a private key in the clear. The same is
+//! done to `revoke` and to `rotate`. The Python endpoint's end-to-end tests cover the wire.
 
 mod fake_iot;
 
@@ -12,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::{bail, Result};
 use claimfab::batch::{BatchResult, BatchSpec, Execution};
@@ -122,7 +124,14 @@ fn devices() -> Vec<Device> {
         .collect()
 }
 
-fn spec(scope: ClaimScope) -> BatchSpec {
+/// The station encrypted batches are sealed for.
+static STATION: LazyLock<age::x25519::Identity> = LazyLock::new(age::x25519::Identity::generate);
+
+fn spec(scenario: &Scenario) -> BatchSpec {
+    let encrypt_to = match scenario.sealed {
+        true => vec![STATION.to_public().to_string()],
+        false => Vec::new(),
+    };
     BatchSpec {
         format: 1,
         device_count: DEVICES,
@@ -138,7 +147,8 @@ fn spec(scope: ClaimScope) -> BatchSpec {
             thing_group: None,
             greengrass: GreengrassSection::defaults_for(Nucleus::Java),
         },
-        claim_scope: scope,
+        claim_scope: scenario.scope,
+        encrypt_to,
     }
 }
 
@@ -153,11 +163,11 @@ fn limits() -> LimitsSection {
 /// Runs (or resumes) a batch into `out`; `Err` when the run died.
 fn run_batch(
     out: &Path,
-    scope: ClaimScope,
+    scenario: &Scenario,
     api: &Arc<FakeIot>,
     journals: &dyn JournalStore,
 ) -> Result<BatchResult> {
-    let spec = spec(scope);
+    let spec = spec(scenario);
     let run = Execution {
         out,
         spec: &spec,
@@ -169,10 +179,10 @@ fn run_batch(
 }
 
 /// Resumes until the batch is done (lost answers may take a round each).
-fn finish_batch(out: &Path, scope: ClaimScope, api: &Arc<FakeIot>) {
+fn finish_batch(out: &Path, scenario: &Scenario, api: &Arc<FakeIot>) {
     api.crash.revive();
     for _ in 0..3 {
-        if run_batch(out, scope, api, &JournalFiles).unwrap() == BatchResult::Done {
+        if run_batch(out, scenario, api, &JournalFiles).unwrap() == BatchResult::Done {
             return;
         }
     }
@@ -216,10 +226,15 @@ fn manifest(dir: &Path) -> Vec<Row> {
         .collect()
 }
 
-/// The certificate and key a bundle holds, read with the zip and x509 crates.
-fn bundle_contents(path: &Path) -> (String, String) {
+/// The certificate and key a bundle holds, read with the zip and x509 crates (decrypted
+/// with the age crate and the station's identity when `sealed`).
+fn bundle_contents(path: &Path, sealed: bool) -> (String, String) {
     let greengrass = GreengrassSection::defaults_for(Nucleus::Java);
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    if sealed {
+        bytes = age::decrypt(&*STATION, &bytes).unwrap();
+    }
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let mut entry = |device_path: &str| {
         let mut text = String::new();
         archive
@@ -251,8 +266,11 @@ fn key_fingerprint(pkcs8_pem: &str) -> String {
 }
 
 /// The batch invariants, for `what` (the scenario and crash point, for messages).
-fn check_batch(out: &Path, scope: ClaimScope, api: &FakeIot, what: &str) {
+fn check_batch(out: &Path, scenario: &Scenario, api: &FakeIot, what: &str) {
     let rows = manifest(out);
+    if scenario.sealed {
+        no_key_in_the_clear(out, what);
+    }
     assert_eq!(rows.len(), DEVICES, "{what}: a device is missing");
     let active = api.with_status("ACTIVE");
     let named: BTreeSet<&str> = rows.iter().map(|r| r.certificate_id.as_str()).collect();
@@ -276,7 +294,9 @@ fn check_batch(out: &Path, scope: ClaimScope, api: &FakeIot, what: &str) {
             "{what}: {} has no claim policy",
             row.serial
         );
-        let (cert_pem, key_pem) = bundle_contents(&out.join(&row.bundle));
+        let suffix = if scenario.sealed { ".zip.age" } else { ".zip" };
+        assert!(row.bundle.ends_with(suffix), "{what}: {}", row.bundle);
+        let (cert_pem, key_pem) = bundle_contents(&out.join(&row.bundle), scenario.sealed);
         let (sha256, public_key) = certificate_facts(&cert_pem);
         assert_eq!(
             sha256, row.certificate_id,
@@ -291,7 +311,7 @@ fn check_batch(out: &Path, scope: ClaimScope, api: &FakeIot, what: &str) {
         );
         assert_eq!(cert.public_key_sha256, public_key);
     }
-    let holders: Vec<&str> = match scope {
+    let holders: Vec<&str> = match scenario.scope {
         ClaimScope::Device => rows.iter().map(|r| r.thing_name.as_str()).collect(),
         ClaimScope::Batch => vec!["Template claim"],
     };
@@ -301,28 +321,56 @@ fn check_batch(out: &Path, scope: ClaimScope, api: &FakeIot, what: &str) {
     }
 }
 
+/// Every file under `dir`, searched byte by byte for a PEM private key header.
+fn no_key_in_the_clear(dir: &Path, what: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            no_key_in_the_clear(&path, what);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(11).any(|w| w == b"PRIVATE KEY"),
+            "{what}: {} holds a private key in the clear",
+            path.display()
+        );
+    }
+}
+
 struct Scenario {
     name: &'static str,
     scope: ClaimScope,
     /// CreateCertificateFromCsr calls whose answer is lost (the certificate is made).
     lost_answers: &'static [usize],
+    /// Bundles encrypted to [`STATION`] (`batch --encrypt-to`).
+    sealed: bool,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "device claims",
         scope: ClaimScope::Device,
         lost_answers: &[],
+        sealed: false,
     },
     Scenario {
         name: "device claims, two create answers lost",
         scope: ClaimScope::Device,
         lost_answers: &[2, 3],
+        sealed: false,
     },
     Scenario {
         name: "one claim for the batch",
         scope: ClaimScope::Batch,
         lost_answers: &[],
+        sealed: false,
+    },
+    Scenario {
+        name: "device claims encrypted to a station, one create answer lost",
+        scope: ClaimScope::Device,
+        lost_answers: &[2],
+        sealed: true,
     },
 ];
 
@@ -343,7 +391,7 @@ fn a_batch_resumed_after_a_crash_at_any_journal_point_keeps_every_invariant() {
         let (dir, api) = fresh(scenario);
         let out = dir.path().join("batch");
         let counting = CrashingJournals::new(CrashPoint::None, api.crash.clone());
-        let first = run_batch(&out, scenario.scope, &api, &counting).unwrap();
+        let first = run_batch(&out, scenario, &api, &counting).unwrap();
         let writes = counting.writes();
         assert!(
             writes >= DEVICES,
@@ -351,9 +399,9 @@ fn a_batch_resumed_after_a_crash_at_any_journal_point_keeps_every_invariant() {
             scenario.name
         );
         if first != BatchResult::Done {
-            finish_batch(&out, scenario.scope, &api);
+            finish_batch(&out, scenario, &api);
         }
-        check_batch(&out, scenario.scope, &api, scenario.name);
+        check_batch(&out, scenario, &api, scenario.name);
         eprintln!(
             "{}: {writes} journal writes, {} crash points",
             scenario.name,
@@ -365,13 +413,13 @@ fn a_batch_resumed_after_a_crash_at_any_journal_point_keeps_every_invariant() {
             let (dir, api) = fresh(scenario);
             let out = dir.path().join("batch");
             let crashing = CrashingJournals::new(point, api.crash.clone());
-            let _ = run_batch(&out, scenario.scope, &api, &crashing);
+            let _ = run_batch(&out, scenario, &api, &crashing);
             assert!(
                 api.crash.is_dead(),
                 "{what}: the crash point was not reached"
             );
-            finish_batch(&out, scenario.scope, &api);
-            check_batch(&out, scenario.scope, &api, &what);
+            finish_batch(&out, scenario, &api);
+            check_batch(&out, scenario, &api, &what);
         }
     }
 }
@@ -379,7 +427,7 @@ fn a_batch_resumed_after_a_crash_at_any_journal_point_keeps_every_invariant() {
 /// A finished batch of device claims in a fresh directory.
 fn finished_batch() -> (tempfile::TempDir, Arc<FakeIot>) {
     let (dir, api) = fresh(&SCENARIOS[0]);
-    finish_batch(&dir.path().join("batch"), ClaimScope::Device, &api);
+    finish_batch(&dir.path().join("batch"), &SCENARIOS[0], &api);
     (dir, api)
 }
 
@@ -469,7 +517,7 @@ fn rotate(old: &Path, new: &Path, api: &Arc<FakeIot>, journals: &dyn JournalStor
 /// After a rotation: each device has exactly one ACTIVE claim, the new batch's; the old
 /// ones are INACTIVE; the report ties each old certificate to a different new one.
 fn check_rotation(old: &Path, new: &Path, api: &FakeIot, what: &str) {
-    check_batch(new, ClaimScope::Device, api, what);
+    check_batch(new, &SCENARIOS[0], api, what);
     for row in manifest(old) {
         let status = api.certificates.lock().unwrap()[&row.certificate_id]
             .status

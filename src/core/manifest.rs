@@ -71,7 +71,9 @@ pub struct ManifestRow {
     pub certificate_sha256: String,
     /// RFC 3339 UTC.
     pub not_after: String,
-    /// Path of the zip, relative to the batch directory.
+    /// Path of the zip (`bundles/NAME.zip`, or encrypted to its stations
+    /// `bundles/NAME.zip.age`), relative to the batch directory; `bundle_sha256` is over the
+    /// file's bytes as stored.
     pub bundle: String,
     pub bundle_sha256: String,
     pub status: DeviceStatus,
@@ -192,14 +194,14 @@ fn check_row(row: &ManifestRow) -> Result<(), String> {
     }
     let bundle_ok = row.bundle.is_empty()
         || row.bundle.strip_prefix("bundles/").is_some_and(|name| {
-            name.ends_with(".zip")
+            (name.ends_with(".zip") || name.ends_with(".zip.age"))
                 && !name.contains('/')
                 && !name.contains('\\')
                 && !name.starts_with('.')
         });
     if !bundle_ok {
         return Err(format!(
-            "bundle {:?} is not a bundle inside the batch directory (bundles/NAME.zip); restore the manifest claimfab wrote",
+            "bundle {:?} is not a bundle inside the batch directory (bundles/NAME.zip or, encrypted, bundles/NAME.zip.age); restore the manifest claimfab wrote",
             row.bundle
         ));
     }
@@ -218,6 +220,8 @@ mod tests {
         for (from, to, needle) in [
             ("bundles/SN1.zip", "../../../etc/passwd", "bundle"),
             ("bundles/SN1.zip", "bundles/../x.zip", "bundle"),
+            ("bundles/SN1.zip", "bundles/SN1.age", "bundle"),
+            ("bundles/SN1.zip", "bundles/../x.zip.age", "bundle"),
             (&"ab".repeat(32)[..], "ééééééééééééééééé", "certificate_id"),
         ] {
             let edited = text.replacen(from, to, 1);
@@ -244,6 +248,13 @@ mod tests {
             station: String::new(),
             station_at: String::new(),
         }
+    }
+
+    #[test]
+    fn encrypted_bundles_are_named_zip_age() {
+        let mut sealed = row(DeviceStatus::Ready);
+        sealed.bundle = "bundles/SN1.zip.age".into();
+        assert_eq!(from_csv(&to_csv(&[sealed.clone()])).unwrap(), [sealed]);
     }
 
     #[test]

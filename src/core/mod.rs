@@ -1,5 +1,6 @@
 //! The pure core: devices and names, keys and CSRs, certificates, Greengrass config
-//! rendering, bundle layout and manifest rows. No network, no filesystem, no clock.
+//! rendering, bundle layout and manifest rows, bundles sealed for stations. No network, no
+//! filesystem, no clock.
 
 pub mod audit;
 pub mod bundle;
@@ -13,6 +14,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod names;
 pub mod preflight;
+pub mod sealed;
 pub mod setup;
 pub mod station;
 pub mod verify;

@@ -142,12 +142,33 @@ fn config_rules(entry: &str, doc: &Value, size: usize) -> Vec<String> {
 /// The largest file a bundle holds is its config, a few KiB; anything past this is not one.
 const MAX_ENTRY_BYTES: u64 = 1 << 20;
 
-/// Checks one bundle. `expected` is its manifest row, when there is a manifest.
+/// Checks one bundle zip. `expected` is its manifest row, when there is a manifest.
 pub fn check_bundle(
     zip: &[u8],
     expected: Option<&ManifestRow>,
     now: OffsetDateTime,
 ) -> BundleCheck {
+    check_stored_bundle(zip, Some(zip), expected, now)
+}
+
+/// Checks one bundle as stored: `file` is its bytes on disk (what the manifest's sha256 is
+/// over), `zip` the zip they hold: the same bytes, or what a sealed file decrypted to, or
+/// `None` when it could not be opened (then only the sha256 is checked).
+pub fn check_stored_bundle(
+    file: &[u8],
+    zip: Option<&[u8]>,
+    expected: Option<&ManifestRow>,
+    now: OffsetDateTime,
+) -> BundleCheck {
+    let mut check = zip.map_or_else(BundleCheck::default, |zip| check_contents(zip, now));
+    if let Some(row) = expected {
+        check_against_row(file, row, &mut check);
+    }
+    check
+}
+
+/// The bundle's own checks: config, files, key, certificate, root CA.
+fn check_contents(zip: &[u8], now: OffsetDateTime) -> BundleCheck {
     let mut check = BundleCheck::default();
     let mut bundle = match BundleReader::new(zip) {
         Ok(bundle) => bundle,
@@ -188,9 +209,6 @@ pub fn check_bundle(
         check
             .findings
             .push("root CA is not Amazon Root CA 1".into());
-    }
-    if let Some(row) = expected {
-        check_against_row(zip, row, &mut check);
     }
     check
 }
@@ -293,9 +311,9 @@ fn is_amazon_root_ca_1(pem: &str) -> bool {
     parse_certificate_pem(pem).map(|c| c.sha256) == Ok(amazon)
 }
 
-/// The bundle, its certificate and its thing name are the ones its manifest row names.
-fn check_against_row(zip: &[u8], row: &ManifestRow, check: &mut BundleCheck) {
-    if hex::encode(Sha256::digest(zip)) != row.bundle_sha256 {
+/// The bundle file, its certificate and its thing name are the ones its manifest row names.
+fn check_against_row(file: &[u8], row: &ManifestRow, check: &mut BundleCheck) {
+    if hex::encode(Sha256::digest(file)) != row.bundle_sha256 {
         check
             .findings
             .push("bundle sha256 differs from the manifest (changed since it was made)".into());
@@ -448,6 +466,31 @@ mod tests {
         };
         let findings = check_bundle(&zip, Some(&row), OffsetDateTime::now_utc()).findings;
         assert_eq!(findings.len(), 3, "{findings:?}");
+    }
+
+    #[test]
+    fn a_stored_bundle_is_fingerprinted_as_stored_and_checked_as_opened() {
+        let (zip, cert) = bundle(30, Nucleus::Java);
+        let stored = b"age-encryption.org/v1\n...the zip, encrypted...".to_vec();
+        let row = ManifestRow {
+            certificate_sha256: parse_certificate_pem(&cert).unwrap().sha256,
+            bundle: "bundles/S1.zip.age".into(),
+            bundle_sha256: hex::encode(Sha256::digest(&stored)),
+            ..ManifestRow::new("S1", "gg-S1", crate::core::manifest::DeviceStatus::Ready)
+        };
+        let now = OffsetDateTime::now_utc();
+        let opened = check_stored_bundle(&stored, Some(&zip), Some(&row), now);
+        assert_eq!(opened.findings, Vec::<String>::new());
+        assert_eq!(opened.thing_name.as_deref(), Some("gg-S1"));
+        // Not opened: the fingerprint alone, which still catches a changed file.
+        assert!(check_stored_bundle(&stored, None, Some(&row), now)
+            .findings
+            .is_empty());
+        let mut changed = stored.clone();
+        changed.push(b'!');
+        let findings = check_stored_bundle(&changed, None, Some(&row), now).findings;
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].contains("sha256 differs"), "{findings:?}");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! In batch claim scope the register stage works on one stand-in for the whole batch (its
 //! journal name is [`SHARED_CLAIM`]) and the package stage writes every device's bundle with
 //! that one certificate and key; a re-run reads the key back from a bundle already written.
+//!
+//! With recipients, every bundle is encrypted to the stations (age) in memory before it is
+//! written; the batch cannot read such bundles back (see [`package::Packager`]).
 
 mod manifest;
 mod package;
@@ -34,6 +37,7 @@ use crate::core::devices::{ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, ClaimKey, PreparedDevice};
 use crate::core::ledger::{Replay, SHARED_CLAIM};
+use crate::core::sealed::Recipients;
 use crate::core::station::KeyAlgorithm;
 use crate::journal::EventLog;
 use crate::outdir::BatchDir;
@@ -60,6 +64,8 @@ pub struct BatchPlan {
     pub key_algorithm: KeyAlgorithm,
     pub target: ProvisioningTarget,
     pub claim_scope: ClaimScope,
+    /// The stations every bundle is encrypted to; `None`: plain zips.
+    pub recipients: Option<Recipients>,
     pub concurrency: usize,
     pub reconcile_after: Duration,
 }
@@ -143,6 +149,7 @@ impl<A: Claims> BatchRun<A> {
                 state: state.clone(),
                 target: plan.target.clone(),
                 devices: plan.devices.clone(),
+                recipients: plan.recipients.clone(),
                 bar: progress.package.clone(),
                 cancel: cancel.clone(),
             }),

@@ -1,7 +1,10 @@
 //! The package stage: each device's bundle zip (claim certificate, key, Amazon Root CA 1,
-//! Greengrass config) written atomically, then journaled. Also what recovery needs from the
-//! bundles on disk: whether a certificate's bundle exists, adopting one a crash left
-//! unjournaled, and reading a shared claim's key back from a bundle.
+//! Greengrass config) built in memory, encrypted there to the batch's stations when it has
+//! any, written atomically, then journaled. Also what recovery needs from the bundles on
+//! disk: whether a certificate's bundle exists, adopting one a crash left unjournaled, and
+//! reading a shared claim's key back from a bundle. The batch holds no identity: an
+//! encrypted bundle cannot be read back, so one left unjournaled is never adopted (its
+//! certificate is retired and the device gets a new key).
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use crate::core::devices::Device;
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{public_key_fingerprint, ClaimKey};
 use crate::core::ledger::{CertificateRecord, Event};
+use crate::core::sealed::Recipients;
 use crate::outdir::BatchDir;
 
 /// Writes and reads the bundles of one batch directory.
@@ -29,6 +33,8 @@ pub struct Packager {
     pub state: Arc<RunState>,
     pub target: ProvisioningTarget,
     pub devices: Arc<[Device]>,
+    /// The stations every bundle is encrypted to; `None`: plain zips.
+    pub recipients: Option<Recipients>,
     pub bar: ProgressBar,
     pub cancel: CancellationToken,
 }
@@ -38,19 +44,17 @@ impl Packager {
     pub fn package(&self, registered: RegisteredDevice) -> Result<()> {
         let device = &registered.prepared.device;
         let key_pem = registered.prepared.key.pkcs8_pem();
-        let zip = build_bundle(
-            &self.target,
+        let (bundle, bytes) = self.write_bundle(
+            &device.serial,
             &device.thing_name,
             &registered.certificate.certificate_pem,
             &key_pem,
-        );
-        let bundle = BatchDir::bundle_name(&device.serial);
-        self.dir.write_atomic(&bundle, &zip, 0o600)?;
+        )?;
         self.state.record(Event::Packaged {
             serial: device.serial.clone(),
             certificate_id: registered.certificate.certificate_id.clone(),
             bundle,
-            bundle_sha256: hex::encode(Sha256::digest(&*zip)),
+            bundle_sha256: hex::encode(Sha256::digest(&*bytes)),
         })?;
         self.bar.inc(1);
         Ok(())
@@ -82,23 +86,45 @@ impl Packager {
             if self.cancel.is_cancelled() {
                 return Ok(());
             }
-            let zip = build_bundle(
-                &self.target,
+            let (bundle, bytes) = self.write_bundle(
+                &device.serial,
                 &device.thing_name,
                 &certificate.certificate_pem,
                 &key_pem,
-            );
-            let bundle = BatchDir::bundle_name(&device.serial);
-            self.dir.write_atomic(&bundle, &zip, 0o600)?;
+            )?;
             self.state.record(Event::SharedPackaged {
                 serial: device.serial.clone(),
                 certificate_id: certificate.certificate_id.clone(),
                 bundle,
-                bundle_sha256: hex::encode(Sha256::digest(&*zip)),
+                bundle_sha256: hex::encode(Sha256::digest(&*bytes)),
             })?;
             self.bar.inc(1);
             Ok(())
         })
+    }
+
+    /// Builds one device's bundle in memory, encrypts it to the stations if the batch has
+    /// any, and writes it atomically; returns its name and the bytes written. Nothing
+    /// unencrypted reaches the disk of an encrypted batch, not even a temp file.
+    fn write_bundle(
+        &self,
+        serial: &str,
+        thing_name: &str,
+        certificate_pem: &str,
+        key_pem: &str,
+    ) -> Result<(String, Zeroizing<Vec<u8>>)> {
+        let zip = build_bundle(&self.target, thing_name, certificate_pem, key_pem);
+        let bytes = match &self.recipients {
+            Some(recipients) => Zeroizing::new(recipients.seal(&zip)),
+            None => zip,
+        };
+        let bundle = self.bundle_name(serial);
+        self.dir.write_atomic(&bundle, &bytes, 0o600)?;
+        Ok((bundle, bytes))
+    }
+
+    fn bundle_name(&self, serial: &str) -> String {
+        BatchDir::bundle_name(serial, self.recipients.is_some())
     }
 
     /// Whether the certificate's journaled bundle is on disk; a bundle written but never
@@ -118,8 +144,14 @@ impl Packager {
         }
     }
 
+    /// An encrypted bundle is never adopted: without an identity the batch cannot tell
+    /// which certificate it holds, so it is taken as absent (the certificate is retired, the
+    /// device gets a new key and a new bundle over it): safe, at the cost of one certificate.
     fn adopt_bundle_on_disk(&self, serial: &str, cert: &CertificateRecord) -> Result<bool> {
-        let bundle = BatchDir::bundle_name(serial);
+        if self.recipients.is_some() {
+            return Ok(false);
+        }
+        let bundle = self.bundle_name(serial);
         let Some(bytes) = self.read_bundle(&bundle)? else {
             return Ok(false);
         };
@@ -148,10 +180,7 @@ impl Packager {
                 let bundle = state.devices.get(&d.serial)?.shared_bundle.as_ref()?;
                 (bundle.certificate_id == cert.certificate_id).then(|| bundle.bundle.clone())
             });
-            let any = self
-                .devices
-                .iter()
-                .map(|d| BatchDir::bundle_name(&d.serial));
+            let any = self.devices.iter().map(|d| self.bundle_name(&d.serial));
             journaled.chain(any).collect()
         });
         for bundle in candidates {

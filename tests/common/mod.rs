@@ -455,6 +455,26 @@ pub fn openssl_public_key(kind: &str, pem_file: &Path) -> Vec<u8> {
     output.stdout
 }
 
+/// Writes a certificate and a key as NAME.crt and NAME.key in `dir`, checks with openssl
+/// that the key is the certificate's, and returns the certificate file.
+pub fn assert_key_matches_certificate(
+    dir: &Path,
+    name: &str,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> PathBuf {
+    let cert_file = dir.join(format!("{name}.crt"));
+    let key_file = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    assert_eq!(
+        openssl_public_key("cert", &cert_file),
+        openssl_public_key("key", &key_file),
+        "key matches certificate for {name}"
+    );
+    cert_file
+}
+
 /// `openssl verify` of many certificate files against one CA; returns its stdout.
 pub fn openssl_verify(ca: &Path, certs: &[PathBuf]) -> String {
     let output = Command::new("openssl")
@@ -591,17 +611,12 @@ pub async fn verify_batch_scoped(
             assert_eq!(cn, row["thing_name"]);
         }
 
-        let cert_file = scratch.path().join(format!("{}.crt", row["serial"]));
-        let key_file = scratch.path().join(format!("{}.key", row["serial"]));
-        std::fs::write(&cert_file, cert_pem).unwrap();
-        std::fs::write(&key_file, key_pem).unwrap();
-        assert_eq!(
-            openssl_public_key("cert", &cert_file),
-            openssl_public_key("key", &key_file),
-            "key matches certificate for {}",
-            row["serial"]
-        );
-        cert_files.push(cert_file);
+        cert_files.push(assert_key_matches_certificate(
+            scratch.path(),
+            &row["serial"],
+            cert_pem,
+            key_pem,
+        ));
 
         let (config, _) = &files["greengrass/v2/init-config/config.yaml"];
         let config: serde_yaml_ng::Value = serde_yaml_ng::from_slice(config).unwrap();
