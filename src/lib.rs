@@ -1,6 +1,7 @@
 //! claimfab: bulk AWS IoT fleet-provisioning claim certificates for Greengrass factories.
 //! `core` is pure; `aws`, `outdir`, `journal`, `progress` and `pipeline` are the shell around
-//! it; `batch` and `cli` are the commands.
+//! it; `batch` and `cli` are the commands; `floor`, `station` and `deliver` are the flashing
+//! stations' side (take, flashed).
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod batch;
 pub mod cli;
 pub mod cloud;
 pub mod core;
+pub mod deliver;
 pub mod error;
 pub mod floor;
 pub mod journal;
@@ -21,4 +23,5 @@ pub mod revoke;
 pub mod rotate;
 pub mod settings;
 pub mod setup;
+pub mod station;
 pub mod verify;

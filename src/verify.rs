@@ -65,11 +65,12 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
 const MAX_BUNDLE_BYTES: u64 = 16 << 20;
 
 /// Reads a bundle file, refusing one too large to be a bundle.
-fn read_bundle(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+pub fn read_bundle(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
-    // It holds a private key: wiped when dropped.
-    let mut bytes = Zeroizing::new(Vec::new());
+    // It holds a private key: wiped when dropped (room for a bundle, so that growing the
+    // buffer leaves no unwiped copy).
+    let mut bytes = Zeroizing::new(Vec::with_capacity(16 * 1024));
     file.take(MAX_BUNDLE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot be read ({e})"))?;
