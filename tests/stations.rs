@@ -510,3 +510,70 @@ fn bad_input_is_refused_with_one_line_and_nothing_changed() {
         assert!(!fx.work.path().join("evil").exists() && !fx.out.join("evil").exists());
     }
 }
+
+/// Where a killed take stopped, from what it left on disk.
+fn kill_state(batch: &Path) -> &'static str {
+    let Ok(pending) = std::fs::read_to_string(batch.join("stations/st1/pending")) else {
+        return "before its pending note";
+    };
+    let logged = std::fs::read_to_string(batch.join("stations/st1/log.csv"))
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .is_some_and(|line| line.contains(&format!(",{pending},")) && line.ends_with("handed-out"));
+    match (batch.join("handout").join(&pending).exists(), logged) {
+        (false, _) => "after its pending note, before its claim",
+        (true, false) => "after its claim, before its log line",
+        (true, true) => "after its log line",
+    }
+}
+
+#[test]
+fn a_station_killed_at_any_point_of_its_take_loses_nothing() {
+    let fx = batch(30);
+    let to = fx.work.path().join("image");
+    let mut cut_at: BTreeMap<&str, usize> = BTreeMap::new();
+    for round in 0..20u64 {
+        // SIGKILL the take after 2 to 14 ms: a debug take takes about 10 ms here, so the
+        // kills fall before, during and after its claim (the test prints where).
+        let mut victim = take(&fx.out, "st1", &to, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(2_000 + round * 600));
+        let _ = victim.kill();
+        victim.wait().unwrap();
+        *cut_at.entry(kill_state(&fx.out)).or_insert(0) += 1;
+        let (code, stdout, stderr) = run(&mut take(&fx.out, "st1", &to, &[]));
+        assert_eq!(code, 0, "round {round}: {stderr}");
+        let serial = stdout.split(' ').next().unwrap().to_string();
+        assert_eq!(
+            run(&mut flashed(&fx.out, "st1", &serial, &[])).0,
+            0,
+            "round {round}"
+        );
+    }
+    eprintln!("where the takes were cut: {cut_at:?}");
+    // Every bundle this station claimed came back to it and is recorded, once.
+    let logs = station_logs(&fx.out);
+    let claimed: Vec<String> = std::fs::read_dir(fx.out.join("handout"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(
+        claimed.len(),
+        20,
+        "one bundle per round, none claimed and dropped"
+    );
+    for serial in &claimed {
+        for event in ["handed-out", "flashed"] {
+            let n = logs
+                .iter()
+                .filter(|r| &r["serial"] == serial && r["event"] == event)
+                .count();
+            assert_eq!(n, 1, "{serial} {event}");
+        }
+    }
+}
