@@ -72,11 +72,12 @@ pub fn take(args: TakeArgs) -> Result<TakeResult> {
             serial,
             log_handout,
         } => station.hand_back(&serial, log_handout, &target)?,
-        TakeStart::Fresh { .. } => match &args.serial {
+        TakeStart::Fresh => match &args.serial {
             Some(serial) => station.take_serial(serial, &target)?,
             None => match station.take_next(&target)? {
                 Some(bundle) => bundle,
                 None => {
+                    // Whatever the pending note named, the station holds nothing.
                     station.floor.clear_pending(&station.id)?;
                     eprintln!(
                         "claimfab: nothing left to take in {}: every ready bundle is handed out",

@@ -233,9 +233,9 @@ pub enum PendingState {
 /// How `take` begins, given the station's pending take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TakeStart {
-    /// Nothing of this station's is outstanding: take afresh. `clear_pending` when the pending
-    /// file names a serial the station does not hold or has already recorded.
-    Fresh { clear_pending: bool },
+    /// Nothing of this station's is outstanding: take afresh. A pending note naming a serial
+    /// the station does not hold, or has recorded, is stale: the next claim replaces it.
+    Fresh,
     /// Hand `serial` back: the station took it and has not recorded it. `log_handout` when
     /// its log lacks the hand-out (the station stopped between the claim and the log).
     HandBack { serial: String, log_handout: bool },
@@ -247,9 +247,7 @@ pub enum TakeStart {
 /// serial with its state.
 pub fn take_start(requested: Option<&str>, pending: Option<(&str, &PendingState)>) -> TakeStart {
     let Some((serial, state)) = pending else {
-        return TakeStart::Fresh {
-            clear_pending: false,
-        };
+        return TakeStart::Fresh;
     };
     match state {
         PendingState::Mine(history) if history.outcome.is_none() => match requested {
@@ -261,9 +259,7 @@ pub fn take_start(requested: Option<&str>, pending: Option<(&str, &PendingState)
                 log_handout: !history.handed_out,
             },
         },
-        _ => TakeStart::Fresh {
-            clear_pending: true,
-        },
+        _ => TakeStart::Fresh,
     }
 }
 
@@ -401,17 +397,19 @@ mod tests {
 
     #[test]
     fn take_hands_back_what_the_station_holds_and_nothing_else() {
-        let fresh = |clear_pending| TakeStart::Fresh { clear_pending };
-        assert_eq!(take_start(None, None), fresh(false));
-        assert_eq!(take_start(Some("S"), None), fresh(false));
+        assert_eq!(take_start(None, None), TakeStart::Fresh);
+        assert_eq!(take_start(Some("S"), None), TakeStart::Fresh);
         for settled in [
             PendingState::Unclaimed,
             PendingState::ClaimedByOther,
             mine(true, Some(FloorEvent::Flashed)),
             mine(true, Some(FloorEvent::Spoiled)),
         ] {
-            assert_eq!(take_start(None, Some(("P", &settled))), fresh(true));
-            assert_eq!(take_start(Some("S"), Some(("P", &settled))), fresh(true));
+            assert_eq!(take_start(None, Some(("P", &settled))), TakeStart::Fresh);
+            assert_eq!(
+                take_start(Some("S"), Some(("P", &settled))),
+                TakeStart::Fresh
+            );
         }
         let back = |log_handout| TakeStart::HandBack {
             serial: "P".into(),
