@@ -388,11 +388,15 @@ mod tests {
         assert_eq!(serial_hash("a"), 0xaf63_dc4c_8601_ec8c);
     }
 
-    fn mine(handed_out: bool, outcome: Option<FloorEvent>) -> PendingState {
-        PendingState::Mine(SerialHistory {
+    fn history(handed_out: bool, outcome: Option<FloorEvent>) -> SerialHistory {
+        SerialHistory {
             handed_out,
             outcome: outcome.map(|e| record("P", "s1", e)),
-        })
+        }
+    }
+
+    fn mine(handed_out: bool, outcome: Option<FloorEvent>) -> PendingState {
+        PendingState::Mine(history(handed_out, outcome))
     }
 
     #[test]
@@ -437,10 +441,6 @@ mod tests {
 
     #[test]
     fn a_serial_is_recorded_once_with_one_outcome() {
-        let history = |handed_out, outcome: Option<FloorEvent>| SerialHistory {
-            handed_out,
-            outcome: outcome.map(|e| record("P", "s1", e)),
-        };
         assert_eq!(
             record_action(FloorEvent::Flashed, &history(true, None)),
             RecordAction::Append { log_handout: false }
