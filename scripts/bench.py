@@ -7,7 +7,8 @@ figures, and the commands that produced them).
 
 Sizes come from the environment so a quick run is possible (defaults are the issue's):
 BENCH_LOCAL_DEVICES=10000 BENCH_MANUAL_SAMPLE=20 BENCH_QUOTA_DEVICES=600
-BENCH_SCALE_DEVICES=100000 BENCH_OUT=bench-out
+BENCH_SCALE_DEVICES=100000 BENCH_TAKE_BUNDLES=100000 BENCH_TAKES=200 BENCH_OUT=bench-out
+BENCH_ONLY=take runs only the take benchmark (a minute or two) and prints its figures.
 """
 
 import csv
@@ -24,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CLAIMFAB = REPO / "target" / "release" / "claimfab"
+CLAIMFAB = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "claimfab"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 BENCH_VENV = REPO / ".venv-bench" / "bin"
 QUOTA = 15  # AWS IoT's default CreateCertificateFromCsr and AttachPolicy quotas, per second.
@@ -33,6 +34,9 @@ LOCAL_DEVICES = int(os.environ.get("BENCH_LOCAL_DEVICES", "10000"))
 MANUAL_SAMPLE = int(os.environ.get("BENCH_MANUAL_SAMPLE", "20"))
 QUOTA_DEVICES = int(os.environ.get("BENCH_QUOTA_DEVICES", "600"))
 SCALE_DEVICES = int(os.environ.get("BENCH_SCALE_DEVICES", "100000"))
+TAKE_BUNDLES = int(os.environ.get("BENCH_TAKE_BUNDLES", "100000"))
+TAKES = int(os.environ.get("BENCH_TAKES", "200"))
+TAKE_STATIONS = 2
 OUT = (REPO / os.environ.get("BENCH_OUT", "bench-out")).resolve()
 
 # A station whose limits are far above what the local endpoint can serve, so that the endpoint,
@@ -190,6 +194,129 @@ def openssl_sign_us() -> float:
     return 1e6 / signs_per_second
 
 
+# --- take: one hand-out at a flashing station, at batch scale --------------------------------
+# A 100,000-device batch takes 17 minutes to make on the local endpoint, so the take benchmark
+# synthesizes one: a real batch of two devices, whose first bundle is hard-linked to every
+# serial, and a hand-out queue and index written in claimfab's format (src/core/floor.rs).
+# That is enough: a take reads the queue record(s) from the cursor, stats a claim marker and
+# a bundle, and reads only the one bundle it hands out (whose content is the same device's in
+# every file here: the printed thing name is the seed's). It never lists bundles/ nor reads
+# the manifest on this path.
+
+NAME_WIDTH = 128
+
+
+def serial_hash(serial: str) -> int:
+    """FNV-1a 64, as core::floor::serial_hash."""
+    h = 0xcbf29ce484222325
+    for byte in serial.encode():
+        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def write_floor_queue(batch: Path, serials: list[str]) -> None:
+    """stations/queue (fixed-width records) and stations/queue.index (hash table), as
+    floor::Floor::write_queue writes them."""
+    stations = batch / "stations"
+    stations.mkdir(parents=True, exist_ok=True)
+    with open(stations / "queue", "w") as queue:
+        for serial in serials:
+            queue.write(f"{serial:<{NAME_WIDTH}} {'gg-' + serial:<{NAME_WIDTH}}\n")
+    slots = 1
+    while slots < 2 * len(serials):
+        slots *= 2
+    table = bytearray(4 * slots)
+    for record, serial in enumerate(serials):
+        slot = serial_hash(serial) % slots
+        while table[4 * slot:4 * slot + 4] != b"\0\0\0\0":
+            slot = (slot + 1) % slots
+        table[4 * slot:4 * slot + 4] = (record + 1).to_bytes(4, "little")
+    (stations / "queue.index").write_bytes(bytes(table))
+
+
+def synthesize_batch(seed: Path, out: Path, count: int) -> None:
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "bundles").mkdir(parents=True)
+    shutil.copy(seed / "batch.json", out / "batch.json")
+    shutil.copy(seed / "manifest.csv", out / "manifest.csv")
+    bundle = seed / "bundles" / "SN000001.zip"
+    serials = [f"SN{i:06d}" for i in range(1, count + 1)]
+    for serial in serials:
+        os.link(bundle, out / "bundles" / f"{serial}.zip")
+    write_floor_queue(out, serials)
+
+
+def take_loop(batch: Path, station_id: str, takes: int, into: Path) -> subprocess.Popen:
+    """A station taking `takes` bundles one after another (each a claimfab process, then its
+    flashed record), timing each take; prints one duration (s) per line."""
+    into.mkdir(parents=True, exist_ok=True)
+    script = f"""
+import subprocess, sys, time
+for n in range({takes}):
+    to = {str(into)!r} + f"/{{n}}"
+    started = time.perf_counter()
+    taken = subprocess.run([{str(CLAIMFAB)!r}, "take", {str(batch)!r}, "--station", {station_id!r}, "--to", to], capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if taken.returncode != 0:
+        sys.exit(f"take failed: {{taken.stderr}}")
+    serial = taken.stdout.split()[0]
+    subprocess.run([{str(CLAIMFAB)!r}, "flashed", {str(batch)!r}, "--station", {station_id!r}, serial], check=True, capture_output=True)
+    print(elapsed, flush=True)
+"""
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+
+
+def take_benchmark(endpoint_options: list[str]) -> dict:
+    """Mean and p99 ms per take at TAKE_BUNDLES bundles, and at 1,000 for comparison."""
+    endpoint = Endpoint("endpoint-take", endpoint_options)
+    fast = station("station-fast", FAST_LIMITS)
+    setup_account(endpoint, fast)
+    seed = OUT / "take-seed"
+    shutil.rmtree(seed, ignore_errors=True)
+    subprocess.run([CLAIMFAB, "batch", "--station", fast, "--out", seed, "--count", "2"],
+                   env=endpoint.env, check=True, stdout=subprocess.DEVNULL)
+    endpoint.stop()
+    results = {}
+    for count in sorted({1000, TAKE_BUNDLES}):
+        batch = OUT / f"take-{count}"
+        started = time.monotonic()
+        synthesize_batch(seed, batch, count)
+        log(f"take: batch of {count} bundles synthesized in {time.monotonic() - started:.1f} s")
+        into = OUT / f"take-{count}-images"
+        shutil.rmtree(into, ignore_errors=True)
+        loops = [take_loop(batch, f"bench-st{k}", TAKES // TAKE_STATIONS, into / f"st{k}")
+                 for k in range(1, TAKE_STATIONS + 1)]
+        ms = sorted(1000 * float(line) for loop in loops for line in loop.communicate()[0].split())
+        if any(loop.returncode for loop in loops) or len(ms) != TAKES:
+            raise SystemExit(f"bench: a take loop failed at {count} bundles")
+        results[str(count)] = {"takes": len(ms), "mean_ms": sum(ms) / len(ms),
+                               "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+                               "max_ms": ms[-1]}
+        shutil.rmtree(into, ignore_errors=True)
+    commands.append(f"claimfab take bench-out/take-{TAKE_BUNDLES} --station bench-stK --to DIR/N"
+                    f" (then claimfab flashed ... SERIAL), {TAKES} takes by {TAKE_STATIONS}"
+                    f" stations at once; batch synthesized by scripts/bench.py (BENCH_ONLY=take)")
+    return results
+
+
+def take_row(take: dict) -> str:
+    big, small = take[str(TAKE_BUNDLES)], take["1000"]
+    return (f"| take: one bundle handed out at a {TAKE_BUNDLES}-bundle batch, {TAKES} takes by"
+            f" {TAKE_STATIONS} stations at once (a process per take, extracting under --to) |"
+            f" mean {big['mean_ms']:.1f} ms, p99 {big['p99_ms']:.1f} ms |"
+            f" at 1000 bundles: mean {small['mean_ms']:.1f} ms, p99 {small['p99_ms']:.1f} ms"
+            f" | <= 50 ms, flat |")
+
+
+TAKE_BOUND = (
+    "- **Take.** A take costs the same at any batch size: one queue record read from the cursor"
+    " (a hint every take moves on), a stat of the claim marker and of the bundle, the bundle"
+    " (a few KiB) read and checked, and a handful of small synced writes (pending, marker,"
+    " cursor, log line, the extracted files). The time is mostly starting the process and"
+    " those fsyncs; the batch is synthesized (one real bundle hard-linked to every serial),"
+    " which take cannot tell from a real one on this path.")
+
+
 def main() -> None:
     if sys.argv[1:] == ["--render-only"]:
         # Rewrites BENCHMARKS.md from the last run's figures (e.g. after changing the text).
@@ -198,6 +325,13 @@ def main() -> None:
         print(report)
         return
     OUT.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("BENCH_ONLY") == "take":
+        log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
+        take = take_benchmark([])
+        (OUT / "take.json").write_text(json.dumps({"machine": machine(), "take": take}, indent=2))
+        print(json.dumps(take, indent=2))
+        print(take_row(take))
+        return
     results: dict = {"machine": machine()}
     fast = station("station-fast", FAST_LIMITS)
     default = station("station-default")
@@ -277,6 +411,10 @@ def main() -> None:
                                       "AWS_ENDPOINT_URL=<local, unthrottled>")
     endpoint.stop()
 
+    # 5. Take: one hand-out at a flashing station, at batch scale.
+    log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
+    results["take"] = take_benchmark([])
+
     results["commands"] = commands
     (OUT / "results.json").write_text(json.dumps(
         results, indent=2, default=str))
@@ -345,6 +483,7 @@ def render(r: dict) -> str:
         f" {local['rss_kib'] / 1024:.0f} MiB | <= 150 MB, flat |",
         f"| AWS requests per device (counted at the endpoint) | {r['requests_per_device']:.4f}"
         f" ({', '.join(f'{k} {v}' for k, v in sorted(local['requests'].items()))}) | | 2 |",
+        *([take_row(r["take"])] if "take" in r else []),
         "",
         "## What bounds each figure",
         "",
@@ -383,6 +522,7 @@ def render(r: dict) -> str:
         f" in memory); not done yet.",
         f"- **Requests.** Two per device (CreateCertificateFromCsr, AttachPolicy) plus one"
         f" GetPolicy per batch (the claim policy must exist before anything is created).",
+        TAKE_BOUND,
         "",
         "## Commands",
         "",

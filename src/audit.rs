@@ -17,14 +17,30 @@ use crate::core::audit::{
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 
-fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest), UserError> {
+fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest)> {
     let (spec, rows) = crate::batch::read_batch_dir(dir)?;
+    refresh_manifest(dir, &rows)?;
     let batch = BatchManifest {
         batch: dir.display().to_string(),
         claim_policy: spec.claim_policy.clone(),
         rows,
     };
     Ok((spec, batch))
+}
+
+/// Brings `manifest.csv` up to date with what the stations recorded since it was written
+/// (statuses handed-out, flashed, spoiled, with station and time). Skipped while another
+/// claimfab holds the batch directory: its own manifest will include them.
+fn refresh_manifest(dir: &Path, rows: &[crate::core::manifest::ManifestRow]) -> Result<()> {
+    let fresh = crate::core::manifest::to_csv(rows);
+    if std::fs::read(dir.join(crate::outdir::MANIFEST_FILE)).is_ok_and(|old| old == fresh) {
+        return Ok(());
+    }
+    match crate::outdir::BatchDir::open(dir) {
+        Ok(batch) => batch.write_atomic(crate::outdir::MANIFEST_FILE, &fresh, 0o644),
+        Err(e) if e.downcast_ref::<UserError>().is_some() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs `claimfab audit`; returns whether AWS and the manifests agree.

@@ -43,6 +43,11 @@ pub enum Command {
     /// identity to --out (mode 0600) and prints its public key (the recipient for
     /// `batch --encrypt-to`).
     StationKey(StationKeyArgs),
+    /// Hand one bundle of a batch to a flashing station, exactly once across every station
+    /// sharing the batch directory: the next one, or --serial's. Exit 3: nothing left.
+    Take(TakeArgs),
+    /// Record what a station did with a bundle it took: flashed, or --spoiled.
+    Flashed(FlashedArgs),
 }
 
 /// `claimfab close`.
@@ -77,6 +82,63 @@ pub struct StationKeyArgs {
     /// Where to write the identity (the secret key); must not exist. Keep it on the station.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+}
+
+/// The station a floor command acts for: its id, or a station file naming it.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct StationArgs {
+    /// The station's id (1 to 32 letters, digits, '-' or '_'), unique on the floor.
+    #[arg(long, value_name = "ID")]
+    pub station: Option<String>,
+
+    /// A station file whose [station] section names the station (its id).
+    #[arg(long, value_name = "FILE")]
+    pub station_config: Option<PathBuf>,
+}
+
+/// `claimfab take`.
+#[derive(Debug, Args)]
+pub struct TakeArgs {
+    /// The batch directory (made by `claimfab batch --out`), local or on a network drive.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub station: StationArgs,
+
+    /// Take this serial's bundle (from the board's label) instead of the next one.
+    #[arg(long, value_name = "S")]
+    pub serial: Option<String>,
+
+    /// Extract the bundle under PATH (the device image's root), or `-` to write the zip to
+    /// standard output.
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
+
+    /// The station's key (from `claimfab station-key` or age-keygen), for a batch made with
+    /// `--encrypt-to`: the bundle is decrypted in memory and its key written only under --to.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+/// `claimfab flashed`.
+#[derive(Debug, Args)]
+pub struct FlashedArgs {
+    /// The batch directory the bundle was taken from.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub station: StationArgs,
+
+    /// The serial of the board.
+    #[arg(value_name = "SERIAL")]
+    pub serial: String,
+
+    /// The board failed: record it spoiled (its claim must then be retired).
+    #[arg(long)]
+    pub spoiled: bool,
 }
 
 /// `claimfab rotate`.

@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! DIR/stations/queue          ready devices in batch order, fixed-width records
+//! DIR/stations/queue.index    serial -> queue record, a hash table (see core::floor)
 //! DIR/stations/cursor         where the next take starts looking (a hint, may lag)
 //! DIR/handout/SERIAL          the claim marker: who took the bundle, when (JSON)
 //! DIR/stations/ID/pending     the serial station ID took and has not yet recorded
@@ -23,14 +24,15 @@ use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
 use crate::core::floor::{
-    parse_queue_record, queue_record, FloorEvent, Handout, LogRecord, QueuedDevice, LOG_COLUMNS,
-    QUEUE_RECORD,
+    index_probe, index_slot, parse_queue_record, queue_index, queue_record, FloorEvent, Handout,
+    LogRecord, QueuedDevice, SerialHistory, INDEX_SLOT, LOG_COLUMNS, QUEUE_RECORD,
 };
 use crate::error::UserError;
-use crate::outdir::BATCH_FILE;
+use crate::outdir::{BatchDir, BATCH_FILE};
 
 pub const STATIONS_DIR: &str = "stations";
 pub const QUEUE_FILE: &str = "stations/queue";
+pub const INDEX_FILE: &str = "stations/queue.index";
 pub const CURSOR_FILE: &str = "stations/cursor";
 pub const HANDOUT_DIR: &str = "handout";
 const LOG_FILE: &str = "log.csv";
@@ -39,6 +41,8 @@ const PENDING_FILE: &str = "pending";
 /// The floor files of one batch directory.
 pub struct Floor {
     root: PathBuf,
+    /// The batch's bundles are encrypted for its stations (`bundles/SN.zip.age`).
+    sealed: bool,
 }
 
 /// Context for an I/O error on a floor file: what failed and the usual fix.
@@ -60,7 +64,13 @@ impl Floor {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            sealed: batch_is_sealed(root)?,
         })
+    }
+
+    /// Whether the batch's bundles are encrypted for its stations.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -75,13 +85,14 @@ impl Floor {
         self.root.join(HANDOUT_DIR).join(serial)
     }
 
-    /// Replaces the queue with `devices` (the ready ones, in batch order) and resets the
-    /// cursor, so a device made ready by a re-run is found again.
+    /// Replaces the queue with `devices` (the ready ones, in batch order) and its index, and
+    /// resets the cursor, so a device made ready by a re-run is found again. The index goes
+    /// first: a reader between the two renames may miss a serial, never find a wrong one.
     pub fn write_queue(&self, devices: impl Iterator<Item = QueuedDevice>) -> Result<()> {
-        let mut text = String::new();
-        for device in devices {
-            text.push_str(&queue_record(&device));
-        }
+        let devices: Vec<QueuedDevice> = devices.collect();
+        let index = queue_index(devices.iter().map(|d| d.serial.as_str()));
+        write_replacing(&self.path(INDEX_FILE), &index)?;
+        let text: String = devices.iter().map(queue_record).collect();
         write_replacing(&self.path(QUEUE_FILE), text.as_bytes())?;
         match fs::remove_file(self.path(CURSOR_FILE)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -117,6 +128,40 @@ impl Floor {
                 path.display()
             )
         })
+    }
+
+    /// The queued device with this serial, through the index: a few positioned reads,
+    /// whatever the batch size. `None` when it is not queued (not ready, retired, unknown).
+    pub fn find_queued(&self, queue: &File, serial: &str) -> Result<Option<QueuedDevice>> {
+        let path = self.path(INDEX_FILE);
+        let index = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| on(&path, "open")),
+        };
+        let slots =
+            index.metadata().with_context(|| on(&path, "read"))?.len() as usize / INDEX_SLOT;
+        for slot in index_probe(serial, slots) {
+            let mut bytes = [0u8; INDEX_SLOT];
+            index
+                .read_exact_at(&mut bytes, (slot * INDEX_SLOT) as u64)
+                .with_context(|| on(&path, "read"))?;
+            let Some(record) = index_slot(bytes) else {
+                return Ok(None);
+            };
+            // A record past the end or another serial: a queue rewritten meanwhile, or a
+            // collision; either way, look on.
+            match self.queued(queue, record) {
+                Ok(device) if device.serial == serial => return Ok(Some(device)),
+                _ => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The bundle file of a serial.
+    pub fn bundle(&self, serial: &str) -> PathBuf {
+        self.root.join(BatchDir::bundle_name(serial, self.sealed))
     }
 
     /// Where to start looking for the next bundle not handed out (0 when unknown).
@@ -262,6 +307,48 @@ impl Floor {
         Ok(records)
     }
 
+    /// The last whole record of `station`'s log, from its tail alone.
+    pub fn last_record(&self, station: &str) -> Result<Option<LogRecord>> {
+        let path = self.station_dir(station).join(LOG_FILE);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| on(&path, "open")),
+        };
+        let tail = read_tail(&mut file).with_context(|| on(&path, "read"))?;
+        let whole = tail.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+        let start = tail[..whole]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        let line = &tail[start..whole];
+        if line.is_empty() || line == LOG_COLUMNS.join(",").as_bytes() {
+            return Ok(None);
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line);
+        match reader.deserialize::<LogRecord>().next() {
+            Some(Ok(record)) => Ok(Some(record)),
+            _ => Err(anyhow::anyhow!(
+                "{}: the last line is not a station log record; it must not be edited",
+                path.display()
+            )),
+        }
+    }
+
+    /// What `station`'s log says of `serial`: from the last record when that settles it
+    /// (the usual case: a station records the serial it holds), else from the whole log.
+    pub fn history(&self, station: &str, serial: &str) -> Result<SerialHistory> {
+        if let Some(history) = self
+            .last_record(station)?
+            .and_then(|last| SerialHistory::from_last(&last, serial))
+        {
+            return Ok(history);
+        }
+        Ok(SerialHistory::of(&self.station_log(station)?, serial))
+    }
+
     /// The latest record of `serial` in `station`'s log that is not a hand-out, if any.
     pub fn recorded(&self, station: &str, serial: &str) -> Result<Option<LogRecord>> {
         Ok(self
@@ -269,6 +356,22 @@ impl Floor {
             .into_iter()
             .rfind(|r| r.serial == serial && r.event != FloorEvent::HandedOut))
     }
+}
+
+/// Whether `batch.json` names recipients the bundles are encrypted to.
+fn batch_is_sealed(root: &Path) -> Result<bool, UserError> {
+    #[derive(serde::Deserialize)]
+    struct Sealing {
+        #[serde(default)]
+        encrypt_to: Vec<String>,
+    }
+    let path = root.join(BATCH_FILE);
+    let text = fs::read_to_string(&path)
+        .map_err(|e| UserError::output_dir(root, format!("cannot read {BATCH_FILE} ({e})")))?;
+    let sealing: Sealing = serde_json::from_str(&text).map_err(|e| {
+        UserError::output_dir(root, format!("{BATCH_FILE} is not a claimfab batch ({e})"))
+    })?;
+    Ok(!sealing.encrypt_to.is_empty())
 }
 
 /// Links `unique` (holding `bytes`) to `marker` unless `marker` exists: true if the link
@@ -333,16 +436,27 @@ fn sync_dir(dir: &Path) {
     let _ = File::open(dir).and_then(|d| d.sync_all());
 }
 
+/// How much of a log's end is read to find its last line: far more than a record.
+const TAIL_BYTES: u64 = 4096;
+
+/// The last [`TAIL_BYTES`] of a file.
+fn read_tail(file: &mut File) -> std::io::Result<Vec<u8>> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(start))?;
+    file.take(len - start).read_to_end(&mut tail)?;
+    Ok(tail)
+}
+
 /// Cuts a crash-torn last line off an append-only file; returns the length kept.
 fn cut_torn_tail(file: &mut File) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Ok(0);
     }
-    let start = len.saturating_sub(4096);
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::Start(start))?;
-    file.take(len - start).read_to_end(&mut tail)?;
+    let start = len.saturating_sub(TAIL_BYTES);
+    let tail = read_tail(file)?;
     if tail.last() == Some(&b'\n') {
         return Ok(len);
     }
@@ -504,6 +618,61 @@ mod tests {
         assert!(
             err.to_string().contains("not a claimfab batch directory"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_queued_serial_is_found_through_the_index() {
+        let (_dir, floor) = floor();
+        let devices = (0..50).map(|i| QueuedDevice {
+            serial: format!("SN{i}"),
+            thing_name: format!("gg-SN{i}"),
+        });
+        floor.write_queue(devices).unwrap();
+        let (queue, _) = floor.open_queue().unwrap().unwrap();
+        for i in [0, 17, 49] {
+            let found = floor.find_queued(&queue, &format!("SN{i}")).unwrap();
+            assert_eq!(found.unwrap().thing_name, format!("gg-SN{i}"));
+        }
+        assert_eq!(floor.find_queued(&queue, "SN50").unwrap(), None);
+        // A retired device leaves the queue, and the index with it.
+        floor
+            .write_queue((1..3).map(|i| QueuedDevice {
+                serial: format!("SN{i}"),
+                thing_name: format!("gg-SN{i}"),
+            }))
+            .unwrap();
+        let (queue, len) = floor.open_queue().unwrap().unwrap();
+        assert_eq!(len, 2);
+        assert_eq!(floor.find_queued(&queue, "SN0").unwrap(), None);
+        assert!(floor.find_queued(&queue, "SN2").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_last_record_settles_a_serials_history() {
+        let (_dir, floor) = floor();
+        assert_eq!(floor.last_record("station1").unwrap(), None);
+        floor
+            .append_log(&record("station1", "SN1", FloorEvent::HandedOut))
+            .unwrap();
+        assert_eq!(
+            floor.last_record("station1").unwrap().unwrap().serial,
+            "SN1",
+            "a station id that starts like the header is still a record"
+        );
+        floor
+            .append_log(&record("station1", "SN1", FloorEvent::Flashed))
+            .unwrap();
+        floor
+            .append_log(&record("station1", "SN2", FloorEvent::HandedOut))
+            .unwrap();
+        let sn2 = floor.history("station1", "SN2").unwrap();
+        assert!(sn2.handed_out && sn2.outcome.is_none());
+        let sn1 = floor.history("station1", "SN1").unwrap();
+        assert_eq!(sn1.outcome.unwrap().event, FloorEvent::Flashed);
+        assert_eq!(
+            floor.history("station1", "SN3").unwrap(),
+            SerialHistory::default()
         );
     }
 }

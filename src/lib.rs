@@ -1,6 +1,7 @@
 //! claimfab: bulk AWS IoT fleet-provisioning claim certificates for Greengrass factories.
 //! `core` is pure; `aws`, `outdir`, `journal`, `progress` and `pipeline` are the shell around
-//! it; `batch` and `cli` are the commands.
+//! it; `batch` and `cli` are the commands; `floor`, `station` and `deliver` are the flashing
+//! stations' side (take, flashed).
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod batch;
 pub mod cli;
 pub mod cloud;
 pub mod core;
+pub mod deliver;
 pub mod error;
 pub mod floor;
 pub mod journal;
@@ -23,4 +25,5 @@ pub mod rotate;
 pub mod sealed;
 pub mod settings;
 pub mod setup;
+pub mod station;
 pub mod verify;

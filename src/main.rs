@@ -1,14 +1,15 @@
 //! The binary: parse arguments, run the command, map the result to an exit code
-//! (0 all done, 1 some devices failed or a run-time fault, 2 bad input or setup, 130
-//! interrupted). Errors print once, on one line.
+//! (0 all done, 1 some devices failed or a run-time fault, 2 bad input or setup, 3 nothing
+//! left to take, 130 interrupted). Errors print once, on one line.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use claimfab::batch::{self, BatchResult};
-use claimfab::cli::{Cli, Command};
+use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
 use claimfab::error::UserError;
+use claimfab::station::{self, TakeResult};
 use claimfab::{audit, retire, revoke, rotate, sealed, setup, verify};
 
 fn success_or_1(clean: bool) -> ExitCode {
@@ -21,6 +22,27 @@ fn success_or_1(clean: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The station commands do no AWS call: no runtime to start, so a take stays quick.
+    let result = match cli.command {
+        Command::Take(args) => take(args),
+        Command::Flashed(args) => flashed(args),
+        command => run_with_runtime(command),
+    };
+    exit_code(result)
+}
+
+fn take(args: TakeArgs) -> anyhow::Result<ExitCode> {
+    station::take(args).map(|result| match result {
+        TakeResult::HandedOut => ExitCode::SUCCESS,
+        TakeResult::NothingLeft => ExitCode::from(3),
+    })
+}
+
+fn flashed(args: FlashedArgs) -> anyhow::Result<ExitCode> {
+    station::flashed(args).map(|()| ExitCode::SUCCESS)
+}
+
+fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Packaging and journal fsyncs block; a few threads suffice, and each extra thread
@@ -29,13 +51,10 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("claimfab: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    runtime.block_on(async {
+        match command {
             Command::Batch(args) => batch::run(args).await.map(|result| match result {
                 BatchResult::Done => ExitCode::SUCCESS,
                 BatchResult::SomeFailed => ExitCode::from(1),
@@ -51,8 +70,13 @@ fn main() -> ExitCode {
                 retire::retire_provisioned(args).await.map(success_or_1)
             }
             Command::StationKey(args) => sealed::station_key(&args).map(|()| ExitCode::SUCCESS),
+            Command::Take(args) => take(args),
+            Command::Flashed(args) => flashed(args),
         }
-    });
+    })
+}
+
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {

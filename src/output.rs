@@ -24,3 +24,11 @@ macro_rules! say {
         $crate::output::write(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+
+/// Writes raw bytes (a bundle for a flashing script) to standard output and flushes them.
+/// Unlike [`write`], a broken pipe is returned, not an exit 0: the caller must say the bytes
+/// did not arrive.
+pub fn write_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush())
+}

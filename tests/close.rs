@@ -42,7 +42,6 @@ fn aws_claims(f: &Fixture) -> HashMap<String, (String, bool)> {
 }
 
 #[test]
-#[ignore = "needs `claimfab take` and `flashed`, which land next"]
 fn close_retires_exactly_the_claims_not_flashed() {
     let f = Fixture::new("");
     let (code, stdout, stderr) = run(&mut f.batch(8));

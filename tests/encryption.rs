@@ -284,3 +284,98 @@ fn bad_recipients_shared_claims_and_other_recipients_are_refused_before_anything
         "{stderr}"
     );
 }
+
+/// Whether anything of the floor was written: claim markers or station files.
+fn floor_touched(dir: &Path) -> bool {
+    let entries = |sub: &str| {
+        std::fs::read_dir(dir.join(sub))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    !entries("handout").is_empty()
+        || entries("stations")
+            .iter()
+            .any(|name| name != "queue" && name != "queue.index" && name != "cursor")
+}
+
+#[test]
+fn a_station_takes_an_encrypted_bundle_with_its_key_and_only_with_it() {
+    use claimfab::core::station::{GreengrassSection, Nucleus};
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new("");
+    let work = f.work.path();
+    let (a_key, c_key) = (work.join("a.key"), work.join("c.key"));
+    let a = station_key(&a_key);
+    station_key(&c_key);
+    let (code, stdout, stderr) = run(f.batch(3).args(["--encrypt-to", &a]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let image = work.join("image");
+    std::fs::create_dir(&image).unwrap();
+    let take = |identity: Option<&Path>| {
+        let mut cmd = claimfab_without_endpoint();
+        cmd.arg("take")
+            .arg(&f.out)
+            .args(["--station", "st1", "--to"])
+            .arg(&image);
+        if let Some(identity) = identity {
+            cmd.arg("--identity").arg(identity);
+        }
+        run(&mut cmd)
+    };
+    for (identity, needle) in [(None, "--identity"), (Some(c_key.as_path()), "c.key")] {
+        let (code, _, stderr) = take(identity);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(!floor_touched(&f.out), "a refused take changed the floor");
+        assert_eq!(
+            std::fs::read_dir(&image).unwrap().count(),
+            0,
+            "nothing extracted"
+        );
+    }
+    let (code, stdout, stderr) = take(Some(&a_key));
+    assert_eq!(code, 0, "{stderr}");
+    let serial = stdout.split_whitespace().next().unwrap().to_string();
+    let greengrass = GreengrassSection::defaults_for(Nucleus::Java);
+    let under = |device_path: &str| image.join(device_path.trim_start_matches('/'));
+    let key_file = under(&greengrass.claim_private_key_path);
+    let cert_file = under(&greengrass.claim_certificate_path);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_key_matches_certificate(
+        work,
+        &serial,
+        &std::fs::read(&cert_file).unwrap(),
+        &std::fs::read(&key_file).unwrap(),
+    );
+    // `flashed` needs no key: the certificate id comes from the manifest.
+    let (code, _, stderr) = run(claimfab_without_endpoint()
+        .arg("flashed")
+        .arg(&f.out)
+        .args(["--station", "st1", &serial]));
+    assert_eq!(code, 0, "{stderr}");
+    // `audit` brings the manifest up to date with the stations' records.
+    let (code, stdout, stderr) = run(f.endpoint.claimfab().arg("audit").arg(&f.out));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("floor: 1 flashed, 0 spoiled, 0 at a station, 2 never handed out"),
+        "{stdout}"
+    );
+    let row = read_manifest(&f.out)
+        .into_iter()
+        .find(|r| r["serial"] == serial)
+        .unwrap();
+    assert_eq!(row["status"], "flashed");
+    let log = std::fs::read_to_string(f.out.join("stations/st1/log.csv")).unwrap();
+    assert!(
+        log.contains(&format!("{serial},{},flashed", row["certificate_id"])),
+        "{log}"
+    );
+}

@@ -72,6 +72,42 @@ pub fn read_entry(zip: &[u8], device_path: &str) -> Option<Zeroizing<String>> {
     Some(text)
 }
 
+/// Unix file type bits of a zip entry's mode, and the type of a symbolic link.
+const FILE_TYPE: u32 = 0o170_000;
+const SYMLINK: u32 = 0o120_000;
+
+/// Checks a zip entry's name before it is extracted under a device root: a relative path of
+/// plain components (no `/` at the start, no `..` or `.`, no empty part, no backslash), and
+/// no symbolic link. Returns its components.
+pub fn entry_components(name: &str, unix_mode: Option<u32>) -> Result<Vec<&str>, String> {
+    if unix_mode.is_some_and(|mode| mode & FILE_TYPE == SYMLINK) {
+        return Err(format!("entry {name:?} is a symbolic link"));
+    }
+    let trimmed = name.strip_suffix('/').unwrap_or(name);
+    let components: Vec<&str> = trimmed.split('/').collect();
+    let bad = |c: &&str| c.is_empty() || *c == "." || *c == ".." || c.contains('\\');
+    if name.starts_with('/') || components.iter().any(bad) {
+        return Err(format!(
+            "entry {name:?} is not a plain relative path (absolute, '..', '.', empty or '\\' part)"
+        ));
+    }
+    Ok(components)
+}
+
+/// The mode a bundle file gets on the device image: 0600 for the claim key (its entry
+/// allows no one else, or it holds a private key), 0644 for everything else.
+pub fn extracted_mode(unix_mode: Option<u32>, contents: &[u8]) -> u32 {
+    let private = unix_mode.is_some_and(|mode| mode & 0o077 == 0)
+        || contents
+            .windows(b"PRIVATE KEY-----".len())
+            .any(|w| w == b"PRIVATE KEY-----");
+    if private {
+        0o600
+    } else {
+        0o644
+    }
+}
+
 fn write_zip(entries: &[BundleEntry<'_>]) -> Zeroizing<Vec<u8>> {
     // Room for four small PEM/YAML files; avoids reallocations that would leave unwiped copies.
     let mut buffer = Zeroizing::new(Vec::with_capacity(16 * 1024));
@@ -157,5 +193,47 @@ mod tests {
         let a = build_bundle(&target(), "gg-1", "CERT", "KEY");
         let b = build_bundle(&target(), "gg-1", "CERT", "KEY");
         assert_eq!(*a, *b, "bundles are reproducible (fixed timestamps)");
+    }
+
+    #[test]
+    fn entries_must_stay_under_the_root() {
+        assert_eq!(
+            entry_components("greengrass/v2/claim-certs/claim.pem.crt", Some(0o100644)).unwrap(),
+            ["greengrass", "v2", "claim-certs", "claim.pem.crt"]
+        );
+        assert_eq!(
+            entry_components("etc/greengrass/", None).unwrap(),
+            ["etc", "greengrass"]
+        );
+        for bad in [
+            "/etc/passwd",
+            "../evil",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a\\..\\b",
+            "",
+            "/",
+        ] {
+            let err = entry_components(bad, None).unwrap_err();
+            assert!(err.contains("not a plain relative path"), "{bad}: {err}");
+        }
+        let err = entry_components("greengrass/link", Some(0o120777)).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn the_key_is_extracted_for_its_owner_only() {
+        assert_eq!(extracted_mode(Some(0o100600), b"KEY"), 0o600);
+        assert_eq!(
+            extracted_mode(Some(0o100644), b"-----BEGIN PRIVATE KEY-----"),
+            0o600
+        );
+        assert_eq!(
+            extracted_mode(None, b"-----BEGIN EC PRIVATE KEY-----"),
+            0o600
+        );
+        assert_eq!(extracted_mode(Some(0o100755), b"config"), 0o644);
+        assert_eq!(extracted_mode(None, b"-----BEGIN CERTIFICATE-----"), 0o644);
     }
 }

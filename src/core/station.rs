@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::core::devices::ThingNamePattern;
+use crate::core::floor::check_station_id;
 use crate::core::names;
 use crate::error::UserError;
 
@@ -36,6 +37,21 @@ pub struct StationConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub setup: SetupSection,
+    /// Absent in the files of stations that only make batches.
+    pub station: Option<StationSection>,
+}
+
+/// `[station]`: the flashing station this file belongs to, for `claimfab take` and
+/// `claimfab flashed` (`--station-config FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationSection {
+    /// The station's id: 1 to 32 of `[A-Za-z0-9_-]`; its log and pending take in a batch
+    /// directory are under `stations/ID/`.
+    pub id: String,
+    /// The command that flashes a bundle onto a board, for the station's own scripts;
+    /// `take` and `flashed` do not run it.
+    pub flash_command: Option<String>,
 }
 
 /// Which IoT policy Greengrass core devices get.
@@ -335,7 +351,10 @@ impl StationConfig {
         self.validate_provisioning()?;
         self.greengrass.validate()?;
         self.limits.validate()?;
-        self.setup.validate()
+        self.setup.validate()?;
+        self.station
+            .as_ref()
+            .map_or(Ok(()), StationSection::validate)
     }
 
     fn validate_aws(&self) -> Result<(), String> {
@@ -521,6 +540,21 @@ impl LimitsSection {
             (1..=50).contains(&self.max_attempts),
             "must be 1 to 50",
         )
+    }
+}
+
+impl StationSection {
+    fn validate(&self) -> Result<(), String> {
+        check("station.id", &self.id, check_station_id(&self.id))?;
+        if let Some(command) = &self.flash_command {
+            require(
+                "station.flash_command",
+                command,
+                !command.trim().is_empty() && !command.contains('\n'),
+                "must be one non-empty line (the command and its arguments)",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -736,5 +770,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("each file needs its own path"), "{err}");
+    }
+
+    #[test]
+    fn the_station_section_names_the_station() {
+        assert_eq!(parse("").unwrap().station, None);
+        let config =
+            parse("[station]\nid = \"line1-st2\"\nflash_command = \"flash.sh {bundle}\"\n")
+                .unwrap();
+        let station = config.station.unwrap();
+        assert_eq!(station.id, "line1-st2");
+        assert_eq!(station.flash_command.as_deref(), Some("flash.sh {bundle}"));
+        let err = parse("[station]\nid = \"st/1\"\n").unwrap_err();
+        assert!(
+            err.contains("key `station.id`") && err.contains("1 to 32"),
+            "{err}"
+        );
+        let err = parse("[station]\nid = \"st1\"\nflash = \"x\"\n").unwrap_err();
+        assert!(err.starts_with("line1.toml: line 3: "), "{err}");
+        assert!(err.contains("flash"), "{err}");
+        let err = parse("[station]\nflash_command = \"x\"\n").unwrap_err();
+        assert!(err.contains("id"), "{err}");
+        let err = parse("[station]\nid = \"st1\"\nflash_command = \" \"\n").unwrap_err();
+        assert!(err.contains("station.flash_command"), "{err}");
     }
 }

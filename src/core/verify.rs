@@ -140,7 +140,7 @@ fn config_rules(entry: &str, doc: &Value, size: usize) -> Vec<String> {
 }
 
 /// The largest file a bundle holds is its config, a few KiB; anything past this is not one.
-const MAX_ENTRY_BYTES: u64 = 1 << 20;
+pub const MAX_ENTRY_BYTES: u64 = 1 << 20;
 
 /// Checks one bundle zip. `expected` is its manifest row, when there is a manifest.
 pub fn check_bundle(

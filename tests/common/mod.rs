@@ -327,9 +327,17 @@ impl Drop for Endpoint {
     }
 }
 
+/// The claimfab binary under test: cargo's, or `CLAIMFAB_BIN` when set (a copy, for a
+/// target directory that other checkouts build into meanwhile).
+pub fn claimfab_bin() -> PathBuf {
+    std::env::var_os("CLAIMFAB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_claimfab")))
+}
+
 /// The claimfab binary with a clean AWS environment (dummy credentials, test region).
 pub fn claimfab_without_endpoint() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_claimfab"));
+    let mut cmd = Command::new(claimfab_bin());
     for var in [
         "AWS_PROFILE",
         "AWS_DEFAULT_PROFILE",
