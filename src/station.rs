@@ -86,25 +86,27 @@ pub fn take(args: TakeArgs) -> Result<TakeResult> {
     })?;
     let bundle = match station.start(args.serial.as_deref())? {
         TakeStart::RecordFirst { pending } => return Err(station.record_first(&pending).into()),
+        TakeStart::HandBack { serial, .. } if station.retired(&serial)? => {
+            station.floor.clear_pending(&station.id)?;
+            eprintln!(
+                "claimfab: {serial}, which this station held, was retired meanwhile (close or revoke): not handed back"
+            );
+            station.take_fresh(args.serial.as_deref(), &target)?
+        }
         TakeStart::HandBack {
             serial,
             log_handout,
-        } => station.hand_back(&serial, log_handout, &target)?,
-        TakeStart::Fresh => match &args.serial {
-            Some(serial) => station.take_serial(serial, &target)?,
-            None => match station.take_next(&target)? {
-                Some(bundle) => bundle,
-                None => {
-                    // Whatever the pending note named, the station holds nothing.
-                    station.floor.clear_pending(&station.id)?;
-                    eprintln!(
-                        "claimfab: nothing left to take in {}: every ready bundle is handed out",
-                        station.dir.display()
-                    );
-                    return Ok(TakeResult::NothingLeft);
-                }
-            },
-        },
+        } => Some(station.hand_back(&serial, log_handout, &target)?),
+        TakeStart::Fresh => station.take_fresh(args.serial.as_deref(), &target)?,
+    };
+    let Some(bundle) = bundle else {
+        // Whatever the pending note named, the station holds nothing.
+        station.floor.clear_pending(&station.id)?;
+        eprintln!(
+            "claimfab: nothing left to take in {}: every ready bundle is handed out",
+            station.dir.display()
+        );
+        return Ok(TakeResult::NothingLeft);
     };
     hand_over(&bundle, &target)?;
     Ok(TakeResult::HandedOut)
@@ -274,6 +276,25 @@ impl Station {
                 self.id
             ),
         }
+    }
+
+    /// The asked-for bundle, or the next one; `None` when nothing is left.
+    fn take_fresh(&self, serial: Option<&str>, target: &Target) -> Result<Option<Bundle>> {
+        match serial {
+            Some(serial) => self.take_serial(serial, target).map(Some),
+            None => self.take_next(target),
+        }
+    }
+
+    /// Whether the claim of a bundle this station holds was retired since (by `close` or
+    /// `revoke`): then it is not handed back. Reads the manifest, but only on this path
+    /// (a take after a crash).
+    fn retired(&self, serial: &str) -> Result<bool> {
+        let (_, rows) = crate::batch::read_batch_dir(&self.dir)?;
+        Ok(rows
+            .iter()
+            .find(|r| r.serial == serial)
+            .is_some_and(|r| !r.status.is_live()))
     }
 
     /// The bundle this station took and has not recorded, again.
