@@ -117,6 +117,7 @@ pub fn extract(zip: &[u8], root: &Path) -> Result<()> {
     fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let mut archive =
         ZipArchive::new(Cursor::new(zip)).context("the bundle is not a readable zip")?;
+    let mut dirs = std::collections::BTreeSet::new();
     for i in 0..archive.len() {
         let mut entry = archive
             .by_index(i)
@@ -134,13 +135,20 @@ pub fn extract(zip: &[u8], root: &Path) -> Result<()> {
             continue;
         }
         // It may be the key: wiped when dropped.
-        let mut contents = Zeroizing::new(Vec::with_capacity(entry.size() as usize));
+        let mut contents = Zeroizing::new(Vec::with_capacity(
+            entry.size().min(MAX_ENTRY_BYTES) as usize
+        ));
         (&mut entry)
             .take(MAX_ENTRY_BYTES)
             .read_to_end(&mut contents)
             .with_context(|| format!("cannot read bundle entry {name}"))?;
         let mode = extracted_mode(entry.unix_mode(), &contents);
         write_file(&dir.join(components[components.len() - 1]), &contents, mode)?;
+        dirs.insert(dir);
+    }
+    // The new names made durable, each directory once.
+    for dir in dirs {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
 }
@@ -165,7 +173,7 @@ fn make_dirs(root: &Path, components: &[&str]) -> Result<PathBuf> {
 }
 
 /// Writes one file atomically: a temporary file (mode 0600 from its creation) beside it,
-/// given its mode, synced, renamed over it; then the directory is synced.
+/// given its mode, synced, renamed over it (the caller syncs the directory).
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = path
         .parent()
@@ -183,7 +191,6 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     temp.persist(path)
         .map_err(|e| e.error)
         .with_context(context)?;
-    let _ = File::open(dir).and_then(|d| d.sync_all());
     Ok(())
 }
 

@@ -173,9 +173,10 @@ impl Floor {
     }
 
     /// Moves the hint on. Racing stations may move it back a little; that costs a few
-    /// checks of markers already there, never a double hand-out.
+    /// checks of markers already there, never a double hand-out. Not synced: a hint lost to
+    /// a power cut only makes the next take start further back.
     pub fn advance_cursor(&self, to: usize) -> Result<()> {
-        write_replacing(&self.path(CURSOR_FILE), to.to_string().as_bytes())
+        replace(&self.path(CURSOR_FILE), to.to_string().as_bytes(), false)
     }
 
     /// The claim marker on a serial's bundle, if it was handed out.
@@ -412,8 +413,15 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| on(path, "write"))
 }
 
-/// Replaces `path` atomically: a temporary file beside it, synced, renamed over it.
+/// Replaces `path` atomically and durably: a temporary file beside it, synced, renamed over
+/// it.
 fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+/// Replaces `path` atomically (a temporary file beside it, renamed over it); durably when
+/// `synced`.
+fn replace(path: &Path, bytes: &[u8], synced: bool) -> Result<()> {
     let dir = path.parent().expect("floor files live in a directory");
     fs::create_dir_all(dir).with_context(|| on(dir, "create"))?;
     let mut temp = tempfile::Builder::new()
@@ -421,12 +429,17 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .with_context(|| on(dir, "write in"))?;
     temp.write_all(bytes)
-        .and_then(|()| temp.as_file().sync_all())
+        .and_then(|()| match synced {
+            true => temp.as_file().sync_all(),
+            false => Ok(()),
+        })
         .with_context(|| on(path, "write"))?;
     temp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| on(path, "replace"))?;
-    sync_dir(dir);
+    if synced {
+        sync_dir(dir);
+    }
     Ok(())
 }
 
