@@ -7,7 +7,6 @@
 
 use std::fs::{self, File};
 use std::io::{Cursor, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -16,6 +15,7 @@ use zip::ZipArchive;
 
 use crate::core::bundle::{entry_components, extracted_mode};
 use crate::core::verify::MAX_ENTRY_BYTES;
+use crate::outdir::replace_file_at;
 
 /// Where `take` puts the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +143,8 @@ pub fn extract(zip: &[u8], root: &Path) -> Result<()> {
             .read_to_end(&mut contents)
             .with_context(|| format!("cannot read bundle entry {name}"))?;
         let mode = extracted_mode(entry.unix_mode(), &contents);
-        write_file(&dir.join(components[components.len() - 1]), &contents, mode)?;
+        let path = dir.join(components[components.len() - 1]);
+        replace_file_at(&path, mode, |file| file.write_all(&contents))?;
         dirs.insert(dir);
     }
     // The new names made durable, each directory once.
@@ -172,31 +173,10 @@ fn make_dirs(root: &Path, components: &[&str]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes one file atomically: a temporary file (mode 0600 from its creation) beside it,
-/// given its mode, synced, renamed over it (the caller syncs the directory).
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .expect("an extracted file lies in a directory");
-    let context = || format!("cannot write {}", path.display());
-    let mut temp = tempfile::Builder::new()
-        .prefix(".claimfab-")
-        .tempfile_in(dir)
-        .with_context(context)?;
-    temp.write_all(contents).with_context(context)?;
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(context)?;
-    temp.as_file().sync_all().with_context(context)?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(context)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use zip::write::SimpleFileOptions;
 
     fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {

@@ -98,6 +98,33 @@ fn check_writable(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("is not writable ({e}); fix its permissions or choose another --out"))
 }
 
+/// Replaces `target` with what `write` writes, atomically: a temp file beside it (created
+/// 0600, so key material is never readable by others, even before the rename), given `mode`,
+/// synced and renamed over it. The caller syncs the directory (once for many files).
+pub fn replace_file_at(
+    target: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let context = || format!("cannot write {}", target.display());
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(context)?;
+    write(temp.as_file_mut()).with_context(context)?;
+    if mode != 0o600 {
+        temp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(context)?;
+    }
+    temp.as_file().sync_all().with_context(context)?;
+    temp.persist(target)
+        .map_err(|e| e.error)
+        .with_context(context)?;
+    Ok(())
+}
+
 /// An open, locked batch directory.
 pub struct BatchDir {
     root: PathBuf,
@@ -172,28 +199,11 @@ impl BatchDir {
         write: impl FnOnce(&mut File) -> std::io::Result<()>,
     ) -> Result<()> {
         let target = self.root.join(relative);
+        replace_file_at(&target, mode, write)?;
         let dir = target.parent().unwrap_or(&self.root);
-        let context = || format!("cannot write {}", target.display());
-        // NamedTempFile is created 0600, so key material is never readable by others, even
-        // before the rename.
-        let mut temp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
-            .with_context(context)?;
-        write(temp.as_file_mut()).with_context(context)?;
-        if mode != 0o600 {
-            temp.as_file()
-                .set_permissions(fs::Permissions::from_mode(mode))
-                .with_context(context)?;
-        }
-        temp.as_file().sync_all().with_context(context)?;
-        temp.persist(&target)
-            .map_err(|e| e.error)
-            .with_context(context)?;
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync directory {}", dir.display()))?;
-        Ok(())
+            .with_context(|| format!("cannot sync directory {}", dir.display()))
     }
 
     /// Removes temp files a crash may have left behind.
