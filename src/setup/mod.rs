@@ -336,34 +336,14 @@ fn record(
 }
 
 fn write_record(path: &Path, record: &SetupRecord) -> Result<()> {
-    use anyhow::Context;
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let context = || {
-        format!(
-            "cannot write {}; fix the directory's permissions, then re-run",
-            path.display()
-        )
+    // A bare file name lives in the working directory.
+    let path = match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new(".").join(path),
+        _ => path.to_path_buf(),
     };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .with_context(context)?;
-    temp.write_all(&serde_json::to_vec_pretty(record).expect("record serializes"))
-        .with_context(context)?;
-    std::fs::File::set_permissions(
-        temp.as_file(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .with_context(context)?;
-    temp.as_file().sync_all().with_context(context)?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(context)?;
-    Ok(())
+    let json = serde_json::to_vec_pretty(record).expect("record serializes");
+    crate::outdir::replace_file_at(&path, 0o644, |file| file.write_all(&json))
 }
 
 // ---------------------------------------------------------------------------------------
