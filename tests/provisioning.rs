@@ -123,17 +123,8 @@ async fn assert_provisioned(endpoint: &Endpoint, rows: &[Row], reports: &[Value]
         let device_cert_id = principals[0].rsplit('/').next().unwrap();
         assert_ne!(device_cert_id, row["certificate_id"], "not the claim");
         assert_eq!(report["certificate_id"], device_cert_id, "{report}");
-        let description = iot
-            .describe_certificate()
-            .certificate_id(device_cert_id)
-            .send()
-            .await
-            .unwrap();
-        let status = description
-            .certificate_description()
-            .and_then(|d| d.status())
-            .unwrap();
-        assert_eq!(status.as_str(), "ACTIVE", "{thing}");
+        let status = certificate_status(&iot, device_cert_id).await;
+        assert_eq!(status, "ACTIVE", "{thing}");
         let policies = iot
             .list_attached_policies()
             .target(&principals[0])
@@ -461,21 +452,24 @@ fn claims_bound_to_their_device() {
     assert!(stderr.contains("setup.claim_binding"), "{stderr}");
 }
 
-/// The claim's status in AWS and whether the claim policy is still attached to it.
-async fn claim_state(endpoint: &Endpoint, row: &Row) -> (String, bool) {
-    let iot = endpoint.client().await;
+/// A certificate's status, through the AWS API.
+async fn certificate_status(iot: &aws_sdk_iot::Client, id: &str) -> String {
     let description = iot
         .describe_certificate()
-        .certificate_id(&row["certificate_id"])
+        .certificate_id(id)
         .send()
         .await
         .unwrap();
     let status = description
         .certificate_description()
-        .and_then(|d| d.status())
-        .unwrap()
-        .as_str()
-        .to_string();
+        .and_then(|d| d.status());
+    status.unwrap().as_str().to_string()
+}
+
+/// The claim's status in AWS and whether the claim policy is still attached to it.
+async fn claim_state(endpoint: &Endpoint, row: &Row) -> (String, bool) {
+    let iot = endpoint.client().await;
+    let status = certificate_status(&iot, &row["certificate_id"]).await;
     let attached = endpoint
         .policy_targets(CLAIM)
         .await
