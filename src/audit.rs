@@ -2,7 +2,7 @@
 //! claim policies, lists what AWS IoT holds (certificates, claim-policy targets, things), and
 //! reports drift and activation per batch as a table, JSON or CSV. Exit 1 on any drift.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::Result;
@@ -72,7 +72,10 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;
-    let view = list_aws(&iot, &batches).await?;
+    let mut view = list_aws(&iot, &batches).await?;
+    if args.check_things {
+        view.device_certificate_things = device_certificate_things(&iot, &batches, &view).await?;
+    }
     let (findings, activation) = reconcile(&batches, &view);
     let overdue_before = time::OffsetDateTime::now_utc() - provision_within;
     let floor: Vec<FloorReport> = batches
@@ -118,7 +121,56 @@ async fn list_aws(iot: &impl Inventory, batches: &[BatchManifest]) -> Result<Aws
         certificate_statuses,
         policy_targets,
         thing_names,
+        ..AwsView::default()
     })
+}
+
+/// For each provisioned device of the batches, the certificates on its thing other than the
+/// batch's claims, and every thing each of them is attached to.
+async fn device_certificate_things(
+    iot: &impl Inventory,
+    batches: &[BatchManifest],
+    view: &AwsView,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let needs = |what: &str, action: &str, e| {
+        anyhow::anyhow!(
+            "{what}: {e}; audit --check-things needs {action} for the AWS identity in use"
+        )
+    };
+    let claims: HashSet<&str> = batches
+        .iter()
+        .flat_map(|b| b.rows.iter().map(|r| r.certificate_arn.as_str()))
+        .collect();
+    let mut found = BTreeMap::new();
+    let provisioned = batches
+        .iter()
+        .flat_map(|b| &b.rows)
+        .filter(|r| view.thing_names.contains(&r.thing_name));
+    for row in provisioned {
+        let thing = &row.thing_name;
+        let principals = iot.thing_principals(thing).await.map_err(|e| {
+            needs(
+                &format!("ListThingPrincipals {thing}"),
+                "iot:ListThingPrincipals",
+                e,
+            )
+        })?;
+        for principal in principals {
+            if claims.contains(principal.as_str()) || found.contains_key(&principal) {
+                continue;
+            }
+            let mut things = iot.principal_things(&principal).await.map_err(|e| {
+                needs(
+                    &format!("ListPrincipalThings {principal}"),
+                    "iot:ListPrincipalThings",
+                    e,
+                )
+            })?;
+            things.sort();
+            found.insert(principal, things);
+        }
+    }
+    Ok(found)
 }
 
 /// Everything the audit found, for rendering.

@@ -3,7 +3,7 @@
 //! `--endpoint-url`), paces every call through a per-API token bucket, and maps SDK errors
 //! once into [`AwsError`], whose kinds say whether a failed call may still have taken effect.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,13 +104,14 @@ enum Api {
     ListTargetsForPolicy,
     ListThings,
     ListThingPrincipals,
+    ListPrincipalThings,
     GetPolicy,
     DescribeEndpoint,
     DescribeProvisioningTemplate,
 }
 
 impl Api {
-    const ALL: [Api; 13] = [
+    const ALL: [Api; 14] = [
         Api::CreateCertificateFromCsr,
         Api::AttachPolicy,
         Api::UpdateCertificate,
@@ -121,6 +122,7 @@ impl Api {
         Api::ListTargetsForPolicy,
         Api::ListThings,
         Api::ListThingPrincipals,
+        Api::ListPrincipalThings,
         Api::GetPolicy,
         Api::DescribeEndpoint,
         Api::DescribeProvisioningTemplate,
@@ -138,6 +140,7 @@ impl Api {
             Api::ListTargetsForPolicy => "ListTargetsForPolicy",
             Api::ListThings => "ListThings",
             Api::ListThingPrincipals => "ListThingPrincipals",
+            Api::ListPrincipalThings => "ListPrincipalThings",
             Api::GetPolicy => "GetPolicy",
             Api::DescribeEndpoint => "DescribeEndpoint",
             Api::DescribeProvisioningTemplate => "DescribeProvisioningTemplate",
@@ -641,6 +644,25 @@ impl Inventory for Iot {
             .await;
         found(listed).map(Option::unwrap_or_default)
     }
+
+    async fn principal_things(&self, principal: &str) -> Result<Vec<String>, AwsError> {
+        let listed = self
+            .pages(
+                Api::ListPrincipalThings,
+                |token| async move {
+                    let page = sdk!(self
+                        .client
+                        .list_principal_things()
+                        .principal(principal)
+                        .max_results(25)
+                        .set_next_token(token))?;
+                    Ok((page.things.unwrap_or_default(), page.next_token))
+                },
+                |_: &[String]| true,
+            )
+            .await;
+        found(listed).map(Option::unwrap_or_default)
+    }
 }
 
 /// An IAM role as setup sees it.
@@ -685,6 +707,8 @@ pub struct FunctionInfo {
     pub handler: String,
     pub runtime: String,
     pub timeout: i32,
+    pub memory_mb: i32,
+    pub environment: BTreeMap<String, String>,
 }
 
 /// The desired Lambda function.
@@ -695,6 +719,15 @@ pub struct FunctionSpec<'a> {
     pub handler: &'a str,
     pub runtime: &'a str,
     pub timeout: i32,
+    pub memory_mb: i32,
+    pub environment: &'a BTreeMap<String, String>,
+}
+
+/// A Lambda function's environment variables.
+fn lambda_environment(variables: &BTreeMap<String, String>) -> aws_sdk_lambda::types::Environment {
+    aws_sdk_lambda::types::Environment::builder()
+        .set_variables(Some(variables.clone().into_iter().collect()))
+        .build()
 }
 
 /// Versions a policy or template may keep; the oldest non-default goes to make room.
@@ -1058,6 +1091,13 @@ impl AccountApi {
                 .map(|r| r.as_str().to_string())
                 .unwrap_or_default(),
             timeout: c.timeout.unwrap_or_default(),
+            memory_mb: c.memory_size.unwrap_or_default(),
+            environment: c
+                .environment
+                .and_then(|e| e.variables)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         }))
     }
 
@@ -1074,12 +1114,14 @@ impl AccountApi {
             .role(spec.role_arn)
             .handler(spec.handler)
             .timeout(spec.timeout)
+            .memory_size(spec.memory_mb)
+            .environment(lambda_environment(spec.environment))
             .code(code))?;
         Ok(output.function_arn.unwrap_or_default())
     }
 
     /// Lambda UpdateFunctionCode, then UpdateFunctionConfiguration (role, handler, runtime,
-    /// timeout).
+    /// timeout, memory, environment).
     pub async fn update_function(&self, spec: &FunctionSpec<'_>) -> Result<(), AwsError> {
         sdk!(self
             .lambda
@@ -1096,7 +1138,9 @@ impl AccountApi {
                 .runtime(aws_sdk_lambda::types::Runtime::from(spec.runtime))
                 .role(spec.role_arn)
                 .handler(spec.handler)
-                .timeout(spec.timeout))
+                .timeout(spec.timeout)
+                .memory_size(spec.memory_mb)
+                .environment(lambda_environment(spec.environment)))
         })
         .retry(
             ConstantBuilder::default()
@@ -1114,13 +1158,12 @@ impl AccountApi {
         Ok(output.and_then(|o| o.policy))
     }
 
-    /// Lambda AddPermission: lets AWS IoT invoke the function for one provisioning template
-    /// of one account only (against the confused-deputy problem).
+    /// Lambda AddPermission: lets AWS IoT invoke the function on behalf of one account only
+    /// (against the confused-deputy problem; see `core::setup::HookPermission`).
     pub async fn allow_iot_invoke(
         &self,
         function_arn: &str,
         statement_id: &str,
-        template_arn: &str,
         account_id: &str,
     ) -> Result<(), AwsError> {
         sdk!(self
@@ -1130,7 +1173,6 @@ impl AccountApi {
             .statement_id(statement_id)
             .action("lambda:InvokeFunction")
             .principal("iot.amazonaws.com")
-            .source_arn(template_arn)
             .source_account(account_id))?;
         Ok(())
     }

@@ -152,8 +152,9 @@ fn preflight_error(what: &str, action: &str, error: AwsError) -> UserError {
 
 /// Checks, before anything is created, that the batch's devices will be able to provision:
 /// the claim policy exists and allows what their nucleus asks for, and the template exists,
-/// is enabled, reads exactly the parameters the bundles send and makes per-device policies
-/// that fit AWS IoT's size limit for the longest thing name.
+/// is enabled, reads exactly the parameters the bundles send, puts devices in the station's
+/// thing group only, and makes per-device policies that fit AWS IoT's size limit for the
+/// longest thing name.
 pub async fn preflight(
     iot: &impl Inventory,
     spec: &BatchSpec,
@@ -195,8 +196,9 @@ pub async fn preflight(
         enabled: template.enabled,
         body: &template.body,
     };
-    preflight::check_template(&view, &target.template_parameters(longest), longest)
-        .map_err(UserError::Aws)?;
+    let sent = target.template_parameters(longest);
+    let group = target.thing_group.as_deref();
+    preflight::check_template(&view, &sent, longest, group).map_err(UserError::Aws)?;
     let prefix = preflight::arn_prefix(&template.arn).ok_or_else(|| {
         UserError::Aws(format!(
             "DescribeProvisioningTemplate {name}: unexpected ARN {:?}",
@@ -287,7 +289,17 @@ fn check_claim_scope(args: &BatchArgs, station: &StationConfig) -> Result<(), Us
             problem: "this station binds claims to devices (setup.claim_binding) and its hook refuses a claim shared by a batch; use --claim-scope device".into(),
         });
     }
-    Ok(())
+    let station_policy = &station.provisioning.claim_policy;
+    match &args.claim_policy {
+        Some(policy) if station.setup.claim_binding && policy != station_policy => {
+            Err(UserError::Flag {
+                flag: "--claim-policy",
+                value: policy.clone(),
+                problem: format!("this station binds claims to devices (setup.claim_binding): its hook admits only certificates carrying the station's claim policy {station_policy:?}, so every device of this batch would be refused; leave --claim-policy out, or set provisioning.claim_policy and re-run `claimfab setup`"),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A claim shared by the batch lives only in its bundles: a re-run after a crash reads its

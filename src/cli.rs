@@ -245,6 +245,12 @@ pub struct AuditArgs {
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub provision_within: String,
 
+    /// Also read each provisioned device's thing principals and the things each of its
+    /// device certificates is attached to (two paced calls per provisioned device), and name
+    /// a device certificate attached to more than one thing.
+    #[arg(long)]
+    pub check_things: bool,
+
     #[command(flatten)]
     pub aws: AwsArgs,
 }

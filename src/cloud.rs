@@ -192,4 +192,10 @@ pub trait Inventory: Send + Sync {
         &self,
         thing: &str,
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+
+    /// The things a principal (certificate ARN) is attached to; empty when there is none.
+    fn principal_things(
+        &self,
+        principal: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }

@@ -314,7 +314,7 @@ fn template_missing_disabled_or_not_matching_is_refused() {
         &out,
         &["\"NoSuchTemplate\"", "does not exist", "claimfab setup"],
     );
-    // The station names no thing group but the template needs one.
+    // The station names no thing group but the template puts devices in one.
     let no_group = case.write(
         "nogroup.toml",
         &format!("[provisioning]\nclaim_policy = \"{CLAIM_POLICY}\"\n"),
@@ -322,7 +322,10 @@ fn template_missing_disabled_or_not_matching_is_refused() {
     case.expect_rejected(
         &args(&no_group, &out, &["--count", "3"]),
         &out,
-        &["\"ThingGroupName\"", "provisioning.thing_group"],
+        &[
+            "thing groups [\"LineOne\"]",
+            "provisioning.thing_group is none",
+        ],
     );
     case.0.rt.block_on(async {
         case.0
@@ -351,7 +354,7 @@ fn claim_policy_that_does_not_cover_the_template_is_refused() {
     case.0.rt.block_on(
         case.0
             .endpoint
-            .create_provisioning_template("OtherTemplate", true),
+            .create_provisioning_template("OtherTemplate", Some("LineOne")),
     );
     case.expect_rejected(
         &args(

@@ -411,9 +411,11 @@ fn claims_bound_to_their_device() {
         let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
         let statement = &policy["Statement"][0];
         assert_eq!(statement["Principal"]["Service"], "iot.amazonaws.com");
+        // The form AWS's own templates use: the account only (AWS documents no source ARN
+        // for hook invocations).
         assert_eq!(
-            statement["Condition"]["ArnLike"]["AWS:SourceArn"],
-            template.template_arn().unwrap()
+            statement["Condition"],
+            json!({"StringEquals": {"AWS:SourceAccount": "123456789012"}})
         );
         let arn = function
             .configuration()

@@ -206,12 +206,17 @@ async fn check_account(s: &Setup) {
     assert_eq!(template.enabled(), Some(true));
     assert_eq!(template.provisioning_role_arn(), Some(fp_role.arn()));
     let body = parse(template.template_body().unwrap());
-    for parameter in ["ThingName", "ThingGroupName", "AWS::IoT::Certificate::Id"] {
-        assert_eq!(
-            body["Parameters"][parameter]["Type"], "String",
-            "{parameter}"
-        );
-    }
+    let parameters: Vec<&String> = body["Parameters"].as_object().unwrap().keys().collect();
+    assert_eq!(parameters, ["AWS::IoT::Certificate::Id", "ThingName"]);
+    assert_eq!(
+        body["Resources"]["MyThing"]["Properties"]["ThingGroups"],
+        serde_json::json!(["LineOne"]),
+        "the station's group is written into the template"
+    );
+    assert_eq!(
+        body["Resources"]["MyCertificate"]["Properties"]["ThingPrincipalType"],
+        "EXCLUSIVE_THING"
+    );
     let resources = &body["Resources"];
     let types: Vec<&str> = ["MyThing", "MyPolicy", "MyCertificate"]
         .iter()

@@ -4,7 +4,7 @@
 //! (their thing exists). Pure: manifests and AWS listings in, findings out. A certificate
 //! shared by a whole batch (`--claim-scope batch`) is checked and reported once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -19,12 +19,16 @@ pub struct BatchManifest {
 }
 
 /// What AWS holds, as read by full listings.
+#[derive(Default)]
 pub struct AwsView {
     /// Certificate id -> status.
     pub certificate_statuses: HashMap<String, CertificateStatus>,
     /// Claim policy -> ARNs it is attached to.
     pub policy_targets: HashMap<String, HashSet<String>>,
     pub thing_names: HashSet<String>,
+    /// Device certificate ARN (a principal of a provisioned device's thing other than its
+    /// claim) -> every thing it is attached to; read only when asked (`audit --check-things`).
+    pub device_certificate_things: BTreeMap<String, Vec<String>>,
 }
 
 /// A difference between a manifest and AWS.
@@ -54,6 +58,7 @@ pub fn reconcile(batches: &[BatchManifest], aws: &AwsView) -> (Vec<Finding>, Vec
         findings.extend(batch_findings(batch, aws, &mut known_arns));
     }
     findings.extend(unknown_certificates(batches, aws, &known_arns));
+    findings.extend(certificates_on_several_things(batches, aws));
     let activation = batches.iter().map(|b| activation(b, aws)).collect();
     (findings, activation)
 }
@@ -160,6 +165,38 @@ fn unknown_certificates(
             certificate_id: arn.rsplit('/').next().unwrap_or_default().to_string(),
             problem: format!("attached to claim policy {policy} but in no given manifest"),
         }));
+    }
+    findings
+}
+
+/// Device certificates attached to more than one thing, each reported once, against the
+/// first device of the given batches whose thing holds it: a certificate that is another
+/// thing's too lets one device act as another (the template attaches it exclusively, so it
+/// was attached by hand or before exclusive association).
+fn certificates_on_several_things(batches: &[BatchManifest], aws: &AwsView) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (arn, things) in &aws.device_certificate_things {
+        if things.len() < 2 {
+            continue;
+        }
+        let holder = batches.iter().find_map(|batch| {
+            let row = batch.rows.iter().find(|r| things.contains(&r.thing_name))?;
+            Some((batch, row))
+        });
+        let Some((batch, row)) = holder else {
+            continue;
+        };
+        findings.push(Finding {
+            batch: batch.batch.clone(),
+            serial: row.serial.clone(),
+            certificate_id: arn.rsplit('/').next().unwrap_or_default().to_string(),
+            problem: format!(
+                "device certificate attached to {} things ({}): detach it from every thing but {}",
+                things.len(),
+                things.join(", "),
+                row.thing_name
+            ),
+        });
     }
     findings
 }
@@ -282,6 +319,7 @@ mod tests {
             certificate_statuses: HashMap::new(),
             policy_targets: HashMap::new(),
             thing_names: ["gg-A".to_string()].into_iter().collect(),
+            ..Default::default()
         };
         let cutoff = time::macros::datetime!(2026-11-25 0:00 UTC);
         let report = floor_report(&batch, &aws, cutoff);
@@ -330,8 +368,7 @@ mod tests {
     fn only_certificates(pairs: &[(&str, &str)]) -> AwsView {
         AwsView {
             certificate_statuses: statuses(pairs),
-            policy_targets: HashMap::new(),
-            thing_names: HashSet::new(),
+            ..Default::default()
         }
     }
 
@@ -365,6 +402,7 @@ mod tests {
                 ]),
             )]),
             thing_names: HashSet::from(["gg-A".to_string()]),
+            ..Default::default()
         };
         let (findings, activation) = reconcile(&batches, &aws);
         let problems: Vec<(String, String)> = findings
@@ -412,6 +450,35 @@ mod tests {
     }
 
     #[test]
+    fn a_device_certificate_on_two_things_is_named_once() {
+        let batches = one_batch(vec![
+            row("A", DeviceStatus::Ready),
+            row("B", DeviceStatus::Ready),
+        ]);
+        let own = |id: &str| format!("arn:aws:iot:r:1:cert/{id}");
+        let aws = AwsView {
+            certificate_statuses: statuses(&[("id-A", "ACTIVE"), ("id-B", "ACTIVE")]),
+            policy_targets: HashMap::from([(
+                "Claim".into(),
+                HashSet::from([own("id-A"), own("id-B")]),
+            )]),
+            thing_names: HashSet::from(["gg-A".to_string(), "gg-B".to_string()]),
+            device_certificate_things: BTreeMap::from([
+                (own("dev-A"), vec!["gg-A".to_string(), "gg-B".to_string()]),
+                (own("dev-B"), vec!["gg-B".to_string()]),
+            ]),
+        };
+        let (findings, _) = reconcile(&batches, &aws);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].serial, "A");
+        assert_eq!(findings[0].certificate_id, "dev-A");
+        assert_eq!(
+            findings[0].problem,
+            "device certificate attached to 2 things (gg-A, gg-B): detach it from every thing but gg-A"
+        );
+    }
+
+    #[test]
     fn a_shared_certificate_is_reported_once_for_the_batch() {
         let shared = |serial: &str| ManifestRow {
             certificate_id: "id-S".into(),
@@ -426,6 +493,7 @@ mod tests {
                 HashSet::from(["arn:aws:iot:r:1:cert/id-S".to_string()]),
             )]),
             thing_names: HashSet::from(["gg-B".to_string()]),
+            ..Default::default()
         };
         let (findings, activation) = reconcile(&batches, &aws);
         assert_eq!(findings.len(), 1, "{findings:?}");

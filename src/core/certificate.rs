@@ -53,9 +53,52 @@ pub fn check_issued_for(
     Ok(cert)
 }
 
+/// A distinguished name as (attribute OID, value) pairs, in order; a value that is not a
+/// string is kept as hex.
+fn name_attributes(name: &x509_parser::x509::X509Name<'_>) -> Vec<(String, String)> {
+    name.iter_attributes()
+        .map(|attribute| {
+            let value = attribute
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|_| hex::encode(attribute.attr_value().data));
+            (attribute.attr_type().to_id_string(), value)
+        })
+        .collect()
+}
+
+/// Checks that a certificate AWS issued for a CSR carries exactly the CSR's subject (the
+/// claim-binding hook identifies a claim's device by it). The error says what each holds.
+pub fn check_subject_kept(certificate_pem: &str, csr_pem: &str) -> Result<(), String> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::prelude::FromDer;
+
+    let (_, cert_pem) = x509_parser::pem::parse_x509_pem(certificate_pem.as_bytes())
+        .map_err(|e| format!("certificate is not PEM: {e}"))?;
+    let cert = cert_pem
+        .parse_x509()
+        .map_err(|e| format!("certificate does not parse as X.509: {e}"))?;
+    let (_, csr_pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes())
+        .map_err(|e| format!("CSR is not PEM: {e}"))?;
+    let (_, csr) = X509CertificationRequest::from_der(&csr_pem.contents)
+        .map_err(|e| format!("CSR does not parse: {e}"))?;
+    let asked = &csr.certification_request_info.subject;
+    if name_attributes(cert.subject()) == name_attributes(asked) {
+        return Ok(());
+    }
+    Err(format!(
+        "AWS did not keep the CSR's subject: the certificate's subject is {:?} where the CSR asked for {:?}",
+        cert.subject().to_string(),
+        asked.to_string()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::devices::Device;
+    use crate::core::keys::{prepare_device, PreparedDevice};
+    use crate::core::station::KeyAlgorithm;
 
     const AMAZON_ROOT_CA_1: &str = include_str!("AmazonRootCA1.pem");
 
@@ -73,6 +116,43 @@ mod tests {
     fn rejects_a_certificate_over_another_key() {
         let err = check_issued_for(AMAZON_ROOT_CA_1, &"0".repeat(64)).unwrap_err();
         assert!(err.contains("did not certify this device's key"), "{err}");
+    }
+
+    /// A certificate for `prepared`'s key with `subject_cn` as its subject, signed by a CA
+    /// key of its own.
+    fn issue(prepared: &PreparedDevice, subject_cn: &str) -> String {
+        let ca = device("CA");
+        let issuer = rcgen::Issuer::new(rcgen::CertificateParams::default(), &ca.key);
+        let mut params = rcgen::CertificateParams::default();
+        params.serial_number = Some(rcgen::SerialNumber::from(7u64));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, subject_cn);
+        params.signed_by(&prepared.key, &issuer).unwrap().pem()
+    }
+
+    fn device(thing_name: &str) -> PreparedDevice {
+        let device = Device {
+            serial: "SN1".into(),
+            thing_name: thing_name.into(),
+        };
+        prepare_device(device, KeyAlgorithm::P256)
+    }
+
+    #[test]
+    fn a_certificate_must_keep_its_csrs_subject() {
+        let prepared = device("gg-SN1");
+        let kept = issue(&prepared, "gg-SN1");
+        check_subject_kept(&kept, &prepared.csr_pem).unwrap();
+        let dropped = issue(&prepared, "AWS IoT Certificate");
+        let e = check_subject_kept(&dropped, &prepared.csr_pem).unwrap_err();
+        assert!(
+            e.contains("AWS did not keep")
+                && e.contains("AWS IoT Certificate")
+                && e.contains("gg-SN1"),
+            "{e}"
+        );
+        assert!(check_subject_kept(&kept, "not a csr").is_err());
     }
 
     #[test]

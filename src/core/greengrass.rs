@@ -137,16 +137,13 @@ struct LiteProvisioningConfig<'a> {
 }
 
 impl ProvisioningTarget {
-    /// The template parameters a device sends when it provisions.
+    /// The template parameters a device sends when it provisions: its thing name only. The
+    /// thing group is written into the template by setup, so no device can ask for another.
     pub fn template_parameters<'a>(
         &'a self,
         thing_name: &'a str,
     ) -> BTreeMap<&'static str, &'a str> {
-        let mut params = BTreeMap::from([("ThingName", thing_name)]);
-        if let Some(group) = &self.thing_group {
-            params.insert("ThingGroupName", group.as_str());
-        }
-        params
+        BTreeMap::from([("ThingName", thing_name)])
     }
 
     /// The bootstrap config YAML for the device named `thing_name`.
@@ -280,10 +277,6 @@ mod tests {
             lookup(plugin, &["templateParameters", "ThingName"]),
             "gg-SN1"
         );
-        assert_eq!(
-            lookup(plugin, &["templateParameters", "ThingGroupName"]),
-            "LineOne"
-        );
         assert!(!yaml.contains("certPath") && !yaml.contains("keyPath"));
     }
 
@@ -299,11 +292,14 @@ mod tests {
     }
 
     #[test]
-    fn no_thing_group_means_no_group_parameter() {
-        let mut t = target(Nucleus::Java);
-        t.thing_group = None;
-        let yaml = t.render_config("gg-SN1");
-        assert!(!yaml.contains("ThingGroupName"), "{yaml}");
+    fn the_group_is_never_the_devices_to_send() {
+        for nucleus in [Nucleus::Java, Nucleus::Lite] {
+            let t = target(nucleus);
+            assert!(t.thing_group.is_some());
+            let yaml = t.render_config("gg-SN1");
+            assert!(!yaml.contains("ThingGroupName"), "{yaml}");
+            assert!(!yaml.contains("LineOne"), "{yaml}");
+        }
     }
 
     #[test]

@@ -34,12 +34,14 @@ const SAMPLE_CLIENT_ID: &str = "3f1c2a9e-5b7d-4e21-9a0c-8d6e4f2b1a37";
 
 /// Checks that the template exists in a usable state and fits the batch: it is enabled, the
 /// parameters the bundles send are exactly the ones it reads (none it needs is missing, none
-/// sent is ignored), and each per-device policy it makes stays within AWS IoT's size limit for
+/// sent is ignored), it puts every device in the station's thing group and nowhere a device
+/// could choose, and each per-device policy it makes stays within AWS IoT's size limit for
 /// the batch's longest thing name. `sent` are the parameters of the device with that name.
 pub fn check_template(
     template: &TemplateView<'_>,
     sent: &BTreeMap<&str, &str>,
     thing_name: &str,
+    thing_group: Option<&str>,
 ) -> Result<(), String> {
     let name = template.name;
     if !template.enabled {
@@ -70,24 +72,51 @@ pub fn check_template(
             ));
         }
     }
+    check_thing_groups(name, &body, thing_group)?;
     check_policy_sizes(name, &body, sent, thing_name)
 }
 
 fn fix_for_missing(param: &str) -> String {
     match param {
-        "ThingGroupName" => {
-            "set provisioning.thing_group in the station file, or give the parameter a Default"
-                .into()
-        }
+        // The guide's template takes the group from the device; claimfab's names it.
+        "ThingGroupName" => "the template lets each device name its own thing group; run `claimfab setup --station FILE --update-drifted`, which writes the station's group into the template".into(),
         _ => format!("give {param:?} a Default in the template, or remove it"),
     }
 }
 
 fn fix_for_unused(param: &str) -> String {
-    match param {
-        "ThingGroupName" => "remove provisioning.thing_group from the station file".into(),
-        _ => format!("stop sending {param:?}"),
+    format!("stop sending {param:?}")
+}
+
+/// The thing groups each `AWS::IoT::Thing` of the template joins must be written in the
+/// template, and be exactly the station's group: a group taken from a parameter (`Ref`, or
+/// any other function of the request) would let a device join any group, and receive that
+/// group's deployments.
+fn check_thing_groups(template: &str, body: &Value, expected: Option<&str>) -> Result<(), String> {
+    let fix = "run `claimfab setup --station FILE --update-drifted`";
+    let Some(resources) = body.get("Resources").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let things = resources
+        .values()
+        .filter(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::IoT::Thing"));
+    for thing in things {
+        let groups = match thing.pointer("/Properties/ThingGroups") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items.iter().map(Value::as_str).collect::<Option<_>>().ok_or_else(|| {
+                format!("provisioning template {template:?} takes its devices' thing groups from what each device sends: a device could join any group and get its deployments; {fix} (it writes the station's group into the template)")
+            })?,
+            Some(_) => return Err(format!("provisioning template {template:?} gives ThingGroups as something other than a list of names; {fix}")),
+        };
+        let wanted: Vec<&str> = expected.into_iter().collect();
+        if groups != wanted {
+            let station = expected.map_or("none".to_string(), |g| format!("{g:?}"));
+            return Err(format!(
+                "provisioning template {template:?} puts devices in thing groups {groups:?}, but the station's provisioning.thing_group is {station}; {fix}, or correct the station file"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Parameter name -> whether it has a Default.
@@ -194,7 +223,23 @@ pub fn certificate_topic(nucleus: Nucleus) -> &'static str {
     }
 }
 
-/// The requests a device of `nucleus` makes with its claim.
+/// The topic filters a device of `nucleus` subscribes to for the answers to a request on
+/// `base`, from the nuclei's sources:
+/// - the Java plugin (aws-greengrass-fleet-provisioning-by-claim, through the device SDK's
+///   IotIdentityClient): `base/accepted` and `base/rejected`;
+/// - nucleus lite 2.0 to 2.2 (`provisioner.c`): `base/accepted` and `base/rejected`; 2.3 and
+///   later (`cloud_request.c`, `ggl_aws_iot_call`): one filter `base/+`, registered locally
+///   and sent to AWS IoT as a SUBSCRIBE whenever its MQTT connection (re)connects.
+fn answer_filters(nucleus: Nucleus, base: &str) -> Vec<String> {
+    let mut filters = vec![format!("{base}/accepted"), format!("{base}/rejected")];
+    if nucleus == Nucleus::Lite {
+        filters.push(format!("{base}/+"));
+    }
+    filters
+}
+
+/// The requests a device of `nucleus` makes with its claim. Its client id is a random UUID
+/// (the Java plugin's default `deviceId`, lite's `fleet-provisioning` from 2.2.1 on).
 pub fn device_requests(nucleus: Nucleus, template: &str) -> DeviceRequests {
     let client_id = SAMPLE_CLIENT_ID.to_string();
     let mut requests = vec![("iot:Connect", format!("client/{client_id}"))];
@@ -203,8 +248,10 @@ pub fn device_requests(nucleus: Nucleus, template: &str) -> DeviceRequests {
         format!("$aws/provisioning-templates/{template}/provision/json"),
     ] {
         requests.push(("iot:Publish", format!("topic/{base}")));
+        for filter in answer_filters(nucleus, &base) {
+            requests.push(("iot:Subscribe", format!("topicfilter/{filter}")));
+        }
         for reply in ["accepted", "rejected"] {
-            requests.push(("iot:Subscribe", format!("topicfilter/{base}/{reply}")));
             requests.push(("iot:Receive", format!("topic/{base}/{reply}")));
         }
     }
@@ -273,6 +320,7 @@ mod tests {
     use super::*;
     use crate::core::setup::{
         claim_policy, core_device_policy, provisioning_template_body, Account, CorePolicy,
+        TemplateShape,
     };
     use crate::core::station::CorePolicyVariant;
 
@@ -292,48 +340,93 @@ mod tests {
         }
     }
 
+    fn body(core_policy: CorePolicy<'_>, thing_group: Option<&str>) -> String {
+        provisioning_template_body(&TemplateShape {
+            core_policy,
+            thing_group,
+            exclusive_thing: true,
+        })
+        .to_string()
+    }
+
     fn least_privilege_body() -> String {
         let policy = core_device_policy(
             &account(),
             CorePolicyVariant::LeastPrivilege,
             "GreengrassCoreTokenExchangeRoleAlias",
         );
-        provisioning_template_body(&CorePolicy::PerDevice(policy), false).to_string()
+        body(CorePolicy::PerDevice(policy), None)
     }
 
     #[test]
     fn setup_template_fits_its_batch() {
-        let body = provisioning_template_body(&CorePolicy::Named("P"), true).to_string();
-        let sent = BTreeMap::from([("ThingName", "SN1"), ("ThingGroupName", "G")]);
-        check_template(&view(&body), &sent, "SN1").unwrap();
+        let body = body(CorePolicy::Named("P"), Some("G"));
+        let sent = BTreeMap::from([("ThingName", "SN1")]);
+        check_template(&view(&body), &sent, "SN1", Some("G")).unwrap();
+    }
+
+    /// The guide's template: the thing group is a parameter the device sends.
+    fn guide_template_with_group_parameter() -> String {
+        serde_json::json!({
+            "Parameters": {"ThingName": {"Type": "String"}, "ThingGroupName": {"Type": "String"},
+                           "AWS::IoT::Certificate::Id": {"Type": "String"}},
+            "Resources": {"MyThing": {"Type": "AWS::IoT::Thing", "Properties": {
+                "ThingName": {"Ref": "ThingName"}, "ThingGroups": [{"Ref": "ThingGroupName"}]}}}
+        })
+        .to_string()
     }
 
     #[test]
-    fn group_parameter_without_group_is_refused_and_the_reverse_too() {
-        let with_group = provisioning_template_body(&CorePolicy::Named("P"), true).to_string();
+    fn a_group_the_device_chooses_is_refused() {
+        let guide = guide_template_with_group_parameter();
         let only_name = BTreeMap::from([("ThingName", "SN1")]);
-        let e = check_template(&view(&with_group), &only_name, "SN1").unwrap_err();
+        let e = check_template(&view(&guide), &only_name, "SN1", Some("G")).unwrap_err();
         assert!(
-            e.contains("\"ThingGroupName\"") && e.contains("provisioning.thing_group"),
+            e.contains("\"ThingGroupName\"") && e.contains("--update-drifted"),
             "{e}"
         );
+        // Even with a Default, the device could send another group.
+        let defaulted = guide.replace(
+            r#""ThingGroupName":{"Type":"String"}"#,
+            r#""ThingGroupName":{"Type":"String","Default":"G"}"#,
+        );
+        assert_ne!(defaulted, guide);
+        let e = check_template(&view(&defaulted), &only_name, "SN1", Some("G")).unwrap_err();
+        assert!(e.contains("could join any group"), "{e}");
+    }
 
-        let without_group = provisioning_template_body(&CorePolicy::Named("P"), false).to_string();
-        let both = BTreeMap::from([("ThingName", "SN1"), ("ThingGroupName", "G")]);
-        let e = check_template(&view(&without_group), &both, "SN1").unwrap_err();
-        assert!(e.contains("has no parameter \"ThingGroupName\""), "{e}");
+    #[test]
+    fn the_templates_group_must_be_the_stations() {
+        let sent = BTreeMap::from([("ThingName", "SN1")]);
+        let other = body(CorePolicy::Named("P"), Some("Other"));
+        let e = check_template(&view(&other), &sent, "SN1", Some("G")).unwrap_err();
+        assert!(e.contains("[\"Other\"]") && e.contains("\"G\""), "{e}");
+        let none = body(CorePolicy::Named("P"), None);
+        let e = check_template(&view(&none), &sent, "SN1", Some("G")).unwrap_err();
+        assert!(e.contains("thing groups []"), "{e}");
+        check_template(&view(&none), &sent, "SN1", None).unwrap();
+        let e = check_template(&view(&other), &sent, "SN1", None).unwrap_err();
+        assert!(e.contains("is none"), "{e}");
+    }
+
+    #[test]
+    fn a_parameter_sent_but_unused_is_refused() {
+        let without_group = body(CorePolicy::Named("P"), None);
+        let both = BTreeMap::from([("ThingName", "SN1"), ("Extra", "G")]);
+        let e = check_template(&view(&without_group), &both, "SN1", None).unwrap_err();
+        assert!(e.contains("has no parameter \"Extra\""), "{e}");
     }
 
     #[test]
     fn disabled_and_broken_templates_are_refused() {
-        let body = provisioning_template_body(&CorePolicy::Named("P"), false).to_string();
+        let body = body(CorePolicy::Named("P"), None);
         let sent = BTreeMap::from([("ThingName", "SN1")]);
         let mut v = view(&body);
         v.enabled = false;
-        assert!(check_template(&v, &sent, "SN1")
+        assert!(check_template(&v, &sent, "SN1", None)
             .unwrap_err()
             .contains("disabled"));
-        assert!(check_template(&view("{"), &sent, "SN1")
+        assert!(check_template(&view("{"), &sent, "SN1", None)
             .unwrap_err()
             .contains("not JSON"));
     }
@@ -342,9 +435,9 @@ mod tests {
     fn least_privilege_policy_size_names_the_limit_and_the_longest_name() {
         let body = least_privilege_body();
         let sent = BTreeMap::from([("ThingName", "x")]);
-        check_template(&view(&body), &sent, "SN-0001").unwrap();
+        check_template(&view(&body), &sent, "SN-0001", None).unwrap();
         let long = "a".repeat(128);
-        let e = check_template(&view(&body), &sent, &long).unwrap_err();
+        let e = check_template(&view(&body), &sent, &long, None).unwrap_err();
         assert!(e.contains("2048") && e.contains("(128 characters)"), "{e}");
         // The longest name the error names really fits, and one more character does not.
         let n: usize = e
@@ -354,8 +447,8 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .unwrap();
         assert!(n > 40 && n < 128, "{n}");
-        check_template(&view(&body), &sent, &"a".repeat(n)).unwrap();
-        assert!(check_template(&view(&body), &sent, &"a".repeat(n + 1)).is_err());
+        check_template(&view(&body), &sent, &"a".repeat(n), None).unwrap();
+        assert!(check_template(&view(&body), &sent, &"a".repeat(n + 1), None).is_err());
     }
 
     #[test]
@@ -401,6 +494,42 @@ mod tests {
         let e = check_claim_policy("C", &doc, &prefix, Nucleus::Lite, t).unwrap_err();
         assert!(
             e.contains("create-from-csr") && e.contains("nucleus-lite"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_policy_tightened_to_accepted_and_rejected_fails_lite() {
+        // Subscribe only on the exact answer topics: the Java plugin's subscriptions, but not
+        // nucleus lite's `<topic>/+` (2.3 and later).
+        let prefix = arn_prefix(TEMPLATE_ARN).unwrap();
+        let t = "GreengrassFleetProvisioningTemplate";
+        let bases = [
+            "$aws/certificates/create/json".to_string(),
+            "$aws/certificates/create-from-csr/json".to_string(),
+            format!("$aws/provisioning-templates/{t}/provision/json"),
+        ];
+        let answers = |kind: &str| -> Vec<String> {
+            bases
+                .iter()
+                .flat_map(|b| ["accepted", "rejected"].map(|r| format!("{prefix}:{kind}/{b}/{r}")))
+                .collect()
+        };
+        let requests: Vec<String> = bases
+            .iter()
+            .map(|b| format!("{prefix}:topic/{b}"))
+            .collect();
+        let doc = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": requests},
+            {"Effect": "Allow", "Action": "iot:Receive", "Resource": answers("topic")},
+            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": answers("topicfilter")}
+        ]})
+        .to_string();
+        check_claim_policy("C", &doc, &prefix, Nucleus::Java, t).unwrap();
+        let e = check_claim_policy("C", &doc, &prefix, Nucleus::Lite, t).unwrap_err();
+        assert!(
+            e.contains("iot:Subscribe") && e.contains("create-from-csr/json/+"),
             "{e}"
         );
     }

@@ -93,7 +93,10 @@ pub fn lambda_trust_policy() -> Value {
 }
 
 /// The claim-binding hook's own permissions: read any certificate's description (to see the
-/// claim's subject) and write its function's logs. Nothing else.
+/// claim's status and subject), list the policies attached to a certificate (to see that it
+/// is a claim) and write its function's logs. Nothing else. ListAttachedPolicies is granted
+/// on `*`: it only reads policy names, and a certificate-scoped grant would silently deny
+/// every device if AWS does not authorize that call per certificate.
 pub fn claim_binding_access_policy(account: &Account, function: &str) -> Value {
     let p = &account.partition;
     let (r, a) = (&account.region, &account.account_id);
@@ -101,6 +104,7 @@ pub fn claim_binding_access_policy(account: &Account, function: &str) -> Value {
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:DescribeCertificate", "Resource": account.iot_arn("cert/*")},
+            {"Effect": "Allow", "Action": "iot:ListAttachedPolicies", "Resource": "*"},
             {
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
@@ -112,10 +116,21 @@ pub fn claim_binding_access_policy(account: &Account, function: &str) -> Value {
 
 /// The claim-binding hook's code (Python, standard library and boto3), deployed by setup.
 pub const CLAIM_BINDING_SOURCE: &str = include_str!("../hooks/claim_binding.py");
-/// Its handler, runtime and timeout (AWS gives a pre-provisioning hook 5 seconds).
+/// Its handler and runtime.
 pub const CLAIM_BINDING_HANDLER: &str = "claim_binding.handler";
 pub const CLAIM_BINDING_RUNTIME: &str = "python3.12";
-pub const CLAIM_BINDING_TIMEOUT_SECONDS: i32 = 5;
+/// AWS IoT waits at most 5 seconds (wall clock, a cold start's init included) for a hook.
+/// The hook makes its AWS client at import (Lambda's init phase, outside the timeout) and
+/// answers by its own 3-second decision deadline; the 4-second timeout only ends an
+/// invocation that is stuck past it, before AWS IoT has stopped waiting.
+pub const CLAIM_BINDING_TIMEOUT_SECONDS: i32 = 4;
+/// Lambda gives CPU in proportion to memory (one vCPU at 1,769 MB): 512 MB has four times
+/// the CPU of the default 128 MB for the CPU-bound cold start (importing boto3, making the
+/// client), for a function that runs a few hundred milliseconds per device.
+pub const CLAIM_BINDING_MEMORY_MB: i32 = 512;
+/// The hook's environment variable naming the claim policies: a certificate carrying one of
+/// them is a claim (see `src/hooks/claim_binding.py`).
+pub const CLAIM_POLICIES_VARIABLE: &str = "CLAIMFAB_CLAIM_POLICIES";
 
 /// The hook's deployment package: a zip with the one module at its root, byte-for-byte the
 /// same on every run (fixed timestamp), so its SHA-256 tells whether the deployed code is
@@ -192,7 +207,31 @@ pub fn core_device_policy(
         ],
         CorePolicyVariant::LeastPrivilege => least_privilege_statements(account, role_alias),
     };
+    let mut statements = statements;
+    statements.push(deny_provisioning_api(account));
     json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// The fleet-provisioning MQTT API, which only claims need: a provisioned core device that
+/// could call it could mint certificates and register things with them. No Greengrass
+/// nucleus (Java, lite) nor AWS-provided component uses these topics with the device's own
+/// certificate; an explicit Deny wins over any Allow, also one added to the policy later.
+pub const PROVISIONING_API_TOPICS: [&str; 2] =
+    ["$aws/certificates/*", "$aws/provisioning-templates/*"];
+
+/// `topic*/` names both the `topic/` resources of Publish and Receive and the
+/// `topicfilter/` resources of Subscribe, in half the characters: the least-privilege policy
+/// is made per device within AWS IoT's 2048-character limit.
+fn deny_provisioning_api(account: &Account) -> Value {
+    let resources: Vec<String> = PROVISIONING_API_TOPICS
+        .iter()
+        .map(|topic| account.iot_arn(&format!("topic*/{topic}")))
+        .collect();
+    json!({
+        "Effect": "Deny",
+        "Action": ["iot:Publish", "iot:Receive", "iot:Subscribe"],
+        "Resource": resources
+    })
 }
 
 /// Lets a core device get AWS credentials through the role alias.
@@ -289,15 +328,27 @@ fn per_device_policy(document: &Value) -> Value {
     json!({"Fn::Join": ["", parts]})
 }
 
-/// The provisioning template body, shaped as in the guide: ThingName, ThingGroupName and
-/// the certificate id as parameters; a thing (in the group), the core policy by name, and
-/// the certificate, active.
-pub fn provisioning_template_body(core_policy: &CorePolicy<'_>, with_thing_group: bool) -> Value {
-    let policy_properties = match core_policy {
+/// What the template makes of each device besides its thing name.
+pub struct TemplateShape<'a> {
+    pub core_policy: CorePolicy<'a>,
+    /// The station's thing group, written into the template: a device cannot choose it.
+    pub thing_group: Option<&'a str>,
+    /// Attach the device certificate to its thing exclusively (`EXCLUSIVE_THING`).
+    pub exclusive_thing: bool,
+}
+
+/// The provisioning template body, shaped as in the guide, with nothing the device may choose
+/// but its thing name: ThingName and the certificate id as parameters; a thing (in the
+/// station's group, named in the template, unlike the guide's ThingGroupName parameter that
+/// would let a device join any group), the core policy, and the certificate, active and
+/// attached to its thing exclusively (as AWS recommends, and as nucleus lite's own template
+/// does).
+pub fn provisioning_template_body(shape: &TemplateShape<'_>) -> Value {
+    let policy_properties = match &shape.core_policy {
         CorePolicy::Named(name) => json!({"PolicyName": name}),
         CorePolicy::PerDevice(document) => json!({"PolicyDocument": per_device_policy(document)}),
     };
-    let mut parameters = json!({
+    let parameters = json!({
         "ThingName": {"Type": "String"},
         "AWS::IoT::Certificate::Id": {"Type": "String"}
     });
@@ -305,9 +356,15 @@ pub fn provisioning_template_body(core_policy: &CorePolicy<'_>, with_thing_group
         "AttributePayload": {},
         "ThingName": {"Ref": "ThingName"}
     });
-    if with_thing_group {
-        parameters["ThingGroupName"] = json!({"Type": "String"});
-        thing_properties["ThingGroups"] = json!([{"Ref": "ThingGroupName"}]);
+    if let Some(group) = shape.thing_group {
+        thing_properties["ThingGroups"] = json!([group]);
+    }
+    let mut certificate_properties = json!({
+        "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+        "Status": "Active"
+    });
+    if shape.exclusive_thing {
+        certificate_properties["ThingPrincipalType"] = json!("EXCLUSIVE_THING");
     }
     json!({
         "Parameters": parameters,
@@ -326,10 +383,7 @@ pub fn provisioning_template_body(core_policy: &CorePolicy<'_>, with_thing_group
                 "Type": "AWS::IoT::Policy"
             },
             "MyCertificate": {
-                "Properties": {
-                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                    "Status": "Active"
-                },
+                "Properties": certificate_properties,
                 "Type": "AWS::IoT::Certificate"
             }
         }
@@ -379,8 +433,11 @@ pub fn hook_permission_id(template: &str) -> String {
         .collect()
 }
 
-/// How the hook function's resource policy stands against the permission setup wants:
-/// AWS IoT may invoke it, only for this template of this account.
+/// How the hook function's resource policy stands against the permission setup wants: AWS
+/// IoT may invoke it, on behalf of this account only. The condition is on `AWS:SourceAccount`
+/// alone, as in AWS's own templates (nucleus lite's fleet-provisioning CloudFormation): AWS
+/// documents no source ARN for pre-provisioning hook invocations, and a condition on one
+/// that AWS IoT does not send would refuse every device.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HookPermission {
     Missing,
@@ -389,13 +446,13 @@ pub enum HookPermission {
     Differs,
 }
 
+/// The condition of the hook's permission.
+pub fn hook_permission_condition(account: &str) -> Value {
+    json!({"StringEquals": {"AWS:SourceAccount": account}})
+}
+
 /// Reads the function policy (Lambda GetPolicy's JSON) for the statement named `sid`.
-pub fn hook_permission(
-    policy: Option<&str>,
-    sid: &str,
-    template_arn: &str,
-    account: &str,
-) -> HookPermission {
+pub fn hook_permission(policy: Option<&str>, sid: &str, account: &str) -> HookPermission {
     let statement = policy
         .and_then(|text| serde_json::from_str::<Value>(text).ok())
         .and_then(|doc| doc.get("Statement").cloned())
@@ -406,12 +463,10 @@ pub fn hook_permission(
     let Some(statement) = statement else {
         return HookPermission::Missing;
     };
-    let condition = &statement["Condition"];
     let same = statement["Effect"] == "Allow"
         && canonical(&statement["Action"]) == json!("lambda:InvokeFunction")
         && canonical(&statement["Principal"]["Service"]) == json!("iot.amazonaws.com")
-        && condition["ArnLike"]["AWS:SourceArn"] == template_arn
-        && condition["StringEquals"]["AWS:SourceAccount"] == account;
+        && canonical(&statement["Condition"]) == canonical(&hook_permission_condition(account));
     if same {
         HookPermission::Same
     } else {
@@ -490,24 +545,95 @@ mod tests {
         assert_eq!(statements[2]["Action"], "iot:Subscribe");
     }
 
+    fn shape(core_policy: CorePolicy<'_>, thing_group: Option<&'static str>) -> Value {
+        provisioning_template_body(&TemplateShape {
+            core_policy,
+            thing_group,
+            exclusive_thing: true,
+        })
+    }
+
     #[test]
-    fn template_has_the_guides_shape() {
-        let body = provisioning_template_body(&CorePolicy::Named("CorePolicy"), true);
-        assert!(body["Parameters"]["AWS::IoT::Certificate::Id"].is_object());
+    fn template_pins_the_group_and_binds_the_certificate_to_one_thing() {
+        let body = shape(CorePolicy::Named("CorePolicy"), Some("LineOne"));
+        let parameters: Vec<&String> = body["Parameters"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            parameters,
+            ["AWS::IoT::Certificate::Id", "ThingName"],
+            "the device chooses nothing but its thing name"
+        );
         assert_eq!(
             body["Resources"]["MyPolicy"]["Properties"]["PolicyName"],
             "CorePolicy"
         );
         assert_eq!(
-            body["Resources"]["MyThing"]["Properties"]["ThingGroups"][0]["Ref"],
-            "ThingGroupName"
+            body["Resources"]["MyThing"]["Properties"]["ThingGroups"],
+            json!(["LineOne"])
         );
-        assert_eq!(
-            body["Resources"]["MyCertificate"]["Properties"]["Status"],
-            "Active"
-        );
-        let no_group = provisioning_template_body(&CorePolicy::Named("CorePolicy"), false);
-        assert!(no_group["Parameters"].get("ThingGroupName").is_none());
+        let certificate = &body["Resources"]["MyCertificate"]["Properties"];
+        assert_eq!(certificate["Status"], "Active");
+        assert_eq!(certificate["ThingPrincipalType"], "EXCLUSIVE_THING");
+        let no_group = shape(CorePolicy::Named("CorePolicy"), None);
+        assert!(no_group["Resources"]["MyThing"]["Properties"]
+            .get("ThingGroups")
+            .is_none());
+        let shared = provisioning_template_body(&TemplateShape {
+            core_policy: CorePolicy::Named("CorePolicy"),
+            thing_group: None,
+            exclusive_thing: false,
+        });
+        assert!(shared["Resources"]["MyCertificate"]["Properties"]
+            .get("ThingPrincipalType")
+            .is_none());
+    }
+
+    #[test]
+    fn core_policies_deny_the_provisioning_api() {
+        use crate::core::iot_policy::{Decision, PolicyDocument};
+        let arn = |r: &str| format!("arn:aws:iot:us-west-2:123456789012:{r}");
+        for variant in [CorePolicyVariant::Guide, CorePolicyVariant::LeastPrivilege] {
+            let text = core_device_policy(&account(), variant, "Alias")
+                .to_string()
+                .replace(THING_NAME, "gg-7");
+            let doc = PolicyDocument::parse(&text).unwrap();
+            let none = Default::default();
+            for (action, resource) in [
+                (
+                    "iot:Publish",
+                    "topic/$aws/certificates/create-from-csr/json",
+                ),
+                ("iot:Publish", "topic/$aws/certificates/create/json"),
+                (
+                    "iot:Subscribe",
+                    "topicfilter/$aws/certificates/create/json/+",
+                ),
+                (
+                    "iot:Receive",
+                    "topic/$aws/certificates/create/json/accepted",
+                ),
+                (
+                    "iot:Publish",
+                    "topic/$aws/provisioning-templates/T/provision/json",
+                ),
+                (
+                    "iot:Subscribe",
+                    "topicfilter/$aws/provisioning-templates/T/provision/json/accepted",
+                ),
+            ] {
+                assert_eq!(
+                    doc.decide(action, &arn(resource), &none),
+                    Decision::Denied,
+                    "{variant:?}: {action} {resource}"
+                );
+            }
+            // The device's own shadow stays allowed.
+            let shadow = arn("topic/$aws/things/gg-7/shadow/update");
+            assert_eq!(
+                doc.decide("iot:Publish", &shadow, &none),
+                Decision::Allowed,
+                "{variant:?}"
+            );
+        }
     }
 
     #[test]
@@ -523,7 +649,7 @@ mod tests {
     #[test]
     fn least_privilege_is_a_per_device_policy_in_the_template() {
         let doc = core_device_policy(&account(), CorePolicyVariant::LeastPrivilege, "A");
-        let body = provisioning_template_body(&CorePolicy::PerDevice(doc), true);
+        let body = shape(CorePolicy::PerDevice(doc), Some("LineOne"));
         let join = &body["Resources"]["MyPolicy"]["Properties"]["PolicyDocument"]["Fn::Join"];
         // Resolve the template function the way AWS IoT would for thing "gg-7".
         let text: String = join[1]
@@ -584,38 +710,47 @@ mod tests {
 
     #[test]
     fn hook_permission_is_read_from_the_function_policy() {
-        let template = "arn:aws:iot:us-west-2:123456789012:provisioningtemplate/T";
         let sid = hook_permission_id("T");
         assert_eq!(sid, "claimfab-iot-provisioning-T");
         assert_eq!(
             hook_permission_id("a.b").len(),
             "claimfab-iot-provisioning-a-b".len()
         );
-        let policy = |account: &str| {
+        let policy = |condition: Value| {
             json!({"Version": "2012-10-17", "Statement": [{
                 "Sid": sid, "Effect": "Allow", "Action": "lambda:InvokeFunction",
                 "Principal": {"Service": "iot.amazonaws.com"},
                 "Resource": "arn:aws:lambda:us-west-2:123456789012:function:hook",
-                "Condition": {"ArnLike": {"AWS:SourceArn": template},
-                              "StringEquals": {"AWS:SourceAccount": account}}}]})
+                "Condition": condition}]})
             .to_string()
         };
-        let same = policy("123456789012");
+        let account = "123456789012";
+        let same = policy(hook_permission_condition(account));
         assert_eq!(
-            hook_permission(Some(&same), &sid, template, "123456789012"),
+            hook_permission(Some(&same), &sid, account),
             HookPermission::Same
         );
-        let other = policy("999999999999");
+        let other = policy(hook_permission_condition("999999999999"));
         assert_eq!(
-            hook_permission(Some(&other), &sid, template, "123456789012"),
+            hook_permission(Some(&other), &sid, account),
+            HookPermission::Differs
+        );
+        // claimfab's earlier statement also required the template as source ARN, which AWS
+        // IoT is not documented to send: it must be replaced.
+        let with_source_arn = policy(json!({
+            "ArnLike": {"AWS:SourceArn": "arn:aws:iot:us-west-2:123456789012:provisioningtemplate/T"},
+            "StringEquals": {"AWS:SourceAccount": account}
+        }));
+        assert_eq!(
+            hook_permission(Some(&with_source_arn), &sid, account),
             HookPermission::Differs
         );
         assert_eq!(
-            hook_permission(None, &sid, template, "123456789012"),
+            hook_permission(None, &sid, account),
             HookPermission::Missing
         );
         assert_eq!(
-            hook_permission(Some("not json"), &sid, template, "123456789012"),
+            hook_permission(Some("not json"), &sid, account),
             HookPermission::Missing
         );
     }

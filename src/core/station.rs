@@ -78,6 +78,9 @@ pub struct SetupSection {
     pub fleet_provisioning_role: String,
     pub template_description: String,
     pub pre_provisioning_hook_arn: Option<String>,
+    /// The template attaches each device certificate to its thing exclusively
+    /// (`ThingPrincipalType: EXCLUSIVE_THING`), as AWS recommends.
+    pub exclusive_thing_association: bool,
     /// Deploy claimfab's claim-binding hook as the template's pre-provisioning hook.
     pub claim_binding: bool,
     /// Its Lambda function and execution role (the role's policy is `<role>Access`).
@@ -97,6 +100,7 @@ impl Default for SetupSection {
             fleet_provisioning_role: "GreengrassFleetProvisioningRole".into(),
             template_description: "A provisioning template for Greengrass core devices.".into(),
             pre_provisioning_hook_arn: None,
+            exclusive_thing_association: true,
             claim_binding: false,
             claim_binding_function: "ClaimfabClaimBinding".into(),
             claim_binding_role: "ClaimfabClaimBindingRole".into(),

@@ -284,8 +284,9 @@ impl<A: Claims> BatchRun<A> {
     }
 
     /// Streams devices through prepare -> register -> package and returns the devices whose
-    /// create outcome is unknown. A local fault (disk, journal) stops new devices from
-    /// starting, lets in-flight ones finish, and is returned.
+    /// create outcome is unknown. A local fault (disk, journal), or a certificate that claim
+    /// binding could not use, stops new devices from starting, lets in-flight ones finish,
+    /// and is returned.
     async fn run_stages(&self, todo: Vec<Device>) -> Result<Vec<Uncertain>> {
         let (sender, receiver) = tokio::sync::mpsc::channel::<PreparedDevice>(PREPARE_AHEAD);
         let producer = self.spawn_key_producer(todo, sender);
@@ -311,7 +312,7 @@ impl<A: Claims> BatchRun<A> {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    self.request_stop("a local error occurred");
+                    self.request_stop(&format!("{error:#}"));
                     first_error.get_or_insert(error);
                 }
             }
@@ -363,6 +364,10 @@ impl<A: Claims> BatchRun<A> {
             Registration::Failed(reason) => {
                 self.state.fail(serial, reason);
                 Ok(None)
+            }
+            Registration::Halt(reason) => {
+                self.state.fail(serial, reason.clone());
+                Err(anyhow::anyhow!(reason))
             }
         }
     }

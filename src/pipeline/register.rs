@@ -1,5 +1,6 @@
 //! The register stage for one device: CreateCertificateFromCsr, the issued certificate
-//! checked to carry the device's own key, then AttachPolicy, each journaled before and after.
+//! checked to carry the device's own key and its CSR's subject, then AttachPolicy, each
+//! journaled before and after.
 //! Retiring a certificate (set INACTIVE, journaled) lives here too: registration and
 //! recovery both need it.
 
@@ -11,7 +12,7 @@ use time::OffsetDateTime;
 use super::state::RunState;
 use super::RegisteredDevice;
 use crate::cloud::{AwsError, Claims, NewCertificate, OutOfService};
-use crate::core::certificate::check_issued_for;
+use crate::core::certificate::{check_issued_for, check_subject_kept};
 use crate::core::keys::PreparedDevice;
 use crate::core::ledger::Event;
 
@@ -24,6 +25,9 @@ pub enum Registration {
     Uncertain(Box<PreparedDevice>, String),
     /// A definite failure, with the reason for the summary.
     Failed(String),
+    /// AWS issued a certificate that claim binding could not use (its subject is not the
+    /// CSR's): the certificate is retired and the whole batch must stop before packaging.
+    Halt(String),
 }
 
 /// Registers devices and retires certificates, journaling every step.
@@ -96,6 +100,21 @@ impl<A: Claims> Registrar<A> {
                     return Ok(Registration::Failed(problem));
                 }
             };
+        if let Err(problem) = check_subject_kept(&certificate.certificate_pem, &prepared.csr_pem) {
+            // Every claim AWS makes this way would be refused by the claim-binding hook after
+            // shipping: retire this one, package nothing, and say so.
+            let id = &certificate.certificate_id;
+            self.retire(&serial, id, "AWS did not keep the CSR's subject")
+                .await?;
+            self.state.record(Event::CreateAbandoned {
+                serial: serial.clone(),
+                public_key_sha256: prepared.public_key_sha256.clone(),
+            })?;
+            return Ok(Registration::Halt(format!(
+                "{problem} (certificate {} for {serial}, now INACTIVE); claims bound to their device (setup.claim_binding) cannot work with such certificates, so the batch stopped before packaging; check that AWS_ENDPOINT_URL is AWS IoT's, and ask AWS support",
+                &id[..id.len().min(12)]
+            )));
+        }
         self.state.record(Event::Created {
             serial: serial.clone(),
             public_key_sha256: prepared.public_key_sha256.clone(),

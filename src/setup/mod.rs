@@ -14,7 +14,7 @@
 //! role's ARN, the hook function's ARN) read it from a `Context` the earlier step fills
 //! in. The resolved ARNs and endpoints are recorded beside the station file for `batch`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -29,7 +29,8 @@ use crate::aws::{
 };
 use crate::cli::SetupArgs;
 use crate::core::setup::{
-    self as desired, Account, CorePolicy, HookPermission, THINGS_REGISTRATION_POLICY_ARN,
+    self as desired, Account, CorePolicy, HookPermission, TemplateShape,
+    THINGS_REGISTRATION_POLICY_ARN,
 };
 use crate::core::station::{CorePolicyVariant, StationConfig};
 use crate::error::UserError;
@@ -392,7 +393,7 @@ fn steps(station: &StationConfig, account: &Account, ctx: &Context) -> Vec<Step>
         steps.extend(claim_binding_steps(station, account));
     }
     steps.push(hook_permission(station, account, ctx));
-    let template = Template::new(station, account, &core_policy);
+    let template = Template::new(station, account, core_policy);
     steps.push(Step::new("provisioning template", &p.template, template));
     // Scoped to this template, region and account.
     let claim = desired::claim_policy(account, &p.template);
@@ -491,8 +492,9 @@ fn fleet_provisioning_steps(station: &StationConfig, account: &Account) -> Vec<S
     ]
 }
 
-/// claimfab's claim-binding hook: an execution role that may only describe certificates and
-/// write logs, and the function with the embedded code.
+/// claimfab's claim-binding hook: an execution role that may only describe certificates, list
+/// a certificate's policies and write logs, and the function with the embedded code, told the
+/// station's claim policy.
 fn claim_binding_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
     let s = &station.setup;
     let (role, function) = (&s.claim_binding_role, &s.claim_binding_function);
@@ -507,7 +509,7 @@ fn claim_binding_steps(station: &StationConfig, account: &Account) -> Vec<Step> 
         (role, desired::lambda_trust_policy()),
         (&format!("{role}Access"), access),
     );
-    let hook = Function::new(function, role);
+    let hook = Function::new(function, role, &station.provisioning.claim_policy);
     steps.push(Step::new("claim-binding hook", function, hook));
     steps
 }

@@ -460,16 +460,23 @@ pub(super) struct Function {
     package: Vec<u8>,
     /// The execution role's name.
     role: String,
+    /// The function's environment: which policies mark a claim.
+    environment: BTreeMap<String, String>,
 }
 
 impl Function {
-    pub(super) fn new(name: &str, role: &str) -> Self {
+    pub(super) fn new(name: &str, role: &str, claim_policy: &str) -> Self {
         let package = desired::claim_binding_package();
         let (name, role) = (name.into(), role.into());
+        let environment = BTreeMap::from([(
+            desired::CLAIM_POLICIES_VARIABLE.to_string(),
+            claim_policy.to_string(),
+        )]);
         Self {
             name,
             package,
             role,
+            environment,
         }
     }
 
@@ -481,6 +488,8 @@ impl Function {
             handler: desired::CLAIM_BINDING_HANDLER,
             runtime: desired::CLAIM_BINDING_RUNTIME,
             timeout: desired::CLAIM_BINDING_TIMEOUT_SECONDS,
+            memory_mb: desired::CLAIM_BINDING_MEMORY_MB,
+            environment: &self.environment,
         }
     }
 }
@@ -510,6 +519,10 @@ impl Resource for Function {
             "handler or runtime differs"
         } else if current.timeout != spec.timeout {
             "timeout differs"
+        } else if current.memory_mb != spec.memory_mb {
+            "memory size differs"
+        } else if &current.environment != spec.environment {
+            "environment differs"
         } else {
             return None;
         };
@@ -544,16 +557,13 @@ impl Resource for Function {
 /// account only (AWS's guide adds it; without it every device is refused).
 pub(super) struct Permission {
     pub(super) sid: String,
-    template_arn: String,
     account_id: String,
 }
 
 impl Permission {
     pub(super) fn new(station: &StationConfig, account: &Account) -> Self {
-        let template = &station.provisioning.template;
         Self {
-            sid: desired::hook_permission_id(template),
-            template_arn: account.iot_arn(&format!("provisioningtemplate/{template}")),
+            sid: desired::hook_permission_id(&station.provisioning.template),
             account_id: account.account_id.clone(),
         }
     }
@@ -572,9 +582,8 @@ impl Resource for Permission {
         ctx: &Context,
     ) -> Result<Option<HookPermission>, AwsError> {
         let policy = api.function_policy(ctx.hook()).await?;
-        let (template, account) = (&self.template_arn, &self.account_id);
         Ok(
-            match desired::hook_permission(policy.as_deref(), &self.sid, template, account) {
+            match desired::hook_permission(policy.as_deref(), &self.sid, &self.account_id) {
                 HookPermission::Missing => None,
                 found => Some(found),
             },
@@ -586,8 +595,7 @@ impl Resource for Permission {
     }
 
     async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
-        let (template, account) = (&self.template_arn, &self.account_id);
-        api.allow_iot_invoke(ctx.hook(), &self.sid, template, account)
+        api.allow_iot_invoke(ctx.hook(), &self.sid, &self.account_id)
             .await
     }
 
@@ -622,10 +630,14 @@ impl Template {
     pub(super) fn new(
         station: &StationConfig,
         account: &Account,
-        core_policy: &CorePolicy<'_>,
+        core_policy: CorePolicy<'_>,
     ) -> Self {
         let p = &station.provisioning;
-        let body = desired::provisioning_template_body(core_policy, p.thing_group.is_some());
+        let body = desired::provisioning_template_body(&TemplateShape {
+            core_policy,
+            thing_group: p.thing_group.as_deref(),
+            exclusive_thing: station.setup.exclusive_thing_association,
+        });
         Self {
             name: p.template.clone(),
             arn: account.iot_arn(&format!("provisioningtemplate/{}", p.template)),

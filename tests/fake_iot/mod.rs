@@ -354,4 +354,16 @@ impl Inventory for FakeIot {
             .cloned()
             .unwrap_or_default())
     }
+
+    async fn principal_things(&self, principal: &str) -> Result<Vec<String>, AwsError> {
+        self.request("ListPrincipalThings")?;
+        let things = self.things.lock().unwrap();
+        let mut names: Vec<String> = things
+            .iter()
+            .filter(|(_, principals)| principals.iter().any(|p| p == principal))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
 }
