@@ -17,8 +17,15 @@ This launcher owns:
     (HTTP 500 InternalFailureException, not executed) and lost responses (executed, then
     answered HTTP 500 InternalFailureException). endpoint.json also carries the settings:
     "faults": {"throttle": {OP: RPS}, "fail": {OP: FRACTION}, "lose_response": {OP: FRACTION},
-    "seed": N};
-  * DELETE /_claimfab/faults: clears every injected fault (AWS "recovers").
+    "deny": [OP], "drop_csr_subject": BOOL, "seed": N};
+  * a test switch that departs from AWS on purpose, off by default: --drop-csr-subject makes
+    CreateCertificateFromCsr (and so the data plane's MQTT CreateCertificateFromCsr, which
+    calls it) issue certificates with AWS IoT's default subject, CN=AWS IoT Certificate,
+    instead of the CSR's subject -- an endpoint that does not keep the CSR subject, for
+    tests of code that relies on it (AWS makes the certificate "using the specified
+    certificate signing request"; the local endpoint keeps the subject unless asked not to);
+  * DELETE /_claimfab/faults: clears every injected fault, --drop-csr-subject included (AWS
+    "recovers").
   * with --data-plane, the local AWS IoT data plane (scripts/dataplane/): a TLS-only MQTT
     broker (mosquitto, with the claimfab_auth plugin) on 127.0.0.1 and the fleet-provisioning
     service (the Device provisioning MQTT API, IoT policy enforcement), both started before
@@ -37,7 +44,8 @@ Usage:
     .venv/bin/python scripts/local_endpoint.py --state-dir DIR [--port 0] [--region us-east-1]
                                               [--log-requests]
                                               [--throttle OP=RPS]... [--fail OP=FRACTION]...
-                                              [--lose-response OP=FRACTION]... [--seed N]
+                                              [--lose-response OP=FRACTION]... [--deny OP]...
+                                              [--seed N] [--drop-csr-subject]
                                               [--data-plane] [--exit-with-parent]
 
 OP is an AWS IoT API operation name as in the API reference (CreateCertificateFromCsr,
@@ -81,6 +89,8 @@ HOST = "127.0.0.1"
 # AWS IoT CA-issued certificates (CreateKeysAndCertificate, CreateCertificateFromCsr) are
 # valid until 2049-12-31T23:59:59Z.
 AWS_ISSUED_NOT_AFTER = dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+# The subject AWS IoT gives the certificates it names itself (CreateKeysAndCertificate).
+AWS_DEFAULT_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
 
 # One lock for the IoT backend's certificate/policy state. moto's server handles each request
 # on its own thread and its backends keep plain dicts, so concurrent writers and readers
@@ -195,13 +205,14 @@ def endpoint_host(account_id: str, region: str, endpoint_type: str = "iot:Data-A
     return ENDPOINT_FORMATS[endpoint_type].format(p=prefix, r=region)
 
 
-def apply_iot_corrections(ca: TestCa) -> None:
-    """Monkeypatches moto's IoT backend/responses; call once, before serving."""
+def apply_iot_corrections(ca: TestCa, faults: "FaultSettings") -> None:
+    """Monkeypatches moto's IoT backend/responses; call once, before serving. `faults` carries
+    the test switches that depart from AWS on purpose (here: drop_csr_subject)."""
     from moto.core.config import default_user_config
     from moto.iot import models as iot_models
     from moto.iot import responses as iot_responses
     from moto.iot.exceptions import InvalidRequestException
-    from moto.core.responses import ActionResult
+    from moto.core.responses import ActionResult, EmptyResult
 
     IoTBackend = iot_models.IoTBackend
     FakeCertificate = iot_models.FakeCertificate
@@ -256,7 +267,10 @@ def apply_iot_corrections(ca: TestCa) -> None:
                 "The certificate signing request is not valid: the key must be RSA or EC "
                 f"(got {type(public_key).__name__})."
             )
-        pem = ca.issue(req.subject, public_key)
+        # --drop-csr-subject (a test switch, not AWS's behaviour): issue the certificate with
+        # AWS IoT's default subject, as an endpoint that does not keep the CSR's subject would.
+        subject = AWS_DEFAULT_SUBJECT if faults.drop_csr_subject else req.subject
+        pem = ca.issue(subject, public_key)
         # 6. Registered under the state lock; through moto's own register_certificate so it
         #    shows in List/DescribeCertificate and gets ACTIVE/INACTIVE from setAsActive.
         with STATE_LOCK:
@@ -301,8 +315,7 @@ def apply_iot_corrections(ca: TestCa) -> None:
                 serialization.NoEncryption(),
             ).decode("ascii"),
         }
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
-        pem = ca.issue(subject, private_key.public_key())
+        pem = ca.issue(AWS_DEFAULT_SUBJECT, private_key.public_key())
         with STATE_LOCK:
             cert = self.register_certificate(
                 pem, ca_certificate_pem=None, set_as_active=bool(set_as_active), status="INACTIVE"
@@ -398,6 +411,115 @@ def apply_iot_corrections(ca: TestCa) -> None:
 
     IoTResponse.list_certificates = response_list_certificates
 
+    # 11. Exclusive thing association. AWS (API_AttachThingPrincipal): the query parameter
+    #     thingPrincipalType is EXCLUSIVE_THING ("Attaches the specified principal to the
+    #     specified thing, exclusively. The thing will be the only thing that's attached to the
+    #     principal.") or NON_EXCLUSIVE_THING (the default; "Multiple things can be attached to
+    #     the principal."). Developer guide (exclusive-thing.html): "When a certificate is
+    #     associated with an exclusive thing, this certificate can only be associated with
+    #     other things if you detach it from the exclusive thing." ListThingPrincipalsV2 and
+    #     ListPrincipalThingsV2 answer {"thingPrincipalObjects": [{"principal",
+    #     "thingPrincipalType"}]} and {"principalThingObjects": [{"thingName",
+    #     "thingPrincipalType"}]}, filtered by an optional thingPrincipalType. moto 5.2.5
+    #     ignores the type everywhere (its ListThingPrincipalsV2 even answers a thingName key
+    #     AWS does not have). Here the type is kept per (principal, thing) association; an
+    #     attach is refused (InvalidRequestException, HTTP 400: AWS does not publish the error)
+    #     when the principal is exclusively attached to another thing, or when an exclusive
+    #     attach meets a principal attached to any other thing. Re-attaching to the same thing
+    #     is accepted and sets the association's type to the one asked for (the operation is a
+    #     PUT: the request states the association wanted). DetachThingPrincipal drops the type
+    #     with the association. The v1 lists (ListThingPrincipals, ListPrincipalThings) stay
+    #     moto's.
+    exclusive, non_exclusive = "EXCLUSIVE_THING", "NON_EXCLUSIVE_THING"
+
+    def association_types(backend) -> dict:
+        """(principal ARN, thing name) -> thingPrincipalType of the backend's associations
+        (those in moto's principal_things; absent means NON_EXCLUSIVE_THING). Kept on the
+        backend instance, so moto's reset drops it with the associations."""
+        types = backend.__dict__.get("_claimfab_thing_principal_types")
+        if types is None:
+            types = backend._claimfab_thing_principal_types = {}
+        return types
+
+    def principal_type_param(response):
+        """The request's thingPrincipalType (None when absent), checked against the enum."""
+        value = response._get_param("thingPrincipalType")
+        if value is not None and value not in (exclusive, non_exclusive):
+            raise InvalidRequestException(
+                f"thingPrincipalType {value!r} is not valid: use {exclusive} or {non_exclusive}."
+            )
+        return value
+
+    def attach_thing_principal(self, thing_name, principal_arn, thing_principal_type=non_exclusive):
+        principal = self._get_principal(principal_arn)
+        thing = self.describe_thing(thing_name)
+        types = association_types(self)
+        others = {
+            t: types.get((p, t), non_exclusive)
+            for p, t in self.principal_things
+            if p == principal_arn and t != thing_name
+        }
+        held_by = sorted(t for t, kind in others.items() if kind == exclusive)
+        if held_by:
+            raise InvalidRequestException(
+                f"The principal {principal_arn} is attached to the thing {held_by[0]} as an "
+                f"exclusive thing; detach it from {held_by[0]} before attaching it to another thing."
+            )
+        if thing_principal_type == exclusive and others:
+            raise InvalidRequestException(
+                f"The principal {principal_arn} cannot be attached to the thing {thing_name} as an "
+                f"exclusive thing: it is attached to other things ({', '.join(sorted(others))})."
+            )
+        key = (principal_arn, thing_name)
+        self.principal_things[key] = (principal, thing)
+        types[key] = thing_principal_type
+
+    IoTBackend.attach_thing_principal = attach_thing_principal
+
+    original_detach_thing_principal = IoTBackend.detach_thing_principal
+
+    def detach_thing_principal(self, thing_name, principal_arn):
+        original_detach_thing_principal(self, thing_name, principal_arn)
+        association_types(self).pop((principal_arn, thing_name), None)
+
+    IoTBackend.detach_thing_principal = detach_thing_principal
+
+    def list_thing_principals_v2(self, thing_name):
+        """[(principal ARN, type)] of a thing (ResourceNotFound for no such thing, as v1)."""
+        types = association_types(self)
+        return [(p, types.get((p, thing_name), non_exclusive)) for p in self.list_thing_principals(thing_name)]
+
+    def list_principal_things_v2(self, principal_arn):
+        """[(thing name, type)] of a principal."""
+        types = association_types(self)
+        return [(t, types.get((principal_arn, t), non_exclusive)) for t in self.list_principal_things(principal_arn)]
+
+    IoTBackend.list_thing_principals_v2 = list_thing_principals_v2
+    IoTBackend.list_principal_things_v2 = list_principal_things_v2
+
+    def response_attach_thing_principal(self):
+        kind = principal_type_param(self) or non_exclusive
+        self.iot_backend.attach_thing_principal(
+            self._get_param("thingName"), self.headers.get("x-amzn-principal"), kind
+        )
+        return EmptyResult()
+
+    def response_list_thing_principals_v2(self):
+        wanted = principal_type_param(self)
+        pairs = self.iot_backend.list_thing_principals_v2(self._get_param("thingName"))
+        objects = [{"principal": p, "thingPrincipalType": k} for p, k in pairs if wanted in (None, k)]
+        return ActionResult({"thingPrincipalObjects": objects})
+
+    def response_list_principal_things_v2(self):
+        wanted = principal_type_param(self)
+        pairs = self.iot_backend.list_principal_things_v2(self.headers.get("x-amzn-principal"))
+        objects = [{"thingName": t, "thingPrincipalType": k} for t, k in pairs if wanted in (None, k)]
+        return ActionResult({"principalThingObjects": objects})
+
+    IoTResponse.attach_thing_principal = response_attach_thing_principal
+    IoTResponse.list_thing_principals_v2 = response_list_thing_principals_v2
+    IoTResponse.list_principal_things_v2 = response_list_principal_things_v2
+
     # 6. Thread safety: the backend methods that read or write certificates, policies and
     #    their attachments run under STATE_LOCK, and list results are copied under it (moto
     #    returns live dict views that the response then iterates unlocked). describe_certificate
@@ -458,6 +580,10 @@ def apply_iot_corrections(ca: TestCa) -> None:
         "list_principal_policies",
         "attach_thing_principal",
         "detach_thing_principal",
+        "list_thing_principals",
+        "list_thing_principals_v2",
+        "list_principal_things",
+        "list_principal_things_v2",
         "create_thing",
         "describe_thing",
         "delete_thing",
@@ -637,13 +763,17 @@ class TokenBucket:
 
 class FaultSettings:
     def __init__(
-        self, throttle: dict, fail: dict, lose_response: dict, seed: int, deny: frozenset = frozenset()
+        self, throttle: dict, fail: dict, lose_response: dict, seed: int, deny: frozenset = frozenset(),
+        drop_csr_subject: bool = False,
     ) -> None:
         self.deny = set(deny)  # operations the caller is not allowed to call
         self.throttle = throttle  # operation -> requests per second
         self.fail = fail  # operation -> fraction answered 500 without executing
         self.lose_response = lose_response  # operation -> fraction executed, then answered 500
         self.seed = seed
+        # CreateCertificateFromCsr issues CN=AWS IoT Certificate instead of the CSR's subject
+        # (read by apply_iot_corrections' correction 1 on every request).
+        self.drop_csr_subject = drop_csr_subject
 
     def as_json(self) -> dict:
         return {
@@ -653,6 +783,7 @@ class FaultSettings:
             "fail": dict(sorted(self.fail.items())),
             "lose_response": dict(sorted(self.lose_response.items())),
             "deny": sorted(self.deny),
+            "drop_csr_subject": self.drop_csr_subject,
             "seed": self.seed,
         }
 
@@ -792,6 +923,7 @@ class FaultInjector:
         with self.rng_lock:
             self.settings.throttle, self.settings.fail, self.settings.lose_response = {}, {}, {}
             self.settings.deny = set()
+            self.settings.drop_csr_subject = False
             self.buckets = {}
         return self.json_response(start_response, "200 OK", {"faults": self.settings.as_json()})
 
@@ -964,6 +1096,13 @@ def main() -> int:
         "--seed", type=int, help="seed for --fail/--lose-response choices (default: random)"
     )
     parser.add_argument(
+        "--drop-csr-subject", action="store_true",
+        help="test switch, departs from AWS on purpose: CreateCertificateFromCsr (also the data "
+        "plane's MQTT CreateCertificateFromCsr) issues certificates with AWS IoT's default "
+        "subject CN=AWS IoT Certificate instead of the CSR's subject, as an endpoint that does "
+        "not keep the CSR subject would",
+    )
+    parser.add_argument(
         "--data-plane", action="store_true",
         help="also run the local AWS IoT data plane: a TLS MQTT broker (mosquitto) and the "
         "fleet-provisioning service (scripts/dataplane/); see endpoint.json's data_plane",
@@ -988,6 +1127,7 @@ def main() -> int:
         deny=frozenset(
             parse_fault_specs(parser, "--deny", [f"{op}=1" for op in args.deny or ()], router, "fraction")
         ),
+        drop_csr_subject=args.drop_csr_subject,
     )
 
     # werkzeug logs every request at INFO; by default keep only warnings and errors (tracebacks
@@ -1009,7 +1149,7 @@ def main() -> int:
     )
 
     ca = TestCa()
-    apply_iot_corrections(ca)
+    apply_iot_corrections(ca, faults)
     # 8. The provisioning-template operations moto lacks. (scripts/ is on sys.path: this file
     #    runs as a script.)
     import endpoint_provisioning_templates

@@ -1201,13 +1201,9 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def obtain_certificate(session: Session, settings: Settings, root: Path) -> tuple[str, str, str]:
-    """The runtime's create step. Returns (certificate id, ownership token, certificate PEM);
-    writes the device certificate and key where the runtime does."""
-    from awscrt import mqtt
-    from awsiot import iotidentity
-
-    identity = iotidentity.IotIdentityClient(session.connection)
+def _create_answer() -> tuple[concurrent.futures.Future, Callable, Callable, list[int]]:
+    """A future for the first answer to a certificate request, the on_accepted/on_rejected
+    callbacks that settle it, and a one-element list counting the answers after the first."""
     answer: concurrent.futures.Future = concurrent.futures.Future()
     extra_answers = [0]
 
@@ -1234,7 +1230,43 @@ def obtain_certificate(session: Session, settings: Settings, root: Path) -> tupl
         else:
             settle(response)
 
+    return answer, on_accepted, on_rejected, extra_answers
+
+
+def create_certificate_from_csr(session: Session, csr: str, wildcard: bool):
+    """Publishes CreateCertificateFromCsr and waits for its answer, subscribed either to
+    `<topic>/+` (lite's one wildcard subscription) or to `<topic>/accepted` and
+    `<topic>/rejected` (the Java plugin's exact ones). Returns (response, extra answers count
+    list); a rejection raises DeviceFailure at stage create with AWS's fields."""
+    from awscrt import mqtt
+    from awsiot import iotidentity
+
+    identity = iotidentity.IotIdentityClient(session.connection)
+    answer, on_accepted, on_rejected, extra_answers = _create_answer()
+    if wildcard:
+        subscribe_wildcard(session, "$aws/certificates/create-from-csr/json", "create",
+                           iotidentity.CreateCertificateFromCsrResponse.from_payload, on_accepted, on_rejected)
+    else:
+        req = iotidentity.CreateCertificateFromCsrSubscriptionRequest()
+        session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_accepted(
+            req, mqtt.QoS.AT_LEAST_ONCE, on_accepted), "create", "$aws/certificates/create-from-csr/json/accepted")
+        session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_rejected(
+            req, mqtt.QoS.AT_LEAST_ONCE, on_rejected), "create", "$aws/certificates/create-from-csr/json/rejected")
+    published = identity.publish_create_certificate_from_csr(
+        iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr), mqtt.QoS.AT_LEAST_ONCE)
+    session.wait(published, "create", "PUBACK for CreateCertificateFromCsr")
+    return session.wait(answer, "create", "CreateCertificateFromCsr response"), extra_answers
+
+
+def obtain_certificate(session: Session, settings: Settings, root: Path) -> tuple[str, str, str]:
+    """The runtime's create step. Returns (certificate id, ownership token, certificate PEM);
+    writes the device certificate and key where the runtime does."""
+    from awscrt import mqtt
+    from awsiot import iotidentity
+
     if settings.method == "create-keys":
+        identity = iotidentity.IotIdentityClient(session.connection)
+        answer, on_accepted, on_rejected, extra_answers = _create_answer()
         req = iotidentity.CreateKeysAndCertificateSubscriptionRequest()
         session.subscribe(lambda: identity.subscribe_to_create_keys_and_certificate_accepted(
             req, mqtt.QoS.AT_LEAST_ONCE, on_accepted), "create", "$aws/certificates/create/json/accepted")
@@ -1254,15 +1286,7 @@ def obtain_certificate(session: Session, settings: Settings, root: Path) -> tupl
 
     if settings.method == "csr-file":
         csr = map_device_path(root, settings.csr_path).read_text()
-        req = iotidentity.CreateCertificateFromCsrSubscriptionRequest()
-        session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_accepted(
-            req, mqtt.QoS.AT_LEAST_ONCE, on_accepted), "create", "$aws/certificates/create-from-csr/json/accepted")
-        session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_rejected(
-            req, mqtt.QoS.AT_LEAST_ONCE, on_rejected), "create", "$aws/certificates/create-from-csr/json/rejected")
-        published = identity.publish_create_certificate_from_csr(
-            iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr), mqtt.QoS.AT_LEAST_ONCE)
-        session.wait(published, "create", "PUBACK for CreateCertificateFromCsr")
-        response = session.wait(answer, "create", "CreateCertificateFromCsr response")
+        response, extra_answers = create_certificate_from_csr(session, csr, wildcard=False)
         check_key_matches("create", response.certificate_pem, map_device_path(root, settings.csr_key).read_bytes(),
                           "the key of the device's CSR")
         note_extra_answers(settings, extra_answers[0], "CreateCertificateFromCsr")
@@ -1274,12 +1298,7 @@ def obtain_certificate(session: Session, settings: Settings, root: Path) -> tupl
     key_pem, csr = make_csr(settings.csr_common_name)
     write_private(map_device_path(root, settings.out_key), key_pem)
     write_private(map_device_path(root, settings.csr_path), csr.encode())
-    subscribe_wildcard(session, "$aws/certificates/create-from-csr/json", "create",
-                       iotidentity.CreateCertificateFromCsrResponse.from_payload, on_accepted, on_rejected)
-    published = identity.publish_create_certificate_from_csr(
-        iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr), mqtt.QoS.AT_LEAST_ONCE)
-    session.wait(published, "create", "PUBACK for CreateCertificateFromCsr")
-    response = session.wait(answer, "create", "CreateCertificateFromCsr response")
+    response, extra_answers = create_certificate_from_csr(session, csr, wildcard=True)
     check_key_matches("create", response.certificate_pem, key_pem, "the key of the device's CSR")
     note_extra_answers(settings, extra_answers[0], "CreateCertificateFromCsr")
     return response.certificate_id, response.certificate_ownership_token, response.certificate_pem
@@ -1332,7 +1351,10 @@ def subscribe_wildcard(session: Session, topic: str, stage: str, parse_accepted,
                       stage, f"{topic}/+")
 
 
-def register_thing(session: Session, settings: Settings, token: str):
+def register_thing(session: Session, settings: Settings, token: str, exact_subscriptions: bool = False):
+    """The runtime's RegisterThing with settings.template and settings.params, subscribed as
+    the runtime does (lite: `<topic>/+`; Java: `<topic>/accepted` and `<topic>/rejected`, also
+    for lite with exact_subscriptions). Returns the accepted response."""
     from awscrt import mqtt
     from awsiot import iotidentity
 
@@ -1360,16 +1382,16 @@ def register_thing(session: Session, settings: Settings, token: str):
         answer.set_exception(DeviceFailure("register", _describe_rejection("RegisterThing", fields), fields))
 
     topic = f"$aws/provisioning-templates/{settings.template}/provision/json"
-    if settings.nucleus == "lite":
+    if settings.nucleus == "lite" and not exact_subscriptions:
         subscribe_wildcard(session, topic, "register", iotidentity.RegisterThingResponse.from_payload, on_accepted, on_rejected)
-        params = settings.params or {}
     else:
         req = iotidentity.RegisterThingSubscriptionRequest(template_name=settings.template)
         session.subscribe(lambda: identity.subscribe_to_register_thing_accepted(req, mqtt.QoS.AT_LEAST_ONCE, on_accepted),
                           "register", f"{topic}/accepted")
         session.subscribe(lambda: identity.subscribe_to_register_thing_rejected(req, mqtt.QoS.AT_LEAST_ONCE, on_rejected),
                           "register", f"{topic}/rejected")
-        params = settings.params or None
+    # Lite always sends the parameters field; Java omits it when there are none.
+    params = (settings.params or {}) if settings.nucleus == "lite" else (settings.params or None)
     identity.publish_register_thing(
         iotidentity.RegisterThingRequest(template_name=settings.template, certificate_ownership_token=token,
                                          parameters=params),

@@ -263,9 +263,10 @@ def connection_variables(
     thing_type_name: str | None = None,
     thing_attributes: Mapping[str, str] | None = None,
 ) -> dict[str, str | None]:
-    """Policy variables of one MQTT connection. thing_name is the thing attached to the
-    connection's certificate whose name equals the client id (None if there is none):
-    AWS IoT sets the Connection.Thing.* variables only in that case."""
+    """Policy variables of one MQTT connection. thing_name is the connection's thing (None if
+    there is none): the thing the certificate is exclusively attached to, else the thing
+    attached to it whose name equals the client id; AWS IoT sets the Connection.Thing.*
+    variables only when there is one."""
     variables: dict[str, str | None] = {
         "iot:ClientId": client_id,
         "iot:Connection.Thing.ThingName": thing_name,

@@ -14,10 +14,11 @@ not meant to be run by hand. This process owns:
         closes the connection of a client that publishes or subscribes without
         permission); receive (topic/T): allowed or "deny" (the message is not delivered);
       - evaluation in scripts/dataplane/iot_policy.py, with the connection's policy
-        variables (client id, the thing attached to the certificate whose name is the
-        client id, the certificate's subject). Policies and thing are read at CONNECT and
-        cached for the life of the connection ("conn" = the broker's client context), with
-        each decision memoized; a CONNECT always reloads them;
+        variables (client id, the connection's thing -- the thing the certificate is
+        exclusively attached to, else the attached thing whose name is the client id, see
+        connection_thing -- and the certificate's subject). Policies and thing are read at
+        CONNECT and cached for the life of the connection ("conn" = the broker's client
+        context), with each decision memoized; a CONNECT always reloads them;
   * the Device provisioning MQTT API (AWS IoT Core Developer Guide, "Device provisioning
     MQTT API"), over its own MQTT connection (paho-mqtt, TLS, its own certificate). Devices'
     requests reach it rewritten by the plugin as $claimfab/request/CERT_ID/HEX(CLIENT_ID)/
@@ -29,7 +30,10 @@ not meant to be run by hand. This process owns:
         {"certificateSigningRequest": PEM}) -> {certificateId, certificatePem,
         certificateOwnershipToken};
       - $aws/provisioning-templates/NAME/provision/json (RegisterThing,
-        {"certificateOwnershipToken", "parameters"}) -> {deviceConfiguration, thingName};
+        {"certificateOwnershipToken", "parameters"}) -> {deviceConfiguration, thingName}; the
+        template (scripts/dataplane/template.py) is carried out through the local endpoint,
+        the certificate attached to the thing with the template's ThingPrincipalType
+        (EXCLUSIVE_THING or, by default, NON_EXCLUSIVE_THING);
       - rejected: {statusCode, errorCode, errorMessage}.
     Certificates are made through the local endpoint, INACTIVE (AWS: PENDING_ACTIVATION
     until RegisterThing applies the template's Status; the IoT API has no such status, so
@@ -41,16 +45,19 @@ not meant to be run by hand. This process owns:
     "UnsupportedPayloadFormat"): AWS would answer in CBOR, which this service does not speak.
   * the pre-provisioning hook: when the template has preProvisioningHook.targetArn, the
     function's resource policy must let iot.amazonaws.com invoke it (Lambda GetPolicy;
-    SourceArn/SourceAccount conditions checked against the template), then its deployment
-    package is fetched (Lambda GetFunction -> Code.Location) and its Python handler is run
-    in a subprocess with AWS's documented payload; provisioning goes on only on
-    {"allowProvisioning": true}, with parameterOverrides merged into the parameters.
+    conditions evaluated with aws:SourceAccount = the account and no aws:SourceArn, as
+    _allows_iot explains: a permission that relies on SourceArn does not match), then its
+    deployment package is fetched (Lambda GetFunction -> Code.Location) and its Python
+    handler is run in a subprocess with AWS's documented payload; provisioning goes on only
+    on {"allowProvisioning": true}, with parameterOverrides merged into the parameters.
 
 AWS documents no list of the MQTT API's error codes; the ones used here are:
 InvalidPayload (400, not JSON / not an object), InvalidCertificateOwnershipToken (400),
 InvalidParameters (400, missing or bad parameters, values the template cannot use),
-InvalidTemplate (400), InvalidCSR (400, the endpoint refused the CSR), ResourceNotFound (404,
-no such template, thing group, thing type or policy), TemplateDisabled (400),
+InvalidTemplate (400), InvalidCSR (400, the endpoint refused the CSR), InvalidRequest (400,
+the endpoint refused a step, e.g. the certificate's thing association conflicts with the
+template's ThingPrincipalType), ResourceNotFound (404, no such template, thing group, thing
+type or policy), TemplateDisabled (400),
 AccessDenied (403: the hook refused or cannot be invoked, the provisioning role is missing),
 ThrottlingException (429, the endpoint throttled), InternalError (500, anything else).
 
@@ -182,6 +189,17 @@ class Connection:
     active: bool = False
 
 
+def connection_thing(things: list[dict], client_id: str) -> str | None:
+    """The thing AWS IoT associates with a connection (developer guide, "Associating an AWS IoT
+    thing to an MQTT client connection"), from the certificate's ListPrincipalThingsV2
+    objects: the thing the certificate is exclusively attached to, whatever the client id;
+    else the attached thing whose name is the client id; else none."""
+    for obj in things:
+        if obj.get("thingPrincipalType") == "EXCLUSIVE_THING":
+            return obj.get("thingName")
+    return client_id if any(obj.get("thingName") == client_id for obj in things) else None
+
+
 class Authorizer:
     def __init__(self, endpoint: Endpoint, region: str, account: str, service_client_id: str):
         self.endpoint = endpoint
@@ -220,15 +238,14 @@ class Authorizer:
                 conn.documents.append(iot.get_policy(policyName=name)["policyDocument"])
             except ClientError:
                 pass
-        thing_name = None
         try:
-            things = iot.list_principal_things(principal=conn.cert_arn).get("things", [])
+            things = iot.list_principal_things_v2(principal=conn.cert_arn).get("principalThingObjects", [])
         except ClientError:
             things = []
+        thing_name = connection_thing(things, client_id)
         thing_type = None
         attributes = None
-        if client_id in things:
-            thing_name = client_id
+        if thing_name:
             try:
                 thing = iot.describe_thing(thingName=thing_name)
                 thing_type = thing.get("thingTypeName")
@@ -452,7 +469,7 @@ class Provisioning:
         hook = tmpl.get("preProvisioningHook")
         if hook and hook.get("targetArn"):
             overrides = run_hook(
-                self.endpoint, hook["targetArn"], tmpl["templateArn"], self.account,
+                self.endpoint, hook["targetArn"], self.account,
                 {
                     "claimCertificateId": claim_cert_id,
                     "certificateId": token.certificate_id,
@@ -521,6 +538,9 @@ class Provisioning:
                     if Endpoint.code(e) == "ResourceNotFoundException":
                         raise Rejected(404, "ResourceNotFound", f"Policy {policy['PolicyName']} does not exist.") from None
                     raise
+        principal_type = (plan.certificate or {}).get("ThingPrincipalType", "NON_EXCLUSIVE_THING")
+        if thing:
+            self.check_thing_association(cert_arn, thing["ThingName"], principal_type)
 
         thing_name = None
         if thing:
@@ -535,10 +555,30 @@ class Provisioning:
                         raise
             iot.attach_policy(policyName=policy["PolicyName"], target=cert_arn)
         if thing_name:
-            iot.attach_thing_principal(thingName=thing_name, principal=cert_arn)
+            iot.attach_thing_principal(thingName=thing_name, principal=cert_arn, thingPrincipalType=principal_type)
         if plan.certificate:
             iot.update_certificate(certificateId=token.certificate_id, newStatus=plan.certificate["Status"])
         return thing_name
+
+    def check_thing_association(self, cert_arn: str, thing_name: str, principal_type: str) -> None:
+        """Rejects (400 InvalidRequest, before anything is made) a registration whose
+        AttachThingPrincipal AWS would refuse: the certificate is exclusively attached to
+        another thing, or the template attaches it exclusively while it is attached to another
+        thing (the local endpoint's correction 11). The attach itself is refused the same way
+        should the association change in between."""
+        others = [
+            o for o in self.endpoint.iot.list_principal_things_v2(principal=cert_arn).get("principalThingObjects", [])
+            if o["thingName"] != thing_name
+        ]
+        exclusive = [o["thingName"] for o in others if o.get("thingPrincipalType") == "EXCLUSIVE_THING"]
+        if exclusive:
+            raise Rejected(400, "InvalidRequest", f"The certificate is exclusively attached to the thing {exclusive[0]}.")
+        if principal_type == "EXCLUSIVE_THING" and others:
+            raise Rejected(
+                400, "InvalidRequest",
+                f"The certificate cannot be attached to the thing {thing_name} exclusively: it is attached to "
+                f"{', '.join(sorted(o['thingName'] for o in others))}.",
+            )
 
     def apply_thing(self, thing: dict) -> None:
         from botocore.exceptions import ClientError
@@ -620,47 +660,92 @@ sys.stdout.write("\n" + json.dumps(result))
 """
 
 
-def _allows_iot(policy_text: str, function_arn: str, template_arn: str, account: str) -> bool:
+def _allows_iot(policy_text: str, function_arn: str, account: str) -> bool:
+    """Whether the function's resource policy lets AWS IoT invoke it as a pre-provisioning
+    hook: an Allow statement for the service principal iot.amazonaws.com, lambda:InvokeFunction
+    on the function, whose Condition holds in the context AWS IoT invokes hooks with.
+
+    That context is modelled as aws:SourceAccount = the account and NO aws:SourceArn. AWS
+    documents no source ARN for hook invocations (the guide only says to include source-arn
+    or source-account in the permission), and AWS's own templates (the nucleus lite
+    CloudFormation template, aws-samples automated-iot-fleet-provisioning-by-claim) grant
+    iot.amazonaws.com with SourceAccount alone. So a permission that relies on SourceArn is
+    not trusted to work on a real account: a statement testing aws:SourceArn does not match,
+    unless its operator ends in IfExists (which holds for an absent key). SourceAccount
+    conditions are evaluated; other condition keys are not modelled (they hold); a statement
+    without Condition matches."""
     try:
         policy = json.loads(policy_text)
     except (TypeError, ValueError):
         return False
-    for st in iot_policy._as_list(policy.get("Statement")):
-        if not isinstance(st, dict) or st.get("Effect") != "Allow":
-            continue
-        principal = st.get("Principal")
-        services = principal.get("Service") if isinstance(principal, dict) else principal
-        if "iot.amazonaws.com" not in iot_policy._as_list(services):
-            continue
-        if not any(a in ("lambda:InvokeFunction", "lambda:*", "*") for a in iot_policy._as_list(st.get("Action"))):
-            continue
-        if not any(iot_policy.matches(r, function_arn, {}) or iot_policy.matches(r, function_arn + ":*", {}) for r in iot_policy._as_list(st.get("Resource", function_arn))):
-            continue
-        ok = True
-        for operator, block in (st.get("Condition") or {}).items():
-            for key, wanted in (block or {}).items():
-                actual = {"aws:sourcearn": template_arn, "aws:sourceaccount": account}.get(key.lower())
-                if actual is None:
-                    continue
-                values = iot_policy._as_list(wanted)
-                if operator.startswith("ArnLike") or operator.startswith("StringLike"):
-                    ok = ok and any(iot_policy.matches(v, actual, {}) for v in values)
-                else:
-                    ok = ok and actual in values
-        if ok:
-            return True
-    return False
+    if not isinstance(policy, dict):
+        return False
+    return any(
+        _grants_iot_invoke(st, function_arn) and _hook_condition_holds(st.get("Condition"), account)
+        for st in iot_policy._as_list(policy.get("Statement"))
+    )
 
 
-def run_hook(endpoint: Endpoint, target_arn: str, template_arn: str, account: str, event: dict) -> dict:
+def _grants_iot_invoke(st, function_arn: str) -> bool:
+    if not isinstance(st, dict) or st.get("Effect") != "Allow":
+        return False
+    principal = st.get("Principal")
+    services = principal.get("Service") if isinstance(principal, dict) else principal
+    if "iot.amazonaws.com" not in iot_policy._as_list(services):
+        return False
+    if not any(a in ("lambda:InvokeFunction", "lambda:*", "*") for a in iot_policy._as_list(st.get("Action"))):
+        return False
+    resources = iot_policy._as_list(st.get("Resource", function_arn))
+    return any(iot_policy.matches(r, function_arn, {}) or iot_policy.matches(r, function_arn + ":*", {}) for r in resources)
+
+
+# Condition operators evaluated on aws:SourceAccount, by what they test.
+_POSITIVE = {"StringEquals": False, "ArnEquals": False, "StringLike": True, "ArnLike": True}
+_NEGATED = {"StringNotEquals": False, "ArnNotEquals": False, "StringNotLike": True, "ArnNotLike": True}
+
+
+def _hook_condition_holds(condition, account: str) -> bool:
+    """A statement's Condition in AWS IoT's hook invocation context (see _allows_iot). An
+    operator this does not know, on a key it models, does not hold (the safe side)."""
+    if not condition:
+        return True
+    if not isinstance(condition, dict):
+        return False
+    for operator, block in condition.items():
+        if not isinstance(block, dict):
+            return False
+        if_exists = operator.endswith("IfExists")
+        base = operator[: -len("IfExists")] if if_exists else operator
+        for key, wanted in block.items():
+            name = key.lower()
+            if name == "aws:sourcearn":
+                if not if_exists:
+                    return False  # no source ARN in the context: the test fails
+                continue
+            if name != "aws:sourceaccount":
+                continue
+            values = [str(v) for v in iot_policy._as_list(wanted)]
+            if base in _POSITIVE or base in _NEGATED:
+                pattern = _POSITIVE.get(base, _NEGATED.get(base))
+                hit = any(iot_policy.matches(v, account, {}) if pattern else v == account for v in values)
+                if hit != (base in _POSITIVE):
+                    return False
+            elif base == "Null":
+                if not all(v.lower() == "false" for v in values):
+                    return False  # the key is present
+            else:
+                return False
+    return True
+
+
+def run_hook(endpoint: Endpoint, target_arn: str, account: str, event: dict) -> dict:
     from botocore.exceptions import ClientError
 
     try:
         policy = endpoint.lam.get_policy(FunctionName=target_arn)["Policy"]
     except ClientError:
         policy = None
-    function_arn = target_arn
-    if not policy or not _allows_iot(policy, function_arn, template_arn, account):
+    if not policy or not _allows_iot(policy, target_arn, account):
         raise Rejected(403, "AccessDenied", f"AWS IoT is not allowed to invoke the pre-provisioning hook {target_arn}.")
     try:
         fn = endpoint.lam.get_function(FunctionName=target_arn)

@@ -12,8 +12,9 @@ as devices over MQTT/TLS (paho-mqtt and awsiotsdk's iotidentity client), it runs
 CreateCertificateFromCsr + RegisterThing and CreateKeysAndCertificate + RegisterThing,
 reconnects with the new certificates, and checks the refusals: a claim policy without the
 create-from-csr topics, a revoked claim, malformed JSON, replies going to their requester
-only, a missing template parameter, and the pre-provisioning hook (allowed, refusing, and
-not invocable by iot.amazonaws.com). Prints one line per check; exits 1 on the first failure.
+only, a missing template parameter, and the pre-provisioning hook (allowed, refusing,
+not invocable by iot.amazonaws.com, and a permission relying on SourceArn). Prints one line
+per check; exits 1 on the first failure.
 """
 
 from __future__ import annotations
@@ -292,7 +293,12 @@ def main():
     topic, r = d.request(hprov, {"certificateOwnershipToken": b5["certificateOwnershipToken"], "parameters": {"ThingName": "gg-5"}})
     check(topic == hprov + "/rejected" and r["statusCode"] == 403, f"hook without a resource policy for iot.amazonaws.com: {r}")
     template_arn = iot.describe_provisioning_template(templateName="THook")["templateArn"]
-    lam.add_permission(FunctionName="smoke-hook", StatementId="iot", Action="lambda:InvokeFunction", Principal="iot.amazonaws.com", SourceArn=template_arn)
+    # AWS IoT's hook invocation carries aws:SourceAccount and no (documented) aws:SourceArn.
+    lam.add_permission(FunctionName="smoke-hook", StatementId="iot-arn", Action="lambda:InvokeFunction", Principal="iot.amazonaws.com", SourceArn=template_arn)
+    topic, r = d.request(hprov, {"certificateOwnershipToken": b5["certificateOwnershipToken"], "parameters": {"ThingName": "gg-5"}})
+    check(topic == hprov + "/rejected" and r["statusCode"] == 403, f"hook permission relying on SourceArn: {r}")
+    lam.remove_permission(FunctionName="smoke-hook", StatementId="iot-arn")
+    lam.add_permission(FunctionName="smoke-hook", StatementId="iot", Action="lambda:InvokeFunction", Principal="iot.amazonaws.com", SourceAccount=ACCOUNT)
     topic, r = d.request(hprov, {"certificateOwnershipToken": b5["certificateOwnershipToken"], "parameters": {"ThingName": "gg-5"}})
     check(topic == hprov + "/accepted" and r["thingName"] == "gg-5", f"hook allowed, its parameterOverrides supplied ThingGroupName: {r}")
     check([g["groupName"] for g in iot.list_thing_groups_for_thing(thingName="gg-5")["thingGroups"]] == ["factory-a"], "gg-5 in factory-a (from the hook's override)")

@@ -16,7 +16,10 @@ What it follows (AWS IoT Core Developer Guide, "Provisioning templates"):
     Conditions (Fn::Equals, Fn::And, Fn::Or, Fn::Not, {"Condition": name}), Fn::Split,
     Fn::Select, Fn::FindInMap, Fn::Base64; a resource's own "Condition" key;
   * resources AWS::IoT::Thing (ThingName, AttributePayload, ThingGroups, ThingTypeName,
-    OverrideSettings), AWS::IoT::Certificate (CertificateId, Status) and AWS::IoT::Policy
+    OverrideSettings), AWS::IoT::Certificate (CertificateId, Status, ThingPrincipalType:
+    EXCLUSIVE_THING or NON_EXCLUSIVE_THING, how the certificate is attached to the thing; as
+    AWS's own nucleus lite CloudFormation template declares it, aws-greengrass-lite
+    docs/fleet_provisioning/fleet-provisioning-cfn.yaml) and AWS::IoT::Policy
     (PolicyName of an existing policy, or PolicyDocument: a per-device policy, at most 2048
     characters not counting whitespace, AWS IoT Core's policy size quota);
   * OverrideSettings values DO_NOTHING, REPLACE, FAIL, MERGE (MERGE for AttributePayload and
@@ -40,6 +43,8 @@ CERT_TYPE = "AWS::IoT::Certificate"
 POLICY_TYPE = "AWS::IoT::Policy"
 RESOURCE_TYPES = (THING_TYPE, CERT_TYPE, POLICY_TYPE)
 
+# AttachThingPrincipal's thingPrincipalType; AWS's default is NON_EXCLUSIVE_THING.
+THING_PRINCIPAL_TYPES = ("EXCLUSIVE_THING", "NON_EXCLUSIVE_THING")
 OVERRIDE_VALUES = ("DO_NOTHING", "REPLACE", "FAIL", "MERGE")
 OVERRIDE_DEFAULT = "DO_NOTHING"
 # AWS IoT Core quotas: "Maximum size of a policy document: 2048 characters (excluding white
@@ -66,7 +71,7 @@ def invalid_template(message: str) -> TemplateError:
 @dataclass
 class Plan:
     thing: dict | None = None  # ThingName, AttributePayload?, ThingGroups?, ThingTypeName?, OverrideSettings
-    certificate: dict | None = None  # CertificateId, Status ("ACTIVE"/"INACTIVE")
+    certificate: dict | None = None  # CertificateId, Status ("ACTIVE"/"INACTIVE"), ThingPrincipalType?
     policies: list[dict] = field(default_factory=list)  # {"PolicyName"} or {"PolicyDocument", "PolicyName"}
     device_configuration: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
@@ -311,15 +316,7 @@ def evaluate(template, supplied: dict, certificate_id: str, extra_system: dict |
         elif rtype == CERT_TYPE:
             if plan.certificate is not None:
                 raise invalid_template("at most one AWS::IoT::Certificate resource")
-            cert_id = props.get("CertificateId")
-            if cert_id != certificate_id:
-                raise invalid_template(
-                    f"resource {logical}: CertificateId must be Ref {CERT_ID_PARAM} in fleet provisioning"
-                )
-            status = str(props.get("Status", "Inactive")).upper()
-            if status not in ("ACTIVE", "INACTIVE"):
-                raise invalid_template(f"resource {logical}: Status must be Active or Inactive")
-            plan.certificate = {"CertificateId": cert_id, "Status": status}
+            plan.certificate = certificate_plan(logical, props, certificate_id)
         else:
             plan.policies.append(policy_plan(logical, props))
 
@@ -360,6 +357,26 @@ def thing_plan(logical: str, props: dict, override_settings) -> dict:
         key: _override(override_settings, key) for key in ("AttributePayload", "ThingGroups", "ThingTypeName")
     }
     return thing
+
+
+def certificate_plan(logical: str, props: dict, certificate_id: str) -> dict:
+    cert_id = props.get("CertificateId")
+    if cert_id != certificate_id:
+        raise invalid_template(
+            f"resource {logical}: CertificateId must be Ref {CERT_ID_PARAM} in fleet provisioning"
+        )
+    status = str(props.get("Status", "Inactive")).upper()
+    if status not in ("ACTIVE", "INACTIVE"):
+        raise invalid_template(f"resource {logical}: Status must be Active or Inactive")
+    certificate = {"CertificateId": cert_id, "Status": status}
+    if "ThingPrincipalType" in props:
+        kind = props["ThingPrincipalType"]
+        if kind not in THING_PRINCIPAL_TYPES:
+            raise invalid_template(
+                f"resource {logical}: ThingPrincipalType must be EXCLUSIVE_THING or NON_EXCLUSIVE_THING, not {kind!r}"
+            )
+        certificate["ThingPrincipalType"] = kind
+    return certificate
 
 
 def policy_plan(logical: str, props: dict) -> dict:

@@ -49,8 +49,8 @@ def per_device_policy(document):
     return {"Fn::Join": ["", parts]}
 
 
-def setup_template(policy_properties, with_thing_group=True):
-    """setup.rs provisioning_template_body."""
+def setup_template(policy_properties, with_thing_group=True, exclusive=False):
+    """setup.rs provisioning_template_body (exclusive: TemplateShape.exclusive_thing)."""
     parameters = {"ThingName": {"Type": "String"}, "AWS::IoT::Certificate::Id": {"Type": "String"}}
     thing_properties = {"AttributePayload": {}, "ThingName": {"Ref": "ThingName"}}
     if with_thing_group:
@@ -66,7 +66,11 @@ def setup_template(policy_properties, with_thing_group=True):
             },
             "MyPolicy": {"Properties": policy_properties, "Type": "AWS::IoT::Policy"},
             "MyCertificate": {
-                "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "Active"},
+                "Properties": {
+                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+                    "Status": "Active",
+                    **({"ThingPrincipalType": "EXCLUSIVE_THING"} if exclusive else {}),
+                },
                 "Type": "AWS::IoT::Certificate",
             },
         },
@@ -108,6 +112,51 @@ class SetupTemplates(unittest.TestCase):
     def test_device_cannot_override_certificate_id(self):
         plan = t.evaluate(setup_template({"PolicyName": "P"}), {"ThingName": "x", "ThingGroupName": "g", "AWS::IoT::Certificate::Id": "b" * 64}, CERT)
         self.assertEqual(plan.certificate["CertificateId"], CERT)
+
+
+def certificate_template(properties, parameters=None):
+    return {
+        "Parameters": {k: {"Type": "String"} for k in (parameters or ())},
+        "Resources": {"C": {"Type": "AWS::IoT::Certificate", "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE", **properties}}},
+    }
+
+
+class ThingPrincipalType(unittest.TestCase):
+    def test_exclusive_setup_template(self):
+        plan = t.evaluate(setup_template({"PolicyName": "P"}, exclusive=True), {"ThingName": "gg-7", "ThingGroupName": "g"}, CERT)
+        self.assertEqual(plan.certificate, {"CertificateId": CERT, "Status": "ACTIVE", "ThingPrincipalType": "EXCLUSIVE_THING"})
+
+    def test_both_values_and_absent(self):
+        for kind in ("EXCLUSIVE_THING", "NON_EXCLUSIVE_THING"):
+            plan = t.evaluate(certificate_template({"ThingPrincipalType": kind}), {}, CERT)
+            self.assertEqual(plan.certificate["ThingPrincipalType"], kind)
+        self.assertNotIn("ThingPrincipalType", t.evaluate(certificate_template({}), {}, CERT).certificate)
+
+    def test_from_a_parameter(self):
+        tmpl = certificate_template({"ThingPrincipalType": {"Ref": "Kind"}}, ["Kind"])
+        self.assertEqual(t.evaluate(tmpl, {"Kind": "EXCLUSIVE_THING"}, CERT).certificate["ThingPrincipalType"], "EXCLUSIVE_THING")
+
+    def test_anything_else_is_an_invalid_template(self):
+        for kind in ("exclusive_thing", "EXCLUSIVE", "", True, ["EXCLUSIVE_THING"]):
+            with self.subTest(kind=kind), self.assertRaises(t.TemplateError) as e:
+                t.evaluate(certificate_template({"ThingPrincipalType": kind}), {}, CERT)
+            self.assertEqual((e.exception.status, e.exception.code), (400, "InvalidTemplate"))
+
+
+class UndeclaredParameters(unittest.TestCase):
+    """Parameters the device sends that the template does not declare are ignored (they
+    still reach a pre-provisioning hook, which service.py hands the request's parameters)."""
+
+    def test_ignored_and_cannot_be_referenced(self):
+        tmpl = {"Parameters": {"ThingName": {"Type": "String"}}, "Resources": {"T": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}}}}
+        plan = t.evaluate(tmpl, {"ThingName": "gg-1", "ThingGroupName": "Admins"}, CERT)
+        self.assertEqual(plan.thing["ThingName"], "gg-1")
+        self.assertNotIn("ThingGroups", plan.thing)
+        self.assertNotIn("ThingGroupName", plan.parameters)
+        tmpl["Resources"]["T"]["Properties"]["ThingGroups"] = [{"Ref": "ThingGroupName"}]
+        with self.assertRaises(t.TemplateError) as e:
+            t.evaluate(tmpl, {"ThingName": "gg-1", "ThingGroupName": "Admins"}, CERT)
+        self.assertEqual(e.exception.code, "InvalidTemplate")
 
 
 class Functions(unittest.TestCase):

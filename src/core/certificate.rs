@@ -87,7 +87,7 @@ pub fn check_subject_kept(certificate_pem: &str, csr_pem: &str) -> Result<(), St
         return Ok(());
     }
     Err(format!(
-        "AWS did not keep the CSR's subject: the certificate's subject is {:?} where the CSR asked for {:?}",
+        "has subject {:?} where its CSR asked for {:?}",
         cert.subject().to_string(),
         asked.to_string()
     ))

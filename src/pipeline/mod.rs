@@ -111,6 +111,11 @@ pub fn prepare(devices: &[Device], algorithm: KeyAlgorithm) -> Vec<PreparedDevic
         .collect()
 }
 
+/// AWS issued a certificate the batch must not package (see [`Registration::Halt`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Halted(String);
+
 /// A create call whose outcome is unknown, with the key still in memory.
 type Uncertain = (Box<PreparedDevice>, String);
 
@@ -312,7 +317,10 @@ impl<A: Claims> BatchRun<A> {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    self.request_stop(&format!("{error:#}"));
+                    self.request_stop(match error.is::<Halted>() {
+                        true => "AWS issued a claim that claim binding cannot use",
+                        false => "a local error occurred",
+                    });
                     first_error.get_or_insert(error);
                 }
             }
@@ -367,7 +375,7 @@ impl<A: Claims> BatchRun<A> {
             }
             Registration::Halt(reason) => {
                 self.state.fail(serial, reason.clone());
-                Err(anyhow::anyhow!(reason))
+                Err(Halted(reason).into())
             }
         }
     }

@@ -111,7 +111,7 @@ impl<A: Claims> Registrar<A> {
                 public_key_sha256: prepared.public_key_sha256.clone(),
             })?;
             return Ok(Registration::Halt(format!(
-                "{problem} (certificate {} for {serial}, now INACTIVE); claims bound to their device (setup.claim_binding) cannot work with such certificates, so the batch stopped before packaging; check that AWS_ENDPOINT_URL is AWS IoT's, and ask AWS support",
+                "AWS did not keep the CSR's subject: certificate {} for {serial} {problem}; claim binding (setup.claim_binding) cannot work with such claims, so the batch stopped before packaging and set the certificate INACTIVE; check that AWS_ENDPOINT_URL points at AWS IoT",
                 &id[..id.len().min(12)]
             )));
         }

@@ -3,6 +3,8 @@
 //! tests an independent view: an AWS SDK client, openssl, and x509/zip parsers.
 #![allow(dead_code)]
 
+pub mod line;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
