@@ -4,8 +4,9 @@
 # `openssl speed`, AWS's 15/s quotas enforced by the local endpoint), memory at 100,000 devices
 # and AWS requests per device. Prints a table and writes BENCHMARKS.md; raw figures and logs go
 # to bench-out/ (git-ignored). Takes about half an hour with the default sizes; see
-# scripts/bench.py for the BENCH_* variables that shrink them, and BENCH_ONLY=take for the
-# take benchmark alone (a couple of minutes).
+# scripts/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
+# benchmark alone (a couple of minutes) and BENCH_ONLY=hook for the claim-binding hook's cold
+# start alone (under a minute).
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
 # GNU time (apt) for peak RSS, and a release build of claimfab.
@@ -20,8 +21,8 @@ if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 bash scripts/ensure-venv.sh
-if [[ "${BENCH_ONLY:-}" != take ]]; then
-    # The AWS CLI and boto3, for the peers (the take benchmark needs neither).
+if [[ -z "${BENCH_ONLY:-}" ]]; then
+    # The AWS CLI and boto3, for the peers (the take and hook benchmarks need neither).
     bash scripts/ensure-venv.sh .venv-bench scripts/bench-requirements.txt
 fi
 cargo build --release --locked --quiet
