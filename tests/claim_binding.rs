@@ -23,12 +23,7 @@ const BINDING: &str = "[setup]\nclaim_binding = true\n";
 fn own_claim_provisions_and_anothers_is_refused(nucleus: &str) {
     let line = Line::new(&format!("{BINDING}[greengrass]\nnucleus = \"{nucleus}\"\n"));
     line.rt.block_on(assert_hook_deployed(&line));
-    let (code, stdout, _) = run(line
-        .endpoint
-        .claimfab()
-        .arg("setup")
-        .arg("--station")
-        .arg(&line.station));
+    let (code, stdout, _) = line.setup();
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("nothing to change"), "{stdout}");
 

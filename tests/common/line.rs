@@ -45,14 +45,19 @@ impl Line {
             work,
             station,
         };
-        let (code, stdout, stderr) = run(line
+        let (code, stdout, stderr) = line.setup();
+        assert_eq!(code, 0, "setup: {stdout}\n{stderr}");
+        line
+    }
+
+    /// `claimfab setup` of the line's station: exit code, stdout, stderr.
+    pub fn setup(&self) -> (i32, String, String) {
+        run(self
             .endpoint
             .claimfab()
             .arg("setup")
             .arg("--station")
-            .arg(&line.station));
-        assert_eq!(code, 0, "setup: {stdout}\n{stderr}");
-        line
+            .arg(&self.station))
     }
 
     pub fn batch_command(&self, name: &str, count: usize, scope: &str) -> std::process::Command {
