@@ -17,12 +17,14 @@ use crate::cloud::{AwsError, Claims, EndpointKind, Inventory};
 use crate::core::devices::{self, ClaimScope, Device};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::sealed::Recipients;
+use crate::core::signing::BatchSigner;
 use crate::core::station::{KeyAlgorithm, LimitsSection, StationConfig};
 use crate::core::{names, preflight};
 use crate::error::UserError;
 use crate::journal::{JournalFiles, JournalStore};
 use crate::outdir::{self, BatchDir, Existing, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
 use crate::pipeline::{BatchPlan, BatchRun, Outcome};
+use crate::signing::BatchSigning;
 
 /// What `batch.json` records about a batch, so a re-run can tell it is the same batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +44,10 @@ pub struct BatchSpec {
     /// empty: bundles are plain zips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encrypt_to: Vec<String>,
+    /// The batch-signing public key (`claimfab-ed25519:...`) that signs this batch's
+    /// `batch.json` and bundles; absent: the batch is not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl BatchSpec {
@@ -221,6 +227,8 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
     check_claim_scope(&args, &station)?;
     let recipients = crate::sealed::read_recipients(&args.encrypt_to, &args.encrypt_to_file)?;
     check_encryption_scope(&args, &recipients)?;
+    let signer =
+        crate::signing::resolve_signer(args.sign_with.as_deref(), &station, &args.station)?;
     let devices = resolve_devices(&args, &station)?;
     let previous = previous_spec(&args.out)?;
 
@@ -265,6 +273,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
             ClaimScopeArg::Batch => ClaimScope::Batch,
         },
         encrypt_to: recipients.to_strings(),
+        signed_by: signer.as_ref().map(|s| s.public().to_string()),
     };
     if let Some(previous) = &previous {
         check_same_batch(previous, &spec, &args.out)?;
@@ -276,6 +285,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         resuming: previous.is_some(),
         limits: &station.limits,
         journals: &JournalFiles,
+        signer: signer.map(Arc::new),
     };
     run.execute(devices, Arc::new(iot)).await
 }
@@ -387,6 +397,8 @@ pub struct Execution<'a> {
     pub resuming: bool,
     pub limits: &'a LimitsSection,
     pub journals: &'a dyn JournalStore,
+    /// The batch-signing key, for a batch whose spec is `signed_by` it.
+    pub signer: Option<Arc<BatchSigner>>,
 }
 
 impl Execution<'_> {
@@ -400,6 +412,10 @@ impl Execution<'_> {
     ) -> Result<BatchResult> {
         let recipients = self.spec.recipients(self.out)?;
         let dir = self.open_dir()?;
+        let signing = match &self.signer {
+            Some(signer) => Some(BatchSigning::start(&dir, signer.clone())?),
+            None => None,
+        };
         let (journal, replay) = self.journals.open(&dir.path(JOURNAL_FILE))?;
         let plan = BatchPlan {
             devices: devices.into(),
@@ -412,6 +428,7 @@ impl Execution<'_> {
             reconcile_after: std::time::Duration::from_secs(
                 self.limits.reconcile_after_seconds.into(),
             ),
+            signing,
         };
         let started = Instant::now();
         let batch = BatchRun::new(api, dir, journal, replay, plan);
@@ -471,6 +488,12 @@ pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
         return match previous.encrypt_to.as_slice() {
             [] => "its bundles were not encrypted".to_string(),
             then => format!("its bundles were encrypted to {}", then.join(",")),
+        };
+    }
+    if previous.signed_by != current.signed_by {
+        return match &previous.signed_by {
+            None => "it was not signed".to_string(),
+            Some(key) => format!("it was signed by {key}: pass that key's file with --sign-with"),
         };
     }
     if previous.target.region != current.target.region {

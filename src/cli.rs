@@ -43,6 +43,10 @@ pub enum Command {
     /// identity to --out (mode 0600) and prints its public key (the recipient for
     /// `batch --encrypt-to`).
     StationKey(StationKeyArgs),
+    /// Make the batch-signing key pair: writes the Ed25519 private key to --out (mode 0600,
+    /// for `batch --sign-with` or `[signing] key_file`) and prints its public key (for the
+    /// stations' `[station] batch_keys` or `take --batch-key`).
+    BatchKey(BatchKeyArgs),
     /// Hand one bundle of a batch to a flashing station, exactly once across every station
     /// sharing the batch directory: the next one, or --serial's. Exit 3: nothing left.
     Take(TakeArgs),
@@ -84,6 +88,15 @@ pub struct StationKeyArgs {
     pub out: PathBuf,
 }
 
+/// `claimfab batch-key`.
+#[derive(Debug, Args)]
+pub struct BatchKeyArgs {
+    /// Where to write the private key; must not exist. Keep it on the machine that makes
+    /// batches, never on the shared drive.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
 /// The station a floor command acts for: its id, or a station file naming it.
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
@@ -120,6 +133,17 @@ pub struct TakeArgs {
     /// `--encrypt-to`: the bundle is decrypted in memory and its key written only under --to.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+
+    /// A batch-signing public key this station trusts (`claimfab-ed25519:...`), besides the
+    /// station file's `batch_keys`; repeat for several. With any, only bundles of a batch
+    /// one of them signed are handed out.
+    #[arg(long = "batch-key", value_name = "KEY")]
+    pub batch_keys: Vec<String>,
+
+    /// Hand back a bundle this station id holds even though its pending take was made on
+    /// another machine (the same station id on two hosts).
+    #[arg(long)]
+    pub accept_other_host: bool,
 }
 
 /// `claimfab flashed`.
@@ -163,6 +187,10 @@ pub struct RotateArgs {
     /// Station config for the rate limits and concurrency (default: AWS's default quotas).
     #[arg(long, value_name = "FILE")]
     pub station: Option<PathBuf>,
+
+    /// The batch-signing key, when the batch is signed (the new batch is signed with it).
+    #[arg(long, value_name = "FILE")]
+    pub sign_with: Option<PathBuf>,
 
     #[command(flatten)]
     pub aws: AwsArgs,
@@ -336,6 +364,12 @@ pub struct BatchArgs {
     /// Encrypt each bundle to the recipients listed in FILE (one age1... per line, # comments).
     #[arg(long, value_name = "FILE")]
     pub encrypt_to_file: Vec<PathBuf>,
+
+    /// Sign the batch with this batch-signing key (from `claimfab batch-key`; default: the
+    /// station's `[signing] key_file`): stations that pin its public key take only bundles
+    /// it signed.
+    #[arg(long, value_name = "FILE")]
+    pub sign_with: Option<PathBuf>,
 
     #[command(flatten)]
     pub aws: AwsArgs,

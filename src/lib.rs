@@ -25,5 +25,6 @@ pub mod rotate;
 pub mod sealed;
 pub mod settings;
 pub mod setup;
+pub mod signing;
 pub mod station;
 pub mod verify;

@@ -1,6 +1,9 @@
 //! The binary: parse arguments, run the command, map the result to an exit code
 //! (0 all done, 1 some devices failed or a run-time fault, 2 bad input or setup, 3 nothing
-//! left to take, 130 interrupted). Errors print once, on one line.
+//! left to take, 4 a bundle handed back, 130 interrupted). Errors print once, on one line. A command that holds a
+//! private key runs with core dumps off (harden.rs).
+
+mod harden;
 
 use std::process::ExitCode;
 
@@ -22,6 +25,12 @@ fn success_or_1(clean: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if holds_keys(&cli.command) {
+        if let Err(e) = harden::no_core_dumps() {
+            eprintln!("claimfab: cannot turn core dumps off ({e}), and this command holds private keys; run it where setrlimit and prctl(PR_SET_DUMPABLE) are allowed");
+            return ExitCode::from(1);
+        }
+    }
     // The station commands do no AWS call: no runtime to start, so a take stays quick.
     let result = match cli.command {
         Command::Take(args) => take(args),
@@ -31,10 +40,31 @@ fn main() -> ExitCode {
     exit_code(result)
 }
 
+/// Whether a command may hold a private key in memory: claim keys (made, or read from a
+/// plain bundle or a decrypted one), a station's identity, a signing key. `verify` reads
+/// the keys of plain bundles even without --identity; `flashed` reads a plain bundle.
+fn holds_keys(command: &Command) -> bool {
+    match command {
+        Command::Batch(_)
+        | Command::Rotate(_)
+        | Command::Verify(_)
+        | Command::StationKey(_)
+        | Command::BatchKey(_)
+        | Command::Take(_)
+        | Command::Flashed(_) => true,
+        Command::Setup(_)
+        | Command::Audit(_)
+        | Command::Revoke(_)
+        | Command::Close(_)
+        | Command::RetireProvisioned(_) => false,
+    }
+}
+
 fn take(args: TakeArgs) -> anyhow::Result<ExitCode> {
     station::take(args).map(|result| match result {
         TakeResult::HandedOut => ExitCode::SUCCESS,
         TakeResult::NothingLeft => ExitCode::from(3),
+        TakeResult::HandedBack => ExitCode::from(4),
     })
 }
 
@@ -70,6 +100,9 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
                 retire::retire_provisioned(args).await.map(success_or_1)
             }
             Command::StationKey(args) => sealed::station_key(&args).map(|()| ExitCode::SUCCESS),
+            Command::BatchKey(args) => {
+                claimfab::signing::batch_key(&args).map(|()| ExitCode::SUCCESS)
+            }
             Command::Take(args) => take(args),
             Command::Flashed(args) => flashed(args),
         }

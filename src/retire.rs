@@ -3,6 +3,8 @@
 //! one) and `claimfab retire-provisioned` (claims whose device has provisioned: they have
 //! done their job). Both take claims out of service as `revoke` does (REVOKED, claim policy
 //! detached; journaled, resumable: re-run after a crash) and are safe to re-run at any time.
+//! Like `revoke`, they close the floor to a claim before retiring it; `close.csv` and the
+//! summaries list what was retired, not what was planned.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -15,14 +17,14 @@ use crate::batch::BatchSpec;
 use crate::cli::{AwsArgs, CloseArgs, RetireProvisionedArgs, RevokeStatus};
 use crate::cloud::{Claims, Inventory};
 use crate::core::devices::ClaimScope;
-use crate::core::floor::{close_plan, CloseReason, CLOSED};
+use crate::core::floor::{close_plan, Claim, CloseReason, CLOSED};
 use crate::core::manifest::{DeviceStatus, ManifestRow};
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 use crate::floor::Floor;
 use crate::journal::{JournalFiles, JournalStore};
 use crate::outdir::BatchDir;
-use crate::revoke::{Retirement, Selection};
+use crate::revoke::{Outcome, Retirement, Selection};
 
 const CLOSE_REPORT: &str = "close.csv";
 
@@ -53,9 +55,15 @@ pub async fn close(args: CloseArgs) -> Result<bool> {
     };
     let selection = stop_the_floor(&args.dir, selection, &plan)?;
     let iot = connect(&args.aws, &spec).await?;
-    let retired = retire(&args.dir, selection, &iot, &JournalFiles).await?;
-    write_close_report(&args.dir, &plan)?;
-    Ok(retired)
+    let outcome = retire(&args.dir, selection, &iot, &JournalFiles).await?;
+    let retired: HashSet<&str> = outcome.retired.iter().map(String::as_str).collect();
+    let done: Vec<_> = plan
+        .iter()
+        .filter(|(row, _)| retired.contains(row.serial.as_str()))
+        .collect();
+    write_close_report(&args.dir, &done)?;
+    outcome.say_retired("REVOKED", &args.dir.join(CLOSE_REPORT));
+    Ok(outcome.all_done())
 }
 
 /// What close retires: the planned serials, or a shared batch's one claim when no device
@@ -107,11 +115,15 @@ fn stop_the_floor(
     let mut keep = Vec::with_capacity(serials.len());
     for serial in serials {
         if never_handed_out.contains(serial.as_str()) && !floor.claim(CLOSED, &serial, now)? {
-            let taker = floor.handout(&serial)?.map(|h| h.station);
-            if taker.as_deref() != Some(CLOSED) {
-                let taker = taker.unwrap_or_default();
-                crate::say!("  left    {serial:<24} taken by station {taker} during close");
-                continue;
+            // A marker a cut-short take left incomplete, or one claimfab did not write, names
+            // no station that could flash the bundle: its claim is retired with the rest (a
+            // later hand-back refuses a retired claim).
+            if let Some(Claim::Complete(handout)) = floor.claim_state(&serial)? {
+                if handout.station != CLOSED {
+                    let taker = handout.station;
+                    crate::say!("  left    {serial:<24} taken by station {taker} during close");
+                    continue;
+                }
             }
         }
         keep.push(serial);
@@ -119,17 +131,57 @@ fn stop_the_floor(
     Ok(Selection::Serials(keep))
 }
 
-/// Writes `close.csv`: each retired claim and why.
-fn write_close_report(dir: &Path, plan: &[(&ManifestRow, CloseReason)]) -> Result<()> {
+/// One line of `close.csv`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct Closed {
+    serial: String,
+    certificate_id: String,
+    reason: String,
+}
+
+/// Writes `close.csv`: each claim close retired, and why. Lines of an earlier run (one that
+/// failed part-way, re-run) are kept, so the file lists everything the batch's close retired.
+fn write_close_report(dir: &Path, retired: &[&(&ManifestRow, CloseReason)]) -> Result<()> {
+    let path = dir.join(CLOSE_REPORT);
+    let now = retired.iter().map(|(row, reason)| Closed {
+        serial: row.serial.clone(),
+        certificate_id: row.certificate_id.clone(),
+        reason: reason.describe().to_string(),
+    });
+    let lines = merge_close_lines(earlier_close_report(&path), now.collect());
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["serial", "certificate_id", "reason"])?;
-    for (row, reason) in plan {
-        writer.write_record([&row.serial, &row.certificate_id, reason.describe()])?;
+    for line in &lines {
+        writer.write_record([&line.serial, &line.certificate_id, &line.reason])?;
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;
     BatchDir::open(dir)?.write_atomic(CLOSE_REPORT, &bytes, 0o644)?;
-    crate::say!("close report: {}", dir.join(CLOSE_REPORT).display());
+    crate::say!("close report: {}", path.display());
     Ok(())
+}
+
+/// An earlier run's lines, then this run's; a serial in both keeps this run's line.
+fn merge_close_lines(mut earlier: Vec<Closed>, now: Vec<Closed>) -> Vec<Closed> {
+    let serials: HashSet<&str> = now.iter().map(|line| line.serial.as_str()).collect();
+    earlier.retain(|line| !serials.contains(line.serial.as_str()));
+    earlier.extend(now);
+    earlier
+}
+
+/// The lines of an earlier `close.csv`; none when there is none. One that cannot be read
+/// (not claimfab's) is replaced: the journal and the manifest still say what was retired.
+fn earlier_close_report(path: &Path) -> Vec<Closed> {
+    let Ok(mut reader) = csv::Reader::from_path(path) else {
+        return Vec::new();
+    };
+    let lines: Result<Vec<Closed>, _> = reader.deserialize().collect();
+    lines.unwrap_or_else(|_| {
+        crate::say!(
+            "{} is not a close report claimfab wrote: rewritten with this run's lines",
+            path.display()
+        );
+        Vec::new()
+    })
 }
 
 /// Connects to the batch's region (unless a flag or the environment says otherwise).
@@ -146,7 +198,7 @@ pub async fn retire(
     devices: Selection,
     api: &impl Claims,
     journals: &dyn JournalStore,
-) -> Result<bool> {
+) -> Result<Outcome> {
     let request = Retirement {
         dir,
         devices,
@@ -154,7 +206,7 @@ pub async fn retire(
         detach: true,
         delete: false,
     };
-    request.check()?.carry_out(api, journals).await
+    request.check()?.execute(api, journals).await
 }
 
 /// Runs `claimfab retire-provisioned`; returns whether every claim found was retired.
@@ -187,7 +239,9 @@ pub async fn retire_provisioned(args: RetireProvisionedArgs) -> Result<bool> {
             dir.display(),
             provisioned.len()
         );
-        clean &= retire(dir, selection, &iot, &JournalFiles).await?;
+        let outcome = retire(dir, selection, &iot, &JournalFiles).await?;
+        outcome.say_retired("REVOKED", &dir.join(crate::outdir::MANIFEST_FILE));
+        clean &= outcome.all_done();
     }
     Ok(clean)
 }
@@ -237,5 +291,50 @@ fn provisioned_selection(
             let live = rows.iter().filter(|r| r.status.is_live()).count();
             (provisioned.len() == live).then_some(Selection::All)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(serial: &str, reason: &str) -> Closed {
+        Closed {
+            serial: serial.into(),
+            certificate_id: format!("id-{serial}"),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_rerun_adds_to_the_close_report_and_loses_no_line() {
+        let earlier = vec![line("SN1", "spoiled"), line("SN2", "never handed out")];
+        let now = vec![line("SN3", "spoiled"), line("SN2", "spoiled")];
+        assert_eq!(
+            merge_close_lines(earlier, now),
+            [
+                line("SN1", "spoiled"),
+                line("SN3", "spoiled"),
+                line("SN2", "spoiled")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_close_report_is_read_back_and_a_foreign_one_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CLOSE_REPORT);
+        assert!(earlier_close_report(&path).is_empty());
+        std::fs::write(&path, "serial,certificate_id,reason\nSN1,abc,spoiled\n").unwrap();
+        assert_eq!(
+            earlier_close_report(&path),
+            [Closed {
+                serial: "SN1".into(),
+                certificate_id: "abc".into(),
+                reason: "spoiled".into()
+            }]
+        );
+        std::fs::write(&path, "not,a\nclose report,at,all,really\n").unwrap();
+        assert!(earlier_close_report(&path).is_empty());
     }
 }

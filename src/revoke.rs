@@ -1,20 +1,24 @@
 //! The `revoke` command: takes claim certificates of a batch out of service (INACTIVE or
 //! REVOKED), optionally detaching the claim policy and deleting them. Journaled like `batch`
 //! (intent before each status change), locked, and safe to re-run after a crash: a device
-//! already in the asked state is skipped. The manifest's status column follows. A batch made
-//! with `--claim-scope batch` has one certificate for all its devices: it is revoked whole.
+//! already in the asked state is skipped. Before any AWS call, every selected bundle not yet
+//! handed out gets a closed marker, so no station takes a claim being retired; one a station
+//! already holds is retired all the same and named. The manifest's status column and the
+//! hand-out queue follow. A batch made with `--claim-scope batch` has one certificate for
+//! all its devices: it is revoked whole.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::Result;
+use time::OffsetDateTime;
 
 use crate::aws::Iot;
 use crate::batch::BatchSpec;
 use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
 use crate::cloud::{AwsError, CertificateStatus, Claims, OutOfService};
 use crate::core::devices::ClaimScope;
-use crate::core::floor::QueuedDevice;
+use crate::core::floor::{QueuedDevice, CLOSED};
 use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
 use crate::core::station::LimitsSection;
@@ -42,19 +46,73 @@ pub async fn run(args: RevokeArgs) -> Result<bool> {
         detach: args.detach,
         delete: args.delete,
     };
-    retire(&request, &args.aws).await
+    let outcome = retire(&request, &args.aws).await?;
+    let status = match args.status {
+        RevokeStatus::Revoked => "REVOKED",
+        RevokeStatus::Inactive => "INACTIVE",
+    };
+    outcome.say_retired(status, &args.dir.join(MANIFEST_FILE));
+    Ok(outcome.all_done())
 }
 
-/// Takes the selected certificates of a batch out of service; returns whether every one
-/// reached the asked state. The request is checked before AWS is reached.
-pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<bool> {
+/// Takes the selected certificates of a batch out of service; says what became of them.
+/// The request is checked before AWS is reached.
+pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<Outcome> {
     let checked = args.check()?;
     let region = &checked.spec.target.region;
     let settings = crate::settings::aws_settings(aws, None, Some(region))?;
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await
         .map_err(UserError::Aws)?;
-    checked.carry_out(&iot, &JournalFiles).await
+    checked.execute(&iot, &JournalFiles).await
+}
+
+/// What a retirement did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The devices whose claim is now out of service (every device that carried a shared
+    /// claim), in manifest order.
+    pub retired: Vec<String>,
+    /// How many selected claims AWS did not take out of service (re-run to retry).
+    pub failed: usize,
+    /// Selected bundles a station held (took, not yet recorded) when the floor was closed:
+    /// (serial, station). Retired all the same: revoking is the security team's decision.
+    pub held: Vec<(String, String)>,
+}
+
+impl Outcome {
+    /// Whether every selected claim reached the asked state.
+    pub fn all_done(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// The human summary of what was retired: a count, the first few serials and where the
+    /// full list is (`see`).
+    pub fn say_retired(&self, status: &str, see: &Path) {
+        if self.retired.is_empty() {
+            crate::say!("no claim taken out of service");
+            return;
+        }
+        crate::say!(
+            "{} claim(s) now {status}: {} (all of them: {})",
+            self.retired.len(),
+            first_few(self.retired.iter().map(String::as_str)),
+            see.display()
+        );
+    }
+}
+
+/// How many serials a summary names before it says how many more there are.
+const SUMMARY_NAMES: usize = 5;
+
+/// `a, b, c, d, e and N more`: a long list kept to one short line.
+pub fn first_few<'a>(items: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = items.len();
+    let shown: Vec<&str> = items.take(SUMMARY_NAMES).collect();
+    match total - shown.len() {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 /// A retirement whose batch directory was read and whose selection is valid.
@@ -81,40 +139,60 @@ impl<'a> Retirement<'a> {
 }
 
 impl Checked<'_> {
-    /// Retires each selected device (journaled), then rewrites the manifest's statuses.
-    pub async fn carry_out(
+    /// Retires each selected device (journaled), then rewrites the manifest's statuses;
+    /// returns whether every one reached the asked state.
+    pub async fn carry_out(self, api: &impl Claims, journals: &dyn JournalStore) -> Result<bool> {
+        self.execute(api, journals).await.map(|o| o.all_done())
+    }
+
+    /// Closes the floor to the selected bundles, retires each selected device (journaled),
+    /// then rewrites the manifest's statuses and the hand-out queue.
+    pub async fn execute(
         mut self,
         api: &impl Claims,
         journals: &dyn JournalStore,
-    ) -> Result<bool> {
+    ) -> Result<Outcome> {
         let dir = self.request.dir;
         let shared = self.spec.claim_scope == ClaimScope::Batch;
         let batch_dir = BatchDir::open(dir)?;
         let (journal, mut replay) = journals.open(&batch_dir.path(JOURNAL_FILE))?;
-        let status = match self.request.status {
-            RevokeStatus::Revoked => OutOfService::Revoked,
-            RevokeStatus::Inactive => OutOfService::Inactive,
-        };
+        // Before the first journal event and the first AWS call: a crash anywhere after
+        // leaves the bundles closed, and a re-run finds its markers in place.
+        let held = self.close_floor()?;
+        let holders: HashMap<&str, &str> = held
+            .iter()
+            .map(|(serial, station)| (serial.as_str(), station.as_str()))
+            .collect();
         let plan = Revocation {
             api,
             journal: journal.as_ref(),
             claim_policy: &self.spec.claim_policy,
-            status,
+            status: match self.request.status {
+                RevokeStatus::Revoked => OutOfService::Revoked,
+                RevokeStatus::Inactive => OutOfService::Inactive,
+            },
             detach: self.request.detach || self.request.delete,
             delete: self.request.delete,
         };
-        let mut problems = 0;
+        let mut outcome = Outcome::default();
+        let mut retired = HashSet::new();
         for serial in &self.selected {
-            let who = if shared {
-                format!("all {} devices (shared certificate)", self.rows.len())
-            } else {
-                serial.clone()
+            let who = match holders.get(serial.as_str()) {
+                _ if shared => format!("all {} devices (shared certificate)", self.rows.len()),
+                Some(station) => format!("{serial} (held by station {station})"),
+                None => serial.clone(),
             };
-            if !plan.report(&mut replay, serial, &who).await? {
-                problems += 1;
+            match plan.report(&mut replay, serial, &who).await? {
+                Verdict::Retired => {
+                    retired.insert(serial.as_str());
+                }
+                Verdict::Skipped => {}
+                Verdict::Failed => outcome.failed += 1,
             }
         }
+        outcome.retired = self.retired_devices(&retired);
         self.update_manifest(&batch_dir, &replay)?;
+        say_held(&held);
         crate::say!(
             "{} device(s) selected, {} failed; manifest: {}",
             if shared {
@@ -122,13 +200,65 @@ impl Checked<'_> {
             } else {
                 self.selected.len()
             },
-            problems,
+            outcome.failed,
             dir.join(MANIFEST_FILE).display()
         );
-        if problems > 0 {
-            crate::say!("re-run the same command to retry the failed devices");
+        if outcome.failed > 0 {
+            crate::say!("re-run the same command to retry the failed devices (their bundles stay closed to the stations meanwhile)");
         }
-        Ok(problems == 0)
+        outcome.held = held;
+        Ok(outcome)
+    }
+
+    /// The devices whose claim this run found or left out of service, in manifest order: a
+    /// shared claim is every device that carried it (live when the run began).
+    fn retired_devices(&self, retired: &HashSet<&str>) -> Vec<String> {
+        let shared = retired.contains(SHARED_CLAIM);
+        self.rows
+            .iter()
+            .filter(|r| retired.contains(r.serial.as_str()) || (shared && r.status.is_live()))
+            .map(|r| r.serial.clone())
+            .collect()
+    }
+
+    /// The bundles a station could take and whose claim this run retires: every selected
+    /// device with a live claim (a shared claim: every such device).
+    fn floor_serials(&self) -> Vec<&str> {
+        let selected: HashSet<&str> = self.selected.iter().map(String::as_str).collect();
+        let all = selected.contains(SHARED_CLAIM);
+        self.rows
+            .iter()
+            .filter(|r| r.status.is_live() && (all || selected.contains(r.serial.as_str())))
+            .map(|r| r.serial.as_str())
+            .collect()
+    }
+
+    /// Puts a closed marker on every selected bundle not handed out, so no station takes a
+    /// claim being retired. Returns the selected bundles a station holds (took and has not
+    /// recorded): retired all the same, and named in the report. Markers already there (a
+    /// re-run after a crash, a `close`) are left as they are.
+    fn close_floor(&self) -> Result<Vec<(String, String)>> {
+        let floor = Floor::open(self.request.dir)?;
+        let now = OffsetDateTime::now_utc();
+        let status: HashMap<&str, DeviceStatus> = self
+            .rows
+            .iter()
+            .map(|r| (r.serial.as_str(), r.status))
+            .collect();
+        let mut held = Vec::new();
+        for serial in self.floor_serials() {
+            let Some(station) = close_bundle(&floor, serial, now)? else {
+                continue;
+            };
+            // Flashed or spoiled: the station is done with it, it holds nothing.
+            if matches!(
+                status.get(serial),
+                Some(DeviceStatus::Ready | DeviceStatus::HandedOut)
+            ) {
+                held.push((serial.to_string(), station));
+            }
+        }
+        Ok(held)
     }
 
     /// The manifest follows the journal for every device it names.
@@ -149,6 +279,36 @@ impl Checked<'_> {
             thing_name: r.thing_name.clone(),
         }))
     }
+}
+
+/// Puts a closed marker on `serial`'s bundle unless it has a claim marker already; returns
+/// the station whose marker it has, `None` when it is closed (now or before). A marker that
+/// cannot be read does not stop a revocation: its station is reported as unknown.
+fn close_bundle(floor: &Floor, serial: &str, now: OffsetDateTime) -> Result<Option<String>> {
+    if !floor.is_claimed(serial)? && floor.claim(CLOSED, serial, now)? {
+        return Ok(None);
+    }
+    Ok(match floor.handout(serial) {
+        Ok(Some(marker)) if marker.station == CLOSED => None,
+        Ok(Some(marker)) => Some(marker.station),
+        Ok(None) | Err(_) => Some("unknown (unreadable claim marker)".into()),
+    })
+}
+
+/// Names the selected bundles a station held, retired all the same.
+fn say_held(held: &[(String, String)]) {
+    if held.is_empty() {
+        return;
+    }
+    let named: Vec<String> = held
+        .iter()
+        .map(|(serial, station)| format!("{serial} at {station}"))
+        .collect();
+    crate::say!(
+        "{} selected bundle(s) were held by a station, retired all the same (a board flashed with one will not provision): {}",
+        held.len(),
+        first_few(named.iter().map(String::as_str))
+    );
 }
 
 /// Which devices to take out of service.
@@ -213,6 +373,16 @@ fn select(
     }
 }
 
+/// How one selected device ended.
+enum Verdict {
+    /// Out of service in the asked state (now or before).
+    Retired,
+    /// Nothing to take out of service (no certificate).
+    Skipped,
+    /// AWS refused or did not answer: re-run to retry.
+    Failed,
+}
+
 /// What became of one device.
 enum Revoked {
     /// It reached the asked state; what was done.
@@ -238,26 +408,26 @@ impl<A: Claims> Revocation<'_, A> {
         Ok(())
     }
 
-    /// Revokes one device and prints what became of it; false if it failed.
-    async fn report(&self, replay: &mut Replay, serial: &str, who: &str) -> Result<bool> {
+    /// Revokes one device and prints what became of it.
+    async fn report(&self, replay: &mut Replay, serial: &str, who: &str) -> Result<Verdict> {
         let Some(cert) = replay
             .devices
             .get(serial)
             .and_then(|r| r.certificate.clone())
         else {
             crate::say!("  skipped  {serial}: no certificate to revoke");
-            return Ok(true);
+            return Ok(Verdict::Skipped);
         };
         let id = &cert.certificate_id;
         let short = id.get(..16).unwrap_or(id);
         Ok(match self.revoke_one(replay, serial, &cert).await? {
             Revoked::Done(done) => {
                 crate::say!("  ok       {who} {short}: {done}");
-                true
+                Verdict::Retired
             }
             Revoked::Failed(e) => {
                 crate::say!("  FAILED   {who} {short}: {e}");
-                false
+                Verdict::Failed
             }
         })
     }
@@ -375,5 +545,20 @@ impl<A: Claims> Revocation<'_, A> {
         }
         let described = self.api.describe_certificate(id).await;
         described.is_ok_and(|d| d.status == *wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_serials_stays_one_short_line() {
+        let names = |n: usize| (1..=n).map(|i| format!("SN{i}")).collect::<Vec<_>>();
+        let list = |v: &[String]| first_few(v.iter().map(String::as_str));
+        assert_eq!(list(&names(0)), "");
+        assert_eq!(list(&names(3)), "SN1, SN2, SN3");
+        assert_eq!(list(&names(5)), "SN1, SN2, SN3, SN4, SN5");
+        assert_eq!(list(&names(500)), "SN1, SN2, SN3, SN4, SN5 and 495 more");
     }
 }

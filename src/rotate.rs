@@ -16,6 +16,7 @@ use crate::cli::{RevokeStatus, RotateArgs};
 use crate::cloud::Claims;
 use crate::core::devices::Device;
 use crate::core::manifest::DeviceStatus;
+use crate::core::signing::BatchSigner;
 use crate::core::station::LimitsSection;
 use crate::error::UserError;
 use crate::journal::{JournalFiles, JournalStore};
@@ -44,6 +45,38 @@ struct ReportRow<'a> {
     new_status: DeviceStatus,
 }
 
+/// A signed batch is rotated into a batch signed by the same key, which `--sign-with` must
+/// be; an unsigned one stays unsigned.
+fn rotation_signer(
+    args: &RotateArgs,
+    old_spec: &BatchSpec,
+) -> Result<Option<Arc<BatchSigner>>, UserError> {
+    let fail = |problem: String| UserError::Flag {
+        flag: "--sign-with",
+        value: args
+            .sign_with
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        problem,
+    };
+    let signer = match &args.sign_with {
+        Some(file) => Some(crate::signing::read_signer(file)?),
+        None => None,
+    };
+    let key = signer.as_ref().map(|s| s.public().to_string());
+    match (&old_spec.signed_by, key) {
+        (None, None) => Ok(None),
+        (Some(wanted), Some(key)) if *wanted == key => Ok(signer.map(Arc::new)),
+        (Some(wanted), _) => Err(fail(format!(
+            "the batch is signed by {wanted}: pass that key's file, so the new batch is signed by it too"
+        ))),
+        (None, Some(_)) => Err(fail(
+            "the batch is not signed; a rotation keeps that (sign new batches with `claimfab batch --sign-with`)".into(),
+        )),
+    }
+}
+
 /// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
 pub async fn run(args: RotateArgs) -> Result<bool> {
     let rotation = Rotate::check(&args)?;
@@ -65,6 +98,8 @@ pub struct Rotate<'a> {
     devices: Vec<Device>,
     limits: LimitsSection,
     resuming: bool,
+    /// The batch-signing key, when the old batch is signed (the new one is signed with it).
+    signer: Option<Arc<BatchSigner>>,
 }
 
 impl<'a> Rotate<'a> {
@@ -79,6 +114,7 @@ impl<'a> Rotate<'a> {
             None => LimitsSection::default(),
         };
         let resuming = resuming_rotation(args, &old_spec)?;
+        let signer = rotation_signer(args, &old_spec)?;
         let devices = old_rows
             .iter()
             .map(|r| Device {
@@ -93,6 +129,7 @@ impl<'a> Rotate<'a> {
             devices,
             limits,
             resuming,
+            signer,
         })
     }
 
@@ -109,6 +146,7 @@ impl<'a> Rotate<'a> {
             resuming: self.resuming,
             limits: &self.limits,
             journals,
+            signer: self.signer.clone(),
         };
         if new_batch.execute(self.devices, api.clone()).await? != BatchResult::Done {
             crate::say!("rotation incomplete: re-run the same command to finish the new batch");

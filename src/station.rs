@@ -17,17 +17,19 @@ use zeroize::Zeroizing;
 
 use crate::cli::{FlashedArgs, StationArgs, TakeArgs};
 use crate::core::floor::{
-    check_station_id, record_action, rfc3339, take_start, FloorEvent, Handout, LogRecord,
-    PendingState, RecordAction, TakeStart,
+    check_station_id, record_action, rfc3339, take_start, CertificateClaim, Claim, FloorEvent,
+    Handout, LogRecord, PendingState, QueuedDevice, RecordAction, TakeStart, CLOSED, UNKNOWN,
 };
 use crate::core::manifest::{self, DeviceStatus};
 use crate::core::names;
-use crate::core::verify::check_bundle;
-use crate::deliver::{self, Target};
+use crate::core::signing::{sha256_hex, BundleRecord};
+use crate::core::verify::{check_batch_config, check_bundle};
+use crate::deliver::{self, BundleLayout, Target};
 use crate::error::UserError;
 use crate::floor::Floor;
 use crate::outdir::MANIFEST_FILE;
 use crate::sealed::StationIdentity;
+use crate::signing::StationBatch;
 
 /// How a take ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,9 @@ pub enum TakeResult {
     HandedOut,
     /// Every ready bundle of the batch is handed out already (exit 3).
     NothingLeft,
+    /// The bundle this station took before and never recorded, handed back (exit 4): the
+    /// same identity, which a board may already carry.
+    HandedBack,
 }
 
 /// One station at one batch directory's floor.
@@ -45,6 +50,10 @@ struct Station {
     dir: std::path::PathBuf,
     /// The station's key, for a batch whose bundles are encrypted for its stations.
     identity: Option<StationIdentity>,
+    /// `batch.json` as read once, checked against the batch keys the station trusts.
+    batch: StationBatch,
+    /// The four files a bundle of this batch holds, and their modes.
+    layout: BundleLayout,
 }
 
 /// A bundle read for handing out or recording: its bytes, wiped on drop (they hold the key).
@@ -60,9 +69,10 @@ struct Bundle {
 /// `claimfab take`: checks every input before it touches anything, then hands back what the
 /// station holds, or claims the asked-for or next bundle, logs it and delivers it.
 pub fn take(args: TakeArgs) -> Result<TakeResult> {
-    let mut station = Station::open(&args.dir, &args.station)?;
+    let mut station = Station::open(&args.dir, &args.station, &args.batch_keys)?;
+    station.warn_if_signed_but_unchecked();
     station.identity = match &args.identity {
-        Some(file) => Some(StationIdentity::read(file)?),
+        Some(file) => Some(station.check_identity(StationIdentity::read(file)?)?),
         None if station.floor.is_sealed() => {
             return Err(UserError::Flag {
                 flag: "--identity",
@@ -96,7 +106,17 @@ pub fn take(args: TakeArgs) -> Result<TakeResult> {
         TakeStart::HandBack {
             serial,
             log_handout,
-        } => Some(station.hand_back(&serial, log_handout, &target)?),
+        } => {
+            station.check_same_host(&serial, args.accept_other_host)?;
+            let bundle = station.hand_back(&serial, log_handout, &target)?;
+            // Logged as handed out: it may have been delivered, and flashed, before.
+            if !log_handout {
+                hand_over(&bundle, &target, &station.layout)?;
+                station.report_hand_back(&bundle);
+                return Ok(TakeResult::HandedBack);
+            }
+            Some(bundle)
+        }
         TakeStart::Fresh => station.take_fresh(args.serial.as_deref(), &target)?,
     };
     let Some(bundle) = bundle else {
@@ -108,13 +128,13 @@ pub fn take(args: TakeArgs) -> Result<TakeResult> {
         );
         return Ok(TakeResult::NothingLeft);
     };
-    hand_over(&bundle, &target)?;
+    hand_over(&bundle, &target, &station.layout)?;
     Ok(TakeResult::HandedOut)
 }
 
 /// `claimfab flashed`: records the outcome of a bundle this station holds, once.
 pub fn flashed(args: FlashedArgs) -> Result<()> {
-    let station = Station::open(&args.dir, &args.station)?;
+    let station = Station::open(&args.dir, &args.station, &[])?;
     let serial = &args.serial;
     check_serial("SERIAL", serial)?;
     let event = if args.spoiled {
@@ -167,7 +187,7 @@ fn report_recorded(station: &Station, serial: &str, event: FloorEvent) {
 
 /// Delivers a claimed bundle: the zip on standard output (serial and thing name on standard
 /// error), or extracted under the root (serial and thing name on standard output).
-fn hand_over(bundle: &Bundle, target: &Target) -> Result<()> {
+fn hand_over(bundle: &Bundle, target: &Target, layout: &BundleLayout) -> Result<()> {
     match target {
         Target::Stdout => {
             crate::output::write_bytes(&bundle.bytes).with_context(|| {
@@ -179,7 +199,7 @@ fn hand_over(bundle: &Bundle, target: &Target) -> Result<()> {
             eprintln!("{} {}", bundle.serial, bundle.thing_name);
         }
         Target::Root(root) => {
-            deliver::extract(&bundle.bytes, root).with_context(|| {
+            deliver::extract_expected(&bundle.bytes, root, layout).with_context(|| {
                 format!(
                     "bundle {} stays this station's: fix this and run take again to get it back",
                     bundle.serial
@@ -211,8 +231,8 @@ fn serial_error(flag: &'static str, serial: &str, problem: String) -> UserError 
 }
 
 /// The station's id from `--station ID`, or from the `[station]` section of
-/// `--station-config FILE`.
-fn station_id(args: &StationArgs) -> Result<String, UserError> {
+/// `--station-config FILE`, and the batch keys that section pins.
+fn station_id(args: &StationArgs) -> Result<(String, Vec<String>), UserError> {
     if let Some(id) = &args.station {
         check_station_id(id).map_err(|rule| {
             let hint = if id.contains('/') || id.ends_with(".toml") {
@@ -226,14 +246,14 @@ fn station_id(args: &StationArgs) -> Result<String, UserError> {
                 problem: format!("{rule}{hint}"),
             }
         })?;
-        return Ok(id.clone());
+        return Ok((id.clone(), Vec::new()));
     }
     let file = args
         .station_config
         .as_deref()
         .expect("clap requires --station or --station-config");
     let config = crate::settings::read_station(file)?;
-    config.station.map(|s| s.id).ok_or_else(|| {
+    config.station.map(|s| (s.id, s.batch_keys)).ok_or_else(|| {
         UserError::station(
             file,
             "has no [station] section naming the station; add one with its id (see station-config/example.toml) or pass --station ID",
@@ -242,14 +262,86 @@ fn station_id(args: &StationArgs) -> Result<String, UserError> {
 }
 
 impl Station {
-    fn open(dir: &Path, args: &StationArgs) -> Result<Self, UserError> {
-        let id = station_id(args)?;
+    fn open(dir: &Path, args: &StationArgs, batch_keys: &[String]) -> Result<Self, UserError> {
+        let (id, pinned) = station_id(args)?;
+        let trusted = crate::signing::trusted_keys(&pinned, batch_keys)?;
+        let floor = Floor::open(dir)?;
+        let batch = StationBatch::open(dir, trusted)?;
+        let layout = BundleLayout::new(&batch.spec.target.greengrass)
+            .map_err(|problem| UserError::output_dir(dir, problem))?;
+        if floor.is_sealed() != batch.is_sealed() {
+            return Err(UserError::output_dir(
+                dir,
+                "batch.json changed while it was being read; try again, and check who writes the batch directory",
+            ));
+        }
         Ok(Self {
-            floor: Floor::open(dir)?,
+            floor,
             id,
             dir: dir.to_path_buf(),
             identity: None,
+            batch,
+            layout,
         })
+    }
+
+    /// An identity none of the batch's bundles is encrypted to opens nothing: refused once,
+    /// before any bundle is tried.
+    fn check_identity(&self, identity: StationIdentity) -> Result<StationIdentity, UserError> {
+        let recipients = &self.batch.spec.encrypt_to;
+        if !self.batch.is_sealed() || identity.is_among(recipients) {
+            return Ok(identity);
+        }
+        Err(UserError::Identity {
+            file: identity.file().to_path_buf(),
+            problem: format!(
+                "is not one of the stations the bundles of {} are encrypted to ({}): pass the identity of one of them",
+                self.dir.display(),
+                recipients.join(", ")
+            ),
+        })
+    }
+
+    /// A signed batch at a station that pins no batch key: its signatures go unchecked, so
+    /// the station cannot tell its bundles from forged ones. Say so.
+    fn warn_if_signed_but_unchecked(&self) {
+        if let (false, Some(key)) = (self.batch.is_signed(), &self.batch.spec.signed_by) {
+            eprintln!(
+                "claimfab: warning: this batch is signed ({key}) but this station pins no batch key, so the signatures are not checked; add the key to [station] batch_keys (or pass --batch-key)"
+            );
+        }
+    }
+
+    /// A hand-back on another machine than the one that took the bundle: one station id on
+    /// two hosts (or a moved station) would put one identity on two boards.
+    fn check_same_host(&self, serial: &str, accepted: bool) -> Result<(), UserError> {
+        let note = self.floor.pending_note(&self.id).ok().flatten();
+        let Some(host) = note.and_then(|n| n.host) else {
+            return Ok(());
+        };
+        let here = crate::floor::this_host();
+        if accepted || host == here {
+            return Ok(());
+        }
+        Err(serial_error(
+            "--station",
+            &self.id,
+            format!(
+                "took {serial} on host {host}, not on this one ({here}), and has not recorded it: is station id {} running on two machines? Record it there (claimfab flashed), or pass --accept-other-host to hand it back here",
+                self.id
+            ),
+        ))
+    }
+
+    fn report_hand_back(&self, bundle: &Bundle) {
+        eprintln!(
+            "claimfab: {} was handed to station {} before and not recorded: if that board was flashed, run `claimfab flashed {} --station {} {}` first; this is the same identity, not a new one",
+            bundle.serial,
+            self.id,
+            self.dir.display(),
+            self.id,
+            bundle.serial
+        );
     }
 
     /// How this take begins, from the station's pending take.
@@ -257,10 +349,17 @@ impl Station {
         let Some(pending) = self.floor.pending(&self.id)? else {
             return Ok(take_start(requested, None));
         };
-        let state = match self.floor.handout(&pending)? {
+        // A marker a crash left incomplete is completed when the evidence says it is ours.
+        let mine = match self.floor.claim_state(&pending)? {
+            None => None,
+            Some(Claim::Complete(marker)) => Some(marker.station == self.id),
+            Some(Claim::Incomplete) => Some(self.floor.complete_claim(&self.id, &pending)?),
+            Some(Claim::Foreign(_)) => Some(false),
+        };
+        let state = match mine {
             None => PendingState::Unclaimed,
-            Some(marker) if marker.station != self.id => PendingState::ClaimedByOther,
-            Some(_) => PendingState::Mine(self.floor.history(&self.id, &pending)?),
+            Some(false) => PendingState::ClaimedByOther,
+            Some(true) => PendingState::Mine(self.floor.history(&self.id, &pending)?),
         };
         Ok(take_start(requested, Some((&pending, &state))))
     }
@@ -300,7 +399,17 @@ impl Station {
     /// The bundle this station took and has not recorded, again.
     fn hand_back(&self, serial: &str, log_handout: bool, target: &Target) -> Result<Bundle> {
         let bundle = self.read_bundle(serial)?;
-        check_deliverable(&bundle, target)?;
+        // Still queued unless the queue was rewritten since; then its own names.
+        let queued = match self.floor.open_queue()? {
+            Some((queue, _)) => self.floor.find_queued(&queue, serial)?,
+            None => None,
+        };
+        let queued = queued.unwrap_or_else(|| QueuedDevice {
+            serial: serial.to_string(),
+            thing_name: bundle.thing_name.clone(),
+        });
+        check_deliverable(&bundle, &queued, target, &self.layout)?;
+        self.claim_certificate(&bundle)??;
         if log_handout {
             self.log(&bundle, FloorEvent::HandedOut)?;
         }
@@ -315,6 +424,7 @@ impl Station {
             return Err(self.no_queue().into());
         };
         let cursor = self.floor.cursor().min(len);
+        let mut skipped = 0;
         for index in (cursor..len).chain(0..cursor) {
             let device = self.floor.queued(&queue, index)?;
             if self.floor.is_claimed(&device.serial)?
@@ -322,12 +432,30 @@ impl Station {
             {
                 continue;
             }
-            let bundle = self.read_bundle(&device.serial)?;
-            check_deliverable(&bundle, target)?;
+            // A bundle that cannot be read or must not be handed out is reported and
+            // passed over: one bad file does not stop the line.
+            let bundle = match self.read_bundle(&device.serial).and_then(|b| {
+                check_deliverable(&b, &device, target, &self.layout)?;
+                self.claim_certificate(&b)??;
+                Ok(b)
+            }) {
+                Ok(bundle) => bundle,
+                Err(e) => {
+                    eprintln!("claimfab: skipping {}: {e:#}", device.serial);
+                    skipped += 1;
+                    continue;
+                }
+            };
             if self.claim(&bundle)? {
                 self.floor.advance_cursor(index + 1)?;
                 return Ok(Some(bundle));
             }
+        }
+        if skipped > 0 {
+            eprintln!(
+                "claimfab: {skipped} bundle(s) of {} passed over (above); check the batch with claimfab verify",
+                self.dir.display()
+            );
         }
         Ok(None)
     }
@@ -337,14 +465,15 @@ impl Station {
         let Some((queue, _)) = self.floor.open_queue()? else {
             return Err(self.no_queue().into());
         };
-        if self.floor.find_queued(&queue, serial)?.is_none() {
+        let Some(device) = self.floor.find_queued(&queue, serial)? else {
             return Err(self.not_queued(serial)?.into());
-        }
+        };
         if let Some(marker) = self.floor.handout(serial)? {
             return Err(self.taken(&marker)?.into());
         }
         let bundle = self.read_bundle(serial)?;
-        check_deliverable(&bundle, target)?;
+        check_deliverable(&bundle, &device, target, &self.layout)?;
+        self.claim_certificate(&bundle)??;
         if !self.claim(&bundle)? {
             let marker = self
                 .floor
@@ -355,8 +484,28 @@ impl Station {
         Ok(bundle)
     }
 
-    /// Claims a bundle for this station: pending first, so a crash after the claim loses
-    /// nothing; then the claim marker; then the log. False if another station has it.
+    /// The bundle's claim certificate, claimed for its serial: a second bundle carrying a
+    /// certificate already handed out with another serial is never handed out (one identity
+    /// per board). `Err` says why not.
+    fn claim_certificate(&self, bundle: &Bundle) -> Result<Result<(), UserError>> {
+        let id = &bundle.certificate_id;
+        let problem = match self.floor.claim_certificate(&self.id, &bundle.serial, id)? {
+            CertificateClaim::Ours => return Ok(Ok(())),
+            CertificateClaim::HeldBy { serial, station } => format!(
+                "carries claim certificate {}, already handed out with {serial} to station {station}: two boards would share one identity; check the batch with claimfab verify",
+                &id[..id.len().min(16)]
+            ),
+            CertificateClaim::OwnerUnknown => format!(
+                "carries claim certificate {}, already claimed by a take that was cut short; it is not handed out again",
+                &id[..id.len().min(16)]
+            ),
+        };
+        Ok(Err(serial_error("bundle", &bundle.serial, problem)))
+    }
+
+    /// Claims a bundle for this station (its certificate already claimed for its serial):
+    /// pending first, so a crash after the claim loses nothing; then the claim marker; then
+    /// the log. False if another station has it.
     fn claim(&self, bundle: &Bundle) -> Result<bool> {
         self.floor.set_pending(&self.id, &bundle.serial)?;
         if !self
@@ -415,15 +564,24 @@ impl Station {
     }
 
     /// Reads a serial's bundle and what it holds. The one place a bundle's bytes are read,
-    /// so a reader that decrypts (`bundles/SN.zip.age` with an identity) slots in here.
+    /// so a reader that decrypts (`bundles/SN.zip.age` with an identity) slots in here. What
+    /// must keep it from being handed out goes into its findings: what `claimfab verify`
+    /// would find, a signature that does not vouch for it (signed batches), a config that is
+    /// not the batch's.
     fn read_bundle(&self, serial: &str) -> Result<Bundle> {
         let path = self.floor.bundle(serial);
-        let bytes = match &self.identity {
-            Some(identity) if self.floor.is_sealed() => identity.open_bundle(&path)?,
+        let record = self.batch.signed_record(serial);
+        if self.floor.is_sealed() && self.identity.is_none() {
             // `flashed` of an encrypted batch: no key, so what the manifest recorded.
-            None if self.floor.is_sealed() => return self.recorded_bundle(serial),
-            _ => crate::sealed::read_bundle_file(&path)
-                .map_err(|problem| anyhow::anyhow!("{} {problem}", path.display()))?,
+            return self.recorded_bundle(serial);
+        }
+        let stored = crate::sealed::read_bundle_file(&path)
+            .map_err(|problem| anyhow::anyhow!("{} {problem}", path.display()))?;
+        let bytes = match &self.identity {
+            Some(identity) if self.floor.is_sealed() => identity
+                .decrypt(&stored)
+                .map_err(|e| identity.refused(&path, &e))?,
+            _ => stored.clone(),
         };
         let check = check_bundle(&bytes, None, OffsetDateTime::now_utc());
         let invalid = |what: &str| {
@@ -436,7 +594,7 @@ impl Station {
                 ),
             )
         };
-        Ok(Bundle {
+        let mut bundle = Bundle {
             serial: serial.to_string(),
             thing_name: check
                 .thing_name
@@ -448,7 +606,19 @@ impl Station {
                 .ok_or_else(|| invalid("claim certificate"))?,
             findings: check.findings,
             bytes,
-        })
+        };
+        match record {
+            Ok(Some(record)) => bundle
+                .findings
+                .extend(vouched_for(&record, &stored, &bundle)),
+            Ok(None) => {}
+            Err(problem) => bundle.findings.push(problem),
+        }
+        let target = &self.batch.spec.target;
+        if let Err(problem) = check_batch_config(&bundle.bytes, target, &bundle.thing_name) {
+            bundle.findings.push(format!("the bundle {problem}"));
+        }
+        Ok(bundle)
     }
 
     /// A bundle of an encrypted batch, for `flashed` (which has no key to open it): its
@@ -497,6 +667,18 @@ impl Station {
 
     /// Who has `marker`'s bundle, and whether it is flashed or spoiled already.
     fn taken(&self, marker: &Handout) -> Result<UserError> {
+        let problem = match marker.station.as_str() {
+            CLOSED => {
+                Some("is closed: its claim is being retired (revoke or close); take another board")
+            }
+            UNKNOWN => {
+                Some("is claimed by a take that was cut short (owner unknown); take another board")
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Ok(serial_error("--serial", &marker.serial, problem.into()));
+        }
         let history = self.floor.history(&marker.station, &marker.serial)?;
         let problem = match history.outcome {
             Some(done) => format!(
@@ -515,12 +697,48 @@ impl Station {
     }
 }
 
-/// A bundle is handed out only if `claimfab verify` finds nothing wrong with it and its
-/// entries can be delivered to `target`; checked before it is claimed.
-fn check_deliverable(bundle: &Bundle, target: &Target) -> Result<(), UserError> {
+/// What the signed record says that the bundle read does not match.
+fn vouched_for(record: &BundleRecord, stored: &[u8], bundle: &Bundle) -> Vec<String> {
+    let mut problems = Vec::new();
+    if sha256_hex(stored) != record.bundle_sha256 {
+        problems.push(format!(
+            "{} is not the file the batch signed (its SHA-256 differs)",
+            record.bundle
+        ));
+    }
+    if bundle.certificate_id != record.certificate_id {
+        problems.push(format!(
+            "holds claim certificate {}, not the signed {}",
+            &bundle.certificate_id[..bundle.certificate_id.len().min(16)],
+            &record.certificate_id[..record.certificate_id.len().min(16)]
+        ));
+    }
+    if bundle.thing_name != record.thing_name {
+        problems.push(format!(
+            "is for thing {}, not the signed {}",
+            bundle.thing_name, record.thing_name
+        ));
+    }
+    problems
+}
+
+/// A bundle is handed out only if `claimfab verify` finds nothing wrong with it, it is the
+/// queued device's (a bundle copied over another's is not), and its entries can be delivered
+/// to `target`; checked before it is claimed.
+fn check_deliverable(
+    bundle: &Bundle,
+    queued: &QueuedDevice,
+    target: &Target,
+    layout: &BundleLayout,
+) -> Result<(), UserError> {
     let problem = if !bundle.findings.is_empty() {
         bundle.findings.join("; ")
-    } else if let Err(problem) = deliver::check_entries(&bundle.bytes, target) {
+    } else if bundle.thing_name != queued.thing_name {
+        format!(
+            "holds the bundle of thing {}, but {} is queued as {} (a bundle copied over another's?)",
+            bundle.thing_name, queued.serial, queued.thing_name
+        )
+    } else if let Err(problem) = deliver::check_expected(&bundle.bytes, target, layout) {
         problem
     } else {
         return Ok(());

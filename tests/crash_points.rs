@@ -149,6 +149,7 @@ fn spec(scenario: &Scenario) -> BatchSpec {
         },
         claim_scope: scenario.scope,
         encrypt_to,
+        signed_by: None,
     }
 }
 
@@ -174,6 +175,7 @@ fn run_batch(
         resuming: out.join("batch.json").exists(),
         limits: &limits(),
         journals,
+        signer: None,
     };
     runtime().block_on(run.execute(devices(), api.clone()))
 }

@@ -1,9 +1,10 @@
 //! The per-device bundle: a zip whose entry paths mirror where each file lands on the device
 //! (claim certificate, claim key, Amazon Root CA 1, Greengrass config). Built in memory; the
 //! caller writes the bytes. The key entry is stored uncompressed so no compressor buffer ever
-//! holds a copy of it, and carries mode 0600.
+//! holds a copy of it, and carries mode 0600; the zip is written into one buffer sized for it
+//! up front and never grown, so no copy of the key is left in freed memory.
 
-use std::io::{Cursor, Write};
+use std::io::{Cursor, Seek, SeekFrom, Write};
 
 use zeroize::Zeroizing;
 use zip::write::SimpleFileOptions;
@@ -108,28 +109,117 @@ pub fn extracted_mode(unix_mode: Option<u32>, contents: &[u8]) -> u32 {
     }
 }
 
+/// Room the zip of `entries` cannot outgrow: each file's bytes with deflate's worst-case
+/// growth (5 bytes per 16 KiB block, far less than an eighth), its name twice (local and
+/// central header) and headers with every extra field the zip crate may add, plus the end
+/// records (zip64 included).
+fn zip_capacity(entries: &[BundleEntry<'_>]) -> usize {
+    const PER_ENTRY: usize = 512;
+    const END_RECORDS: usize = 512;
+    entries
+        .iter()
+        .map(|e| {
+            let data = e.contents.len();
+            data + data / 8 + 2 * zip_path(e.device_path).len() + PER_ENTRY
+        })
+        .sum::<usize>()
+        + END_RECORDS
+}
+
+/// The bundle zip of `entries`, in a buffer wiped on drop. Should the size bound ever fall
+/// short, the zip is written again into a buffer twice the size (the first one is wiped when
+/// dropped) rather than let a buffer holding the key grow.
 fn write_zip(entries: &[BundleEntry<'_>]) -> Zeroizing<Vec<u8>> {
-    // Room for four small PEM/YAML files; avoids reallocations that would leave unwiped copies.
-    let mut buffer = Zeroizing::new(Vec::with_capacity(16 * 1024));
-    {
-        let mut zip = ZipWriter::new(Cursor::new(&mut *buffer));
-        for entry in entries {
-            let method = if entry.mode & 0o077 == 0 {
-                CompressionMethod::Stored
-            } else {
-                CompressionMethod::Deflated
-            };
-            let options = SimpleFileOptions::default()
-                .compression_method(method)
-                .unix_permissions(entry.mode);
-            zip.start_file(zip_path(entry.device_path), options)
-                .expect("starting a zip entry in memory cannot fail");
-            zip.write_all(entry.contents)
-                .expect("writing to memory cannot fail");
+    let mut capacity = zip_capacity(entries);
+    loop {
+        if let Some(zip) = write_zip_into(entries, capacity) {
+            return zip;
         }
-        zip.finish().expect("writing a zip to memory cannot fail");
+        capacity *= 2;
     }
-    buffer
+}
+
+/// The zip written into a buffer of exactly `capacity` bytes; `None` if it does not fit.
+fn write_zip_into(entries: &[BundleEntry<'_>], capacity: usize) -> Option<Zeroizing<Vec<u8>>> {
+    let mut buffer = Zeroizing::new(vec![0u8; capacity]);
+    let mut out = FixedBuffer {
+        bytes: &mut buffer[..],
+        position: 0,
+        end: 0,
+        overflowed: false,
+    };
+    // Names are distinct device paths (the station file is checked) and the buffer never
+    // refuses a write, so nothing here can fail.
+    write_entries(&mut out, entries).expect("writing a bundle zip to memory cannot fail");
+    if out.overflowed {
+        return None;
+    }
+    let len = out.end;
+    buffer.truncate(len);
+    Some(buffer)
+}
+
+fn write_entries(
+    out: &mut FixedBuffer<'_>,
+    entries: &[BundleEntry<'_>],
+) -> zip::result::ZipResult<()> {
+    let mut zip = ZipWriter::new(out);
+    for entry in entries {
+        let method = if entry.mode & 0o077 == 0 {
+            CompressionMethod::Stored
+        } else {
+            CompressionMethod::Deflated
+        };
+        let options = SimpleFileOptions::default()
+            .compression_method(method)
+            .unix_permissions(entry.mode);
+        zip.start_file(zip_path(entry.device_path), options)?;
+        zip.write_all(entry.contents)?;
+    }
+    zip.finish()?;
+    Ok(())
+}
+
+/// A writer into a slice that never grows: bytes past its end are dropped and the overflow
+/// noted. It never fails a write, so the zip writer always finishes normally; a failed write
+/// would leave it to finish again when dropped, complaining on standard error.
+struct FixedBuffer<'a> {
+    bytes: &'a mut [u8],
+    position: usize,
+    /// How far anything was written.
+    end: usize,
+    overflowed: bool,
+}
+
+impl Write for FixedBuffer<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let start = self.position.min(self.bytes.len());
+        let fits = data.len().min(self.bytes.len() - start);
+        self.bytes[start..start + fits].copy_from_slice(&data[..fits]);
+        self.overflowed |= fits < data.len() || self.position > start;
+        self.position += data.len();
+        self.end = self.end.max(self.position);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for FixedBuffer<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let (base, offset) = match to {
+            SeekFrom::Start(at) => (0, i128::from(at)),
+            SeekFrom::Current(by) => (self.position, i128::from(by)),
+            SeekFrom::End(by) => (self.end, i128::from(by)),
+        };
+        let at = usize::try_from(base as i128 + offset).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek out of range")
+        })?;
+        self.position = at;
+        Ok(at as u64)
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +276,52 @@ mod tests {
         );
         assert!(read_entry(&bytes, "/greengrass/v2/nothing").is_none());
         assert!(read_entry(b"not a zip", "/greengrass/v2/AmazonRootCA1.pem").is_none());
+    }
+
+    #[test]
+    fn the_zip_is_written_into_one_buffer_sized_up_front() {
+        // Incompressible contents and long paths: the worst case for the size bound.
+        let mut noise = vec![0u8; 200_000];
+        let mut x: u32 = 1;
+        for b in &mut noise {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *b = (x >> 24) as u8;
+        }
+        let long = format!("/{}/claim.key", "d".repeat(1000));
+        let entries = [
+            BundleEntry {
+                device_path: "/a/noise",
+                contents: &noise,
+                mode: 0o644,
+            },
+            BundleEntry {
+                device_path: &long,
+                contents: b"-----BEGIN PRIVATE KEY-----",
+                mode: 0o600,
+            },
+        ];
+        let zip = write_zip(&entries);
+        assert_eq!(
+            zip.capacity(),
+            zip_capacity(&entries),
+            "the first buffer was big enough, and was never grown"
+        );
+        let mut archive = zip::ZipArchive::new(Cursor::new(zip.to_vec())).unwrap();
+        let mut read = Vec::new();
+        archive
+            .by_name("a/noise")
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, noise);
+        // A bound that falls short is not a panic and not a grown buffer: a bigger one.
+        assert!(write_zip_into(&entries, 1000).is_none());
+        let bundle = build_bundle(&target(), "gg-1", "CERT", "KEY");
+        assert!(bundle.capacity() >= bundle.len());
+        assert!(
+            bundle.capacity() < 16 * 1024,
+            "a bundle's buffer stays small"
+        );
     }
 
     #[test]

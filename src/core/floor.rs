@@ -1,9 +1,11 @@
 //! The factory floor's records, as pure data: station ids, the hand-out queue's fixed-width
 //! records (so a station finds the n-th bundle with one seek, whatever the batch size), the
-//! claim marker a station leaves on the bundle it took, and the lines of a station's
-//! append-only log (handed out, flashed, spoiled). What a batch's devices have become on the
-//! floor is folded from those logs here too, and so are the decisions `take` and `flashed`
-//! make from a station's pending take, the claim marker and the log.
+//! claim marker a station leaves on the bundle it took (and on its certificate) and what a
+//! marker's bytes say (complete, cut short, foreign), a station's pending note, and the lines
+//! of a station's append-only log (handed out, flashed, spoiled). What a batch's devices have
+//! become on the floor is folded from those logs here too, and so are the decisions `take`
+//! and `flashed` make from a station's pending take, the claim marker and the log, and
+//! whether a station may complete a marker a crash left incomplete.
 //!
 //! The queue has an index beside it, a hash table from serial to record, so `take --serial`
 //! finds a device with two or three positioned reads whatever the batch size.
@@ -53,7 +55,8 @@ pub fn queue_record(device: &QueuedDevice) -> String {
     )
 }
 
-/// Decodes one queue record; `None` if it is not one (a damaged or foreign file).
+/// Decodes one queue record; `None` if it is not one (a damaged or foreign file, or a
+/// serial or thing name that is not a valid AWS IoT thing name).
 pub fn parse_queue_record(bytes: &[u8]) -> Option<QueuedDevice> {
     if bytes.len() != QUEUE_RECORD || bytes[QUEUE_RECORD - 1] != b'\n' {
         return None;
@@ -61,7 +64,9 @@ pub fn parse_queue_record(bytes: &[u8]) -> Option<QueuedDevice> {
     let text = std::str::from_utf8(&bytes[..QUEUE_RECORD - 1]).ok()?;
     let serial = text.get(..NAME_WIDTH)?.trim_end();
     let thing_name = text.get(NAME_WIDTH + 1..)?.trim_end();
-    if serial.is_empty() || thing_name.is_empty() {
+    // Both become paths and AWS names: anything but a thing name (`../`, `/`) is damage.
+    let valid = |name: &str| crate::core::names::check_thing_name(name).is_ok();
+    if !valid(serial) || !valid(thing_name) {
         return None;
     }
     Some(QueuedDevice {
@@ -149,12 +154,194 @@ pub struct LogRecord {
 pub const LOG_COLUMNS: [&str; 5] = ["station", "time", "serial", "certificate_id", "event"];
 
 /// What the claim marker on a taken bundle says (`handout/SERIAL`): who took it and when.
+/// A certificate's marker holds the same record: the serial it was handed out with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handout {
     pub station: String,
     pub serial: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// 128 random bits (hex), new for each claim: the claimer finds its own marker by
+    /// content, never by a link count a network drive may cache. Empty in markers made
+    /// before it existed.
+    #[serde(default)]
+    pub token: String,
+}
+
+/// The station `Floor::handout` names for a marker whose owner cannot be read (a take cut
+/// short on a share without hard links, or an edited file). Not a valid station id, so no
+/// station can have it.
+pub const UNKNOWN: &str = "(unknown)";
+
+/// What a claim marker holds. Every state counts as claimed: the bundle is never handed
+/// out twice, whatever the marker says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A whole hand-out record for this serial.
+    Complete(Handout),
+    /// Empty, zero-filled or cut short: the residue of a take stopped between creating the
+    /// marker and writing it (shares without hard links). The station that made it may
+    /// complete it (`Floor::complete_claim`); for everyone else its owner is unknown.
+    Incomplete,
+    /// Something no claimfab writes (an edited or foreign file, another serial's record):
+    /// owner unknown, never completed automatically. Says why.
+    Foreign(String),
+}
+
+impl Claim {
+    /// The station holding the bundle, [`UNKNOWN`] when the marker does not say.
+    pub fn station(&self) -> &str {
+        match self {
+            Claim::Complete(handout) => &handout.station,
+            _ => UNKNOWN,
+        }
+    }
+}
+
+/// Reads a claim marker's bytes. `serial` is the serial its name says (`None` for a
+/// certificate's marker, whose record may name any serial).
+pub fn read_marker(bytes: &[u8], serial: Option<&str>) -> Claim {
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, 0 | b' ' | b'\n' | b'\r' | b'\t'))
+        .map_or(0, |at| at + 1);
+    if end == 0 {
+        return Claim::Incomplete;
+    }
+    let handout: Handout = match serde_json::from_slice(&bytes[..end]) {
+        Ok(handout) => handout,
+        // A prefix of a record: a write cut short.
+        Err(e) if e.is_eof() => return Claim::Incomplete,
+        Err(e) => return Claim::Foreign(format!("not a hand-out record ({e})")),
+    };
+    if serial.is_some_and(|s| s != handout.serial) {
+        return Claim::Foreign(format!("a hand-out record of serial {:?}", handout.serial));
+    }
+    if crate::core::names::check_thing_name(&handout.serial).is_err() {
+        return Claim::Foreign("a hand-out record with no valid serial".into());
+    }
+    if handout.station != CLOSED && check_station_id(&handout.station).is_err() {
+        return Claim::Foreign("a hand-out record with no valid station id".into());
+    }
+    Claim::Complete(handout)
+}
+
+/// What the facts on the share allow when a station asks to complete an incomplete marker
+/// (see `Floor::complete_claim`).
+#[derive(Debug, Clone, Copy)]
+pub struct CompletionFacts<'a> {
+    /// The station asking, and the serial it asks for.
+    pub station: &'a str,
+    pub serial: &'a str,
+    /// The station's pending note and this machine's host name.
+    pub note: Option<&'a PendingNote>,
+    pub host: &'a str,
+    /// The marker as it is now.
+    pub marker: &'a Claim,
+    /// The record the station wrote before trying to make the marker, still there (it is
+    /// removed once the marker is whole, or at once by a station that lost the race).
+    pub evidence: Option<&'a Claim>,
+    /// Another station's such record for the same marker.
+    pub rival_evidence: bool,
+}
+
+/// Whether a station may complete an incomplete marker as its own: only the one that made
+/// it, known by its pending note (written before the claim, on this machine) and by the
+/// record it wrote before the claim and removes as soon as it loses one. Any doubt (two
+/// stations' records, a note from another host) leaves the marker as it is: a bundle lost
+/// to the floor is retired by close; a bundle on two boards cannot be undone.
+pub fn may_complete(facts: &CompletionFacts) -> bool {
+    let note_is_ours = facts.note.is_some_and(|note| {
+        note.serial == facts.serial && note.host.as_deref().is_none_or(|h| h == facts.host)
+    });
+    let evidence_is_ours = matches!(
+        facts.evidence,
+        Some(Claim::Complete(h)) if h.station == facts.station && h.serial == facts.serial
+    );
+    *facts.marker == Claim::Incomplete && note_is_ours && evidence_is_ours && !facts.rival_evidence
+}
+
+/// Checks a certificate id as a file name: AWS's, 64 lowercase hex digits.
+pub fn check_certificate_id(id: &str) -> Result<(), String> {
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if id.len() != 64 || !id.chars().all(hex) {
+        return Err(format!(
+            "certificate id {id:?} must be 64 lowercase hex digits (AWS's certificate id)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whose a certificate is on the floor, from its marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateClaim {
+    /// Handed out with this serial (now, or before: a hand-back or a re-run).
+    Ours,
+    /// Handed out already with another serial's bundle: two bundles carry this certificate.
+    HeldBy { serial: String, station: String },
+    /// Its marker was left incomplete or is unreadable and is not this station's to
+    /// complete: held, by a bundle unknown. Refuse as for `HeldBy`.
+    OwnerUnknown,
+}
+
+/// Whose a certificate is, from its marker, for a station handing it out with `serial`.
+pub fn certificate_holder(marker: &Claim, serial: &str) -> CertificateClaim {
+    match marker {
+        Claim::Complete(h) if h.serial == serial => CertificateClaim::Ours,
+        Claim::Complete(h) => CertificateClaim::HeldBy {
+            serial: h.serial.clone(),
+            station: h.station.clone(),
+        },
+        _ => CertificateClaim::OwnerUnknown,
+    }
+}
+
+/// A station's pending note (`stations/ID/pending`): the serial it is taking or holds, and
+/// the machine it was taken on (`None` in notes made before hosts were noted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingNote {
+    pub serial: String,
+    pub host: Option<String>,
+}
+
+/// A pending note's text: the serial on the first line (what older claimfabs read), then
+/// `host=NAME`.
+pub fn pending_note_text(serial: &str, host: &str) -> String {
+    format!("{serial}\nhost={}\n", clean_host(host))
+}
+
+/// A host name as a note holds it: printable ASCII without spaces, `?` for anything else.
+pub fn clean_host(host: &str) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    if host.is_empty() {
+        "unknown".into()
+    } else {
+        host
+    }
+}
+
+/// Reads a pending note; `Ok(None)` when empty. Its serial becomes a path, so anything but
+/// a thing name is refused.
+pub fn parse_pending_note(text: &str) -> Result<Option<PendingNote>, String> {
+    let mut lines = text.lines().map(str::trim);
+    let serial = match lines.next() {
+        None | Some("") => return Ok(None),
+        Some(serial) => serial,
+    };
+    crate::core::names::check_thing_name(serial)
+        .map_err(|rule| format!("names {serial:?}, which is not a serial ({rule})"))?;
+    let host = lines
+        .filter_map(|line| line.strip_prefix("host="))
+        .map(str::trim)
+        .find(|host| !host.is_empty())
+        .map(String::from);
+    Ok(Some(PendingNote {
+        serial: serial.to_string(),
+        host,
+    }))
 }
 
 /// Where one device stands on the floor, from every station's log: the last event wins,
@@ -595,5 +782,221 @@ mod tests {
         assert!(b.handed_out && b.outcome.is_none());
         let a = SerialHistory::from_last(&log[1], "A").unwrap();
         assert_eq!(a.outcome.unwrap().event, FloorEvent::Flashed);
+    }
+
+    fn handout(station: &str, serial: &str) -> Handout {
+        Handout {
+            station: station.into(),
+            serial: serial.into(),
+            at: time::macros::datetime!(2026-11-26 08:00 UTC),
+            token: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn queue_records_naming_no_thing_are_refused() {
+        let crafted = |serial: &str, thing_name: &str| {
+            format!("{serial:<NAME_WIDTH$} {thing_name:<NAME_WIDTH$}\n")
+        };
+        for (serial, thing_name) in [
+            ("../../etc/passwd", "gg-SN1"),
+            ("SN1", "../../etc/passwd"),
+            ("a/b", "gg-a"),
+            ("SN.1", "gg-SN1"),
+            ("..", "gg"),
+        ] {
+            let record = crafted(serial, thing_name);
+            assert_eq!(record.len(), QUEUE_RECORD);
+            assert_eq!(parse_queue_record(record.as_bytes()), None, "{serial}");
+        }
+        assert!(parse_queue_record(crafted("SN:1_a-b", "gg-SN:1_a-b").as_bytes()).is_some());
+    }
+
+    #[test]
+    fn a_marker_reads_as_complete_cut_short_or_foreign() {
+        let whole = serde_json::to_vec(&handout("st1", "SN1")).unwrap();
+        assert_eq!(
+            read_marker(&whole, Some("SN1")),
+            Claim::Complete(handout("st1", "SN1"))
+        );
+        assert_eq!(
+            read_marker(&whole, None),
+            Claim::Complete(handout("st1", "SN1")),
+            "a certificate's marker names any serial"
+        );
+        // Every prefix of a record is what a crash mid-write leaves: incomplete, never an error.
+        for cut in 0..whole.len() {
+            assert_eq!(
+                read_marker(&whole[..cut], Some("SN1")),
+                Claim::Incomplete,
+                "{cut}"
+            );
+        }
+        assert_eq!(read_marker(&[0; 64], Some("SN1")), Claim::Incomplete);
+        assert_eq!(read_marker(b" \n", Some("SN1")), Claim::Incomplete);
+        let mut zero_tail = whole[..20].to_vec();
+        zero_tail.extend([0; 40]);
+        assert_eq!(read_marker(&zero_tail, Some("SN1")), Claim::Incomplete);
+        // A marker from before tokens still reads.
+        let old = br#"{"station":"st1","serial":"SN1","at":"2026-11-26T08:00:00Z"}"#;
+        let Claim::Complete(old) = read_marker(old, Some("SN1")) else {
+            panic!("an old marker is whole")
+        };
+        assert_eq!((old.station.as_str(), old.token.as_str()), ("st1", ""));
+        let closed = serde_json::to_vec(&handout(CLOSED, "SN1")).unwrap();
+        assert!(matches!(
+            read_marker(&closed, Some("SN1")),
+            Claim::Complete(_)
+        ));
+        // Anything else is foreign: claimed, owner unknown.
+        let foreign = [
+            serde_json::to_vec(&handout("st1", "SN2")).unwrap(),
+            serde_json::to_vec(&handout("../st1", "SN1")).unwrap(),
+            serde_json::to_vec(&handout(UNKNOWN, "SN1")).unwrap(),
+            b"taken by Bob".to_vec(),
+            b"[1, 2]".to_vec(),
+            b"{\"station\":\"st1\"}".to_vec(),
+        ];
+        for bytes in foreign {
+            let claim = read_marker(&bytes, Some("SN1"));
+            assert!(matches!(claim, Claim::Foreign(_)), "{claim:?}");
+            assert_eq!(claim.station(), UNKNOWN);
+        }
+        let bad_serial = serde_json::to_vec(&handout("st1", "a/b")).unwrap();
+        assert!(matches!(read_marker(&bad_serial, None), Claim::Foreign(_)));
+        assert!(
+            check_station_id(UNKNOWN).is_err(),
+            "no station is {UNKNOWN}"
+        );
+    }
+
+    #[test]
+    fn pending_notes_name_the_serial_then_the_host() {
+        let text = pending_note_text("SN9", "line1-pc");
+        assert_eq!(text, "SN9\nhost=line1-pc\n");
+        let note = parse_pending_note(&text).unwrap().unwrap();
+        assert_eq!(note.serial, "SN9");
+        assert_eq!(note.host.as_deref(), Some("line1-pc"));
+        // An old note: the serial alone.
+        let old = parse_pending_note("SN9").unwrap().unwrap();
+        assert_eq!((old.serial.as_str(), old.host), ("SN9", None));
+        assert_eq!(parse_pending_note("").unwrap(), None);
+        assert_eq!(parse_pending_note("\n").unwrap(), None);
+        for bad in ["../../etc/passwd", "a/b", "SN 9"] {
+            let err = parse_pending_note(bad).unwrap_err();
+            assert!(err.contains("not a serial"), "{bad}: {err}");
+        }
+        assert_eq!(
+            pending_note_text("SN9", "bad host\n"),
+            "SN9\nhost=bad?host?\n"
+        );
+        assert_eq!(pending_note_text("SN9", ""), "SN9\nhost=unknown\n");
+    }
+
+    #[test]
+    fn only_the_station_that_made_a_marker_completes_it() {
+        let note = PendingNote {
+            serial: "SN1".into(),
+            host: Some("pc1".into()),
+        };
+        let ours = Claim::Complete(handout("st1", "SN1"));
+        let facts = CompletionFacts {
+            station: "st1",
+            serial: "SN1",
+            note: Some(&note),
+            host: "pc1",
+            marker: &Claim::Incomplete,
+            evidence: Some(&ours),
+            rival_evidence: false,
+        };
+        assert!(may_complete(&facts));
+        let old_note = PendingNote {
+            host: None,
+            ..note.clone()
+        };
+        assert!(may_complete(&CompletionFacts {
+            note: Some(&old_note),
+            ..facts
+        }));
+        let other_serial = PendingNote {
+            serial: "SN2".into(),
+            ..note.clone()
+        };
+        let theirs = Claim::Complete(handout("st2", "SN1"));
+        let other_claim = Claim::Complete(handout("st1", "SN2"));
+        let whole = Claim::Complete(handout("st2", "SN1"));
+        for refused in [
+            CompletionFacts {
+                note: None,
+                ..facts
+            },
+            CompletionFacts {
+                note: Some(&other_serial),
+                ..facts
+            },
+            CompletionFacts {
+                host: "pc2",
+                ..facts
+            },
+            CompletionFacts {
+                evidence: None,
+                ..facts
+            },
+            CompletionFacts {
+                evidence: Some(&theirs),
+                ..facts
+            },
+            CompletionFacts {
+                evidence: Some(&other_claim),
+                ..facts
+            },
+            CompletionFacts {
+                evidence: Some(&Claim::Incomplete),
+                ..facts
+            },
+            CompletionFacts {
+                rival_evidence: true,
+                ..facts
+            },
+            CompletionFacts {
+                marker: &whole,
+                ..facts
+            },
+            CompletionFacts {
+                marker: &Claim::Foreign("edited".into()),
+                ..facts
+            },
+        ] {
+            assert!(!may_complete(&refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_held_by_the_serial_it_went_out_with() {
+        assert!(check_certificate_id(&"0a".repeat(32)).is_ok());
+        for bad in [
+            "".to_string(),
+            "0A".repeat(32),
+            "0a".repeat(31),
+            "../".repeat(21) + "a",
+            "g".repeat(64),
+        ] {
+            assert!(check_certificate_id(&bad)
+                .unwrap_err()
+                .contains("64 lowercase hex"));
+        }
+        let marker = Claim::Complete(handout("st1", "SN1"));
+        assert_eq!(certificate_holder(&marker, "SN1"), CertificateClaim::Ours);
+        assert_eq!(
+            certificate_holder(&marker, "SN2"),
+            CertificateClaim::HeldBy {
+                serial: "SN1".into(),
+                station: "st1".into()
+            }
+        );
+        assert_eq!(
+            certificate_holder(&Claim::Incomplete, "SN1"),
+            CertificateClaim::OwnerUnknown
+        );
     }
 }

@@ -16,5 +16,6 @@ pub mod names;
 pub mod preflight;
 pub mod sealed;
 pub mod setup;
+pub mod signing;
 pub mod station;
 pub mod verify;

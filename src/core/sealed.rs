@@ -1,10 +1,11 @@
 //! Bundles sealed for their stations with age (X25519): recipients (`age1...`, a station's
 //! public key) parsed from flags and recipients files, identity files (as `age-keygen` and
 //! `claimfab station-key` write them) parsed, bundle bytes encrypted to every recipient, and
-//! opened again with an identity, the plaintext bounded and in a buffer wiped on drop. Pure:
-//! text and bytes in, values out; no file is read here.
+//! opened again with an identity, the plaintext bounded and in a buffer wiped on drop and
+//! never grown ([`read_fixed`], which file readers use too). Pure: text, bytes and readers
+//! in, values out; no file is opened here.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
@@ -205,8 +206,8 @@ pub enum OpenError {
 }
 
 /// Decrypts a sealed bundle with `identities`; at most `limit` bytes of plaintext are read,
-/// into a buffer that is wiped on drop and never reallocated (age's plaintext is shorter
-/// than its ciphertext).
+/// into a buffer that is wiped on drop and never grown (see [`read_fixed`]): age's
+/// plaintext is shorter than its ciphertext, so the sealed size bounds it.
 pub fn open(
     identities: &Identities,
     sealed: &[u8],
@@ -219,15 +220,39 @@ pub fn open(
         age::DecryptError::NoMatchingKeys => OpenError::WrongIdentity,
         other => OpenError::Damaged(other.to_string()),
     })?;
-    let mut plaintext = Zeroizing::new(Vec::with_capacity(sealed.len()));
-    reader
-        .take(limit + 1)
-        .read_to_end(&mut plaintext)
-        .map_err(|e| OpenError::Damaged(e.to_string()))?;
-    if plaintext.len() as u64 > limit {
-        return Err(OpenError::TooLarge(limit));
+    let over_limit = limit.saturating_add(1);
+    let capacity = usize::try_from((sealed.len() as u64).min(over_limit)).unwrap_or(usize::MAX);
+    let plaintext = read_fixed(reader, capacity).map_err(|e| OpenError::Damaged(e.to_string()))?;
+    // A full buffer was not read to its end, so age has not checked the last chunk.
+    if plaintext.len() == capacity {
+        return Err(if capacity as u64 == over_limit {
+            OpenError::TooLarge(limit)
+        } else {
+            OpenError::Damaged("it decrypts to more than its own size".into())
+        });
     }
     Ok(plaintext)
+}
+
+/// Reads `reader` to its end into a buffer of exactly `capacity` bytes, wiped on drop. It is
+/// never grown: a `Vec` that grows copies its bytes and frees the old block unwiped, and
+/// `read_to_end` grows, or reads through a stack buffer, once its spare room runs out. The
+/// result is full (`len() == capacity`) when the reader had that much or more, so a caller
+/// that wants at most N bytes passes N + 1 and refuses a full buffer.
+pub fn read_fixed(mut reader: impl Read, capacity: usize) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut buffer = Zeroizing::new(vec![0u8; capacity]);
+    let mut filled = 0;
+    while filled < capacity {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // Shortening keeps the allocation, which the wipe on drop covers whole.
+    buffer.truncate(filled);
+    Ok(buffer)
 }
 
 /// A new station key pair: the identity file's text (as `age-keygen` writes it; wiped on
@@ -290,7 +315,19 @@ mod tests {
         let recipients = Recipients::parse([public.as_str()]).unwrap();
         let mut sealed = recipients.seal(&[7u8; 5000]);
         assert_eq!(open(&a, &sealed, 4999), Err(OpenError::TooLarge(4999)));
-        assert_eq!(open(&a, &sealed, 5000).unwrap().len(), 5000);
+        let opened = open(&a, &sealed, 5000).unwrap();
+        assert_eq!(opened.len(), 5000);
+        assert_eq!(
+            opened.capacity(),
+            5001,
+            "one allocation, of the size asked for: never grown"
+        );
+        let opened = open(&a, &sealed, 1 << 20).unwrap();
+        assert_eq!(
+            opened.capacity(),
+            sealed.len(),
+            "bounded by the sealed size"
+        );
         let last = sealed.len() - 10;
         sealed[last] ^= 1;
         assert!(matches!(
@@ -302,6 +339,32 @@ mod tests {
             Err(OpenError::NotSealed(_))
         ));
         assert!(!is_sealed(b"PK\x03\x04"));
+    }
+
+    /// A reader that hands out a few bytes per call, as a pipe or age's chunks do.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(7);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_fixed_never_grows_its_buffer() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let read = read_fixed(Trickle(&data), 101).unwrap();
+        assert_eq!(*read, data);
+        assert_eq!(read.capacity(), 101, "the one allocation, kept");
+        let full = read_fixed(Trickle(&data), 100).unwrap();
+        assert_eq!(full.len(), 100, "full: the caller refuses it as too long");
+        assert_eq!(full.capacity(), 100);
+        let short = read_fixed(Trickle(&data), 10).unwrap();
+        assert_eq!((short.len(), short.capacity()), (10, 10));
+        assert!(read_fixed(Trickle(&[]), 0).unwrap().is_empty());
     }
 
     #[test]

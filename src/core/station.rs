@@ -37,8 +37,19 @@ pub struct StationConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub setup: SetupSection,
+    #[serde(default)]
+    pub signing: SigningSection,
     /// Absent in the files of stations that only make batches.
     pub station: Option<StationSection>,
+}
+
+/// `[signing]`: on the machine that makes batches, the batch-signing key that signs what
+/// stations rely on (see `claimfab batch-key`). Never on the shared drive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSection {
+    /// The batch-signing key file (PKCS#8 PEM, mode 0600).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// `[station]`: the flashing station this file belongs to, for `claimfab take` and
@@ -52,6 +63,10 @@ pub struct StationSection {
     /// The command that flashes a bundle onto a board, for the station's own scripts;
     /// `take` and `flashed` do not run it.
     pub flash_command: Option<String>,
+    /// The batch-signing public keys (`claimfab-ed25519:...`) this station trusts: with
+    /// any, it takes only bundles of batches one of them signed.
+    #[serde(default)]
+    pub batch_keys: Vec<String>,
 }
 
 /// Which IoT policy Greengrass core devices get.
@@ -550,6 +565,10 @@ impl LimitsSection {
 impl StationSection {
     fn validate(&self) -> Result<(), String> {
         check("station.id", &self.id, check_station_id(&self.id))?;
+        for key in &self.batch_keys {
+            let parsed = key.parse::<crate::core::signing::BatchKey>().map(drop);
+            check("station.batch_keys", key, parsed)?;
+        }
         if let Some(command) = &self.flash_command {
             require(
                 "station.flash_command",

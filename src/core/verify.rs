@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::core::bundle::{zip_path, AMAZON_ROOT_CA_1};
 use crate::core::certificate::parse_certificate_pem;
+use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::private_key_fingerprint;
 use crate::core::manifest::ManifestRow;
 use crate::core::station::{lite_reads_config_at, LITE_CONFIG_DIR, LITE_CONFIG_FILE};
@@ -165,6 +166,50 @@ pub fn check_stored_bundle(
         check_against_row(file, row, &mut check);
     }
     check
+}
+
+/// Checks that the bundle's Greengrass config is the one the batch renders for `thing_name`
+/// (compared as YAML values, so formatting does not matter): the same endpoints, template,
+/// region, role alias, file paths and parameters, and nothing else. A bundle made by a
+/// claimfab that still sent the thing group as a `ThingGroupName` parameter passes: that
+/// parameter is now the template's, and the template ignores it.
+pub fn check_batch_config(
+    zip: &[u8],
+    target: &ProvisioningTarget,
+    thing_name: &str,
+) -> Result<(), String> {
+    let path = &target.greengrass.config_path;
+    let mut bundle = BundleReader::new(zip).map_err(|e| format!("not a readable zip ({e})"))?;
+    let text = bundle
+        .read(zip_path(path))
+        .ok_or_else(|| format!("has no Greengrass config at {path}"))?;
+    let mut found: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| format!("has a config at {path} that is not YAML ({e})"))?;
+    for (service, parameters) in [
+        (
+            "aws.greengrass.FleetProvisioningByClaim",
+            "templateParameters",
+        ),
+        ("aws.greengrass.fleet_provisioning", "templateParams"),
+    ] {
+        let legacy = found
+            .get_mut("services")
+            .and_then(|s| s.get_mut(service))
+            .and_then(|s| s.get_mut("configuration"))
+            .and_then(|c| c.get_mut(parameters))
+            .and_then(Value::as_mapping_mut);
+        if let Some(parameters) = legacy {
+            parameters.remove("ThingGroupName");
+        }
+    }
+    let expected: Value = serde_yaml_ng::from_str(&target.render_config(thing_name))
+        .expect("a rendered config parses");
+    if found != expected {
+        return Err(format!(
+            "has a config at {path} that is not the batch's for {thing_name} (endpoints, template, region, paths or parameters differ, or keys were added)"
+        ));
+    }
+    Ok(())
 }
 
 /// The bundle's own checks: config, files, key, certificate, root CA.
@@ -384,6 +429,63 @@ mod tests {
             let check = check_bundle(&zip, None, OffsetDateTime::now_utc());
             assert_eq!(check.findings, Vec::<String>::new(), "{nucleus:?}");
             assert_eq!(check.thing_name.as_deref(), Some("gg-S1"));
+        }
+    }
+
+    /// The bundle with its config replaced by `config`.
+    fn with_config(zip: &[u8], target: &ProvisioningTarget, config: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut archive = zip::ZipArchive::new(Cursor::new(zip)).unwrap();
+        let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let config_entry = zip_path(&target.greengrass.config_path).to_string();
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            if name == config_entry {
+                bytes = config.as_bytes().to_vec();
+            }
+            out.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            out.write_all(&bytes).unwrap();
+        }
+        out.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_bundles_config_must_be_the_batchs() {
+        for nucleus in [Nucleus::Java, Nucleus::Lite] {
+            let t = target(nucleus);
+            let (zip, _) = bundle(30, nucleus);
+            check_batch_config(&zip, &t, "gg-S1").unwrap();
+            assert!(
+                check_batch_config(&zip, &t, "gg-S2").is_err(),
+                "another device's"
+            );
+            let mut foreign = t.clone();
+            foreign.iot_data_endpoint = "evil-ats.iot.us-east-1.amazonaws.com".into();
+            let e = check_batch_config(&zip, &foreign, "gg-S1").unwrap_err();
+            assert!(e.contains("not the batch's"), "{e}");
+            // A key added to the batch's own config is refused too.
+            let added = format!("{}extra: 1\n", t.render_config("gg-S1"));
+            let tampered = with_config(&zip, &t, &added);
+            assert!(check_batch_config(&tampered, &t, "gg-S1").is_err());
+            // An older claimfab's ThingGroupName parameter passes.
+            let mut grouped: Value = serde_yaml_ng::from_str(&t.render_config("gg-S1")).unwrap();
+            let params = match nucleus {
+                Nucleus::Java => {
+                    &mut grouped["services"]["aws.greengrass.FleetProvisioningByClaim"]
+                        ["configuration"]["templateParameters"]
+                }
+                Nucleus::Lite => {
+                    &mut grouped["services"]["aws.greengrass.fleet_provisioning"]["configuration"]
+                        ["templateParams"]
+                }
+            };
+            params["ThingGroupName"] = Value::from("LineOne");
+            let old = with_config(&zip, &t, &serde_yaml_ng::to_string(&grouped).unwrap());
+            check_batch_config(&old, &t, "gg-S1").unwrap();
         }
     }
 

@@ -71,6 +71,9 @@ pub fn write_manifest(
                     overlay(&mut row, state);
                 }
                 *counts.entry(row.status).or_default() += 1;
+                if let Some(signing) = &plan.signing {
+                    signing.sign_row(dir, &row).map_err(std::io::Error::other)?;
+                }
                 if row.status == DeviceStatus::Ready {
                     ready.push(QueuedDevice {
                         serial: row.serial.clone(),
@@ -82,7 +85,7 @@ pub fn write_manifest(
             manifest.finish().map(drop)
         })
     })?;
-    // The stations' hand-out queue follows: only ready bundles may be taken.
+    // The stations' hand-out queue follows: only ready bundles, signed first, may be taken.
     floor.write_queue(ready.into_iter())?;
     let mut failures: Vec<DeviceFailure> = state.read(|replay| {
         failures

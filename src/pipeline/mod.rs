@@ -68,6 +68,8 @@ pub struct BatchPlan {
     pub recipients: Option<Recipients>,
     pub concurrency: usize,
     pub reconcile_after: Duration,
+    /// Signs `batch.json` (already) and each ready bundle (with the manifest).
+    pub signing: Option<crate::signing::BatchSigning>,
 }
 
 /// Batch claim scope: the batch's one certificate and its key, which every bundle holds.
