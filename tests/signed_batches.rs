@@ -347,3 +347,114 @@ fn a_signing_key_readable_by_others_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(!fx.out.exists(), "nothing created");
 }
+
+/// A signed batch encrypted for its stations, with the encryption stripped on the share
+/// (encrypt_to removed from batch.json, a plain zip put beside the sealed one): a station
+/// pinning the key refuses the batch instead of reading plain zips.
+#[test]
+fn stripping_the_encryption_of_a_signed_batch_is_refused() {
+    let fx = Fixture::new("");
+    let key_file = fx.work.path().join("batch-signing.key");
+    let (code, public, stderr) = run(common::claimfab_without_endpoint()
+        .arg("batch-key")
+        .arg("--out")
+        .arg(&key_file));
+    assert_eq!(code, 0, "{stderr}");
+    let identity = fx.work.path().join("st1.key");
+    let (code, recipient, stderr) = run(common::claimfab_without_endpoint()
+        .arg("station-key")
+        .arg("--out")
+        .arg(&identity));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(fx
+        .batch(1)
+        .arg("--sign-with")
+        .arg(&key_file)
+        .args(["--encrypt-to", recipient.trim()]));
+    assert_eq!(code, 0, "{stderr}");
+    let station = fx.work.path().join("st1.toml");
+    std::fs::write(
+        &station,
+        format!(
+            "[station]\nid = \"st1\"\nbatch_keys = [{:?}]\n",
+            public.trim()
+        ),
+    )
+    .unwrap();
+    let take = |to: &Path, with_identity: bool| {
+        let mut cmd = common::claimfab_without_endpoint();
+        cmd.arg("take")
+            .arg(&fx.out)
+            .arg("--station-config")
+            .arg(&station)
+            .arg("--to")
+            .arg(to);
+        if with_identity {
+            cmd.arg("--identity").arg(&identity);
+        }
+        run(&mut cmd)
+    };
+    // Stripped: no encrypt_to in batch.json, and a plain zip where stations would look.
+    let batch_json = fx.out.join("batch.json");
+    let original = std::fs::read_to_string(&batch_json).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&original).unwrap();
+    spec.as_object_mut().unwrap().remove("encrypt_to");
+    std::fs::write(&batch_json, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let plain = fx.work.path().join("plain.zip");
+    std::fs::write(&plain, b"PK\x05\x06").unwrap();
+    std::fs::copy(&plain, fx.out.join("bundles/SN000001.zip")).unwrap();
+    let to = fx.work.path().join("image");
+    let (code, _, stderr) = take(&to, false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("not what the batch-signing key signed"),
+        "{stderr}"
+    );
+    assert!(!to.exists());
+    // Restored, the batch is taken as it was made: sealed, with the station's identity.
+    std::fs::write(&batch_json, original).unwrap();
+    let (code, stdout, stderr) = take(&to, true);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "SN000001 gg-SN000001\n"),
+        "{stderr}"
+    );
+}
+
+/// A bundle damaged mid-queue (truncated by a failing drive) is passed over and named; the
+/// line goes on with the next.
+#[test]
+fn a_damaged_bundle_mid_queue_is_passed_over() {
+    let fx = Fixture::new("");
+    let (code, _, stderr) = run(&mut fx.batch(3));
+    assert_eq!(code, 0, "{stderr}");
+    let damaged = fx.out.join("bundles/SN000002.zip");
+    let bytes = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+    let mut got = Vec::new();
+    for n in 0..3 {
+        let to = fx.work.path().join(format!("image-{n}"));
+        let mut take = common::claimfab_without_endpoint();
+        take.arg("take")
+            .arg(&fx.out)
+            .args(["--station", "st1", "--to"])
+            .arg(&to);
+        let (code, stdout, stderr) = run(&mut take);
+        if code == 3 {
+            break;
+        }
+        assert_eq!(code, 0, "{stderr}");
+        if n == 1 {
+            assert!(stderr.contains("skipping SN000002"), "{stderr}");
+        }
+        let serial = stdout.split_whitespace().next().unwrap().to_string();
+        let (code, _, stderr) = run(common::claimfab_without_endpoint()
+            .arg("flashed")
+            .arg(&fx.out)
+            .args(["--station", "st1", &serial]));
+        assert_eq!(code, 0, "{stderr}");
+        got.push(serial);
+    }
+    assert_eq!(got, ["SN000001", "SN000003"]);
+    assert!(!fx.out.join("handout/SN000002").exists(), "never claimed");
+}
