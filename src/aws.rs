@@ -91,9 +91,31 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The APIs [`Iot`] calls, each paced by its own token bucket and counted per attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
+/// Declares [`Api`] with its table of every variant (`Api::ALL`, in declaration order, so
+/// `api as usize` indexes it) and each variant's AWS operation name, from one list: the
+/// table cannot go out of step with the enum.
+macro_rules! apis {
+    ($($api:ident),+ $(,)?) => {
+        /// The APIs [`Iot`] calls, each paced by its own token bucket and counted per attempt.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Api {
+            $($api),+
+        }
+
+        impl Api {
+            const ALL: &'static [Api] = &[$(Api::$api),+];
+
+            /// The AWS operation name.
+            fn name(self) -> &'static str {
+                match self {
+                    $(Api::$api => stringify!($api)),+
+                }
+            }
+        }
+    };
+}
+
+apis![
     CreateCertificateFromCsr,
     AttachPolicy,
     UpdateCertificate,
@@ -108,45 +130,9 @@ enum Api {
     GetPolicy,
     DescribeEndpoint,
     DescribeProvisioningTemplate,
-}
+];
 
 impl Api {
-    const ALL: [Api; 14] = [
-        Api::CreateCertificateFromCsr,
-        Api::AttachPolicy,
-        Api::UpdateCertificate,
-        Api::DescribeCertificate,
-        Api::DetachPolicy,
-        Api::DeleteCertificate,
-        Api::ListCertificates,
-        Api::ListTargetsForPolicy,
-        Api::ListThings,
-        Api::ListThingPrincipals,
-        Api::ListPrincipalThings,
-        Api::GetPolicy,
-        Api::DescribeEndpoint,
-        Api::DescribeProvisioningTemplate,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Api::CreateCertificateFromCsr => "CreateCertificateFromCsr",
-            Api::AttachPolicy => "AttachPolicy",
-            Api::UpdateCertificate => "UpdateCertificate",
-            Api::DescribeCertificate => "DescribeCertificate",
-            Api::DetachPolicy => "DetachPolicy",
-            Api::DeleteCertificate => "DeleteCertificate",
-            Api::ListCertificates => "ListCertificates",
-            Api::ListTargetsForPolicy => "ListTargetsForPolicy",
-            Api::ListThings => "ListThings",
-            Api::ListThingPrincipals => "ListThingPrincipals",
-            Api::ListPrincipalThings => "ListPrincipalThings",
-            Api::GetPolicy => "GetPolicy",
-            Api::DescribeEndpoint => "DescribeEndpoint",
-            Api::DescribeProvisioningTemplate => "DescribeProvisioningTemplate",
-        }
-    }
-
     /// The station's rate for the per-device APIs; AWS's lowest default quota for the rest.
     fn per_second(self, limits: &LimitsSection) -> u32 {
         match self {
@@ -1266,6 +1252,14 @@ impl AccountApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_table_is_indexed_by_the_enum() {
+        for (index, api) in Api::ALL.iter().enumerate() {
+            assert_eq!(*api as usize, index, "{api:?}");
+        }
+        assert_eq!(Api::AttachPolicy.name(), "AttachPolicy");
+    }
 
     #[test]
     fn the_oldest_non_default_version_makes_room() {
