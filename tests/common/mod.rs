@@ -22,6 +22,30 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Brings up what the local endpoint needs, once per test binary, with the project's own
+/// install scripts (idempotent, serialized by their own lock, quick when all is in place):
+/// the venv, and for the data plane mosquitto and the broker plugin. So a plain `cargo test`
+/// on a fresh clone works as `scripts/test.sh` does.
+fn ensure_installed(data_plane: bool) {
+    static VENV: std::sync::Once = std::sync::Once::new();
+    static DATA_PLANE: std::sync::Once = std::sync::Once::new();
+    let install = |script: &str| {
+        let status = Command::new("bash")
+            .arg(repo().join(script))
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+        assert!(
+            status.success(),
+            "{script} failed (its reason is above); the local endpoint cannot start"
+        );
+    };
+    VENV.call_once(|| install("scripts/ensure-venv.sh"));
+    if data_plane {
+        DATA_PLANE.call_once(|| install("scripts/dataplane/ensure-dataplane.sh"));
+    }
+}
+
 /// A running local endpoint; stopped when dropped.
 pub struct Endpoint {
     child: Child,
@@ -39,11 +63,8 @@ impl Endpoint {
     /// Starts a fresh endpoint with launcher options (fault injection: `--throttle OP=RPS`,
     /// `--fail OP=FRACTION`, `--lose-response OP=FRACTION`, `--seed N`).
     pub fn start_with(options: &[&str]) -> Self {
+        ensure_installed(options.contains(&"--data-plane"));
         let python = repo().join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "the local AWS endpoint is not installed: run `bash scripts/test.sh` (it runs scripts/ensure-venv.sh)"
-        );
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(python)
             .arg(repo().join("scripts/local_endpoint.py"))
