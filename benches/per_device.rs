@@ -5,13 +5,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
+use claimfab::batch_dir::BatchDir;
 use claimfab::core::bundle::{build_bundle, AMAZON_ROOT_CA_1};
 use claimfab::core::devices::Device;
 use claimfab::core::greengrass::ProvisioningTarget;
 use claimfab::core::keys::prepare_device;
 use claimfab::core::sealed::{new_station_key, Recipients};
-use claimfab::core::station::{GreengrassSection, KeyAlgorithm};
-use claimfab::outdir::BatchDir;
+use claimfab::core::station_config::{GreengrassSection, KeyAlgorithm};
 
 fn device() -> Device {
     Device {

@@ -1,4 +1,5 @@
-//! Command-line syntax only (clap derive). Values are checked and resolved elsewhere.
+//! Command-line syntax only (clap derive), and the conversions of its enums into the
+//! domain's. Values are checked and resolved elsewhere.
 
 use std::path::PathBuf;
 
@@ -390,4 +391,24 @@ pub struct AwsArgs {
     /// AWS endpoint URL for IoT, IAM and STS (else AWS_ENDPOINT_URL, else AWS's own).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
+}
+
+// The edge's conversions: the domain takes its own types, never clap's.
+
+impl From<ClaimScopeArg> for crate::core::devices::ClaimScope {
+    fn from(scope: ClaimScopeArg) -> Self {
+        match scope {
+            ClaimScopeArg::Device => Self::Device,
+            ClaimScopeArg::Batch => Self::Batch,
+        }
+    }
+}
+
+impl From<RevokeStatus> for crate::cloud::OutOfService {
+    fn from(status: RevokeStatus) -> Self {
+        match status {
+            RevokeStatus::Inactive => Self::Inactive,
+            RevokeStatus::Revoked => Self::Revoked,
+        }
+    }
 }

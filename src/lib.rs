@@ -1,30 +1,31 @@
 //! claimfab: bulk AWS IoT fleet-provisioning claim certificates for Greengrass factories.
-//! `core` is pure; `aws`, `outdir`, `journal`, `progress` and `pipeline` are the shell around
-//! it; `batch` and `cli` are the commands; `floor`, `station` and `deliver` are the flashing
-//! stations' side (take, flashed).
+//!
+//! Layers, top to bottom:
+//! - `cli` (argument syntax) and `commands` (one thin module per subcommand: arguments into
+//!   a plain request, the domain below, a report); `settings` resolves what commands share.
+//! - The domain and its services: `pipeline` (a batch run: prepare -> register -> package
+//!   -> publish), `rotation`, `retirement` (revoke, close, retire-provisioned),
+//!   `account_setup`, `floor` (the flashing stations' shared files: hand-out, delivery),
+//!   `batch_dir` (the batch directory: spec, journal, atomic files), `trust` (key and
+//!   signature files), `aws` (the only module that names the AWS SDK) behind the `cloud`
+//!   traits, `progress` and `output`.
+//! - `core`: pure (no network, no filesystem, no clock).
 
 #![forbid(unsafe_code)]
 
-pub mod audit;
+pub mod account_setup;
 pub mod aws;
-pub mod batch;
+pub mod batch_dir;
 pub mod cli;
 pub mod cloud;
+pub mod commands;
 pub mod core;
-pub mod deliver;
 pub mod error;
 pub mod floor;
-pub mod journal;
-pub mod outdir;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
-pub mod retire;
-pub mod revoke;
-pub mod rotate;
-pub mod sealed;
+pub mod retirement;
+pub mod rotation;
 pub mod settings;
-pub mod setup;
-pub mod signing;
-pub mod station;
-pub mod verify;
+pub mod trust;

@@ -9,11 +9,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use claimfab::batch::{self, BatchResult};
 use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
+use claimfab::commands::{
+    audit, batch, close, flashed, keys, retire_provisioned, revoke, rotate, setup, take, verify,
+};
 use claimfab::error::UserError;
-use claimfab::station::{self, TakeResult};
-use claimfab::{audit, retire, revoke, rotate, sealed, setup, verify};
+use claimfab::floor::handout::TakeResult;
+use claimfab::pipeline::execution::BatchResult;
 
 fn success_or_1(clean: bool) -> ExitCode {
     if clean {
@@ -33,8 +35,8 @@ fn main() -> ExitCode {
     }
     // The station commands do no AWS call: no runtime to start, so a take stays quick.
     let result = match cli.command {
-        Command::Take(args) => take(args),
-        Command::Flashed(args) => flashed(args),
+        Command::Take(args) => run_take(args),
+        Command::Flashed(args) => run_flashed(args),
         command => run_with_runtime(command),
     };
     exit_code(result)
@@ -60,16 +62,16 @@ fn holds_keys(command: &Command) -> bool {
     }
 }
 
-fn take(args: TakeArgs) -> anyhow::Result<ExitCode> {
-    station::take(args).map(|result| match result {
+fn run_take(args: TakeArgs) -> anyhow::Result<ExitCode> {
+    take::run(args).map(|result| match result {
         TakeResult::HandedOut => ExitCode::SUCCESS,
         TakeResult::NothingLeft => ExitCode::from(3),
         TakeResult::HandedBack => ExitCode::from(4),
     })
 }
 
-fn flashed(args: FlashedArgs) -> anyhow::Result<ExitCode> {
-    station::flashed(args).map(|()| ExitCode::SUCCESS)
+fn run_flashed(args: FlashedArgs) -> anyhow::Result<ExitCode> {
+    flashed::run(args).map(|()| ExitCode::SUCCESS)
 }
 
 fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
@@ -95,16 +97,14 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
             Command::Audit(args) => audit::run(args).await.map(success_or_1),
             Command::Revoke(args) => revoke::run(args).await.map(success_or_1),
             Command::Rotate(args) => rotate::run(args).await.map(success_or_1),
-            Command::Close(args) => retire::close(args).await.map(success_or_1),
+            Command::Close(args) => close::run(args).await.map(success_or_1),
             Command::RetireProvisioned(args) => {
-                retire::retire_provisioned(args).await.map(success_or_1)
+                retire_provisioned::run(args).await.map(success_or_1)
             }
-            Command::StationKey(args) => sealed::station_key(&args).map(|()| ExitCode::SUCCESS),
-            Command::BatchKey(args) => {
-                claimfab::signing::batch_key(&args).map(|()| ExitCode::SUCCESS)
-            }
-            Command::Take(args) => take(args),
-            Command::Flashed(args) => flashed(args),
+            Command::StationKey(args) => keys::station_key(&args).map(|()| ExitCode::SUCCESS),
+            Command::BatchKey(args) => keys::batch_key(&args).map(|()| ExitCode::SUCCESS),
+            Command::Take(args) => run_take(args),
+            Command::Flashed(args) => run_flashed(args),
         }
     })
 }

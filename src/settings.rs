@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::AwsSettings;
 use crate::cli::AwsArgs;
 use crate::core::names;
-use crate::core::station::StationConfig;
+use crate::core::station_config::{LimitsSection, StationConfig};
 use crate::error::UserError;
 
 /// Reads and validates the station file at `path` (the `--station` flag).
@@ -104,6 +104,56 @@ pub fn load_record(station: &Path) -> Result<Option<SetupRecord>, UserError> {
             format!("cannot read: {e}; fix its permissions"),
         )),
     }
+}
+
+/// The station's id from `--station ID`, or from the `[station]` section of
+/// `--station-config FILE`, and the batch keys that section pins.
+pub fn station_id(args: &crate::cli::StationArgs) -> Result<(String, Vec<String>), UserError> {
+    if let Some(id) = &args.station {
+        crate::core::floor_records::check_station_id(id).map_err(|rule| {
+            let hint = if id.contains('/') || id.ends_with(".toml") {
+                "; --station takes a station id here: pass a station file as --station-config FILE"
+            } else {
+                ""
+            };
+            UserError::Flag {
+                flag: "--station",
+                value: id.clone(),
+                problem: format!("{rule}{hint}"),
+            }
+        })?;
+        return Ok((id.clone(), Vec::new()));
+    }
+    let file = args
+        .station_config
+        .as_deref()
+        .expect("clap requires --station or --station-config");
+    let config = crate::settings::read_station(file)?;
+    config.station.map(|s| (s.id, s.batch_keys)).ok_or_else(|| {
+        UserError::station(
+            file,
+            "has no [station] section naming the station; add one with its id (see station-config/example.toml) or pass --station ID",
+        )
+    })
+}
+
+/// Connects to AWS IoT in a batch's region, unless a flag or the environment says
+/// otherwise, at the default rate limits: the connection of the commands that work on a
+/// batch after it was made.
+pub async fn connect_in_region(aws: &AwsArgs, region: &str) -> anyhow::Result<crate::aws::Iot> {
+    connect_with_limits(aws, region, &LimitsSection::default()).await
+}
+
+/// [`connect_in_region`] at a station's rate limits.
+pub async fn connect_with_limits(
+    aws: &AwsArgs,
+    region: &str,
+    limits: &LimitsSection,
+) -> anyhow::Result<crate::aws::Iot> {
+    let settings = aws_settings(aws, None, Some(region))?;
+    Ok(crate::aws::Iot::connect(&settings, limits)
+        .await
+        .map_err(UserError::Aws)?)
 }
 
 #[cfg(test)]

@@ -17,17 +17,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use anyhow::{bail, Result};
-use claimfab::batch::{BatchResult, BatchSpec, Execution};
-use claimfab::cli::{Cli, Command, RevokeStatus};
+use claimfab::batch_dir::journal::{EventLog, JournalFiles, JournalStore};
+use claimfab::batch_dir::spec::BatchSpec;
+use claimfab::cloud::OutOfService;
 use claimfab::core::devices::{ClaimScope, Device};
 use claimfab::core::greengrass::ProvisioningTarget;
 use claimfab::core::keys::public_key_fingerprint;
 use claimfab::core::ledger::{Event, Replay};
-use claimfab::core::station::{GreengrassSection, KeyAlgorithm, LimitsSection, Nucleus};
-use claimfab::journal::{EventLog, JournalFiles, JournalStore};
-use claimfab::revoke::Retirement;
-use claimfab::rotate::Rotate;
-use clap::Parser;
+use claimfab::core::station_config::{GreengrassSection, KeyAlgorithm, LimitsSection, Nucleus};
+use claimfab::pipeline::execution::{BatchResult, Execution};
+use claimfab::retirement::revoke::Retirement;
+use claimfab::rotation::{Rotate, RotateRequest};
 use fake_iot::{Crash, FakeCertificate, FakeIot};
 
 const CLAIM_POLICY: &str = "ClaimPolicy";
@@ -438,8 +438,8 @@ fn finished_batch() -> (tempfile::TempDir, Arc<FakeIot>) {
 fn revoke(out: &Path, api: &FakeIot, journals: &dyn JournalStore) -> Result<bool> {
     let request = Retirement {
         dir: out,
-        devices: claimfab::revoke::Selection::All,
-        status: RevokeStatus::Revoked,
+        devices: claimfab::retirement::revoke::Selection::All,
+        status: OutOfService::Revoked,
         detach: true,
         delete: true,
     };
@@ -493,28 +493,15 @@ fn a_revoke_resumed_after_a_crash_at_any_journal_point_deletes_every_claim() {
 }
 
 fn rotate(old: &Path, new: &Path, api: &Arc<FakeIot>, journals: &dyn JournalStore) -> Result<bool> {
-    // The station gives rotate its limits: reconcile lost answers at once.
-    let station = old.with_file_name("station.toml");
-    std::fs::write(
-        &station,
-        "[provisioning]\nclaim_policy = \"ClaimPolicy\"\n[limits]\nconcurrency = 2\nreconcile_after_seconds = 0\n",
-    )
-    .unwrap();
-    let cli = Cli::try_parse_from([
-        "claimfab".as_ref(),
-        "rotate".as_ref(),
-        old.as_os_str(),
-        "--out".as_ref(),
-        new.as_os_str(),
-        "--retire-old".as_ref(),
-        "--station".as_ref(),
-        station.as_os_str(),
-    ])
-    .unwrap();
-    let Command::Rotate(args) = cli.command else {
-        unreachable!("parsed a rotate command")
+    let request = RotateRequest {
+        old_dir: old.to_path_buf(),
+        new_dir: new.to_path_buf(),
+        retire_old: true,
+        retire_after: None,
+        limits: limits(),
+        sign_with: None,
     };
-    let rotation = Rotate::check(&args)?;
+    let rotation = Rotate::check(&request)?;
     runtime().block_on(rotation.carry_out(api.clone(), journals))
 }
 

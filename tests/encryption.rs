@@ -150,7 +150,7 @@ fn an_encrypted_batch_holds_no_key_in_the_clear_and_opens_with_its_stations() {
     }
 
     // The library call a station makes: its identity opens a bundle it takes.
-    let station = claimfab::sealed::StationIdentity::read(&b_key).unwrap();
+    let station = claimfab::trust::age_files::StationIdentity::read(&b_key).unwrap();
     let opened = station
         .open_bundle(&f.out.join(&rows[0]["bundle"]))
         .unwrap();
@@ -304,7 +304,7 @@ fn floor_touched(dir: &Path) -> bool {
 
 #[test]
 fn a_station_takes_an_encrypted_bundle_with_its_key_and_only_with_it() {
-    use claimfab::core::station::{GreengrassSection, Nucleus};
+    use claimfab::core::station_config::{GreengrassSection, Nucleus};
     use std::os::unix::fs::PermissionsExt;
     let f = Fixture::new("");
     let work = f.work.path();

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use claimfab::cli::RevokeStatus;
+use claimfab::batch_dir::journal::{EventLog, JournalFiles, JournalStore};
+use claimfab::cloud::OutOfService;
 use claimfab::core::ledger::{Event, Replay};
-use claimfab::journal::{EventLog, JournalFiles, JournalStore};
-use claimfab::revoke::{Retirement, Selection};
+use claimfab::retirement::revoke::{Retirement, Selection};
 use common::*;
 use fake_iot::{Crash, FakeIot};
 
@@ -243,7 +243,7 @@ fn a_revoke_that_dies_at_its_first_aws_call_left_the_floor_closed_and_a_rerun_fi
     let request = Retirement {
         dir: &f.out,
         devices: Selection::Serials(selected.clone()),
-        status: RevokeStatus::Revoked,
+        status: OutOfService::Revoked,
         detach: true,
         delete: false,
     };

@@ -225,7 +225,7 @@ impl Seek for FixedBuffer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::station::{GreengrassSection, Nucleus};
+    use crate::core::station_config::{GreengrassSection, Nucleus};
     use std::io::Read;
 
     fn target() -> ProvisioningTarget {

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::core::devices::Device;
     use crate::core::keys::{prepare_device, PreparedDevice};
-    use crate::core::station::KeyAlgorithm;
+    use crate::core::station_config::KeyAlgorithm;
 
     const AMAZON_ROOT_CA_1: &str = include_str!("AmazonRootCA1.pem");
 

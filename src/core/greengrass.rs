@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::station::{GreengrassSection, Nucleus};
+use crate::core::station_config::{GreengrassSection, Nucleus};
 
 /// Everything a device's config needs beyond its own thing name; fixed for a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

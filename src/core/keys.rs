@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::core::devices::Device;
-use crate::core::station::KeyAlgorithm;
+use crate::core::station_config::KeyAlgorithm;
 
 /// A claim private key. Its secret scalar is wiped when it is dropped; `Debug` never shows it.
 pub enum ClaimKey {

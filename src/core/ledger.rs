@@ -2,8 +2,8 @@
 //! policy attached, a bundle written, a certificate retired or revoked) and their replay into
 //! each device's state, from which a re-run after any crash knows what exists; and a
 //! certificate's status (`CertificateStatus`, in AWS's spellings), which the journal records
-//! and `core::audit` compares. Pure: events in (from any reader), state out; the file itself
-//! is `journal.rs`'s.
+//! and `core::reconcile` compares. Pure: events in (from any reader), state out; the file itself
+//! is `batch_dir::journal`'s.
 
 use std::collections::HashMap;
 use std::io::BufRead;

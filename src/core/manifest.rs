@@ -186,7 +186,9 @@ fn check_row(row: &ManifestRow) -> Result<(), String> {
             ));
         }
     }
-    if !row.station.is_empty() && crate::core::floor::check_station_id(&row.station).is_err() {
+    if !row.station.is_empty()
+        && crate::core::floor_records::check_station_id(&row.station).is_err()
+    {
         return Err(format!(
             "station {:?} is not a station id; restore the manifest claimfab wrote",
             row.station

@@ -2,11 +2,12 @@
 //! rendering, bundle layout and manifest rows, bundles sealed for stations. No network, no
 //! filesystem, no clock.
 
-pub mod audit;
+pub mod account_documents;
 pub mod bundle;
+pub mod bundle_check;
 pub mod certificate;
 pub mod devices;
-pub mod floor;
+pub mod floor_records;
 pub mod greengrass;
 pub mod iot_policy;
 pub mod keys;
@@ -14,8 +15,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod names;
 pub mod preflight;
+pub mod reconcile;
 pub mod sealed;
-pub mod setup;
 pub mod signing;
-pub mod station;
-pub mod verify;
+pub mod station_config;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::core::iot_policy::{
     policy_size, substitute, Decision, PolicyDocument, MAX_POLICY_CHARS,
 };
-use crate::core::station::Nucleus;
+use crate::core::station_config::Nucleus;
 
 /// A provisioning template as DescribeProvisioningTemplate returns it.
 pub struct TemplateView<'a> {
@@ -318,11 +318,11 @@ fn nucleus_name(nucleus: Nucleus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::setup::{
+    use crate::core::account_documents::{
         claim_policy, core_device_policy, provisioning_template_body, Account, CorePolicy,
         TemplateShape,
     };
-    use crate::core::station::CorePolicyVariant;
+    use crate::core::station_config::CorePolicyVariant;
 
     const TEMPLATE_ARN: &str =
         "arn:aws:iot:us-west-2:123456789012:provisioningtemplate/GreengrassFleetProvisioningTemplate";

@@ -16,8 +16,10 @@
 //! With recipients, every bundle is encrypted to the stations (age) in memory before it is
 //! written; the batch cannot read such bundles back (see [`package::Packager`]).
 
-mod manifest;
+pub mod execution;
 mod package;
+pub mod preflight;
+mod publish;
 mod recover;
 mod register;
 mod state;
@@ -31,6 +33,8 @@ use futures::StreamExt;
 use rayon::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch_dir::journal::EventLog;
+use crate::batch_dir::BatchDir;
 use crate::cloud::{Claims, NewCertificate};
 use crate::core::certificate::IssuedCertificate;
 use crate::core::devices::{ClaimScope, Device};
@@ -38,9 +42,7 @@ use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, ClaimKey, PreparedDevice};
 use crate::core::ledger::{Replay, SHARED_CLAIM};
 use crate::core::sealed::Recipients;
-use crate::core::station::KeyAlgorithm;
-use crate::journal::EventLog;
-use crate::outdir::BatchDir;
+use crate::core::station_config::KeyAlgorithm;
 use crate::progress::Progress;
 
 use package::Packager;
@@ -69,7 +71,7 @@ pub struct BatchPlan {
     pub concurrency: usize,
     pub reconcile_after: Duration,
     /// Signs `batch.json` (already) and each ready bundle (with the manifest).
-    pub signing: Option<crate::signing::BatchSigning>,
+    pub signing: Option<crate::trust::signature_files::BatchSigning>,
 }
 
 /// Batch claim scope: the batch's one certificate and its key, which every bundle holds.
@@ -212,7 +214,7 @@ impl<A: Claims> BatchRun<A> {
         let started = Instant::now();
         let result = self.run_to_end().await;
         self.progress.finish();
-        let outcome = manifest::write_manifest(
+        let outcome = publish::write_manifest(
             &self.packager.dir,
             &self.state,
             &self.plan,

@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use super::state::RunState;
 use super::{RegisteredDevice, SharedClaim};
+use crate::batch_dir::BatchDir;
 use crate::cloud::NewCertificate;
 use crate::core::bundle::{build_bundle, read_entry};
 use crate::core::certificate::parse_certificate_pem;
@@ -25,7 +26,6 @@ use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{public_key_fingerprint, ClaimKey};
 use crate::core::ledger::{CertificateRecord, Event};
 use crate::core::sealed::Recipients;
-use crate::outdir::BatchDir;
 
 /// Writes and reads the bundles of one batch directory.
 pub struct Packager {

@@ -15,7 +15,7 @@ use claimfab::cloud::{
     Inventory, NewCertificate, OutOfService, TemplateInfo,
 };
 use claimfab::core::keys::{public_key_fingerprint, ClaimKey};
-use claimfab::core::station::KeyAlgorithm;
+use claimfab::core::station_config::KeyAlgorithm;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::core::devices::ThingNamePattern;
-use crate::core::floor::check_station_id;
+use crate::core::floor_records::check_station_id;
 use crate::core::names;
 use crate::error::UserError;
 

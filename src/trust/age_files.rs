@@ -212,18 +212,6 @@ pub fn read_recipients(values: &[String], files: &[PathBuf]) -> Result<Recipient
     Ok(recipients)
 }
 
-/// Runs `claimfab station-key`: the identity to `--out`, its recipient on standard output
-/// (the secret never is).
-pub fn station_key(args: &crate::cli::StationKeyArgs) -> anyhow::Result<()> {
-    let recipient = write_station_key(&args.out)?;
-    eprintln!(
-        "wrote the station's identity to {} (mode 0600; keep it on the station); its recipient, for `batch --encrypt-to`:",
-        args.out.display()
-    );
-    crate::say!("{recipient}");
-    Ok(())
-}
-
 /// Writes a new station identity to `out` (mode 0600; an existing file is never replaced)
 /// and returns its recipient. A write that fails part-way removes the file.
 pub fn write_station_key(out: &Path) -> Result<String, UserError> {

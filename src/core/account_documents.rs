@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::core::station::CorePolicyVariant;
+use crate::core::station_config::CorePolicyVariant;
 
 /// The managed policy AWS provides for fleet-provisioning roles.
 pub const THINGS_REGISTRATION_POLICY_ARN: &str =

@@ -23,7 +23,7 @@ pub use crate::cloud::{
     AwsError, CertificateDescription, CertificateSummary, Claims, EndpointKind, Inventory,
     NewCertificate, OutOfService, TemplateInfo,
 };
-use crate::core::station::LimitsSection;
+use crate::core::station_config::LimitsSection;
 
 /// How to reach AWS; unset fields fall back to the SDK's standard chain.
 #[derive(Debug, Clone, Default)]
@@ -1145,7 +1145,7 @@ impl AccountApi {
     }
 
     /// Lambda AddPermission: lets AWS IoT invoke the function on behalf of one account only
-    /// (against the confused-deputy problem; see `core::setup::HookPermission`).
+    /// (against the confused-deputy problem; see `core::account_documents::HookPermission`).
     pub async fn allow_iot_invoke(
         &self,
         function_arn: &str,

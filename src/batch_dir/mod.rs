@@ -1,7 +1,9 @@
 //! The batch directory: checked before anything is created, then made, locked against a
 //! second claimfab, and written only through atomic replace (temp file, fsync, rename, fsync
 //! of the directory). It holds `batch.json` (what the batch is), `journal.jsonl`,
-//! `manifest.csv` and `bundles/`.
+//! `manifest.csv` and `bundles/`; `spec` says what a batch is and reads one back for every
+//! command, `journal` is the batch's append-only journal file. The stations' files in the
+//! same directory are `floor`'s.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,6 +14,9 @@ use anyhow::{Context, Result};
 
 use crate::core::sealed::SEALED_SUFFIX;
 use crate::error::UserError;
+
+pub mod journal;
+pub mod spec;
 
 pub const BATCH_FILE: &str = "batch.json";
 pub const JOURNAL_FILE: &str = "journal.jsonl";

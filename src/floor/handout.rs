@@ -1,6 +1,6 @@
-//! The commands a flashing station runs against a batch directory that several stations on
+//! What a flashing station does against a batch directory that several stations on
 //! several machines share over a network drive. `take` hands the station one bundle, exactly
-//! once across every station (the claim marker made by link(2), see floor.rs), extracted
+//! once across every station (the claim marker made by link(2), see `floor`), extracted
 //! under a device image or written to standard output; `flashed` records what became of it
 //! in the station's own append-only log. A station that dies between the two gets the same
 //! bundle back from its next `take`, never a second one.
@@ -9,27 +9,26 @@
 //! and bundle, and reads the one bundle it hands out: its cost does not grow with the batch.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::cli::{FlashedArgs, StationArgs, TakeArgs};
-use crate::core::floor::{
-    check_station_id, record_action, rfc3339, take_start, CertificateClaim, Claim, FloorEvent,
-    Handout, LogRecord, PendingState, QueuedDevice, RecordAction, TakeStart, CLOSED, UNKNOWN,
+use crate::batch_dir::MANIFEST_FILE;
+use crate::core::bundle_check::{check_batch_config, check_bundle};
+use crate::core::floor_records::{
+    record_action, rfc3339, take_start, CertificateClaim, Claim, FloorEvent, Handout, LogRecord,
+    PendingState, QueuedDevice, RecordAction, TakeStart, CLOSED, UNKNOWN,
 };
 use crate::core::manifest::{self, DeviceStatus};
 use crate::core::names;
 use crate::core::signing::{sha256_hex, BundleRecord};
-use crate::core::verify::{check_batch_config, check_bundle};
-use crate::deliver::{self, BundleLayout, Target};
 use crate::error::UserError;
+use crate::floor::deliver::{self, BundleLayout, Target};
 use crate::floor::Floor;
-use crate::outdir::MANIFEST_FILE;
-use crate::sealed::StationIdentity;
-use crate::signing::StationBatch;
+use crate::trust::age_files::StationIdentity;
+use crate::trust::signature_files::StationBatch;
 
 /// How a take ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +65,42 @@ struct Bundle {
     findings: Vec<String>,
 }
 
-/// `claimfab take`: checks every input before it touches anything, then hands back what the
-/// station holds, or claims the asked-for or next bundle, logs it and delivers it.
-pub fn take(args: TakeArgs) -> Result<TakeResult> {
-    let mut station = Station::open(&args.dir, &args.station, &args.batch_keys)?;
+/// What a station asks of `take`, every value already checked (the station id, the serial
+/// as a serial, the target) but the batch's own files, which `take` checks.
+pub struct TakeRequest {
+    pub dir: PathBuf,
+    pub station_id: String,
+    /// Batch keys the station trusts: its station file's ([station] batch_keys) ...
+    pub pinned_keys: Vec<String>,
+    /// ... and those given with `--batch-key`.
+    pub batch_keys: Vec<String>,
+    pub identity: Option<PathBuf>,
+    pub serial: Option<String>,
+    pub target: Target,
+    pub accept_other_host: bool,
+}
+
+/// What a station records with `flashed`.
+pub struct FlashedRequest {
+    pub dir: PathBuf,
+    pub station_id: String,
+    pub pinned_keys: Vec<String>,
+    pub serial: String,
+    pub event: FloorEvent,
+}
+
+/// `claimfab take`: checks the batch and the station's identity before it touches anything,
+/// then hands back what the station holds, or claims the asked-for or next bundle, logs it
+/// and delivers it.
+pub fn take(request: TakeRequest) -> Result<TakeResult> {
+    let mut station = Station::open(
+        &request.dir,
+        request.station_id,
+        &request.pinned_keys,
+        &request.batch_keys,
+    )?;
     station.warn_if_signed_but_unchecked();
-    station.identity = match &args.identity {
+    station.identity = match &request.identity {
         Some(file) => Some(station.check_identity(StationIdentity::read(file)?)?),
         None if station.floor.is_sealed() => {
             return Err(UserError::Flag {
@@ -79,45 +108,38 @@ pub fn take(args: TakeArgs) -> Result<TakeResult> {
                 value: String::new(),
                 problem: format!(
                     "is needed: the bundles of {} are encrypted for their stations; pass the station's key file",
-                    args.dir.display()
+                    request.dir.display()
                 ),
             }
             .into())
         }
         None => None,
     };
-    if let Some(serial) = &args.serial {
-        check_serial("--serial", serial)?;
-    }
-    let target = deliver::check_target(&args.to).map_err(|problem| UserError::Flag {
-        flag: "--to",
-        value: args.to.display().to_string(),
-        problem,
-    })?;
-    let bundle = match station.start(args.serial.as_deref())? {
+    let (serial, target) = (request.serial.as_deref(), &request.target);
+    let bundle = match station.start(serial)? {
         TakeStart::RecordFirst { pending } => return Err(station.record_first(&pending).into()),
-        TakeStart::HandBack { serial, .. } if station.retired(&serial)? => {
+        TakeStart::HandBack { serial: held, .. } if station.retired(&held)? => {
             station.floor.clear_pending(&station.id)?;
             eprintln!(
-                "claimfab: {serial}, which this station held, was retired meanwhile (close or revoke): not handed back"
+                "claimfab: {held}, which this station held, was retired meanwhile (close or revoke): not handed back"
             );
-            station.take_fresh(args.serial.as_deref(), &target)?
+            station.take_fresh(serial, target)?
         }
         TakeStart::HandBack {
-            serial,
+            serial: held,
             log_handout,
         } => {
-            station.check_same_host(&serial, args.accept_other_host)?;
-            let bundle = station.hand_back(&serial, log_handout, &target)?;
+            station.check_same_host(&held, request.accept_other_host)?;
+            let bundle = station.hand_back(&held, log_handout, target)?;
             // Logged as handed out: it may have been delivered, and flashed, before.
             if !log_handout {
-                hand_over(&bundle, &target, &station.layout)?;
+                hand_over(&bundle, target, &station.layout)?;
                 station.report_hand_back(&bundle);
                 return Ok(TakeResult::HandedBack);
             }
             Some(bundle)
         }
-        TakeStart::Fresh => station.take_fresh(args.serial.as_deref(), &target)?,
+        TakeStart::Fresh => station.take_fresh(serial, target)?,
     };
     let Some(bundle) = bundle else {
         // Whatever the pending note named, the station holds nothing.
@@ -128,20 +150,14 @@ pub fn take(args: TakeArgs) -> Result<TakeResult> {
         );
         return Ok(TakeResult::NothingLeft);
     };
-    hand_over(&bundle, &target, &station.layout)?;
+    hand_over(&bundle, target, &station.layout)?;
     Ok(TakeResult::HandedOut)
 }
 
 /// `claimfab flashed`: records the outcome of a bundle this station holds, once.
-pub fn flashed(args: FlashedArgs) -> Result<()> {
-    let station = Station::open(&args.dir, &args.station, &[])?;
-    let serial = &args.serial;
-    check_serial("SERIAL", serial)?;
-    let event = if args.spoiled {
-        FloorEvent::Spoiled
-    } else {
-        FloorEvent::Flashed
-    };
+pub fn flashed(request: FlashedRequest) -> Result<()> {
+    let station = Station::open(&request.dir, request.station_id, &request.pinned_keys, &[])?;
+    let (serial, event) = (&request.serial, request.event);
     station.check_holds(serial)?;
     let history = station.floor.history(&station.id, serial)?;
     match record_action(event, &history) {
@@ -212,7 +228,7 @@ fn hand_over(bundle: &Bundle, target: &Target, layout: &BundleLayout) -> Result<
 }
 
 /// A serial names a file in the batch directory: only thing-name characters pass.
-fn check_serial(flag: &'static str, serial: &str) -> Result<(), UserError> {
+pub fn check_serial(flag: &'static str, serial: &str) -> Result<(), UserError> {
     names::check_thing_name(serial).map_err(|rule| {
         serial_error(
             flag,
@@ -230,41 +246,14 @@ fn serial_error(flag: &'static str, serial: &str, problem: String) -> UserError 
     }
 }
 
-/// The station's id from `--station ID`, or from the `[station]` section of
-/// `--station-config FILE`, and the batch keys that section pins.
-fn station_id(args: &StationArgs) -> Result<(String, Vec<String>), UserError> {
-    if let Some(id) = &args.station {
-        check_station_id(id).map_err(|rule| {
-            let hint = if id.contains('/') || id.ends_with(".toml") {
-                "; --station takes a station id here: pass a station file as --station-config FILE"
-            } else {
-                ""
-            };
-            UserError::Flag {
-                flag: "--station",
-                value: id.clone(),
-                problem: format!("{rule}{hint}"),
-            }
-        })?;
-        return Ok((id.clone(), Vec::new()));
-    }
-    let file = args
-        .station_config
-        .as_deref()
-        .expect("clap requires --station or --station-config");
-    let config = crate::settings::read_station(file)?;
-    config.station.map(|s| (s.id, s.batch_keys)).ok_or_else(|| {
-        UserError::station(
-            file,
-            "has no [station] section naming the station; add one with its id (see station-config/example.toml) or pass --station ID",
-        )
-    })
-}
-
 impl Station {
-    fn open(dir: &Path, args: &StationArgs, batch_keys: &[String]) -> Result<Self, UserError> {
-        let (id, pinned) = station_id(args)?;
-        let trusted = crate::signing::trusted_keys(&pinned, batch_keys)?;
+    fn open(
+        dir: &Path,
+        id: String,
+        pinned: &[String],
+        batch_keys: &[String],
+    ) -> Result<Self, UserError> {
+        let trusted = crate::trust::signature_files::trusted_keys(pinned, batch_keys)?;
         let floor = Floor::open(dir)?;
         let batch = StationBatch::open(dir, trusted)?;
         let layout = BundleLayout::new(&batch.spec.target.greengrass)
@@ -389,7 +378,7 @@ impl Station {
     /// `revoke`): then it is not handed back. Reads the manifest, but only on this path
     /// (a take after a crash).
     fn retired(&self, serial: &str) -> Result<bool> {
-        let (_, rows) = crate::batch::read_batch_dir(&self.dir)?;
+        let (_, rows) = crate::batch_dir::spec::read_batch_dir(&self.dir)?;
         Ok(rows
             .iter()
             .find(|r| r.serial == serial)
@@ -575,7 +564,7 @@ impl Station {
             // `flashed` of an encrypted batch: no key, so what the manifest recorded.
             return self.recorded_bundle(serial);
         }
-        let stored = crate::sealed::read_bundle_file(&path)
+        let stored = crate::trust::age_files::read_bundle_file(&path)
             .map_err(|problem| anyhow::anyhow!("{} {problem}", path.display()))?;
         let bytes = match &self.identity {
             Some(identity) if self.floor.is_sealed() => identity
@@ -624,7 +613,7 @@ impl Station {
     /// A bundle of an encrypted batch, for `flashed` (which has no key to open it): its
     /// names and certificate id as the manifest records them.
     fn recorded_bundle(&self, serial: &str) -> Result<Bundle> {
-        let (_, rows) = crate::batch::read_batch_dir(&self.dir)?;
+        let (_, rows) = crate::batch_dir::spec::read_batch_dir(&self.dir)?;
         let row = rows
             .into_iter()
             .find(|r| r.serial == serial)

@@ -1,4 +1,4 @@
-//! The `revoke` command: takes claim certificates of a batch out of service (INACTIVE or
+//! The revocation engine behind `revoke`, `close`, `retire-provisioned` and `rotate`: takes claim certificates of a batch out of service (INACTIVE or
 //! REVOKED), optionally detaching the claim policy and deleting them. Journaled like `batch`
 //! (intent before each status change), locked, and safe to re-run after a crash: a device
 //! already in the asked state is skipped. Before any AWS call, every selected bundle not yet
@@ -13,58 +13,26 @@ use std::path::Path;
 use anyhow::Result;
 use time::OffsetDateTime;
 
-use crate::aws::Iot;
-use crate::batch::BatchSpec;
-use crate::cli::{AwsArgs, RevokeArgs, RevokeStatus};
+use crate::batch_dir::spec::BatchSpec;
 use crate::cloud::{AwsError, CertificateStatus, Claims, OutOfService};
 use crate::core::devices::ClaimScope;
-use crate::core::floor::{QueuedDevice, CLOSED};
+use crate::core::floor_records::{QueuedDevice, CLOSED};
 use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
-use crate::core::station::LimitsSection;
+
+use crate::batch_dir::journal::{EventLog, JournalStore};
+use crate::batch_dir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 use crate::error::UserError;
 use crate::floor::Floor;
-use crate::journal::{EventLog, JournalFiles, JournalStore};
-use crate::outdir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 
-/// What to take out of service, and how: the typed form of `claimfab revoke`'s arguments,
-/// which `rotate` also uses to retire the certificates it replaced.
+/// What to take out of service, and how: `claimfab revoke`'s request, which `close`,
+/// `retire-provisioned` and `rotate` make too.
 pub struct Retirement<'a> {
     pub dir: &'a Path,
     pub devices: Selection,
-    pub status: RevokeStatus,
+    pub status: OutOfService,
     pub detach: bool,
     pub delete: bool,
-}
-
-/// Runs `claimfab revoke`; returns whether every selected device reached the asked state.
-pub async fn run(args: RevokeArgs) -> Result<bool> {
-    let request = Retirement {
-        dir: &args.dir,
-        devices: Selection::from_flags(args.devices.as_deref(), args.all)?,
-        status: args.status,
-        detach: args.detach,
-        delete: args.delete,
-    };
-    let outcome = retire(&request, &args.aws).await?;
-    let status = match args.status {
-        RevokeStatus::Revoked => "REVOKED",
-        RevokeStatus::Inactive => "INACTIVE",
-    };
-    outcome.say_retired(status, &args.dir.join(MANIFEST_FILE));
-    Ok(outcome.all_done())
-}
-
-/// Takes the selected certificates of a batch out of service; says what became of them.
-/// The request is checked before AWS is reached.
-pub async fn retire(args: &Retirement<'_>, aws: &AwsArgs) -> Result<Outcome> {
-    let checked = args.check()?;
-    let region = &checked.spec.target.region;
-    let settings = crate::settings::aws_settings(aws, None, Some(region))?;
-    let iot = Iot::connect(&settings, &LimitsSection::default())
-        .await
-        .map_err(UserError::Aws)?;
-    checked.execute(&iot, &JournalFiles).await
 }
 
 /// What a retirement did.
@@ -126,7 +94,7 @@ pub struct Checked<'a> {
 impl<'a> Retirement<'a> {
     /// Reads the batch directory and checks the selection against its manifest.
     pub fn check(&'a self) -> Result<Checked<'a>, UserError> {
-        let (spec, rows) = crate::batch::read_batch_dir(self.dir)?;
+        let (spec, rows) = crate::batch_dir::spec::read_batch_dir(self.dir)?;
         let shared = spec.claim_scope == ClaimScope::Batch;
         let selected = select(self, &rows, shared)?;
         Ok(Checked {
@@ -139,6 +107,11 @@ impl<'a> Retirement<'a> {
 }
 
 impl Checked<'_> {
+    /// The region the batch was made in.
+    pub fn region(&self) -> &str {
+        &self.spec.target.region
+    }
+
     /// Retires each selected device (journaled), then rewrites the manifest's statuses;
     /// returns whether every one reached the asked state.
     pub async fn carry_out(self, api: &impl Claims, journals: &dyn JournalStore) -> Result<bool> {
@@ -167,10 +140,7 @@ impl Checked<'_> {
             api,
             journal: journal.as_ref(),
             claim_policy: &self.spec.claim_policy,
-            status: match self.request.status {
-                RevokeStatus::Revoked => OutOfService::Revoked,
-                RevokeStatus::Inactive => OutOfService::Inactive,
-            },
+            status: self.request.status,
             detach: self.request.detach || self.request.delete,
             delete: self.request.delete,
         };

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! DIR/stations/queue          ready devices in batch order, fixed-width records
-//! DIR/stations/queue.index    serial -> queue record, a hash table (see core::floor)
+//! DIR/stations/queue.index    serial -> queue record, a hash table (see core::floor_records)
 //! DIR/stations/cursor         where the next take starts looking (a hint, may lag)
 //! DIR/handout/SERIAL          the claim marker: who took the bundle, when (JSON)
 //! DIR/handout-certificates/ID the certificate's marker: the serial it went out with (JSON)
@@ -41,7 +41,11 @@ use anyhow::{Context, Result};
 use rand_core::RngCore;
 use time::OffsetDateTime;
 
-use crate::core::floor::{
+pub mod deliver;
+pub mod handout;
+
+use crate::batch_dir::{BatchDir, BATCH_FILE, BUNDLES_DIR};
+use crate::core::floor_records::{
     certificate_holder, check_certificate_id, clean_host, index_probe, index_slot, may_complete,
     parse_pending_note, parse_queue_record, pending_note_text, queue_index, queue_record,
     read_marker, CertificateClaim, Claim, CompletionFacts, FloorEvent, Handout, LogRecord,
@@ -50,7 +54,6 @@ use crate::core::floor::{
 };
 use crate::core::names::check_thing_name;
 use crate::error::UserError;
-use crate::outdir::{BatchDir, BATCH_FILE, BUNDLES_DIR};
 
 pub const STATIONS_DIR: &str = "stations";
 pub const QUEUE_FILE: &str = "stations/queue";
@@ -415,7 +418,7 @@ impl Floor {
     }
 
     /// Rewrites an incomplete `marker` with `station`'s record (its evidence, renamed over
-    /// it) when the facts allow (see `core::floor::may_complete`); true when it did.
+    /// it) when the facts allow (see `core::floor_records::may_complete`); true when it did.
     fn complete_marker(&self, marker: &Marker, station: &str, serial: &str) -> Result<bool> {
         let note = self.pending_note(station)?;
         let evidence_path = marker.evidence(station);

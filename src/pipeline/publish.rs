@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 
 use super::state::RunState;
 use super::{BatchPlan, DeviceFailure, Outcome};
+use crate::batch_dir::{BatchDir, MANIFEST_FILE};
 use crate::core::devices::Device;
-use crate::core::floor::{fold_logs, overlay, QueuedDevice};
+use crate::core::floor_records::{fold_logs, overlay, QueuedDevice};
 use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
 use crate::floor::Floor;
-use crate::outdir::{BatchDir, MANIFEST_FILE};
 
 /// RFC 3339 in UTC, whole seconds.
 fn rfc3339(t: OffsetDateTime) -> String {

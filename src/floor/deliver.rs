@@ -28,8 +28,8 @@ use zeroize::Zeroizing;
 use zip::ZipArchive;
 
 use crate::core::bundle::{entry_components, extracted_mode, zip_path};
-use crate::core::station::GreengrassSection;
-use crate::core::verify::MAX_ENTRY_BYTES;
+use crate::core::bundle_check::MAX_ENTRY_BYTES;
+use crate::core::station_config::GreengrassSection;
 
 /// A bundle holds four files, plus perhaps entries for their directories; a zip with more
 /// entries than this is no bundle (and cannot fill a disk with many capped entries).
@@ -39,7 +39,7 @@ const DIR_MODE: u32 = 0o755;
 /// The name an extraction's temporary files start with, then `PID-N`.
 const TEMP_PREFIX: &str = ".claimfab-tmp-";
 /// Earlier claimfab versions extracted through `.tmp-` and six random letters or digits
-/// (`outdir::replace_file_at`); a crash of one may have left such a file holding a key.
+/// (`batch_dir::replace_file_at`); a crash of one may have left such a file holding a key.
 const LEGACY_TEMP_PREFIX: &str = ".tmp-";
 
 /// Where `take` puts the bundle.
@@ -594,7 +594,7 @@ mod tests {
     use super::*;
     use crate::core::bundle::build_bundle;
     use crate::core::greengrass::ProvisioningTarget;
-    use crate::core::station::Nucleus;
+    use crate::core::station_config::Nucleus;
     use zip::write::SimpleFileOptions;
     use zip::CompressionMethod;
 

@@ -1,7 +1,7 @@
 //! Retiring claims that are no longer needed, each a claim key that could still register a
-//! device: `claimfab close` (a finished batch: every claim never flashed, and every spoiled
-//! one) and `claimfab retire-provisioned` (claims whose device has provisioned: they have
-//! done their job). Both take claims out of service as `revoke` does (REVOKED, claim policy
+//! device: what `claimfab close` retires (a finished batch: every claim never flashed, and
+//! every spoiled one), how it closes the floor first and what it reports in `close.csv`; and
+//! [`retire`], which it shares with `retire-provisioned` (`provisioned.rs`). Both take claims out of service as `revoke` does (REVOKED, claim policy
 //! detached; journaled, resumable: re-run after a crash) and are safe to re-run at any time.
 //! Like `revoke`, they close the floor to a claim before retiring it; `close.csv` and the
 //! summaries list what was retired, not what was planned.
@@ -12,63 +12,22 @@ use std::path::Path;
 use anyhow::Result;
 use time::OffsetDateTime;
 
-use crate::aws::Iot;
-use crate::batch::BatchSpec;
-use crate::cli::{AwsArgs, CloseArgs, RetireProvisionedArgs, RevokeStatus};
-use crate::cloud::{Claims, Inventory};
+use crate::batch_dir::journal::JournalStore;
+use crate::batch_dir::spec::BatchSpec;
+use crate::batch_dir::BatchDir;
+use crate::cloud::{Claims, OutOfService};
 use crate::core::devices::ClaimScope;
-use crate::core::floor::{close_plan, Claim, CloseReason, CLOSED};
+use crate::core::floor_records::{Claim, CloseReason, CLOSED};
 use crate::core::manifest::{DeviceStatus, ManifestRow};
-use crate::core::station::LimitsSection;
 use crate::error::UserError;
 use crate::floor::Floor;
-use crate::journal::{JournalFiles, JournalStore};
-use crate::outdir::BatchDir;
-use crate::revoke::{Outcome, Retirement, Selection};
+use crate::retirement::revoke::{Outcome, Retirement, Selection};
 
-const CLOSE_REPORT: &str = "close.csv";
-
-/// Runs `claimfab close`; returns whether every claim to retire was retired.
-pub async fn close(args: CloseArgs) -> Result<bool> {
-    let (spec, rows) = crate::batch::read_batch_dir(&args.dir)?;
-    let plan = close_plan(&rows);
-    let selection = close_selection(&args.dir, &spec, &rows, &plan)?;
-    for (row, reason) in &plan {
-        crate::say!("  retire  {:<24} {}", row.serial, reason.describe());
-    }
-    crate::say!(
-        "{} claim(s) to retire in {} ({} flashed stay active)",
-        plan.len(),
-        args.dir.display(),
-        rows.iter()
-            .filter(|r| r.status == DeviceStatus::Flashed)
-            .count()
-    );
-    if !args.yes {
-        crate::say!(
-            "nothing changed: re-run with --yes to retire them (REVOKED, claim policy detached)"
-        );
-        return Ok(true);
-    }
-    let Some(selection) = selection else {
-        return Ok(true);
-    };
-    let selection = stop_the_floor(&args.dir, selection, &plan)?;
-    let iot = connect(&args.aws, &spec).await?;
-    let outcome = retire(&args.dir, selection, &iot, &JournalFiles).await?;
-    let retired: HashSet<&str> = outcome.retired.iter().map(String::as_str).collect();
-    let done: Vec<_> = plan
-        .iter()
-        .filter(|(row, _)| retired.contains(row.serial.as_str()))
-        .collect();
-    write_close_report(&args.dir, &done)?;
-    outcome.say_retired("REVOKED", &args.dir.join(CLOSE_REPORT));
-    Ok(outcome.all_done())
-}
+pub const CLOSE_REPORT: &str = "close.csv";
 
 /// What close retires: the planned serials, or a shared batch's one claim when no device
 /// was flashed with it. `None` when there is nothing to do.
-fn close_selection(
+pub fn close_selection(
     dir: &Path,
     spec: &BatchSpec,
     rows: &[ManifestRow],
@@ -97,7 +56,7 @@ fn close_selection(
 
 /// Puts a closed marker on every bundle never handed out, so no station takes one while
 /// its claim is retired. One a station took since the plan was made is left to it.
-fn stop_the_floor(
+pub fn stop_the_floor(
     dir: &Path,
     selection: Selection,
     plan: &[(&ManifestRow, CloseReason)],
@@ -141,7 +100,7 @@ struct Closed {
 
 /// Writes `close.csv`: each claim close retired, and why. Lines of an earlier run (one that
 /// failed part-way, re-run) are kept, so the file lists everything the batch's close retired.
-fn write_close_report(dir: &Path, retired: &[&(&ManifestRow, CloseReason)]) -> Result<()> {
+pub fn write_close_report(dir: &Path, retired: &[&(&ManifestRow, CloseReason)]) -> Result<()> {
     let path = dir.join(CLOSE_REPORT);
     let now = retired.iter().map(|(row, reason)| Closed {
         serial: row.serial.clone(),
@@ -184,14 +143,6 @@ fn earlier_close_report(path: &Path) -> Vec<Closed> {
     })
 }
 
-/// Connects to the batch's region (unless a flag or the environment says otherwise).
-async fn connect(aws: &AwsArgs, spec: &BatchSpec) -> Result<Iot> {
-    let settings = crate::settings::aws_settings(aws, None, Some(&spec.target.region))?;
-    Ok(Iot::connect(&settings, &LimitsSection::default())
-        .await
-        .map_err(UserError::Aws)?)
-}
-
 /// Takes the selected claims out of service as `revoke --status revoked --detach` does.
 pub async fn retire(
     dir: &Path,
@@ -202,96 +153,11 @@ pub async fn retire(
     let request = Retirement {
         dir,
         devices,
-        status: RevokeStatus::Revoked,
+        status: OutOfService::Revoked,
         detach: true,
         delete: false,
     };
     request.check()?.execute(api, journals).await
-}
-
-/// Runs `claimfab retire-provisioned`; returns whether every claim found was retired.
-pub async fn retire_provisioned(args: RetireProvisionedArgs) -> Result<bool> {
-    let mut batches = Vec::new();
-    for dir in &args.dirs {
-        let (spec, rows) = crate::batch::read_batch_dir(dir)?;
-        batches.push((dir, spec, rows));
-    }
-    let Some((_, first, _)) = batches.first() else {
-        return Ok(true);
-    };
-    let iot = connect(&args.aws, first).await?;
-    let things = iot
-        .thing_names()
-        .await
-        .map_err(|e| anyhow::anyhow!("ListThings: {e}; retire-provisioned needs iot:ListThings"))?;
-    let mut clean = true;
-    for (dir, spec, rows) in &batches {
-        let provisioned = provisioned(&iot, rows, &things).await?;
-        let Some(selection) = provisioned_selection(spec, rows, &provisioned) else {
-            crate::say!(
-                "{}: no claim of a provisioned device to retire",
-                dir.display()
-            );
-            continue;
-        };
-        crate::say!(
-            "{}: retiring the claims of {} provisioned device(s)",
-            dir.display(),
-            provisioned.len()
-        );
-        let outcome = retire(dir, selection, &iot, &JournalFiles).await?;
-        outcome.say_retired("REVOKED", &dir.join(crate::outdir::MANIFEST_FILE));
-        clean &= outcome.all_done();
-    }
-    Ok(clean)
-}
-
-/// The serials whose claim is still live and whose thing exists with a certificate other
-/// than the claim (the device's own, from provisioning).
-async fn provisioned(
-    iot: &impl Inventory,
-    rows: &[ManifestRow],
-    things: &HashSet<String>,
-) -> Result<HashSet<String>> {
-    let mut provisioned = HashSet::new();
-    for row in rows
-        .iter()
-        .filter(|r| r.status.is_live() && things.contains(&r.thing_name))
-    {
-        let attached = iot.thing_principals(&row.thing_name).await.map_err(|e| {
-            anyhow::anyhow!(
-                "ListThingPrincipals {}: {e}; retire-provisioned needs iot:ListThingPrincipals",
-                row.thing_name
-            )
-        })?;
-        if attached.iter().any(|arn| *arn != row.certificate_arn) {
-            provisioned.insert(row.serial.clone());
-        }
-    }
-    Ok(provisioned)
-}
-
-/// What to retire: the provisioned devices' own claims, or a shared batch's claim once
-/// every device of it has provisioned.
-fn provisioned_selection(
-    spec: &BatchSpec,
-    rows: &[ManifestRow],
-    provisioned: &HashSet<String>,
-) -> Option<Selection> {
-    if provisioned.is_empty() {
-        return None;
-    }
-    match spec.claim_scope {
-        ClaimScope::Device => {
-            let mut serials: Vec<String> = provisioned.iter().cloned().collect();
-            serials.sort();
-            Some(Selection::Serials(serials))
-        }
-        ClaimScope::Batch => {
-            let live = rows.iter().filter(|r| r.status.is_live()).count();
-            (provisioned.len() == live).then_some(Selection::All)
-        }
-    }
 }
 
 #[cfg(test)]

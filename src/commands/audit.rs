@@ -8,17 +8,17 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::aws::Iot;
-use crate::batch::BatchSpec;
+use crate::batch_dir::spec::BatchSpec;
 use crate::cli::{AuditArgs, ReportFormat};
 use crate::cloud::Inventory;
-use crate::core::audit::{
+use crate::core::reconcile::{
     floor_report, reconcile, Activation, AwsView, BatchManifest, Finding, FloorReport,
 };
-use crate::core::station::LimitsSection;
+use crate::core::station_config::LimitsSection;
 use crate::error::UserError;
 
 fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest)> {
-    let (spec, rows) = crate::batch::read_batch_dir(dir)?;
+    let (spec, rows) = crate::batch_dir::spec::read_batch_dir(dir)?;
     refresh_manifest(dir, &rows)?;
     let batch = BatchManifest {
         batch: dir.display().to_string(),
@@ -33,11 +33,11 @@ fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest)> {
 /// claimfab holds the batch directory: its own manifest will include them.
 fn refresh_manifest(dir: &Path, rows: &[crate::core::manifest::ManifestRow]) -> Result<()> {
     let fresh = crate::core::manifest::to_csv(rows);
-    if std::fs::read(dir.join(crate::outdir::MANIFEST_FILE)).is_ok_and(|old| old == fresh) {
+    if std::fs::read(dir.join(crate::batch_dir::MANIFEST_FILE)).is_ok_and(|old| old == fresh) {
         return Ok(());
     }
-    match crate::outdir::BatchDir::open(dir) {
-        Ok(batch) => batch.write_atomic(crate::outdir::MANIFEST_FILE, &fresh, 0o644),
+    match crate::batch_dir::BatchDir::open(dir) {
+        Ok(batch) => batch.write_atomic(crate::batch_dir::MANIFEST_FILE, &fresh, 0o644),
         Err(e) if e.downcast_ref::<UserError>().is_some() => Ok(()),
         Err(e) => Err(e),
     }

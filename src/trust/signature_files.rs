@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::batch::BatchSpec;
+use crate::batch_dir::spec::BatchSpec;
+use crate::batch_dir::{BatchDir, BATCH_FILE, BUNDLES_DIR};
 use crate::core::manifest::{DeviceStatus, ManifestRow};
 use crate::core::signing::{sha256_hex, BatchKey, BatchSigner, BundleRecord, TrustedKeys};
-use crate::core::station::StationConfig;
+use crate::core::station_config::StationConfig;
 use crate::error::UserError;
-use crate::outdir::{BatchDir, BATCH_FILE, BUNDLES_DIR};
 
 /// The signature of `batch.json`, beside it.
 pub const BATCH_SIGNATURE_FILE: &str = "batch.json.sig";
@@ -24,23 +24,12 @@ pub fn bundle_signature_name(serial: &str) -> String {
     format!("{BUNDLES_DIR}/{serial}.sig")
 }
 
-/// Runs `claimfab batch-key`: the private key to `--out`, its public key on standard output.
-pub fn batch_key(args: &crate::cli::BatchKeyArgs) -> Result<()> {
-    let public = write_signing_key(&args.out)?;
-    eprintln!(
-        "wrote the batch-signing key to {} (mode 0600; keep it on the machine that makes batches, never on the shared drive); its public key, for the stations' [station] batch_keys:",
-        args.out.display()
-    );
-    crate::say!("{public}");
-    Ok(())
-}
-
 /// Writes a new batch-signing key to `out` (mode 0600; an existing file is never replaced)
 /// and returns its public key. A write that fails part-way removes the file.
 pub fn write_signing_key(out: &Path) -> Result<BatchKey, UserError> {
     let signer = BatchSigner::generate();
     let pem = signer.to_pkcs8_pem();
-    crate::sealed::write_new_secret(out, pem.as_bytes(), "a batch-signing key")?;
+    crate::trust::age_files::write_new_secret(out, pem.as_bytes(), "a batch-signing key")?;
     Ok(signer.public())
 }
 
@@ -80,7 +69,7 @@ pub fn read_signer(file: &Path) -> Result<BatchSigner, UserError> {
         .map_err(|e| fail(format!("cannot be read ({e})")))?
         .permissions()
         .mode();
-    if let Some(problem) = crate::sealed::private_mode_problem(file, mode) {
+    if let Some(problem) = crate::trust::age_files::private_mode_problem(file, mode) {
         return Err(fail(problem));
     }
     // A PKCS#8 Ed25519 PEM is about 120 bytes: room once, never grown.

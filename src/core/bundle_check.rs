@@ -15,7 +15,7 @@ use crate::core::certificate::parse_certificate_pem;
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::private_key_fingerprint;
 use crate::core::manifest::ManifestRow;
-use crate::core::station::{lite_reads_config_at, LITE_CONFIG_DIR, LITE_CONFIG_FILE};
+use crate::core::station_config::{lite_reads_config_at, LITE_CONFIG_DIR, LITE_CONFIG_FILE};
 
 /// What verifying one bundle found. No findings: the bundle is good to flash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -388,7 +388,7 @@ mod tests {
     use crate::core::devices::Device;
     use crate::core::greengrass::ProvisioningTarget;
     use crate::core::keys::prepare_device;
-    use crate::core::station::{GreengrassSection, KeyAlgorithm, Nucleus};
+    use crate::core::station_config::{GreengrassSection, KeyAlgorithm, Nucleus};
 
     fn target(nucleus: Nucleus) -> ProvisioningTarget {
         ProvisioningTarget {

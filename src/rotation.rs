@@ -1,26 +1,28 @@
-//! The `rotate` command: new claim certificates and bundles for the same devices and
+//! Rotation, for the `rotate` command: new claim certificates and bundles for the same devices and
 //! config as an existing batch, in a new batch directory (a normal, resumable batch), then a
 //! rotation report tying each device's old certificate to its new one. The old batch's
 //! certificates are retired (set INACTIVE) only on explicit confirmation (`--retire-old`) or
 //! once a `--retire-after` window has passed, when the same command is run again.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::aws::Iot;
-use crate::batch::{self, BatchResult, BatchSpec};
-use crate::cli::{RevokeStatus, RotateArgs};
-use crate::cloud::Claims;
+use crate::batch_dir::journal::JournalStore;
+use crate::batch_dir::spec::{read_batch_dir, spec_difference, BatchSpec};
+use crate::batch_dir::{self, BatchDir, Existing, BATCH_FILE};
+use crate::cloud::{Claims, Inventory, OutOfService};
 use crate::core::devices::Device;
 use crate::core::manifest::DeviceStatus;
 use crate::core::signing::BatchSigner;
-use crate::core::station::LimitsSection;
+use crate::core::station_config::LimitsSection;
 use crate::error::UserError;
-use crate::journal::{JournalFiles, JournalStore};
-use crate::outdir::{self, BatchDir, Existing, BATCH_FILE};
+use crate::pipeline::execution::{BatchResult, Execution};
+use crate::pipeline::preflight::preflight;
 
 const ROTATION_FILE: &str = "rotation.json";
 const REPORT_FILE: &str = "rotation.csv";
@@ -48,7 +50,7 @@ struct ReportRow<'a> {
 /// A signed batch is rotated into a batch signed by the same key, which `--sign-with` must
 /// be; an unsigned one stays unsigned.
 fn rotation_signer(
-    args: &RotateArgs,
+    args: &RotateRequest,
     old_spec: &BatchSpec,
 ) -> Result<Option<Arc<BatchSigner>>, UserError> {
     let fail = |problem: String| UserError::Flag {
@@ -61,7 +63,7 @@ fn rotation_signer(
         problem,
     };
     let signer = match &args.sign_with {
-        Some(file) => Some(crate::signing::read_signer(file)?),
+        Some(file) => Some(crate::trust::signature_files::read_signer(file)?),
         None => None,
     };
     let key = signer.as_ref().map(|s| s.public().to_string());
@@ -77,26 +79,28 @@ fn rotation_signer(
     }
 }
 
-/// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
-pub async fn run(args: RotateArgs) -> Result<bool> {
-    let rotation = Rotate::check(&args)?;
-    // `--station` supplies only rate limits; the rest is the old batch's.
-    let region = &rotation.old_spec.target.region;
-    let settings = crate::settings::aws_settings(&args.aws, None, Some(region))?;
-    let iot = Iot::connect(&settings, &rotation.limits)
-        .await
-        .map_err(UserError::Aws)?;
-    batch::preflight(&iot, &rotation.old_spec, &rotation.devices).await?;
-    rotation.carry_out(Arc::new(iot), &JournalFiles).await
+/// What `rotate` is asked: every value plain, the flags already parsed.
+#[derive(Debug, Clone)]
+pub struct RotateRequest {
+    /// The batch being rotated.
+    pub old_dir: PathBuf,
+    /// The new batch's directory.
+    pub new_dir: PathBuf,
+    /// Retire the old certificates once the new batch is complete.
+    pub retire_old: bool,
+    /// Retire them once this long has passed, on a later run.
+    pub retire_after: Option<Duration>,
+    /// The rate limits the new batch runs at.
+    pub limits: LimitsSection,
+    /// The batch-signing key file, for a signed old batch.
+    pub sign_with: Option<PathBuf>,
 }
 
 /// A rotation whose inputs are checked: the old batch read, the new directory valid.
 pub struct Rotate<'a> {
-    args: &'a RotateArgs,
-    retire_after: Option<std::time::Duration>,
+    args: &'a RotateRequest,
     old_spec: BatchSpec,
     devices: Vec<Device>,
-    limits: LimitsSection,
     resuming: bool,
     /// The batch-signing key, when the old batch is signed (the new one is signed with it).
     signer: Option<Arc<BatchSigner>>,
@@ -104,15 +108,10 @@ pub struct Rotate<'a> {
 
 impl<'a> Rotate<'a> {
     /// Reads the old batch and checks the flags and the new directory; creates nothing.
-    pub fn check(args: &'a RotateArgs) -> Result<Self> {
-        let retire_after = parse_retire_after(args.retire_after.as_deref())?;
-        let (old_spec, old_rows) = batch::read_batch_dir(&args.dir)?;
-        old_spec.recipients(&args.dir)?;
+    pub fn check(args: &'a RotateRequest) -> Result<Self> {
+        let (old_spec, old_rows) = read_batch_dir(&args.old_dir)?;
+        old_spec.recipients(&args.old_dir)?;
         check_new_directory(args)?;
-        let limits = match &args.station {
-            Some(path) => crate::settings::read_station(path)?.limits,
-            None => LimitsSection::default(),
-        };
         let resuming = resuming_rotation(args, &old_spec)?;
         let signer = rotation_signer(args, &old_spec)?;
         let devices = old_rows
@@ -124,13 +123,21 @@ impl<'a> Rotate<'a> {
             .collect();
         Ok(Self {
             args,
-            retire_after,
             old_spec,
             devices,
-            limits,
             resuming,
             signer,
         })
+    }
+
+    /// The region the old batch, and so the new one, is made in.
+    pub fn region(&self) -> &str {
+        &self.old_spec.target.region
+    }
+
+    /// The new batch's preflight: the old batch's template and claim policy as they are now.
+    pub async fn preflight(&self, iot: &impl Inventory) -> Result<(), UserError> {
+        preflight(iot, &self.old_spec, &self.devices).await
     }
 
     /// Makes (or finishes) the new batch, then records the rotation, retires the old
@@ -140,11 +147,11 @@ impl<'a> Rotate<'a> {
         api: Arc<A>,
         journals: &dyn JournalStore,
     ) -> Result<bool> {
-        let new_batch = batch::Execution {
-            out: &self.args.out,
+        let new_batch = Execution {
+            out: &self.args.new_dir,
             spec: &self.old_spec,
             resuming: self.resuming,
-            limits: &self.limits,
+            limits: &self.args.limits,
             journals,
             signer: self.signer.clone(),
         };
@@ -157,7 +164,7 @@ impl<'a> Rotate<'a> {
             api: api.as_ref(),
             journals,
         };
-        let Some(rotation) = record_and_retire(self.args, self.retire_after, retire).await? else {
+        let Some(rotation) = record_and_retire(self.args, retire).await? else {
             return Ok(false);
         };
         write_report(self.args, &rotation)?;
@@ -171,22 +178,11 @@ struct Retire<'a, A> {
     journals: &'a dyn JournalStore,
 }
 
-fn parse_retire_after(text: Option<&str>) -> Result<Option<std::time::Duration>, UserError> {
-    text.map(|text| {
-        humantime::parse_duration(text).map_err(|e| UserError::Flag {
-            flag: "--retire-after",
-            value: text.to_string(),
-            problem: format!("{e}; use a duration like 7d, 12h or 30m"),
-        })
-    })
-    .transpose()
-}
-
 /// The new batch must not be the old one: its report would tie every certificate to itself.
-fn check_new_directory(args: &RotateArgs) -> Result<(), UserError> {
+fn check_new_directory(args: &RotateRequest) -> Result<(), UserError> {
     let same = match (
-        std::fs::canonicalize(&args.dir),
-        std::fs::canonicalize(&args.out),
+        std::fs::canonicalize(&args.old_dir),
+        std::fs::canonicalize(&args.new_dir),
     ) {
         (Ok(old), Ok(new)) => old == new,
         _ => false,
@@ -194,10 +190,10 @@ fn check_new_directory(args: &RotateArgs) -> Result<(), UserError> {
     if same {
         return Err(UserError::Flag {
             flag: "--out",
-            value: args.out.display().to_string(),
+            value: args.new_dir.display().to_string(),
             problem: format!(
                 "is the batch being rotated ({}); give a new directory for the new batch",
-                args.dir.display()
+                args.old_dir.display()
             ),
         });
     }
@@ -205,23 +201,23 @@ fn check_new_directory(args: &RotateArgs) -> Result<(), UserError> {
 }
 
 /// Whether `--out` already holds this rotation's new batch (resume), refusing any other.
-fn resuming_rotation(args: &RotateArgs, old_spec: &BatchSpec) -> Result<bool, UserError> {
-    let Existing::Batch(text) = outdir::inspect(&args.out)? else {
+fn resuming_rotation(args: &RotateRequest, old_spec: &BatchSpec) -> Result<bool, UserError> {
+    let Existing::Batch(text) = batch_dir::inspect(&args.new_dir)? else {
         return Ok(false);
     };
     let previous: BatchSpec = serde_json::from_str(&text).map_err(|e| {
         UserError::output_dir(
-            &args.out,
+            &args.new_dir,
             format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
         )
     })?;
     if &previous != old_spec {
         return Err(UserError::output_dir(
-            &args.out,
+            &args.new_dir,
             format!(
                 "holds a batch that is not a rotation of {} ({}); choose a new --out",
-                args.dir.display(),
-                batch::spec_difference(&previous, old_spec)
+                args.old_dir.display(),
+                spec_difference(&previous, old_spec)
             ),
         ));
     }
@@ -231,16 +227,15 @@ fn resuming_rotation(args: &RotateArgs, old_spec: &BatchSpec) -> Result<bool, Us
 /// Records the rotation in the new batch (once) and retires the old certificates when asked
 /// or due. `None` when some could not be retired (re-run).
 async fn record_and_retire<A: Claims>(
-    args: &RotateArgs,
-    retire_after: Option<std::time::Duration>,
+    args: &RotateRequest,
     retire: Retire<'_, A>,
 ) -> Result<Option<Rotation>> {
-    let rotation_path = args.out.join(ROTATION_FILE);
+    let rotation_path = args.new_dir.join(ROTATION_FILE);
     let mut rotation: Rotation = match std::fs::read_to_string(&rotation_path) {
         Ok(text) => serde_json::from_str(&text)?,
         Err(_) => Rotation {
-            old_batch: args.dir.display().to_string(),
-            retire_not_before: retire_after.map(|d| OffsetDateTime::now_utc() + d),
+            old_batch: args.old_dir.display().to_string(),
+            retire_not_before: args.retire_after.map(|d| OffsetDateTime::now_utc() + d),
             retired: false,
         },
     };
@@ -248,10 +243,10 @@ async fn record_and_retire<A: Claims>(
         .retire_not_before
         .is_some_and(|t| t <= OffsetDateTime::now_utc());
     if !rotation.retired && (args.retire_old || due) {
-        let old = crate::revoke::Retirement {
-            dir: &args.dir,
-            devices: crate::revoke::Selection::All,
-            status: RevokeStatus::Inactive,
+        let old = crate::retirement::revoke::Retirement {
+            dir: &args.old_dir,
+            devices: crate::retirement::revoke::Selection::All,
+            status: OutOfService::Inactive,
             detach: false,
             delete: false,
         };
@@ -262,17 +257,17 @@ async fn record_and_retire<A: Claims>(
         }
         rotation.retired = true;
     }
-    let dir = BatchDir::open(&args.out)?;
+    let dir = BatchDir::open(&args.new_dir)?;
     dir.write_atomic(ROTATION_FILE, &serde_json::to_vec_pretty(&rotation)?, 0o644)?;
     Ok(Some(rotation))
 }
 
 /// Writes `rotation.csv`, tying each device's old certificate to its new one, and says where
 /// the old certificates stand.
-fn write_report(args: &RotateArgs, rotation: &Rotation) -> Result<()> {
-    let dir = BatchDir::open(&args.out)?;
-    let (_, old_rows) = batch::read_batch_dir(&args.dir)?;
-    let (_, new_rows) = batch::read_batch_dir(&args.out)?;
+fn write_report(args: &RotateRequest, rotation: &Rotation) -> Result<()> {
+    let dir = BatchDir::open(&args.new_dir)?;
+    let (_, old_rows) = read_batch_dir(&args.old_dir)?;
+    let (_, new_rows) = read_batch_dir(&args.new_dir)?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     for (old, new) in old_rows.iter().zip(&new_rows) {
         let old_status = match old.status {
@@ -297,7 +292,7 @@ fn write_report(args: &RotateArgs, rotation: &Rotation) -> Result<()> {
     dir.write_atomic(REPORT_FILE, &writer.into_inner()?, 0o644)?;
     crate::say!("rotation report: {}", dir.path(REPORT_FILE).display());
     match (rotation.retired, rotation.retire_not_before) {
-        (true, _) => crate::say!("old certificates of {} are retired (INACTIVE)", args.dir.display()),
+        (true, _) => crate::say!("old certificates of {} are retired (INACTIVE)", args.old_dir.display()),
         (false, Some(t)) => crate::say!(
             "old certificates stay active until {t}; run this command again after then to retire them"
         ),

@@ -13,13 +13,13 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::batch_dir::{BUNDLES_DIR, MANIFEST_FILE};
 use crate::cli::VerifyArgs;
+use crate::core::bundle_check::check_stored_bundle;
 use crate::core::manifest::{self, ManifestRow};
 use crate::core::sealed::{is_sealed, OpenError};
-use crate::core::verify::check_stored_bundle;
 use crate::error::UserError;
-use crate::outdir::{BUNDLES_DIR, MANIFEST_FILE};
-use crate::sealed::{read_bundle_file, StationIdentity};
+use crate::trust::age_files::{read_bundle_file, StationIdentity};
 
 /// One device's (or one loose zip's) result.
 struct Report {

@@ -232,7 +232,7 @@ pub struct FloorReport {
     pub flashed_not_provisioned: Vec<String>,
 }
 
-/// Counts a batch's floor states (its rows carry them, see `core::floor::overlay`).
+/// Counts a batch's floor states (its rows carry them, see `core::floor_records::overlay`).
 pub fn floor_report(
     batch: &BatchManifest,
     aws: &AwsView,

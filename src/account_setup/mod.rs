@@ -1,4 +1,4 @@
-//! The `setup` command: brings an AWS account to the fleet-provisioning setup of AWS's guide
+//! Account setup, for the `setup` command: brings an AWS account to the fleet-provisioning setup of AWS's guide
 //! (token exchange role and its access policy, role alias, core devices' IoT policy, fleet
 //! provisioning role, thing group, claimfab's claim-binding hook when asked for, AWS IoT's
 //! permission to invoke the template's hook, provisioning template, claim policy),
@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -24,17 +24,16 @@ use anyhow::Result;
 use serde_json::Value;
 
 use crate::aws::{
-    AccountApi, AwsError, EndpointKind, FunctionInfo, FunctionSpec, PolicyInfo, RoleAliasInfo,
-    RoleInfo, TemplateInfo, TemplateSpec,
+    AccountApi, AwsError, AwsSettings, EndpointKind, FunctionInfo, FunctionSpec, PolicyInfo,
+    RoleAliasInfo, RoleInfo, TemplateInfo, TemplateSpec,
 };
-use crate::cli::SetupArgs;
-use crate::core::setup::{
+use crate::core::account_documents::{
     self as desired, Account, CorePolicy, HookPermission, TemplateShape,
     THINGS_REGISTRATION_POLICY_ARN,
 };
-use crate::core::station::{CorePolicyVariant, StationConfig};
+use crate::core::station_config::{CorePolicyVariant, StationConfig};
 use crate::error::UserError;
-use crate::settings::{endpoint_override, record_path, SetupRecord};
+use crate::settings::{record_path, SetupRecord};
 
 mod resources;
 
@@ -141,11 +140,25 @@ impl Report<'_> {
     }
 }
 
-/// Runs `claimfab setup`. Exit: 0 done (or plan printed); 1 stopped part-way or drift left
-/// in place; 2 bad input.
-pub async fn run(args: SetupArgs) -> Result<bool> {
-    let station = crate::settings::read_station(&args.station)?;
-    let (api, account) = connect(&args, &station).await?;
+/// What `setup` is asked, every value resolved: the station (read and checked), the file it
+/// came from (the record is written beside it), and how to reach AWS.
+pub struct SetupRequest {
+    pub station_file: PathBuf,
+    pub station: StationConfig,
+    pub settings: AwsSettings,
+    /// The endpoint override in use, recorded so `batch` uses the record only against the
+    /// same endpoint.
+    pub endpoint_url: Option<String>,
+    /// Read only: print the plan.
+    pub plan: bool,
+    /// Update what differs instead of reporting it as drift.
+    pub update_drifted: bool,
+}
+
+/// Carries out `claimfab setup`; returns false when drift was left in place.
+pub async fn run(args: SetupRequest) -> Result<bool> {
+    let station = &args.station;
+    let (api, account) = connect(&args.settings, station).await?;
     crate::say!(
         "{} fleet provisioning in account {} region {}:",
         if args.plan { "plan for" } else { "setting up" },
@@ -156,15 +169,15 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         plan: args.plan,
         update_drifted: args.update_drifted,
     };
-    let mut ctx = Context::new(&station, &account);
-    let steps = steps(&station, &account, &ctx);
+    let mut ctx = Context::new(station, &account);
+    let steps = steps(station, &account, &ctx);
     let mut report = Report {
         steps: &steps,
         outcomes: Vec::new(),
     };
     let applied = match apply(&api, mode, &mut report, &mut ctx).await {
         Ok(()) if args.plan => Ok(None),
-        Ok(()) => account_endpoints(&api, &station).await.map(Some),
+        Ok(()) => account_endpoints(&api, station).await.map(Some),
         Err(stop) => Err(stop),
     };
     match applied {
@@ -176,9 +189,9 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
         }
         Ok(Some(endpoints)) => {
             report.print(None);
-            let mut record = record(&station, &account, &ctx, endpoints);
-            record.endpoint_url = endpoint_override(args.aws.endpoint_url.as_deref());
-            finish(&report, &args.station, &record)
+            let mut record = record(station, &account, &ctx, endpoints);
+            record.endpoint_url = args.endpoint_url.clone();
+            finish(&report, &args.station_file, &record)
         }
         Err(stop) => {
             report.print(Some(&stop));
@@ -188,9 +201,8 @@ pub async fn run(args: SetupArgs) -> Result<bool> {
 }
 
 /// The account API, and the account and region the credentials in use are for.
-async fn connect(args: &SetupArgs, station: &StationConfig) -> Result<(AccountApi, Account)> {
-    let settings = crate::settings::aws_settings(&args.aws, Some(station), None)?;
-    let api = AccountApi::connect(&settings, station.limits.max_attempts)
+async fn connect(settings: &AwsSettings, station: &StationConfig) -> Result<(AccountApi, Account)> {
+    let api = AccountApi::connect(settings, station.limits.max_attempts)
         .await
         .map_err(UserError::Aws)?;
     let caller = api.caller_arn().await.map_err(|e| {
@@ -344,7 +356,7 @@ fn write_record(path: &Path, record: &SetupRecord) -> Result<()> {
         _ => path.to_path_buf(),
     };
     let json = serde_json::to_vec_pretty(record).expect("record serializes");
-    crate::outdir::replace_file_at(&path, 0o644, |file| file.write_all(&json))
+    crate::batch_dir::replace_file_at(&path, 0o644, |file| file.write_all(&json))
 }
 
 // ---------------------------------------------------------------------------------------
