@@ -20,7 +20,6 @@ use std::fmt;
 use std::fs;
 use std::io::{Cursor, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 
 use anyhow::Result;
 use zip::ZipArchive;
