@@ -2,9 +2,23 @@
 //! the process quietly with exit code 0, as ripgrep does, instead of a panic.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by [`silence`]: summaries are not written at all.
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+/// Turns the human summaries off for the rest of the process: for a program that runs
+/// claimfab's commands as a library (the crash-point tests), whose own output is its report.
+/// The binary never calls it.
+pub fn silence() {
+    SILENT.store(true, Ordering::Relaxed);
+}
 
 /// Writes `text` to standard output and flushes it; on a broken pipe, exits 0.
 pub fn write(text: std::fmt::Arguments<'_>) {
+    if SILENT.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     match out.write_fmt(text).and_then(|()| out.flush()) {
         Ok(()) => {}

@@ -107,7 +107,9 @@ impl CrashingJournals {
     }
 }
 
+/// The runtime a run is driven on. Runs print no summary: the test's output is its failures.
 fn runtime() -> tokio::runtime::Runtime {
+    claimfab::output::silence();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

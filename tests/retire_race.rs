@@ -247,6 +247,7 @@ fn a_revoke_that_dies_at_its_first_aws_call_left_the_floor_closed_and_a_rerun_fi
         detach: true,
         delete: false,
     };
+    claimfab::output::silence(); // the failures are asserted below, not printed
     let outcome =
         f.rt.block_on(request.check().unwrap().execute(&dead, &watching))
             .unwrap();
