@@ -28,7 +28,7 @@ use claimfab::core::station_config::{GreengrassSection, KeyAlgorithm, LimitsSect
 use claimfab::pipeline::execution::{BatchResult, Execution};
 use claimfab::retirement::revoke::Retirement;
 use claimfab::rotation::{Rotate, RotateRequest};
-use fake_iot::{Crash, FakeCertificate, FakeIot};
+use fake_iot::{Crash, FakeCertificate, FakeIot, Fault};
 
 const CLAIM_POLICY: &str = "ClaimPolicy";
 const TEMPLATE: &str = "Template";
@@ -477,19 +477,69 @@ fn a_revoke_resumed_after_a_crash_at_any_journal_point_deletes_every_claim() {
             revoke(&out, &api, &JournalFiles).unwrap(),
             "{what}: the re-run failed"
         );
-        let left = api.certificates.lock().unwrap().clone();
-        for id in before.keys() {
-            assert!(
-                !left.contains_key(id),
-                "{what}: certificate {id} was not deleted"
-            );
+        check_deleted(&out, &api, &before, &what);
+    }
+}
+
+/// After a revoke with delete: every claim that was ACTIVE is gone from AWS, and the
+/// manifest says so.
+fn check_deleted(
+    out: &Path,
+    api: &FakeIot,
+    before: &BTreeMap<String, FakeCertificate>,
+    what: &str,
+) {
+    let left = api.certificates.lock().unwrap().clone();
+    for id in before.keys() {
+        assert!(
+            !left.contains_key(id),
+            "{what}: certificate {id} was not deleted"
+        );
+    }
+    for row in manifest(out) {
+        assert_eq!(
+            row.status, "deleted",
+            "{what}: {} is {}",
+            row.serial, row.status
+        );
+    }
+}
+
+/// The calls a batch and a revoke make that change something in AWS, each given in turn a
+/// throttling refusal and a lost answer at every call number a 4-device run makes.
+const FAULTS: [Fault; 2] = [Fault::Throttled, Fault::AnswerLost];
+
+#[test]
+fn a_batch_meets_throttling_and_lost_answers_on_every_call_and_a_rerun_finishes_it() {
+    for api_name in ["CreateCertificateFromCsr", "AttachPolicy"] {
+        for fault in FAULTS {
+            for call in 1..=DEVICES as u64 {
+                let what = format!("batch, {api_name} call {call} {fault:?}");
+                let (dir, api) = fresh(&SCENARIOS[0]);
+                api.fault(api_name, call, fault);
+                finish_batch(&dir.path().join("batch"), &SCENARIOS[0], &api);
+                assert_eq!(api.faults_met(), 1, "{what}: the fault was not met");
+                check_batch(&dir.path().join("batch"), &SCENARIOS[0], &api, &what);
+            }
         }
-        for row in manifest(&out) {
-            assert_eq!(
-                row.status, "deleted",
-                "{what}: {} is {}",
-                row.serial, row.status
-            );
+    }
+}
+
+#[test]
+fn a_revoke_meets_throttling_and_lost_answers_on_every_call_and_a_rerun_finishes_it() {
+    for api_name in ["UpdateCertificate", "DetachPolicy", "DeleteCertificate"] {
+        for fault in FAULTS {
+            for call in 1..=DEVICES as u64 {
+                let what = format!("revoke, {api_name} call {call} {fault:?}");
+                let (dir, api) = finished_batch();
+                let out = dir.path().join("batch");
+                let before = api.with_status("ACTIVE");
+                api.fault(api_name, call, fault);
+                let done = (0..3).any(|_| revoke(&out, &api, &JournalFiles).unwrap());
+                assert!(done, "{what}: three runs did not finish the revoke");
+                assert_eq!(api.faults_met(), 1, "{what}: the fault was not met");
+                check_deleted(&out, &api, &before, &what);
+            }
         }
     }
 }

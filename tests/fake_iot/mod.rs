@@ -1,9 +1,10 @@
 //! An in-memory AWS IoT for tests of crash recovery: implements claimfab's `Claims` and
 //! `Inventory` seams over a table of certificates, issuing real X.509 certificates for CSRs
-//! (signed by a throwaway CA) so that claimfab's own checks run unchanged. It can lose the
-//! answer of chosen CreateCertificateFromCsr calls (the certificate is made, the caller hears
-//! nothing) and "crash": from the crash on, no request reaches it, as when the process that
-//! would send it has died.
+//! (signed by a throwaway CA) so that claimfab's own checks run unchanged. Any call can be
+//! given a fault by API and call number: throttled (refused, nothing done, as AWS answers
+//! once claimfab's own retries are spent) or its answer lost (done, the caller hears
+//! nothing). And it can "crash": from the crash on, no request reaches it, as when the
+//! process that would send it has died.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -34,6 +35,15 @@ pub struct FakeCertificate {
     pub public_key_sha256: String,
 }
 
+/// What the fake does to one chosen call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Refused with a throttling error: nothing is done.
+    Throttled,
+    /// Done, and the answer lost on the way back.
+    AnswerLost,
+}
+
 /// Whether the process under test is still alive; shared with the crashing journal.
 #[derive(Default)]
 pub struct Crash {
@@ -61,9 +71,10 @@ pub struct FakeIot {
     /// Thing name -> attached principals (certificate ARNs), as a device's provisioning
     /// would leave them.
     pub things: Mutex<BTreeMap<String, Vec<String>>>,
-    /// 1-based numbers of the CreateCertificateFromCsr calls whose answer is lost.
-    lose_create_answers: Mutex<BTreeSet<usize>>,
-    creates: AtomicUsize,
+    /// (API, 1-based number of the call to that API) -> what happens to it.
+    faults: Mutex<BTreeMap<(&'static str, u64), Fault>>,
+    /// How many of the chosen faults a call has met.
+    faults_met: AtomicUsize,
     serials: AtomicUsize,
     calls: Mutex<BTreeMap<&'static str, u64>>,
     ca_key: ClaimKey,
@@ -81,8 +92,8 @@ impl FakeIot {
             certificates: Mutex::new(BTreeMap::new()),
             crash,
             things: Mutex::new(BTreeMap::new()),
-            lose_create_answers: Mutex::new(BTreeSet::new()),
-            creates: AtomicUsize::new(0),
+            faults: Mutex::new(BTreeMap::new()),
+            faults_met: AtomicUsize::new(0),
             serials: AtomicUsize::new(1),
             calls: Mutex::new(BTreeMap::new()),
             ca_key: ClaimKey::generate(KeyAlgorithm::P256),
@@ -92,21 +103,62 @@ impl FakeIot {
 
     /// Loses the answers of these (1-based) CreateCertificateFromCsr calls.
     pub fn lose_create_answers(&self, calls: &[usize]) {
-        self.lose_create_answers
-            .lock()
-            .unwrap()
-            .extend(calls.iter().copied());
+        for &call in calls {
+            self.fault("CreateCertificateFromCsr", call as u64, Fault::AnswerLost);
+        }
     }
 
-    /// Every request from a dead process fails before reaching AWS; others are counted.
-    fn request(&self, api: &'static str) -> Result<(), AwsError> {
+    /// Gives the `call`-th (1-based) call to `api` a fault.
+    pub fn fault(&self, api: &'static str, call: u64, fault: Fault) {
+        self.faults.lock().unwrap().insert((api, call), fault);
+    }
+
+    /// How many of the chosen faults a call has met (a test whose fault was never met
+    /// proved nothing).
+    pub fn faults_met(&self) -> usize {
+        self.faults_met.load(Ordering::SeqCst)
+    }
+
+    /// Every request from a dead process fails before reaching AWS; others are counted, and
+    /// a throttled one goes no further. Returns the call's fault, if it has one, for
+    /// [`FakeIot::answer`].
+    fn request(&self, api: &'static str) -> Result<Option<Fault>, AwsError> {
         if self.crash.is_dead() {
             return Err(AwsError::Uncertain(
                 "the process died before sending".into(),
             ));
         }
-        *self.calls.lock().unwrap().entry(api).or_default() += 1;
-        Ok(())
+        let number = {
+            let mut calls = self.calls.lock().unwrap();
+            let count = calls.entry(api).or_default();
+            *count += 1;
+            *count
+        };
+        let fault = self.faults.lock().unwrap().get(&(api, number)).copied();
+        if fault.is_some() {
+            self.faults_met.fetch_add(1, Ordering::SeqCst);
+        }
+        match fault {
+            Some(Fault::Throttled) => Err(AwsError::Throttled(format!(
+                "ThrottlingException: {api} call {number}"
+            ))),
+            fault => Ok(fault),
+        }
+    }
+
+    /// A read: throttled, or its answer lost, like any other call.
+    fn read(&self, api: &'static str) -> Result<(), AwsError> {
+        Self::answer(self.request(api)?, Ok(()))
+    }
+
+    /// The answer the caller hears of a call that was carried out.
+    fn answer<T>(fault: Option<Fault>, result: Result<T, AwsError>) -> Result<T, AwsError> {
+        match (fault, result) {
+            (Some(Fault::AnswerLost), Ok(_)) => Err(AwsError::Uncertain(
+                "connection reset after the request was sent".into(),
+            )),
+            (_, result) => result,
+        }
     }
 
     fn with_certificate<T>(
@@ -194,8 +246,7 @@ impl rcgen::PublicKeyData for CsrKey {
 
 impl Claims for FakeIot {
     async fn create_certificate_from_csr(&self, csr_pem: &str) -> Result<NewCertificate, AwsError> {
-        self.request("CreateCertificateFromCsr")?;
-        let number = self.creates.fetch_add(1, Ordering::SeqCst) + 1;
+        let fault = self.request("CreateCertificateFromCsr")?;
         let cert = self.issue(csr_pem)?;
         let id = Self::id_of_arn(&cert.arn);
         let answer = NewCertificate {
@@ -204,20 +255,16 @@ impl Claims for FakeIot {
             certificate_pem: cert.pem.clone(),
         };
         self.certificates.lock().unwrap().insert(id, cert);
-        if self.lose_create_answers.lock().unwrap().contains(&number) {
-            return Err(AwsError::Uncertain(
-                "connection reset after the request was sent".into(),
-            ));
-        }
-        Ok(answer)
+        Self::answer(fault, Ok(answer))
     }
 
     async fn attach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
-        self.request("AttachPolicy")?;
-        self.with_certificate(&Self::id_of_arn(certificate_arn), |c| {
+        let fault = self.request("AttachPolicy")?;
+        let done = self.with_certificate(&Self::id_of_arn(certificate_arn), |c| {
             c.policies.insert(policy.to_string());
             Ok(())
-        })
+        });
+        Self::answer(fault, done)
     }
 
     async fn set_certificate_status(
@@ -225,8 +272,8 @@ impl Claims for FakeIot {
         certificate_id: &str,
         status: OutOfService,
     ) -> Result<(), AwsError> {
-        self.request("UpdateCertificate")?;
-        self.with_certificate(certificate_id, |c| {
+        let fault = self.request("UpdateCertificate")?;
+        let done = self.with_certificate(certificate_id, |c| {
             if c.status == "REVOKED" {
                 return Err(AwsError::Rejected(
                     "CertificateStateException: a REVOKED certificate cannot change status".into(),
@@ -234,21 +281,23 @@ impl Claims for FakeIot {
             }
             c.status = CertificateStatus::from(status).to_string();
             Ok(())
-        })
+        });
+        Self::answer(fault, done)
     }
 
     async fn detach_policy(&self, policy: &str, certificate_arn: &str) -> Result<(), AwsError> {
-        self.request("DetachPolicy")?;
-        self.with_certificate(&Self::id_of_arn(certificate_arn), |c| {
+        let fault = self.request("DetachPolicy")?;
+        let done = self.with_certificate(&Self::id_of_arn(certificate_arn), |c| {
             c.policies.remove(policy);
             Ok(())
-        })
+        });
+        Self::answer(fault, done)
     }
 
     async fn delete_certificate(&self, certificate_id: &str) -> Result<(), AwsError> {
-        self.request("DeleteCertificate")?;
+        let fault = self.request("DeleteCertificate")?;
         let mut certificates = self.certificates.lock().unwrap();
-        match certificates.get(certificate_id) {
+        let done = match certificates.get(certificate_id) {
             None => Err(AwsError::NotFound(format!("certificate {certificate_id}"))),
             Some(c) if c.status == "ACTIVE" || !c.policies.is_empty() => Err(AwsError::Rejected(
                 "CertificateStateException: deactivate and detach first".into(),
@@ -257,28 +306,31 @@ impl Claims for FakeIot {
                 certificates.remove(certificate_id);
                 Ok(())
             }
-        }
+        };
+        Self::answer(fault, done)
     }
 
     async fn describe_certificate(
         &self,
         certificate_id: &str,
     ) -> Result<CertificateDescription, AwsError> {
-        self.request("DescribeCertificate")?;
-        self.with_certificate(certificate_id, |c| {
+        let fault = self.request("DescribeCertificate")?;
+        let described = self.with_certificate(certificate_id, |c| {
             Ok(CertificateDescription {
                 pem: c.pem.clone(),
                 status: c.status.as_str().into(),
             })
-        })
+        });
+        Self::answer(fault, described)
     }
 
     async fn certificates_created_since(
         &self,
         since: OffsetDateTime,
     ) -> Result<Vec<CertificateSummary>, AwsError> {
-        self.request("ListCertificates")?;
+        let fault = self.request("ListCertificates")?;
         let certificates = self.certificates.lock().unwrap();
+        Self::answer(fault, Ok(()))?;
         Ok(certificates
             .iter()
             .filter(|(_, c)| c.created_at >= since)
@@ -306,22 +358,22 @@ impl Inventory for FakeIot {
     }
 
     async fn describe_endpoint(&self, _kind: EndpointKind) -> Result<String, AwsError> {
-        self.request("DescribeEndpoint")?;
+        self.read("DescribeEndpoint")?;
         Ok("fake-ats.iot.us-east-1.amazonaws.com".into())
     }
 
     async fn policy_document(&self, _name: &str) -> Result<Option<String>, AwsError> {
-        self.request("GetPolicy")?;
+        self.read("GetPolicy")?;
         Ok(None)
     }
 
     async fn provisioning_template(&self, _name: &str) -> Result<Option<TemplateInfo>, AwsError> {
-        self.request("DescribeProvisioningTemplate")?;
+        self.read("DescribeProvisioningTemplate")?;
         Ok(None)
     }
 
     async fn certificate_statuses(&self) -> Result<HashMap<String, CertificateStatus>, AwsError> {
-        self.request("ListCertificates")?;
+        self.read("ListCertificates")?;
         let certificates = self.certificates.lock().unwrap();
         Ok(certificates
             .iter()
@@ -330,7 +382,7 @@ impl Inventory for FakeIot {
     }
 
     async fn policy_targets(&self, policy: &str) -> Result<Vec<String>, AwsError> {
-        self.request("ListTargetsForPolicy")?;
+        self.read("ListTargetsForPolicy")?;
         let certificates = self.certificates.lock().unwrap();
         Ok(certificates
             .values()
@@ -340,12 +392,12 @@ impl Inventory for FakeIot {
     }
 
     async fn thing_names(&self) -> Result<HashSet<String>, AwsError> {
-        self.request("ListThings")?;
+        self.read("ListThings")?;
         Ok(self.things.lock().unwrap().keys().cloned().collect())
     }
 
     async fn thing_principals(&self, thing: &str) -> Result<Vec<String>, AwsError> {
-        self.request("ListThingPrincipals")?;
+        self.read("ListThingPrincipals")?;
         Ok(self
             .things
             .lock()
@@ -356,7 +408,7 @@ impl Inventory for FakeIot {
     }
 
     async fn principal_things(&self, principal: &str) -> Result<Vec<String>, AwsError> {
-        self.request("ListPrincipalThings")?;
+        self.read("ListPrincipalThings")?;
         let things = self.things.lock().unwrap();
         let mut names: Vec<String> = things
             .iter()
