@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Makes the local AWS IoT data plane ready (scripts/local_endpoint.py --data-plane):
+# Makes the local AWS IoT data plane ready (scripts/local-aws/local_endpoint.py --data-plane):
 #   * installs Debian's mosquitto (the broker, 2.0.11 on bookworm), mosquitto-dev and
 #     libmosquitto-dev (plugin headers) and libssl-dev when any is missing (apt-get, as root);
-#   * builds the broker plugin scripts/dataplane/claimfab_auth.c with gcc into
+#   * builds the broker plugin scripts/local-aws/dataplane/claimfab_auth.c with gcc into
 #     <repo>/.venv/dataplane/claimfab_auth.so (git-ignored with .venv), only when the
 #     source, this script or the mosquitto version changed (stamp: claimfab_auth.so.sha256).
 # Prints the plugin's path on stdout when asked with --print-path; otherwise silent on
@@ -10,8 +10,8 @@
 # failure. Concurrent callers are serialized with flock on this file.
 set -euo pipefail
 
-repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
-src="$repo/scripts/dataplane/claimfab_auth.c"
+repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd -P)"
+src="$repo/scripts/local-aws/dataplane/claimfab_auth.c"
 out_dir="$repo/.venv/dataplane"
 out="$out_dir/claimfab_auth.so"
 stamp="$out.sha256"

@@ -3,8 +3,8 @@
 This module owns turning a provisioning template body plus a device's RegisterThing
 parameters into a Plan: the thing, certificate and policy resources to make, with every
 intrinsic function resolved, and the DeviceConfiguration to return. The fleet-provisioning
-service (scripts/dataplane/service.py) then carries the plan out through the local endpoint.
-Tests: scripts/dataplane/test_template.py (including the exact template shapes claimfab's
+service (service.py and provisioning.py beside this file) then carries the plan out through
+the local endpoint. Tests: test_template.py (including the exact template shapes claimfab's
 `setup` makes, src/core/setup.rs provisioning_template_body).
 
 What it follows (AWS IoT Core Developer Guide, "Provisioning templates"):

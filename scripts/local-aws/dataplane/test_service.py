@@ -1,15 +1,17 @@
-"""Unit tests of the pure parts of scripts/dataplane/service.py: whether a Lambda resource
-policy lets AWS IoT invoke a pre-provisioning hook (_allows_iot), the thing a connection is
-associated with (connection_thing) and the thing-association check RegisterThing makes
-before anything is created (Provisioning.check_thing_association, with a stub endpoint).
+"""Unit tests of the pure parts of the fleet-provisioning service (scripts/local-aws/dataplane/):
+whether a Lambda resource policy lets AWS IoT invoke a pre-provisioning hook
+(hook_permission._allows_iot), the thing a connection is associated with
+(authorizer.connection_thing) and the thing-association check RegisterThing makes before
+anything is created (provisioning.Provisioning.check_thing_association, with a stub endpoint).
 
-Run: .venv/bin/python -m unittest discover -s scripts/dataplane -p 'test_*.py'
+Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'
 """
 
 import json
 import unittest
 
-import service as s
+from dataplane import authorizer, hook_permission, provisioning
+from dataplane.endpoint_client import Rejected
 
 ACCOUNT = "123456789012"
 FUNCTION = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:hook"
@@ -25,7 +27,7 @@ def permission(condition=None, principal="iot.amazonaws.com", action="lambda:Inv
 
 
 def allows(policy):
-    return s._allows_iot(policy, FUNCTION, ACCOUNT)
+    return hook_permission._allows_iot(policy, FUNCTION, ACCOUNT)
 
 
 class HookPermission(unittest.TestCase):
@@ -66,14 +68,14 @@ class HookPermission(unittest.TestCase):
 class ConnectionThing(unittest.TestCase):
     def test_exclusive_thing_whatever_the_client_id(self):
         things = [{"thingName": "gg-1", "thingPrincipalType": "EXCLUSIVE_THING"}]
-        self.assertEqual(s.connection_thing(things, "some-uuid"), "gg-1")
-        self.assertEqual(s.connection_thing(things, "gg-1"), "gg-1")
+        self.assertEqual(authorizer.connection_thing(things, "some-uuid"), "gg-1")
+        self.assertEqual(authorizer.connection_thing(things, "gg-1"), "gg-1")
 
     def test_non_exclusive_needs_the_client_id(self):
         things = [{"thingName": "gg-1", "thingPrincipalType": "NON_EXCLUSIVE_THING"}, {"thingName": "gg-2", "thingPrincipalType": "NON_EXCLUSIVE_THING"}]
-        self.assertEqual(s.connection_thing(things, "gg-2"), "gg-2")
-        self.assertIsNone(s.connection_thing(things, "gg-3"))
-        self.assertIsNone(s.connection_thing([], "gg-1"))
+        self.assertEqual(authorizer.connection_thing(things, "gg-2"), "gg-2")
+        self.assertIsNone(authorizer.connection_thing(things, "gg-3"))
+        self.assertIsNone(authorizer.connection_thing([], "gg-1"))
 
 
 class StubIot:
@@ -90,7 +92,7 @@ class StubEndpoint:
 
 
 def check(things, thing, kind):
-    prov = s.Provisioning(StubEndpoint(things), "us-east-1", ACCOUNT)
+    prov = provisioning.Provisioning(StubEndpoint(things), "us-east-1", ACCOUNT)
     prov.check_thing_association(f"arn:aws:iot:us-east-1:{ACCOUNT}:cert/{'a' * 64}", thing, kind)
 
 
@@ -101,12 +103,12 @@ class ThingAssociation(unittest.TestCase):
         check([{"thingName": "gg-2", "thingPrincipalType": "NON_EXCLUSIVE_THING"}], "gg-1", "NON_EXCLUSIVE_THING")
 
     def test_exclusively_attached_elsewhere_is_rejected(self):
-        with self.assertRaises(s.Rejected) as e:
+        with self.assertRaises(Rejected) as e:
             check([{"thingName": "gg-2", "thingPrincipalType": "EXCLUSIVE_THING"}], "gg-1", "NON_EXCLUSIVE_THING")
         self.assertEqual((e.exception.status, e.exception.code), (400, "InvalidRequest"))
 
     def test_exclusive_attach_of_a_shared_certificate_is_rejected(self):
-        with self.assertRaises(s.Rejected) as e:
+        with self.assertRaises(Rejected) as e:
             check([{"thingName": "gg-2", "thingPrincipalType": "NON_EXCLUSIVE_THING"}], "gg-1", "EXCLUSIVE_THING")
         self.assertEqual((e.exception.status, e.exception.code), (400, "InvalidRequest"))
         self.assertIn("gg-2", e.exception.message)

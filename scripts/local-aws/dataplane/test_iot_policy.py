@@ -1,12 +1,12 @@
-"""Unit tests of scripts/dataplane/iot_policy.py (AWS IoT policy evaluation).
+"""Unit tests of scripts/local-aws/dataplane/iot_policy.py (AWS IoT policy evaluation).
 
-Run: .venv/bin/python -m unittest discover -s scripts/dataplane -p 'test_*.py'
+Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'
 """
 
 import json
 import unittest
 
-import iot_policy as p
+from dataplane import iot_policy as p
 
 R, A = "us-east-1", "123456789012"
 

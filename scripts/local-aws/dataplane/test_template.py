@@ -1,15 +1,15 @@
-"""Unit tests of scripts/dataplane/template.py (provisioning template evaluation), including
+"""Unit tests of scripts/local-aws/dataplane/template.py (provisioning template evaluation), including
 the template shapes claimfab's setup makes (src/core/setup.rs provisioning_template_body,
 with CorePolicy::Named and with the least-privilege CorePolicy::PerDevice document).
 
-Run: .venv/bin/python -m unittest discover -s scripts/dataplane -p 'test_*.py'
+Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'
 """
 
 import base64
 import json
 import unittest
 
-import template as t
+from dataplane import template as t
 
 CERT = "a" * 64
 R, A = "us-west-2", "123456789012"

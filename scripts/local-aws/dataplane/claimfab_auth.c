@@ -1,8 +1,8 @@
 /*
  * claimfab_auth: mosquitto 2.0 plugin (plugin API v5) for claimfab's local AWS IoT data plane.
  *
- * This file owns the broker side of "who is asking" (see scripts/dataplane/service.py for
- * the other side, and scripts/dataplane/build-plugin.sh for how it is built):
+ * This file owns the broker side of "who is asking" (see service.py and authorizer.py beside
+ * it for the other side, and ensure-dataplane.sh beside it for how it is built):
  *
  *   * Identity. Every TLS client is known by its certificate id, the SHA-256 (hex) of its
  *     certificate's DER encoding (AWS IoT's certificateId), from

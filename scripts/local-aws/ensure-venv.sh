@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes <repo>/.venv ready for the local AWS endpoint (scripts/local_endpoint.py), or, with
-# arguments `VENV REQUIREMENTS` (relative to the repo), another environment (the benchmark's:
-# .venv-bench scripts/bench-requirements.txt).
+# Makes <repo>/.venv ready for the local AWS (scripts/local-aws/: the endpoint, its data plane's
+# service and the test device; requirements.txt beside this script), or, with arguments
+# `VENV REQUIREMENTS` (relative to the repo), another environment (the benchmark's:
+# .venv-bench scripts/bench/requirements.txt).
 #
 # Idempotent: creates the venv with `python3 -m venv` when it is missing or broken, and
 # pip-installs the requirements only when that file's sha256 differs from the stamp left by
@@ -11,9 +12,9 @@
 # non-zero exit.
 set -euo pipefail
 
-repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+repo="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 venv="$repo/${1:-.venv}"
-req="$repo/${2:-scripts/endpoint-requirements.txt}"
+req="$repo/${2:-scripts/local-aws/requirements.txt}"
 stamp="$venv/.requirements.sha256"
 python=python3
 

@@ -2,8 +2,8 @@
 
 This module owns the decision "may this connection do ACTION on RESOURCE?", given the IoT
 policy documents attached to the connection's certificate and the connection's policy
-variables. The fleet-provisioning service (scripts/dataplane/service.py) fetches the documents
-from the local endpoint and asks here; its tests are scripts/dataplane/test_iot_policy.py.
+variables. The fleet-provisioning service (authorizer.py beside this file) fetches the
+documents from the local endpoint and asks here; its tests are test_iot_policy.py.
 
 What it follows (AWS IoT Core Developer Guide, "AWS IoT Core policies", "AWS IoT Core policy
 actions", "AWS IoT Core action resources", "AWS IoT Core policy variables"; and the IAM

@@ -1,4 +1,4 @@
-"""Starts and stops claimfab's local AWS IoT data plane for scripts/local_endpoint.py.
+"""Starts and stops claimfab's local AWS IoT data plane for scripts/local-aws/local_endpoint.py.
 
 Imported by the launcher when it runs with --data-plane (never run on its own). It owns:
   * the data plane's credentials, issued by the launcher's in-memory test CA (its key never
@@ -8,9 +8,9 @@ Imported by the launcher when it runs with --data-plane (never run on its own). 
     STATE_DIR/data-plane/ (mode 0600 keys);
   * STATE_DIR/data-plane/mosquitto.conf and the broker process: Debian's mosquitto 2.0 on
     127.0.0.1:PORT (a free port), TLS only (cafile = the test CA, require_certificate true,
-    TLS 1.2+), with the claimfab_auth plugin built by scripts/dataplane/ensure-dataplane.sh;
-  * the service process (scripts/dataplane/service.py) and the Unix socket between plugin
-    and service;
+    TLS 1.2+), with the claimfab_auth plugin built by ensure-dataplane.sh (beside this file);
+  * the service process (service.py beside this file, run as `python -m dataplane.service`
+    from scripts/local-aws) and the Unix socket between plugin and service;
   * stopping both (SIGTERM, then SIGKILL after 5 s); both also get SIGTERM from the kernel if
     the launcher itself dies (PR_SET_PDEATHSIG), so --exit-with-parent and a SIGKILLed
     launcher leave nothing behind.
@@ -20,7 +20,6 @@ DataPlane.info() is what the launcher writes into endpoint.json as "data_plane".
 from __future__ import annotations
 
 import ctypes
-import datetime as dt  # noqa: F401 - kept for symmetry with the launcher's certificate code
 import hashlib
 import ipaddress
 import os
@@ -39,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+PACKAGE_ROOT = HERE.parent  # scripts/local-aws: where `python -m dataplane.service` resolves
 SERVICE_CLIENT_ID = "claimfab-fleet-provisioning"
 
 
@@ -74,6 +73,17 @@ class DataPlaneError(RuntimeError):
     pass
 
 
+def ensure_plugin() -> str:
+    """The broker plugin's path, built if needed by ensure-dataplane.sh beside this file."""
+    plugin = subprocess.run(
+        ["bash", str(HERE / "ensure-dataplane.sh"), "--print-path"],
+        capture_output=True, text=True,
+    )
+    if plugin.returncode != 0:
+        raise DataPlaneError(f"scripts/local-aws/dataplane/ensure-dataplane.sh failed: {plugin.stderr.strip()}")
+    return plugin.stdout.strip().splitlines()[-1]
+
+
 class DataPlane:
     def __init__(self, ca, ca_path: Path, state_dir: Path, endpoint_url: str, region: str, account: str, server_name: str):
         self.ca = ca
@@ -100,16 +110,26 @@ class DataPlane:
         return self.ca.issue(subject, key.public_key(), extensions), _key_pem(key)
 
     def start(self) -> None:
-        plugin = subprocess.run(
-            ["bash", str(HERE / "ensure-dataplane.sh"), "--print-path"],
-            capture_output=True, text=True,
-        )
-        if plugin.returncode != 0:
-            raise DataPlaneError(f"scripts/dataplane/ensure-dataplane.sh failed: {plugin.stderr.strip()}")
-        plugin_path = plugin.stdout.strip().splitlines()[-1]
-        mosquitto = "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else "mosquitto"
-
+        plugin_path = ensure_plugin()
         self.dir.mkdir(parents=True, exist_ok=True)
+        service_cert_id = self.write_credentials()
+        # A Unix socket path must fit in sun_path (108 bytes): short private directory.
+        self.socket_dir = tempfile.mkdtemp(prefix="claimfab-dp-")
+        auth_socket = os.path.join(self.socket_dir, "auth.sock")
+        # Service first: its decision socket must be there before the first CONNECT.
+        self.port = _free_port()
+        self.service = self.start_service(auth_socket)
+        _write(self.dir / "mosquitto.conf", self.mosquitto_conf(plugin_path, auth_socket, service_cert_id))
+        mosquitto = "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else "mosquitto"
+        self.broker = subprocess.Popen(
+            [mosquitto, "-c", str(self.dir / "mosquitto.conf")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_pdeathsig,
+        )
+        self.wait_ready(timeout=20)
+
+    def write_credentials(self) -> str:
+        """The broker's server certificate and the service's client certificate, with their
+        keys, into the data plane's directory; returns the service certificate's id."""
         broker_pem, broker_key = self.issue(
             "claimfab local data plane broker",
             [
@@ -130,9 +150,6 @@ class DataPlane:
             "claimfab local fleet provisioning service",
             [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
         )
-        service_cert_id = hashlib.sha256(
-            x509.load_pem_x509_certificate(service_pem.encode("ascii")).public_bytes(serialization.Encoding.DER)
-        ).hexdigest()
         files = {
             "broker.pem": (broker_pem, 0o644),
             "broker.key": (broker_key, 0o600),
@@ -141,26 +158,29 @@ class DataPlane:
         }
         for name, (data, mode) in files.items():
             _write(self.dir / name, data, mode)
+        return hashlib.sha256(
+            x509.load_pem_x509_certificate(service_pem.encode("ascii")).public_bytes(serialization.Encoding.DER)
+        ).hexdigest()
 
-        # A Unix socket path must fit in sun_path (108 bytes): short private directory.
-        self.socket_dir = tempfile.mkdtemp(prefix="claimfab-dp-")
-        auth_socket = os.path.join(self.socket_dir, "auth.sock")
-
-        # Service first: its decision socket must be there before the first CONNECT.
-        self.port = _free_port()
-        self.service = subprocess.Popen(
+    def start_service(self, auth_socket: str) -> subprocess.Popen:
+        """The fleet-provisioning service (dataplane/service.py), run as a module of this
+        package; it prints "ready" once subscribed."""
+        return subprocess.Popen(
             [
-                sys.executable, str(HERE / "service.py"),
+                sys.executable, "-m", "dataplane.service",
                 "--endpoint-url", self.endpoint_url, "--region", self.region, "--account", self.account,
                 "--auth-socket", auth_socket, "--broker-port", str(self.port),
                 "--ca", str(self.ca_path), "--cert", str(self.dir / "service.pem"),
                 "--key", str(self.dir / "service.key"), "--client-id", SERVICE_CLIENT_ID,
             ],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig, text=True,
+            cwd=PACKAGE_ROOT,
         )
-        conf = "\n".join(
+
+    def mosquitto_conf(self, plugin_path: str, auth_socket: str, service_cert_id: str) -> str:
+        return "\n".join(
             [
-                "# Written by scripts/dataplane/launch.py (claimfab local data plane); do not edit.",
+                "# Written by scripts/local-aws/dataplane/launch.py (claimfab local data plane); do not edit.",
                 "per_listener_settings false",
                 "allow_anonymous false",
                 "persistence false",
@@ -184,12 +204,6 @@ class DataPlane:
                 "",
             ]
         )
-        _write(self.dir / "mosquitto.conf", conf)
-        self.broker = subprocess.Popen(
-            [mosquitto, "-c", str(self.dir / "mosquitto.conf")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_pdeathsig,
-        )
-        self.wait_ready(timeout=20)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
