@@ -4,14 +4,15 @@ security tests against the local data plane (or any AWS IoT endpoint reachable t
 
 Usage (from the repository root):
 
-    .venv/bin/python scripts/dataplane/attacker.py --nucleus java|lite --bundle DEV.zip \\
+    .venv/bin/python scripts/local-aws/attacker.py --nucleus java|lite --bundle DEV.zip \\
         [--as-cert DIR] [--client-id ID] \\
         --csr-common-name CN --param K=V [--param K=V ...] --save DIR \\
         --connect-to HOST:PORT --root-ca TEST_CA.pem [--timeout S]
 
-It owns only the attempt; everything device-like is scripts/dataplane/device.py's (bundle
-extraction, reading the config as the chosen nucleus does, the CONNECT tunnel, the MQTT
-session with AWS's device SDK, the CSR, the RegisterThing call). One attempt:
+It owns only the attempt; everything device-like is the test device's (device.py beside it,
+the package testdevice/: bundle extraction, reading the config as the chosen nucleus does,
+the CONNECT tunnel, the MQTT session with AWS's device SDK, the CSR, the RegisterThing
+call). One attempt:
 
   1. config: the bundle is extracted into a temporary device root and its config read as the
      nucleus reads it (--nucleus java: the init config at device.py's default --init-config
@@ -43,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -51,13 +51,14 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import device  # noqa: E402
-
-
-class UsageError(Exception):
-    pass
+from testdevice.bundle import extract_bundle, load_settings
+from testdevice.certificates import check_key_matches, create_certificate_from_csr, make_csr, write_private
+from testdevice.cli import UsageError, parse_command_line, parse_connect_to
+from testdevice.java_config import JAVA_DEFAULT_INIT_CONFIG
+from testdevice.paths import map_device_path
+from testdevice.register import register_thing
+from testdevice.session import Session
+from testdevice.settings import DeviceFailure
 
 
 def parse_args(argv: list[str]):
@@ -79,10 +80,7 @@ def parse_args(argv: list[str]):
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds each step may take (default 10)")
     args = parser.parse_args(argv)
 
-    match = re.fullmatch(r"\[?([^\[\]]+?)\]?:(\d{1,5})", args.connect_to)
-    if not match or not 0 < int(match.group(2)) < 65536:
-        raise UsageError(f"--connect-to {args.connect_to!r} is not HOST:PORT")
-    args.connect_to = (match.group(1), int(match.group(2)))
+    args.connect_to = parse_connect_to(args.connect_to)
     if not Path(args.root_ca).is_file():
         raise UsageError(f"--root-ca {args.root_ca}: no such file")
     args.root_ca = str(Path(args.root_ca).resolve())
@@ -106,42 +104,42 @@ def parse_args(argv: list[str]):
 def save_credentials(directory: Path, certificate_id: str, certificate_pem: str, key_pem: bytes) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     (directory / "certificate.pem").write_text(certificate_pem)
-    device.write_private(directory / "private.key", key_pem)
+    write_private(directory / "private.key", key_pem)
     (directory / "certificate_id.txt").write_text(certificate_id + "\n")
 
 
 def attempt(args, root: Path) -> dict:
     report: dict = {"ok": False, "stage": "config", "client_id": None, "certificate_id": None, "thing_name": None,
                     "status_code": None, "error_code": None, "error_message": None, "dropped": False, "error": None}
-    session: Optional[device.Session] = None
+    session: Optional[Session] = None
     try:
-        device.extract_bundle(Path(args.bundle), root)
-        settings = device.load_settings(args.nucleus, root, device.JAVA_DEFAULT_INIT_CONFIG)
+        extract_bundle(Path(args.bundle), root)
+        settings = load_settings(args.nucleus, root, JAVA_DEFAULT_INIT_CONFIG)
         settings = dataclasses.replace(settings, params=dict(args.params))
         if args.as_cert:
             cert, key = Path(args.as_cert) / "certificate.pem", Path(args.as_cert) / "private.key"
             port = settings.reconnect_port  # where the nucleus connects with a device certificate
         else:
-            cert, key = device.map_device_path(root, settings.claim_cert), device.map_device_path(root, settings.claim_key)
+            cert, key = map_device_path(root, settings.claim_cert), map_device_path(root, settings.claim_key)
             port = settings.port
         report["client_id"] = args.client_id or str(uuid.uuid4())
 
         report["stage"] = "connect"
-        session = device.Session(settings, cert, key, report["client_id"], port, args)
+        session = Session(settings, cert, key, report["client_id"], port, args)
         session.connect("connect")
 
         report["stage"] = "create"
-        key_pem, csr = device.make_csr(args.csr_common_name)
-        response, _ = device.create_certificate_from_csr(session, csr, wildcard=False)
-        device.check_key_matches("create", response.certificate_pem, key_pem, "the key of the CSR")
+        key_pem, csr = make_csr(args.csr_common_name)
+        response, _ = create_certificate_from_csr(session, csr, wildcard=False)
+        check_key_matches("create", response.certificate_pem, key_pem, "the key of the CSR")
         report["certificate_id"] = response.certificate_id
         save_credentials(Path(args.save), response.certificate_id, response.certificate_pem, key_pem)
 
         report["stage"] = "register"
-        registered = device.register_thing(session, settings, response.certificate_ownership_token,
-                                           exact_subscriptions=True)
+        registered = register_thing(session, settings, response.certificate_ownership_token,
+                                    exact_subscriptions=True)
         report.update({"ok": True, "thing_name": registered.thing_name})
-    except device.DeviceFailure as failure:
+    except DeviceFailure as failure:
         report.update({"stage": failure.stage, "error": failure.error,
                        "status_code": failure.rejection.get("status_code"),
                        "error_code": failure.rejection.get("error_code"),
@@ -159,13 +157,9 @@ def attempt(args, root: Path) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as e:
-        print(f"attacker.py: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:  # argparse: bad usage (2) or --help (0)
-        return int(e.code or 0)
+    args, status = parse_command_line(parse_args, argv, "attacker.py")
+    if args is None:
+        return status
     root = Path(tempfile.mkdtemp(prefix="claimfab-attacker-"))
     os.chmod(root, 0o700)
     try:

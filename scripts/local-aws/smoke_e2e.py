@@ -1,8 +1,8 @@
 """End-to-end smoke check of the local AWS IoT data plane (a developer's check, not a test
-suite; the project's device is scripts/dataplane/device.py, written separately).
+suite; the project's device is device.py beside it, written separately).
 
-Usage: .venv/bin/python scripts/dataplane/smoke_e2e.py STATE_DIR
-  where STATE_DIR belongs to a freshly started `scripts/local_endpoint.py --data-plane`
+Usage: .venv/bin/python scripts/local-aws/smoke_e2e.py STATE_DIR
+  where STATE_DIR belongs to a freshly started `scripts/local-aws/local_endpoint.py --data-plane`
   (it creates fixed names, so a second run against the same endpoint fails at setup).
 
 It owns nothing but its own checks: it sets up, through boto3 on the local endpoint, a
@@ -26,7 +26,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -37,18 +36,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-STATE = Path(sys.argv[1]).resolve()
-INFO = json.loads((STATE / "endpoint.json").read_text())
-DP = INFO["data_plane"]
-REGION = INFO["region"]
 ACCOUNT = "123456789012"
-WORK = STATE / "smoke"
-WORK.mkdir(exist_ok=True)
+BASE = "$aws/certificates/create-from-csr/json"
+PROV = "$aws/provisioning-templates/T/provision/json"
+# Set by connect() from STATE_DIR/endpoint.json, before any check runs.
+DP: dict = {}
+REGION = ""
+WORK = Path()
+iot = iam = lam = None
 
-session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
-iot = session.client("iot", endpoint_url=INFO["url"])
-iam = session.client("iam", endpoint_url=INFO["url"])
-lam = session.client("lambda", endpoint_url=INFO["url"])
+
+def connect(state_dir: str) -> None:
+    """The endpoint's clients and data plane, from its endpoint.json; WORK for the identities."""
+    global REGION, WORK, iot, iam, lam
+    state = Path(state_dir).resolve()
+    info = json.loads((state / "endpoint.json").read_text())
+    DP.update(info["data_plane"])
+    REGION = info["region"]
+    WORK = state / "smoke"
+    WORK.mkdir(exist_ok=True)
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    iot = session.client("iot", endpoint_url=info["url"])
+    iam = session.client("iam", endpoint_url=info["url"])
+    lam = session.client("lambda", endpoint_url=info["url"])
 
 
 def check(cond, what):
@@ -167,8 +177,9 @@ class Device(mqtt.Client):
         return t, json.loads(body)
 
 
-def main():
-    # --- account setup (what `claimfab setup` makes) --------------------------------------
+def set_up_account() -> str:
+    """What `claimfab setup` makes (role, thing group, core policy, template T, claim
+    policies); returns the provisioning role's ARN."""
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
     role_arn = iam.create_role(RoleName="SmokeProvisioningRole", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     iot.create_thing_group(thingGroupName="factory-a")
@@ -177,50 +188,55 @@ def main():
     iot.create_provisioning_template(templateName="T", templateBody=json.dumps(template_body()), enabled=True, provisioningRoleArn=role_arn)
     iot.create_policy(policyName="ClaimPolicy", policyDocument=json.dumps(claim_policy("T")))
     iot.create_policy(policyName="ClaimPolicyNoCsr", policyDocument=json.dumps(claim_policy("T", with_csr=False)))
+    return role_arn
 
-    claim_cert, claim_key, claim_id = make_claim("claim", "ClaimPolicy")
-    base = "$aws/certificates/create-from-csr/json"
-    prov = "$aws/provisioning-templates/T/provision/json"
 
-    # --- CreateCertificateFromCsr + RegisterThing (paho) ----------------------------------
-    t0 = time.monotonic()
+def check_csr_flow(claim_cert, claim_key):
+    """CreateCertificateFromCsr + RegisterThing over paho, replies to the requester only, the
+    token single use, malformed JSON; returns (the CSR, the device key, the accepted body)."""
     dev = Device("gg-1", claim_cert, claim_key)
     check(dev.start(), f"claim certificate connects to {DP['host']}:{DP['port']} verifying {DP['server_name']}")
-    dev.sub(base + "/accepted", base + "/rejected", prov + "/accepted", prov + "/rejected")
+    dev.sub(BASE + "/accepted", BASE + "/rejected", PROV + "/accepted", PROV + "/rejected")
     other = Device("gg-spy", claim_cert, claim_key)
     check(other.start(), "a second claim connection subscribes to the same reply topics")
-    other.sub(base + "/accepted", base + "/rejected")
+    other.sub(BASE + "/accepted", BASE + "/rejected")
 
     dev_key, csr = new_key_and_csr("gg-1")
-    topic, body = dev.request(base, {"certificateSigningRequest": csr})
-    check(topic == base + "/accepted" and set(body) == {"certificateId", "certificatePem", "certificateOwnershipToken"}, f"CreateCertificateFromCsr accepted: {sorted(body)}")
+    topic, body = dev.request(BASE, {"certificateSigningRequest": csr})
+    check(topic == BASE + "/accepted" and set(body) == {"certificateId", "certificatePem", "certificateOwnershipToken"}, f"CreateCertificateFromCsr accepted: {sorted(body)}")
     new_id = body["certificateId"]
     check(iot.describe_certificate(certificateId=new_id)["certificateDescription"]["status"] == "INACTIVE", "new certificate is INACTIVE until RegisterThing")
     time.sleep(0.3)
     check(other.messages.empty(), "the other client subscribed to .../accepted did not get the reply")
 
-    topic, reg = dev.request(prov, {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {"ThingName": "gg-1", "ThingGroupName": "factory-a"}})
-    check(topic == prov + "/accepted" and reg.get("thingName") == "gg-1" and reg.get("deviceConfiguration") == {}, f"RegisterThing accepted: {reg}")
+    topic, reg = dev.request(PROV, {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {"ThingName": "gg-1", "ThingGroupName": "factory-a"}})
+    check(topic == PROV + "/accepted" and reg.get("thingName") == "gg-1" and reg.get("deviceConfiguration") == {}, f"RegisterThing accepted: {reg}")
     check(iot.describe_certificate(certificateId=new_id)["certificateDescription"]["status"] == "ACTIVE", "template made the certificate ACTIVE")
     check("gg-1" in iot.list_principal_things(principal=arn(f"cert/{new_id}"))["things"], "thing gg-1 attached to the new certificate")
     check([p["policyName"] for p in iot.list_attached_policies(target=arn(f"cert/{new_id}"))["policies"]] == ["GGCorePolicy"], "GGCorePolicy attached")
     check([g["groupName"] for g in iot.list_thing_groups_for_thing(thingName="gg-1")["thingGroups"]] == ["factory-a"], "gg-1 in factory-a")
-    topic, again = dev.request(prov, {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {"ThingName": "gg-1", "ThingGroupName": "factory-a"}})
-    check(topic == prov + "/rejected" and again["errorCode"] == "InvalidCertificateOwnershipToken", f"token is single use: {again}")
-    topic, bad = dev.request(base, b"{not json")
-    check(topic == base + "/rejected" and bad == {"statusCode": 400, "errorCode": "InvalidPayload", "errorMessage": bad["errorMessage"]}, f"malformed JSON rejected: {bad}")
+    topic, again = dev.request(PROV, {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {"ThingName": "gg-1", "ThingGroupName": "factory-a"}})
+    check(topic == PROV + "/rejected" and again["errorCode"] == "InvalidCertificateOwnershipToken", f"token is single use: {again}")
+    topic, bad = dev.request(BASE, b"{not json")
+    check(topic == BASE + "/rejected" and bad == {"statusCode": 400, "errorCode": "InvalidPayload", "errorMessage": bad["errorMessage"]}, f"malformed JSON rejected: {bad}")
     dev.stop()
     other.stop()
+    return csr, dev_key, body
 
+
+def check_device_certificate(body, dev_key, started: float) -> None:
+    """The new device certificate connects as gg-1 and works under its core policy."""
     cert_path, key_path = write_identity("gg-1", body["certificatePem"], dev_key)
     core_dev = Device("gg-1", cert_path, key_path)
-    check(core_dev.start(), f"reconnect with the new device certificate as gg-1 ({time.monotonic() - t0:.2f}s for the whole flow)")
+    check(core_dev.start(), f"reconnect with the new device certificate as gg-1 ({time.monotonic() - started:.2f}s for the whole flow)")
     core_dev.sub("gg/test")
     core_dev.publish("gg/test", "hi", qos=1)
     check(core_dev.messages.get(timeout=5) == ("gg/test", b"hi"), "device publishes and receives under its core policy")
     core_dev.stop()
 
-    # --- CreateKeysAndCertificate + RegisterThing (awsiotsdk iotidentity) ------------------
+
+def check_keys_flow(claim_cert, claim_key) -> None:
+    """CreateKeysAndCertificate + RegisterThing with awsiotsdk's iotidentity client."""
     from awscrt import mqtt as crt_mqtt
     from awsiot import iotidentity, mqtt_connection_builder
 
@@ -252,16 +268,18 @@ def main():
     check(d2.start(), "reconnect with the CreateKeysAndCertificate certificate (signed by the test CA)")
     d2.stop()
 
-    # --- refusals ---------------------------------------------------------------------------
+
+def check_refusals(csr) -> None:
+    """A claim policy without the create-from-csr topics, and a revoked claim."""
     nocsr_cert, nocsr_key, _ = make_claim("claim-nocsr", "ClaimPolicyNoCsr")
     d = Device("gg-3", nocsr_cert, nocsr_key)
     check(d.start(), "claim without create-from-csr topics connects")
-    d.subscribe(base + "/accepted", qos=1)
+    d.subscribe(BASE + "/accepted", qos=1)
     check(d.disconnected.wait(5), "... and is disconnected when it subscribes to create-from-csr/json/accepted (AWS drops the connection)")
     d.loop_stop()
     d = Device("gg-3b", nocsr_cert, nocsr_key)
     d.start()
-    d.publish(base, json.dumps({"certificateSigningRequest": csr}), qos=1)
+    d.publish(BASE, json.dumps({"certificateSigningRequest": csr}), qos=1)
     check(d.disconnected.wait(5), "... and when it publishes to create-from-csr/json")
     d.loop_stop()
 
@@ -271,7 +289,9 @@ def main():
     check(not d.start(timeout=3), "revoked claim certificate cannot connect")
     d.loop_stop()
 
-    # --- pre-provisioning hook ------------------------------------------------------------
+
+def create_hook_function() -> str:
+    """The Lambda a hook template names: allows gg-* things, supplies ThingGroupName."""
     lambda_role = iam.create_role(RoleName="SmokeHookRole", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
     code = (
         "def handler(event, context):\n"
@@ -281,15 +301,21 @@ def main():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("hook.py", code)
-    fn_arn = lam.create_function(FunctionName="smoke-hook", Runtime="python3.11", Role=lambda_role, Handler="hook.handler", Code={"ZipFile": buf.getvalue()})["FunctionArn"]
+    return lam.create_function(FunctionName="smoke-hook", Runtime="python3.11", Role=lambda_role, Handler="hook.handler", Code={"ZipFile": buf.getvalue()})["FunctionArn"]
+
+
+def check_hook(role_arn: str) -> None:
+    """The pre-provisioning hook: not invocable by iot.amazonaws.com, a permission relying on
+    SourceArn, allowed (its overrides applied), refusing."""
+    fn_arn = create_hook_function()
     iot.create_provisioning_template(templateName="THook", templateBody=json.dumps(template_body()), enabled=True, provisioningRoleArn=role_arn, preProvisioningHook={"targetArn": fn_arn})
     iot.create_policy(policyName="ClaimPolicyHook", policyDocument=json.dumps(claim_policy("THook")))
     hook_cert, hook_key, _ = make_claim("claim-hook", "ClaimPolicyHook")
     hprov = "$aws/provisioning-templates/THook/provision/json"
     d = Device("gg-5", hook_cert, hook_key)
     d.start()
-    d.sub(base + "/accepted", hprov + "/accepted", hprov + "/rejected")
-    _, b5 = d.request(base, {"certificateSigningRequest": new_key_and_csr("gg-5")[1]})
+    d.sub(BASE + "/accepted", hprov + "/accepted", hprov + "/rejected")
+    _, b5 = d.request(BASE, {"certificateSigningRequest": new_key_and_csr("gg-5")[1]})
     topic, r = d.request(hprov, {"certificateOwnershipToken": b5["certificateOwnershipToken"], "parameters": {"ThingName": "gg-5"}})
     check(topic == hprov + "/rejected" and r["statusCode"] == 403, f"hook without a resource policy for iot.amazonaws.com: {r}")
     template_arn = iot.describe_provisioning_template(templateName="THook")["templateArn"]
@@ -302,10 +328,22 @@ def main():
     topic, r = d.request(hprov, {"certificateOwnershipToken": b5["certificateOwnershipToken"], "parameters": {"ThingName": "gg-5"}})
     check(topic == hprov + "/accepted" and r["thingName"] == "gg-5", f"hook allowed, its parameterOverrides supplied ThingGroupName: {r}")
     check([g["groupName"] for g in iot.list_thing_groups_for_thing(thingName="gg-5")["thingGroups"]] == ["factory-a"], "gg-5 in factory-a (from the hook's override)")
-    _, b6 = d.request(base, {"certificateSigningRequest": new_key_and_csr("x")[1]})
+    _, b6 = d.request(BASE, {"certificateSigningRequest": new_key_and_csr("x")[1]})
     topic, r = d.request(hprov, {"certificateOwnershipToken": b6["certificateOwnershipToken"], "parameters": {"ThingName": "other-6"}})
     check(topic == hprov + "/rejected" and r["statusCode"] == 403, f"hook refusing: {r}")
     d.stop()
+
+
+def main():
+    connect(sys.argv[1])
+    role_arn = set_up_account()
+    claim_cert, claim_key, _ = make_claim("claim", "ClaimPolicy")
+    started = time.monotonic()
+    csr, dev_key, body = check_csr_flow(claim_cert, claim_key)
+    check_device_certificate(body, dev_key, started)
+    check_keys_flow(claim_cert, claim_key)
+    check_refusals(csr)
+    check_hook(role_arn)
     print("all checks passed")
 
 
