@@ -13,8 +13,8 @@ init counts in them. This measures what the hook itself spends, in fresh Python 
   spawn  from starting the process to its first statement (the interpreter's own start;
          CLOCK_MONOTONIC, comparable across processes on Linux)
 
-Setup, through boto3 on the project's local AWS endpoint (scripts/local_endpoint.py: moto in
-process, account 123456789012): a claim policy, and a claim certificate made by
+Setup, through boto3 on the project's local AWS endpoint (scripts/local-aws/local_endpoint.py:
+moto in process, account 123456789012): a claim policy, and a claim certificate made by
 CreateCertificateFromCsr (setAsActive, CSR subject CN=<thing name>) with the claim policy
 attached; a second certificate stands for the device certificate the event names. Each run
 then starts a fresh interpreter (this one) with AWS_ENDPOINT_URL, AWS_REGION=us-east-1,
@@ -31,9 +31,9 @@ venv's (boto3/botocore versions and .pyc caches differ from the Lambda runtime's
 Lambda's own sandbox and runtime start are not included. Read the figures as the hook's
 own share, to compare versions of it, not as AWS IoT's end-to-end latency.
 
-Usage: .venv/bin/python scripts/bench_hook.py [--runs N] [--summary FILE]   (default 20 runs)
+Usage: .venv/bin/python scripts/bench/hook_cold_start.py [--runs N] [--summary FILE]   (default 20 runs)
 Prints one JSON line per run, then a summary table (milliseconds), also written as JSON to
-FILE with --summary (scripts/bench.py's hook row); exits 1 on a failure.
+FILE with --summary (scripts/bench/report.py's hook row); exits 1 on a failure.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOOK = REPO / "src/hooks/claim_binding.py"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account, the local endpoint's
@@ -115,14 +115,14 @@ print(json.dumps({
 
 
 def fail(message: str) -> None:
-    print(f"bench_hook: {message}", file=sys.stderr, flush=True)
+    print(f"hook_cold_start: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
 
 
 def start_endpoint(state: Path) -> tuple[subprocess.Popen, str]:
     log = open(state / "endpoint.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts/local_endpoint.py"), "--state-dir", str(state), "--exit-with-parent"],
+        [sys.executable, str(REPO / "scripts/local-aws/local_endpoint.py"), "--state-dir", str(state), "--exit-with-parent"],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
     ready, _, _ = select.select([proc.stdout], [], [], 120)
@@ -198,16 +198,29 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=20, help="fresh processes to measure (default 20)")
-    parser.add_argument("--summary", type=Path, metavar="FILE",
-                        help="also write the summary as JSON (scripts/bench.py reads it)")
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+def measure(event: dict, hook_dir: Path, env: dict, run: int) -> dict:
+    """One fresh process: import the hook, invoke it twice; its figures (ms), checked."""
+    spawned = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(hook_dir), json.dumps(event), repr(spawned), repr(FUNCTION_TIMEOUT_S)],
+        capture_output=True, text=True, env=env, cwd=hook_dir, timeout=60,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        fail(f"run {run}: the hook process failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    figures = json.loads(proc.stdout.splitlines()[-1])
+    figures = {"run": run, **{k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}}
+    print(json.dumps(figures), flush=True)
+    for which in ("first", "warm"):
+        if figures[which]["allow"] is not True or figures[which]["reason"] != "claim_matches_thing":
+            fail(f"run {run}: the {which} invocation did not admit the genuine claim: {figures[which]}")
+    if not figures["client_at_import"]:
+        fail(f"run {run}: the IoT client was not made at import")
+    return figures
 
-    tmp = Path(tempfile.mkdtemp(prefix="claimfab-bench-hook-"))
+
+def measure_all(runs: int, tmp: Path) -> tuple[list[dict], tuple]:
+    """The endpoint started and set up, then `runs` fresh processes; (their figures, the load
+    average at the start)."""
     endpoint = None
     try:
         state = tmp / "endpoint"
@@ -221,27 +234,9 @@ def main() -> int:
         load = os.getloadavg()
         print(json.dumps({
             "python": sys.version.split()[0], "boto3": boto3.__version__, "cpus": os.cpu_count(),
-            "loadavg": [round(x, 2) for x in load], "runs": args.runs, "endpoint": url,
+            "loadavg": [round(x, 2) for x in load], "runs": runs, "endpoint": url,
         }), flush=True)
-
-        runs = []
-        for i in range(args.runs):
-            spawned = time.monotonic()
-            proc = subprocess.run(
-                [sys.executable, "-c", CHILD, str(hook_dir), json.dumps(event), repr(spawned), repr(FUNCTION_TIMEOUT_S)],
-                capture_output=True, text=True, env=env, cwd=hook_dir, timeout=60,
-            )
-            if proc.returncode != 0 or not proc.stdout.strip():
-                fail(f"run {i + 1}: the hook process failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-            run = json.loads(proc.stdout.splitlines()[-1])
-            run = {"run": i + 1, **{k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}}
-            print(json.dumps(run), flush=True)
-            for which in ("first", "warm"):
-                if run[which]["allow"] is not True or run[which]["reason"] != "claim_matches_thing":
-                    fail(f"run {i + 1}: the {which} invocation did not admit the genuine claim: {run[which]}")
-            if not run["client_at_import"]:
-                fail(f"run {i + 1}: the IoT client was not made at import")
-            runs.append(run)
+        return [measure(event, hook_dir, env, i + 1) for i in range(runs)], load
     finally:
         if endpoint is not None:
             endpoint.terminate()
@@ -249,8 +244,10 @@ def main() -> int:
                 endpoint.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 endpoint.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def summarize(runs: list[dict], load: tuple) -> dict:
+    """min, median, p95 and max of each figure, printed as a table."""
     rows = [("init", "init_ms"), ("first", "first_ms"), ("warm", "warm_ms"), ("init+first", "init_first_ms"),
             ("spawn", "spawn_ms")]
     print()
@@ -264,6 +261,23 @@ def main() -> int:
                    "p95": percentile(values, 95), "max": max(values)}
         summary[key] = figures
         print(f"{label:<12}" + "".join(f"{v:>9.1f}" for v in figures.values()))
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="fresh processes to measure (default 20)")
+    parser.add_argument("--summary", type=Path, metavar="FILE",
+                        help="also write the summary as JSON (scripts/bench/bench.py reads it)")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    tmp = Path(tempfile.mkdtemp(prefix="claimfab-bench-hook-"))
+    try:
+        runs, load = measure_all(args.runs, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    summary = summarize(runs, load)
     if args.summary:
         args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     print("p95: nearest rank. Local endpoint and this CPU, not Lambda: see the docstring.")

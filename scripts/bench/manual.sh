@@ -5,13 +5,13 @@
 # --set-as-active`) and attaches the claim policy (`aws iot attach-policy`, as in the guide),
 # then the config is written and the four files zipped. Run on a sample; bench.py extrapolates.
 #
-# Usage: bench_manual.sh ENDPOINT_URL COUNT OUT_DIR   (the AWS CLI on PATH, AWS_* set)
+# Usage: manual.sh ENDPOINT_URL COUNT OUT_DIR   (the AWS CLI on PATH, AWS_* set)
 # Prints `manual devices=N ok=K seconds=S per_device=X` last.
 set -euo pipefail
 
 endpoint="$1" count="$2" out="$3"
 policy="${CLAIM_POLICY:-GreengrassProvisioningClaimPolicy}"
-root_ca="$(cd "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)/src/core/AmazonRootCA1.pem"
+root_ca="$(cd "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)/src/core/AmazonRootCA1.pem"
 rm -rf "$out"
 mkdir -p "$out"
 

@@ -8,7 +8,7 @@
 # This runs exactly that (AWS CLI defaults, retries included), each call's output kept in a
 # file so the CSRs that ended without a certificate can be counted: those devices are lost.
 #
-# Usage: bench_xargs_recipe.sh ENDPOINT_URL COUNT OUT_DIR   (the AWS CLI on PATH, AWS_* set)
+# Usage: xargs_recipe.sh ENDPOINT_URL COUNT OUT_DIR   (the AWS CLI on PATH, AWS_* set)
 # Prints `xargs devices=N certified=K lost=L seconds=S` last.
 set -euo pipefail
 
