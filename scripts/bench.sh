@@ -4,7 +4,7 @@
 # `openssl speed`, AWS's 15/s quotas enforced by the local endpoint), memory at 100,000 devices
 # and AWS requests per device. Prints a table and writes BENCHMARKS.md; raw figures and logs go
 # to bench-out/ (git-ignored). Takes about half an hour with the default sizes; see
-# scripts/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
+# scripts/bench/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
 # benchmark alone (a couple of minutes) and BENCH_ONLY=hook for the claim-binding hook's cold
 # start alone (under a minute).
 #
@@ -20,11 +20,11 @@ command -v zip >/dev/null 2>&1 || need_apt+=(zip)
 if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-bash scripts/ensure-venv.sh
+bash scripts/local-aws/ensure-venv.sh
 if [[ -z "${BENCH_ONLY:-}" ]]; then
     # The AWS CLI and boto3, for the peers (the take and hook benchmarks need neither).
-    bash scripts/ensure-venv.sh .venv-bench scripts/bench-requirements.txt
+    bash scripts/local-aws/ensure-venv.sh .venv-bench scripts/bench/requirements.txt
 fi
 cargo build --release --locked --quiet
 
-exec .venv/bin/python scripts/bench.py "$@"
+exec .venv/bin/python scripts/bench/bench.py "$@"

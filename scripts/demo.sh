@@ -11,14 +11,14 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 repo="$(pwd -P)"
 count="${1:-100}"
 
-bash scripts/ensure-venv.sh
-bash scripts/dataplane/ensure-dataplane.sh
+bash scripts/local-aws/ensure-venv.sh
+bash scripts/local-aws/dataplane/ensure-dataplane.sh
 cargo build --locked --quiet
 claimfab="$repo/target/debug/claimfab"
 
 rm -rf demo-out
 mkdir -p demo-out
-.venv/bin/python scripts/local_endpoint.py --state-dir demo-out/endpoint --exit-with-parent --data-plane \
+.venv/bin/python scripts/local-aws/local_endpoint.py --state-dir demo-out/endpoint --exit-with-parent --data-plane \
     > demo-out/endpoint.log 2>&1 &
 endpoint_pid=$!
 trap 'kill "$endpoint_pid" 2>/dev/null || true' EXIT
@@ -64,7 +64,7 @@ echo
 broker="$(.venv/bin/python -c 'import json, sys; d = json.load(open(sys.argv[1]))["data_plane"]; print("%s:%s" % (d["host"], d["port"]))' demo-out/endpoint/endpoint.json)"
 echo "three devices provision with their bundles on the local data plane (MQTT broker $broker):"
 mapfile -t bundles < <(ls demo-out/batch/bundles/*.zip | head -3)
-.venv/bin/python scripts/dataplane/device.py --nucleus java --connect-to "$broker" \
+.venv/bin/python scripts/local-aws/device.py --nucleus java --connect-to "$broker" \
     --root-ca demo-out/endpoint/test-ca.pem "${bundles[@]/#/--bundle=}"
 echo
 echo "their things in the account:"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs the local AWS endpoint (Python venv in .venv)
-# and its data plane (scripts/dataplane/ensure-dataplane.sh: Debian's mosquitto and headers,
-# the broker plugin built into .venv/dataplane/), checks formatting and lints, runs the Python
-# unit tests (the data plane's policy and template evaluation, the test device's config
-# reading, the claim-binding hook), then the Rust unit and end-to-end tests (which start their
-# own local endpoints on 127.0.0.1).
+# The whole test suite, as CI runs it: installs the local AWS (scripts/local-aws/: Python venv
+# in .venv, and its data plane: Debian's mosquitto and headers, the broker plugin built into
+# .venv/dataplane/), checks formatting and lints, runs the Python unit tests (the local AWS's:
+# the data plane's policy and template evaluation, the test device's config reading; and the
+# claim-binding hook's), then the Rust unit and end-to-end tests (which start their own local
+# endpoints on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
@@ -12,11 +12,11 @@ if ! command -v openssl >/dev/null 2>&1; then
     # The end-to-end tests check certificates with openssl, independently of claimfab.
     apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
-bash scripts/ensure-venv.sh
-bash scripts/dataplane/ensure-dataplane.sh
+bash scripts/local-aws/ensure-venv.sh
+bash scripts/local-aws/dataplane/ensure-dataplane.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-.venv/bin/python -m unittest discover -s scripts/dataplane -p 'test_*.py'
+.venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'
 .venv/bin/python -m unittest discover -s src/hooks -p 'test_*.py'
 cargo test --all-targets --locked

@@ -1,7 +1,7 @@
 //! Bundles proven on devices: `claimfab setup` and `claimfab batch` against the local
 //! endpoint with its data plane (mosquitto over mTLS with AWS IoT policies enforced, and a
 //! fleet-provisioning service speaking AWS's device provisioning MQTT API), then a device on
-//! AWS's own IoT device SDK (scripts/dataplane/device.py) provisions with each bundle exactly
+//! AWS's own IoT device SDK (scripts/local-aws/device.py) provisions with each bundle exactly
 //! as the Java nucleus or nucleus lite would. Results are checked through the AWS API and
 //! `claimfab audit`; failures must be AWS's own rejections, and batch preflight must refuse
 //! what would fail on the device before anything is created.

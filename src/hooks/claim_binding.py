@@ -72,7 +72,7 @@ finish running and return within 5 seconds, otherwise the provisioning request f
   * the handler answers by a fixed decision deadline, DECISION_DEADLINE_S = 3.0 s after the
     invocation started, and never later than context.get_remaining_time_in_millis() minus
     250 ms: lookups not done by then mean deny (deadline_exceeded). A cold start's total is
-    therefore its init (measured by scripts/bench_hook.py) plus at most 3 s;
+    therefore its init (measured by scripts/bench/hook_cold_start.py) plus at most 3 s;
   * each AWS call: connect timeout 0.5 s, read timeout 1 s, at most 2 attempts (botocore
     "standard" retries); see _CLIENT_CONFIG for its worst case, which the deadline cuts.
 
@@ -495,7 +495,9 @@ def _lookups(client, claim_id, claim_arn, deadline, started):
         wait(pending, timeout=left, return_when=FIRST_COMPLETED)
 
 
-def _decide(event, context, started):
+def _read_event(event):
+    """The event's ThingName, claim certificate id and that claim's ARN (derived from
+    templateArn), or a denying Decision when the event does not carry them well-formed."""
     if not isinstance(event, dict):
         return _deny("bad_event", "event is not an object")
     parameters = event.get("parameters")
@@ -516,25 +518,12 @@ def _decide(event, context, started):
     if match is None:
         return _deny("bad_event", "templateArn is missing or not a provisioning template ARN")
     partition, region, account = match.groups()
-    claim_arn = f"arn:{partition}:iot:{region}:{account}:cert/{claim_id}"
+    return thing_name, claim_id, f"arn:{partition}:iot:{region}:{account}:cert/{claim_id}"
 
-    claim_policies = _claim_policies()
-    if claim_policies is None:
-        return _deny(
-            "hook_misconfigured",
-            f"{CLAIM_POLICIES_ENV} is missing, empty or not a comma-separated list of policy names",
-        )
-    deadline = _deadline(context, started)
-    try:
-        client = _iot_client()
-    except IotClientUnavailable as e:
-        return _deny("iot_client_unavailable", str(e))
 
-    found = _lookups(client, claim_id, claim_arn, deadline, started)
-    if isinstance(found, Decision):
-        return found
-    description, attached = found
-
+def _judge_claim(description, attached, claim_arn, claim_policies):
+    """Condition 1, the certificate is a claim: the claim policies it carries (sorted), or a
+    denying Decision when its ARN disagrees, it is not ACTIVE or it carries none of them."""
     reported_arn = description.get("certificateArn")
     if reported_arn is not None and reported_arn != claim_arn:
         return _deny("bad_event", "the claim certificate's ARN is not the one derived from templateArn")
@@ -549,11 +538,16 @@ def _decide(event, context, started):
             f"the certificate carries none of the claim policies ({CLAIM_POLICIES_ENV}); "
             f"it has {count} attached {'policy' if count == 1 else 'policies'}",
         )
+    return matched
+
+
+def _judge_subject(description, thing_name, matched):
+    """Condition 2, the claim's subject CN is ThingName (a batch's shared claim only with
+    ALLOW_SHARED_ENV): the final Decision."""
     try:
         cn = common_name(description.get("certificatePem"))
     except CertificateError as e:
         return _deny("unreadable_claim_subject", f"claim certificate subject: {e}", None, matched)
-
     if cn == AWS_DEFAULT_SUBJECT:
         return _deny(
             "no_csr_subject",
@@ -580,6 +574,34 @@ def _decide(event, context, started):
     if cn != thing_name:
         return _deny("claim_bound_to_other_thing", "claim certificate CN is not ThingName", cn, matched)
     return Decision(True, "claim_matches_thing", "claim certificate CN is ThingName", cn, matched)
+
+
+def _decide(event, context, started):
+    read = _read_event(event)
+    if isinstance(read, Decision):
+        return read
+    thing_name, claim_id, claim_arn = read
+
+    claim_policies = _claim_policies()
+    if claim_policies is None:
+        return _deny(
+            "hook_misconfigured",
+            f"{CLAIM_POLICIES_ENV} is missing, empty or not a comma-separated list of policy names",
+        )
+    deadline = _deadline(context, started)
+    try:
+        client = _iot_client()
+    except IotClientUnavailable as e:
+        return _deny("iot_client_unavailable", str(e))
+
+    found = _lookups(client, claim_id, claim_arn, deadline, started)
+    if isinstance(found, Decision):
+        return found
+    description, attached = found
+    matched = _judge_claim(description, attached, claim_arn, claim_policies)
+    if isinstance(matched, Decision):
+        return matched
+    return _judge_subject(description, thing_name, matched)
 
 
 def _log_record(event, decision):

@@ -225,7 +225,7 @@ pub async fn claim_state(endpoint: &Endpoint, row: &Row) -> (String, bool) {
 }
 
 /// What an attacker holding a claim (or any certificate) asks of the data plane, as
-/// scripts/dataplane/attacker.py does it with AWS's device SDK: connect, CreateCertificateFromCsr
+/// scripts/local-aws/attacker.py does it with AWS's device SDK: connect, CreateCertificateFromCsr
 /// for a CSR with `common_name`, then RegisterThing with `params` and the new certificate's
 /// ownership token.
 pub struct Attempt<'a> {
@@ -246,7 +246,7 @@ impl Endpoint {
     /// Runs one attempt; returns the attacker's JSON report.
     pub fn attack(&self, attempt: &Attempt<'_>) -> Value {
         let mut cmd = std::process::Command::new(repo().join(".venv/bin/python"));
-        cmd.arg(repo().join("scripts/dataplane/attacker.py"))
+        cmd.arg(repo().join("scripts/local-aws/attacker.py"))
             .args(["--nucleus", attempt.nucleus])
             .arg("--bundle")
             .arg(attempt.bundle)

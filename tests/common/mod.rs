@@ -1,6 +1,6 @@
 //! Test harness for end-to-end tests: starts the project's local AWS endpoint (moto behind
-//! scripts/local_endpoint.py) on 127.0.0.1, runs the claimfab binary against it, and gives
-//! tests an independent view: an AWS SDK client, openssl, and x509/zip parsers.
+//! scripts/local-aws/local_endpoint.py) on 127.0.0.1, runs the claimfab binary against it, and
+//! gives tests an independent view: an AWS SDK client, openssl, and x509/zip parsers.
 #![allow(dead_code)]
 
 pub mod line;
@@ -40,9 +40,9 @@ fn ensure_installed(data_plane: bool) {
             "{script} failed (its reason is above); the local endpoint cannot start"
         );
     };
-    VENV.call_once(|| install("scripts/ensure-venv.sh"));
+    VENV.call_once(|| install("scripts/local-aws/ensure-venv.sh"));
     if data_plane {
-        DATA_PLANE.call_once(|| install("scripts/dataplane/ensure-dataplane.sh"));
+        DATA_PLANE.call_once(|| install("scripts/local-aws/dataplane/ensure-dataplane.sh"));
     }
 }
 
@@ -67,7 +67,7 @@ impl Endpoint {
         let python = repo().join(".venv/bin/python");
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(python)
-            .arg(repo().join("scripts/local_endpoint.py"))
+            .arg(repo().join("scripts/local-aws/local_endpoint.py"))
             .arg("--state-dir")
             .arg(state.path())
             .arg("--exit-with-parent")
@@ -113,11 +113,11 @@ impl Endpoint {
         format!("{}:{}", dp["host"].as_str().unwrap(), dp["port"])
     }
 
-    /// Provisions one test device per bundle with scripts/dataplane/device.py (AWS's device
+    /// Provisions one test device per bundle with scripts/local-aws/device.py (AWS's device
     /// SDK, reading the bundle as `nucleus` would) and returns its JSON report per bundle.
     pub fn provision(&self, nucleus: &str, bundles: &[PathBuf]) -> Vec<serde_json::Value> {
         let mut cmd = Command::new(repo().join(".venv/bin/python"));
-        cmd.arg(repo().join("scripts/dataplane/device.py"))
+        cmd.arg(repo().join("scripts/local-aws/device.py"))
             .args(["--nucleus", nucleus, "--json", "--jobs", "4"])
             .arg("--connect-to")
             .arg(self.data_plane_address())

@@ -1,0 +1,195 @@
+"""claimfab's benchmark, run by scripts/bench.sh: claimfab against the manual way (openssl +
+AWS CLI per device, as in AWS's guide), a fair peer (a boto3 thread-pool script doing the same
+calls and files) and the physical limits (criterion per-device costs against `openssl speed`,
+AWS's 15/s quotas enforced by the local endpoint), plus memory at scale and AWS requests per
+device counted at the endpoint. Prints a table and writes BENCHMARKS.md (machine, date,
+figures, and the commands that produced them).
+
+Sizes come from the environment so a quick run is possible (defaults are the issue's):
+BENCH_LOCAL_DEVICES=10000 BENCH_MANUAL_SAMPLE=20 BENCH_QUOTA_DEVICES=600
+BENCH_SCALE_DEVICES=100000 BENCH_TAKE_BUNDLES=100000 BENCH_TAKES=200 BENCH_OUT=bench-out
+BENCH_ONLY=take runs only the take benchmark (a minute or two) and prints its figures;
+BENCH_ONLY=hook only the claim-binding hook's cold start (hook_cold_start.py beside this file).
+
+This file runs the parts in turn; runs.py has what they share (paths, sizes, the endpoint,
+timed runs), take.py the take benchmark, report.py the rendering of BENCHMARKS.md.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from report import hook_row, render
+from runs import (
+    BENCH_VENV,
+    FAST_LIMITS,
+    LOCAL_DEVICES,
+    MANUAL_SAMPLE,
+    OUT,
+    QUOTA,
+    QUOTA_DEVICES,
+    REPO,
+    SCALE_DEVICES,
+    TAKE_BUNDLES,
+    TAKE_STATIONS,
+    TAKES,
+    Endpoint,
+    claimfab_batch,
+    commands,
+    criterion_estimates,
+    log,
+    machine,
+    openssl_sign_us,
+    parse_kv,
+    setup_account,
+    shown,
+    station,
+    timed,
+)
+from take import take_benchmark, take_row
+
+
+# --- the claim-binding hook's cold start -----------------------------------------------------
+def hook_benchmark() -> dict:
+    """The hook's init, first and warm invocation in fresh processes (hook_cold_start.py)."""
+    summary = OUT / "hook.json"
+    cmd = [REPO / ".venv/bin/python", REPO / "scripts/bench/hook_cold_start.py", "--runs", "20",
+           "--summary", summary]
+    commands.append(shown(cmd))
+    subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL)
+    return json.loads(summary.read_text())
+
+
+def local_work(results: dict, fast) -> None:
+    """1. Local work on the unthrottled endpoint: claimfab, the boto3 peer, the manual way."""
+    log(f"local work: claimfab, {LOCAL_DEVICES} devices (unthrottled endpoint, raised limits)")
+    endpoint = Endpoint("endpoint-local", [])
+    setup_account(endpoint, fast)
+    local = claimfab_batch(endpoint, fast, "claimfab-local", LOCAL_DEVICES,
+                           "AWS_ENDPOINT_URL=<local, unthrottled>")
+    results["local"] = local
+    calls = sum(local["requests"].values())
+    results["requests_per_device"] = calls / LOCAL_DEVICES
+    endpoint.stop()
+
+    log(f"local work: boto3 thread-pool peer, {LOCAL_DEVICES} devices (fresh endpoint)")
+    endpoint = Endpoint("endpoint-peer", [])
+    setup = setup_account(endpoint, fast)
+    peer_out = OUT / "peer-local"
+    shutil.rmtree(peer_out, ignore_errors=True)
+    peer_cmd = [BENCH_VENV / "python", REPO / "scripts/bench/peer_boto3.py",
+                "--endpoint-url", endpoint.url, "--region", "us-east-1",
+                "--count", LOCAL_DEVICES, "--out", peer_out, "--threads", "16",
+                "--claim-policy", "GreengrassProvisioningClaimPolicy",
+                "--data-endpoint", setup["iot_data_endpoint"],
+                "--credential-endpoint", setup["iot_credential_endpoint"]]
+    commands.append(shown(peer_cmd))
+    elapsed, rss, stdout = timed(peer_cmd, endpoint.env, "peer-local")
+    results["peer"] = {"seconds": elapsed, "rss_kib": rss, **parse_kv("peer", stdout)}
+    endpoint.stop()
+
+    log(f"local work: the manual way, a sample of {MANUAL_SAMPLE} devices")
+    endpoint = Endpoint("endpoint-manual", [])
+    setup_account(endpoint, fast)
+    manual_cmd = ["bash", REPO / "scripts/bench/manual.sh", endpoint.url, MANUAL_SAMPLE,
+                  OUT / "manual"]
+    commands.append(shown(manual_cmd))
+    elapsed, _, stdout = timed(manual_cmd, {**endpoint.env, "PATH": f"{BENCH_VENV}:{os.environ['PATH']}"},
+                               "manual")
+    results["manual"] = {"seconds": elapsed, **parse_kv("manual", stdout)}
+    endpoint.stop()
+
+
+def at_quota(results: dict, default) -> None:
+    """3. At quota: the endpoint throttles as AWS does at the default 15/s."""
+    throttle = ["--throttle", f"CreateCertificateFromCsr={QUOTA}", "--throttle",
+                f"AttachPolicy={QUOTA}"]
+    log(f"at quota: claimfab, {QUOTA_DEVICES} devices, endpoint throttling at {QUOTA}/s")
+    endpoint = Endpoint("endpoint-quota", throttle)
+    setup_account(endpoint, default)
+    quota = claimfab_batch(endpoint, default, "claimfab-quota", QUOTA_DEVICES,
+                           f"AWS_ENDPOINT_URL=<local, {' '.join(throttle)}>")
+    quota["throttled"] = {op: quota["stats"][op]["throttled"]
+                          for op in ("CreateCertificateFromCsr", "AttachPolicy")}
+    results["quota"] = quota
+    endpoint.stop()
+
+    log(f"at quota: the API reference's xargs -P 10 recipe, {QUOTA_DEVICES} CSRs")
+    endpoint = Endpoint("endpoint-xargs", throttle)
+    xargs_cmd = ["bash", REPO / "scripts/bench/xargs_recipe.sh", endpoint.url, QUOTA_DEVICES,
+                 OUT / "xargs"]
+    commands.append(shown(xargs_cmd, f"<endpoint {' '.join(throttle)}>"))
+    elapsed, _, stdout = timed(xargs_cmd, {**endpoint.env, "PATH": f"{BENCH_VENV}:{os.environ['PATH']}"},
+                               "xargs")
+    results["xargs"] = {"seconds": elapsed, **parse_kv("xargs", stdout),
+                        "throttled": endpoint.stats().get("CreateCertificateFromCsr", {}).get("throttled", 0)}
+    endpoint.stop()
+
+
+def at_scale(results: dict, fast) -> None:
+    """4. Scale: memory at 10x the local run."""
+    log(f"scale: claimfab, {SCALE_DEVICES} devices (unthrottled endpoint); this takes a while")
+    endpoint = Endpoint("endpoint-scale", [])
+    setup_account(endpoint, fast)
+    results["scale"] = claimfab_batch(endpoint, fast, "claimfab-scale", SCALE_DEVICES,
+                                      "AWS_ENDPOINT_URL=<local, unthrottled>")
+    endpoint.stop()
+
+
+def run_one(only: str) -> None:
+    """BENCH_ONLY=hook or take: that benchmark alone, its figures and its row printed."""
+    if only == "hook":
+        hook = hook_benchmark()
+        print(json.dumps(hook, indent=2))
+        print(hook_row(hook))
+        return
+    log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
+    take = take_benchmark([])
+    (OUT / "take.json").write_text(json.dumps({"machine": machine(), "take": take}, indent=2))
+    print(json.dumps(take, indent=2))
+    print(take_row(take))
+
+
+def run_all() -> dict:
+    results: dict = {"machine": machine()}
+    fast = station("station-fast", FAST_LIMITS)
+    default = station("station-default")
+    local_work(results, fast)
+    # 2. Per-device costs of the local stages and the raw crypto bound.
+    log("criterion: key + CSR and bundle per device; openssl speed ecdsap256")
+    results["criterion"] = criterion_estimates()
+    results["openssl_sign_us"] = openssl_sign_us()
+    at_quota(results, default)
+    at_scale(results, fast)
+    # 5. Take: one hand-out at a flashing station, at batch scale.
+    log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
+    results["take"] = take_benchmark([])
+    log("claim-binding hook: cold start in fresh processes")
+    results["hook"] = hook_benchmark()
+    results["commands"] = commands
+    return results
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--render-only"]:
+        # Rewrites BENCHMARKS.md from the last run's figures (e.g. after changing the text).
+        report = render(json.loads((OUT / "results.json").read_text()))
+        (REPO / "BENCHMARKS.md").write_text(report)
+        print(report)
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("BENCH_ONLY") in ("hook", "take"):
+        run_one(os.environ["BENCH_ONLY"])
+        return
+    results = run_all()
+    (OUT / "results.json").write_text(json.dumps(
+        results, indent=2, default=str))
+    report = render(results)
+    (REPO / "BENCHMARKS.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
