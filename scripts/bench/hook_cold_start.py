@@ -64,7 +64,7 @@ ACCOUNT = "123456789012"  # moto's default account, the local endpoint's
 TEMPLATE_ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/GreengrassFleetProvisioningTemplate"
 CLAIM_POLICY = "GreengrassProvisioningClaimPolicy"
 THING_NAME = "bench-gg-0001"
-FUNCTION_TIMEOUT_S = 4.0  # the hook's Lambda timeout (src/core/setup.rs)
+FUNCTION_TIMEOUT_S = 4.0  # the hook's Lambda timeout (src/core/account_documents.rs)
 
 # The fresh process: argv = [hook dir, event JSON, spawn time]. It prints one JSON line last.
 CHILD = r"""

@@ -3,7 +3,7 @@ alone).
 
 A 100,000-device batch takes 17 minutes to make on the local endpoint, so the take benchmark
 synthesizes one: a real batch of two devices, whose first bundle is hard-linked to every
-serial, and a hand-out queue and index written in claimfab's format (src/core/floor.rs).
+serial, and a hand-out queue and index written in claimfab's format (src/core/floor_records/mod.rs).
 That is enough: a take reads the queue record(s) from the cursor, stats a claim marker and
 a bundle, and reads only the one bundle it hands out (whose content is the same device's in
 every file here: the printed thing name is the seed's). It never lists bundles/ nor reads

@@ -7,7 +7,7 @@ Usage: .venv/bin/python scripts/local-aws/smoke_e2e.py STATE_DIR
 
 It owns nothing but its own checks: it sets up, through boto3 on the local endpoint, a
 provisioning role, a thing group, a core policy, claim policies shaped like claimfab's
-(src/core/setup.rs claim_policy) and templates shaped like provisioning_template_body; then,
+(src/core/account_documents.rs claim_policy) and templates shaped like provisioning_template_body; then,
 as devices over MQTT/TLS (paho-mqtt and awsiotsdk's iotidentity client), it runs
 CreateCertificateFromCsr + RegisterThing and CreateKeysAndCertificate + RegisterThing,
 reconnects with the new certificates, and checks the refusals: a claim policy without the
@@ -72,7 +72,7 @@ def arn(rest):
 
 
 def claim_policy(template, with_csr=True):
-    """src/core/setup.rs claim_policy (optionally without the create-from-csr topics)."""
+    """src/core/account_documents.rs claim_policy (optionally without the create-from-csr topics)."""
     topics = ["$aws/certificates/create/*"]
     if with_csr:
         topics.append("$aws/certificates/create-from-csr/*")
@@ -88,7 +88,7 @@ def claim_policy(template, with_csr=True):
 
 
 def template_body(policy_name="GGCorePolicy", with_group=True):
-    """src/core/setup.rs provisioning_template_body (CorePolicy::Named)."""
+    """src/core/account_documents.rs provisioning_template_body (CorePolicy::Named)."""
     params = {"ThingName": {"Type": "String"}, "AWS::IoT::Certificate::Id": {"Type": "String"}}
     thing_props = {"AttributePayload": {}, "ThingName": {"Ref": "ThingName"}}
     if with_group:

@@ -47,7 +47,7 @@ What it relies on in AWS IoT:
     the claim's ARN is arn:PARTITION:iot:REGION:ACCOUNT:cert/<claimCertificateId> (so the two
     lookups can start together; DescribeCertificate's certificateArn must agree with it).
 
-IAM the function's role needs (setup grants it: src/core/setup.rs
+IAM the function's role needs (setup grants it: src/core/account_documents.rs
 claim_binding_access_policy): iot:DescribeCertificate on arn:...:cert/*, and
 iot:ListAttachedPolicies (granted on "*"); plus its own logs. Nothing else.
 
@@ -64,7 +64,7 @@ finish running and return within 5 seconds, otherwise the provisioning request f
   * the IoT client is made at import, in Lambda's init phase (import boto3, load the service
     model, make the client: the bulk of a cold start). That time still counts in AWS IoT's
     5 seconds, but not in the invocation's: the decision deadline below and the function's
-    timeout (4 s, src/core/setup.rs) start after it. If making it at import fails, the
+    timeout (4 s, src/core/account_documents.rs) start after it. If making it at import fails, the
     failure is remembered and the client is made again on first use; if that fails too,
     the request is denied (iot_client_unavailable);
   * DescribeCertificate and ListAttachedPolicies run concurrently, on a module-level pool

@@ -5,7 +5,7 @@ parameters into a Plan: the thing, certificate and policy resources to make, wit
 intrinsic function resolved, and the DeviceConfiguration to return. The fleet-provisioning
 service (service.py and provisioning.py beside this file) then carries the plan out through
 the local endpoint. Tests: test_template.py (including the exact template shapes claimfab's
-`setup` makes, src/core/setup.rs provisioning_template_body).
+`setup` makes, src/core/account_documents.rs provisioning_template_body).
 
 What it follows (AWS IoT Core Developer Guide, "Provisioning templates"):
   * sections Parameters, Mappings, Conditions, Resources, DeviceConfiguration;

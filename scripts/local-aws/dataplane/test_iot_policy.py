@@ -16,7 +16,7 @@ def arn(rest):
 
 
 def claim_policy(template="T", with_csr=True):
-    # The shape of src/core/setup.rs claim_policy.
+    # The shape of src/core/account_documents.rs claim_policy.
     topics = ["$aws/certificates/create/*"]
     if with_csr:
         topics.append("$aws/certificates/create-from-csr/*")

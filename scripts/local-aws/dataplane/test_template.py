@@ -1,5 +1,5 @@
 """Unit tests of scripts/local-aws/dataplane/template.py (provisioning template evaluation), including
-the template shapes claimfab's setup makes (src/core/setup.rs provisioning_template_body,
+the template shapes claimfab's setup makes (src/core/account_documents.rs provisioning_template_body,
 with CorePolicy::Named and with the least-privilege CorePolicy::PerDevice document).
 
 Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'

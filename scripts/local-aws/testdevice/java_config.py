@@ -48,7 +48,7 @@ Java nucleus: aws-greengrass/aws-greengrass-nucleus @ a28341c41509bb52
     case-sensitive): yaml, yml, json, tlog; any other -> IllegalArgumentException.
     YAML via Jackson YAMLMapper into a Map (typed scalars), merged into case-insensitive Topics.
   * Provisioning runs only while DeviceConfiguration.isDeviceConfiguredToTalkToCloud() is false.
-  * Station default (claimfab src/core/station.rs): init config at
+  * Station default (claimfab src/core/station_config/mod.rs): init config at
     /greengrass/v2/init-config/config.yaml, the default of --init-config here.
 """
 
