@@ -40,60 +40,68 @@ pub fn inspect(dir: &Path) -> Result<Existing, UserError> {
         Ok(meta) if !meta.is_dir() => Err(fail(
             "exists and is not a directory; choose another --out".into(),
         )),
-        Ok(_) => {
-            let batch_file = dir.join(BATCH_FILE);
-            if batch_file.exists() {
-                let text = fs::read_to_string(&batch_file).map_err(|e| {
-                    fail(format!(
-                        "cannot read {BATCH_FILE}: {e}; fix its permissions"
-                    ))
-                })?;
-                check_writable(dir).map_err(fail)?;
-                return Ok(Existing::Batch(text));
-            }
-            let entries = fs::read_dir(dir).map_err(|e| {
-                fail(format!(
-                    "cannot list it: {e}; fix its permissions or choose another --out"
-                ))
-            })?;
-            // A run that died between making the directory and writing batch.json leaves only
-            // the lock file, an empty bundles/ and perhaps a temp file: still a fresh directory.
-            let foreign = entries.filter_map(|e| e.ok()).any(|entry| {
-                let name = entry.file_name();
-                let empty_bundles = name == BUNDLES_DIR
-                    && fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none());
-                let temp = name.to_string_lossy().starts_with(".tmp-");
-                name != LOCK_FILE && !empty_bundles && !temp
-            });
-            if foreign {
-                return Err(fail(
-                    "is not empty and holds no claimfab batch; choose a new or empty --out".into(),
-                ));
-            }
-            check_writable(dir).map_err(fail)?;
-            Ok(Existing::Fresh)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = dir
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if !parent.is_dir() {
-                return Err(fail(format!(
-                    "its parent {} does not exist; create it or choose another --out",
-                    parent.display()
-                )));
-            }
-            check_writable(parent).map_err(|problem| {
-                fail(format!(
-                    "cannot be created in {}: {problem}",
-                    parent.display()
-                ))
-            })?;
-            Ok(Existing::Fresh)
-        }
+        Ok(_) => inspect_existing(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => inspect_parent(dir),
         Err(e) => Err(fail(format!("cannot be read: {e}; choose another --out"))),
     }
+}
+
+/// An existing directory: a batch to resume, or one empty enough to start one in.
+fn inspect_existing(dir: &Path) -> Result<Existing, UserError> {
+    let fail = |problem: String| UserError::output_dir(dir, problem);
+    let batch_file = dir.join(BATCH_FILE);
+    if batch_file.exists() {
+        let text = fs::read_to_string(&batch_file).map_err(|e| {
+            fail(format!(
+                "cannot read {BATCH_FILE}: {e}; fix its permissions"
+            ))
+        })?;
+        check_writable(dir).map_err(fail)?;
+        return Ok(Existing::Batch(text));
+    }
+    let entries = fs::read_dir(dir).map_err(|e| {
+        fail(format!(
+            "cannot list it: {e}; fix its permissions or choose another --out"
+        ))
+    })?;
+    // A run that died between making the directory and writing batch.json leaves only
+    // the lock file, an empty bundles/ and perhaps a temp file: still a fresh directory.
+    let foreign = entries.filter_map(|e| e.ok()).any(|entry| {
+        let name = entry.file_name();
+        let empty_bundles =
+            name == BUNDLES_DIR && fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none());
+        let temp = name.to_string_lossy().starts_with(".tmp-");
+        name != LOCK_FILE && !empty_bundles && !temp
+    });
+    if foreign {
+        return Err(fail(
+            "is not empty and holds no claimfab batch; choose a new or empty --out".into(),
+        ));
+    }
+    check_writable(dir).map_err(fail)?;
+    Ok(Existing::Fresh)
+}
+
+/// A directory still to be made: its parent must exist and be writable.
+fn inspect_parent(dir: &Path) -> Result<Existing, UserError> {
+    let fail = |problem: String| UserError::output_dir(dir, problem);
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(fail(format!(
+            "its parent {} does not exist; create it or choose another --out",
+            parent.display()
+        )));
+    }
+    check_writable(parent).map_err(|problem| {
+        fail(format!(
+            "cannot be created in {}: {problem}",
+            parent.display()
+        ))
+    })?;
+    Ok(Existing::Fresh)
 }
 
 /// Proves `dir` is writable with an unnamed temporary file, which leaves nothing behind.

@@ -76,16 +76,7 @@ fn check_override(
 /// Runs `claimfab batch`.
 pub async fn run(args: BatchArgs) -> Result<BatchResult> {
     let station = crate::settings::read_station(&args.station)?;
-    check_override(
-        "--claim-policy",
-        &args.claim_policy,
-        names::check_policy_name,
-    )?;
-    check_override("--template", &args.template, names::check_template_name)?;
-    check_claim_scope(&args, &station)?;
-    let recipients =
-        crate::trust::age_files::read_recipients(&args.encrypt_to, &args.encrypt_to_file)?;
-    check_encryption_scope(&args, &recipients)?;
+    let recipients = check_flags(&args, &station)?;
     let signer = crate::trust::signature_files::resolve_signer(
         args.sign_with.as_deref(),
         &station,
@@ -101,39 +92,16 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
     let endpoint_url = crate::settings::endpoint_override(args.aws.endpoint_url.as_deref());
     let recorded = crate::settings::load_record(&args.station)?
         .filter(|r| r.region == iot.region() && r.endpoint_url == endpoint_url);
-    let (iot_data_endpoint, iot_credential_endpoint) = resolve_endpoints(
+    let endpoints = resolve_endpoints(
         &iot,
         &station,
         previous.as_ref().map(|p| &p.target),
         recorded.as_ref(),
     )
     .await?;
-
-    let spec = BatchSpec {
-        format: 1,
-        device_count: devices.len(),
-        devices_sha256: devices_fingerprint(&devices),
-        claim_policy: args
-            .claim_policy
-            .clone()
-            .unwrap_or_else(|| station.provisioning.claim_policy.clone()),
-        key_algorithm: station.keys.algorithm,
-        target: ProvisioningTarget {
-            region: iot.region().to_string(),
-            iot_data_endpoint,
-            iot_credential_endpoint,
-            role_alias: station.provisioning.role_alias.clone(),
-            template: args
-                .template
-                .clone()
-                .unwrap_or_else(|| station.provisioning.template.clone()),
-            thing_group: station.provisioning.thing_group.clone(),
-            greengrass: station.greengrass.clone(),
-        },
-        claim_scope: args.claim_scope.into(),
-        encrypt_to: recipients.to_strings(),
-        signed_by: signer.as_ref().map(|s| s.public().to_string()),
-    };
+    let mut spec = batch_spec(&args, &station, &devices, iot.region(), endpoints);
+    spec.encrypt_to = recipients.to_strings();
+    spec.signed_by = signer.as_ref().map(|s| s.public().to_string());
     if let Some(previous) = &previous {
         check_same_batch(previous, &spec, &args.out)?;
     }
@@ -147,6 +115,53 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         signer: signer.map(Arc::new),
     };
     run.execute(devices, Arc::new(iot)).await
+}
+
+/// Checks the flags against each other and the station; returns the stations bundles are
+/// encrypted to.
+fn check_flags(args: &BatchArgs, station: &StationConfig) -> Result<Recipients, UserError> {
+    check_override(
+        "--claim-policy",
+        &args.claim_policy,
+        names::check_policy_name,
+    )?;
+    check_override("--template", &args.template, names::check_template_name)?;
+    check_claim_scope(args, station)?;
+    let recipients =
+        crate::trust::age_files::read_recipients(&args.encrypt_to, &args.encrypt_to_file)?;
+    check_encryption_scope(args, &recipients)?;
+    Ok(recipients)
+}
+
+/// What the batch is, from the station and the flags (unencrypted, unsigned).
+fn batch_spec(
+    args: &BatchArgs,
+    station: &StationConfig,
+    devices: &[Device],
+    region: &str,
+    (iot_data_endpoint, iot_credential_endpoint): (String, String),
+) -> BatchSpec {
+    let provisioning = &station.provisioning;
+    BatchSpec {
+        format: 1,
+        device_count: devices.len(),
+        devices_sha256: devices_fingerprint(devices),
+        claim_policy: (args.claim_policy.clone())
+            .unwrap_or_else(|| provisioning.claim_policy.clone()),
+        key_algorithm: station.keys.algorithm,
+        target: ProvisioningTarget {
+            region: region.to_string(),
+            iot_data_endpoint,
+            iot_credential_endpoint,
+            role_alias: provisioning.role_alias.clone(),
+            template: (args.template.clone()).unwrap_or_else(|| provisioning.template.clone()),
+            thing_group: provisioning.thing_group.clone(),
+            greengrass: station.greengrass.clone(),
+        },
+        claim_scope: args.claim_scope.into(),
+        encrypt_to: Vec::new(),
+        signed_by: None,
+    }
 }
 
 /// A station that binds claims to devices cannot make a claim shared by a batch.

@@ -93,28 +93,7 @@ pub struct FlashedRequest {
 /// then hands back what the station holds, or claims the asked-for or next bundle, logs it
 /// and delivers it.
 pub fn take(request: TakeRequest) -> Result<TakeResult> {
-    let mut station = Station::open(
-        &request.dir,
-        request.station_id,
-        &request.pinned_keys,
-        &request.batch_keys,
-    )?;
-    station.warn_if_signed_but_unchecked();
-    station.identity = match &request.identity {
-        Some(file) => Some(station.check_identity(StationIdentity::read(file)?)?),
-        None if station.floor.is_sealed() => {
-            return Err(UserError::Flag {
-                flag: "--identity",
-                value: String::new(),
-                problem: format!(
-                    "is needed: the bundles of {} are encrypted for their stations; pass the station's key file",
-                    request.dir.display()
-                ),
-            }
-            .into())
-        }
-        None => None,
-    };
+    let station = open_for_take(&request)?;
     let (serial, target) = (request.serial.as_deref(), &request.target);
     let bundle = match station.start(serial)? {
         TakeStart::RecordFirst { pending } => return Err(station.record_first(&pending).into()),
@@ -152,6 +131,33 @@ pub fn take(request: TakeRequest) -> Result<TakeResult> {
     };
     hand_over(&bundle, target, &station.layout)?;
     Ok(TakeResult::HandedOut)
+}
+
+/// The station at the batch's floor, with its identity when the bundles are sealed.
+fn open_for_take(request: &TakeRequest) -> Result<Station> {
+    let mut station = Station::open(
+        &request.dir,
+        request.station_id.clone(),
+        &request.pinned_keys,
+        &request.batch_keys,
+    )?;
+    station.warn_if_signed_but_unchecked();
+    station.identity = match &request.identity {
+        Some(file) => Some(station.check_identity(StationIdentity::read(file)?)?),
+        None if station.floor.is_sealed() => {
+            return Err(UserError::Flag {
+                flag: "--identity",
+                value: String::new(),
+                problem: format!(
+                    "is needed: the bundles of {} are encrypted for their stations; pass the station's key file",
+                    request.dir.display()
+                ),
+            }
+            .into())
+        }
+        None => None,
+    };
+    Ok(station)
 }
 
 /// `claimfab flashed`: records the outcome of a bundle this station holds, once.

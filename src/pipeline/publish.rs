@@ -87,14 +87,7 @@ pub fn write_manifest(
     })?;
     // The stations' hand-out queue follows: only ready bundles, signed first, may be taken.
     floor.write_queue(ready.into_iter())?;
-    let mut failures: Vec<DeviceFailure> = state.read(|replay| {
-        failures
-            .into_iter()
-            .filter(|(serial, _)| !replay.devices.get(serial).is_some_and(|r| r.is_ready()))
-            .map(|(serial, reason)| DeviceFailure { serial, reason })
-            .collect()
-    });
-    failures.sort_by(|a, b| a.serial.cmp(&b.serial));
+    let failures = lasting_failures(state, failures);
     let count = |status| counts.get(&status).copied().unwrap_or(0);
     Ok(Outcome {
         devices: plan.devices.len(),
@@ -111,4 +104,17 @@ pub fn write_manifest(
         retired: state.retired(),
         register_seconds,
     })
+}
+
+/// This run's failures of devices that are still not ready, by serial.
+fn lasting_failures(state: &RunState, failures: HashMap<String, String>) -> Vec<DeviceFailure> {
+    let mut lasting: Vec<DeviceFailure> = state.read(|replay| {
+        failures
+            .into_iter()
+            .filter(|(serial, _)| !replay.devices.get(serial).is_some_and(|r| r.is_ready()))
+            .map(|(serial, reason)| DeviceFailure { serial, reason })
+            .collect()
+    });
+    lasting.sort_by(|a, b| a.serial.cmp(&b.serial));
+    lasting
 }

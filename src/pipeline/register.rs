@@ -87,16 +87,8 @@ impl<A: Claims> Registrar<A> {
                 Ok(issued) => issued,
                 Err(problem) => {
                     // An active certificate over someone else's key must not stay active.
-                    self.retire(
-                        &serial,
-                        &certificate.certificate_id,
-                        "issued over the wrong public key",
-                    )
-                    .await?;
-                    self.state.record(Event::CreateAbandoned {
-                        serial,
-                        public_key_sha256: prepared.public_key_sha256.clone(),
-                    })?;
+                    let why = "issued over the wrong public key";
+                    self.abandon(&prepared, &certificate, why).await?;
                     return Ok(Registration::Failed(problem));
                 }
             };
@@ -104,12 +96,8 @@ impl<A: Claims> Registrar<A> {
             // Every claim AWS makes this way would be refused by the claim-binding hook after
             // shipping: retire this one, package nothing, and say so.
             let id = &certificate.certificate_id;
-            self.retire(&serial, id, "AWS did not keep the CSR's subject")
-                .await?;
-            self.state.record(Event::CreateAbandoned {
-                serial: serial.clone(),
-                public_key_sha256: prepared.public_key_sha256.clone(),
-            })?;
+            let why = "AWS did not keep the CSR's subject";
+            self.abandon(&prepared, &certificate, why).await?;
             return Ok(Registration::Halt(format!(
                 "AWS did not keep the CSR's subject: certificate {} for {serial} {problem}; claim binding (setup.claim_binding) cannot work with such claims, so the batch stopped before packaging and set the certificate INACTIVE; check that AWS_ENDPOINT_URL points at AWS IoT",
                 &id[..id.len().min(12)]
@@ -137,6 +125,24 @@ impl<A: Claims> Registrar<A> {
             certificate,
             issued,
         })))
+    }
+
+    /// A certificate issued for `prepared` that must not be used: set INACTIVE, and the
+    /// create abandoned in the journal (its key is forgotten with it).
+    async fn abandon(
+        &self,
+        prepared: &PreparedDevice,
+        certificate: &NewCertificate,
+        why: &str,
+    ) -> Result<()> {
+        let serial = &prepared.device.serial;
+        self.retire(serial, &certificate.certificate_id, why)
+            .await?;
+        self.state.record(Event::CreateAbandoned {
+            serial: serial.clone(),
+            public_key_sha256: prepared.public_key_sha256.clone(),
+        })?;
+        Ok(())
     }
 
     /// AttachPolicy, journaled; an AWS failure is recorded against the device.

@@ -170,12 +170,7 @@ pub fn check_entries(zip: &[u8], target: &Target) -> Result<(), String> {
     let mut archive = open_consistent(zip)?;
     let (mut files, mut dirs) = (BTreeSet::new(), BTreeSet::new());
     for i in 0..archive.len() {
-        let entry = archive
-            .by_index(i)
-            .map_err(|e| format!("entry {i} is unreadable ({e})"))?;
-        let name = entry
-            .name()
-            .map_err(|e| format!("entry {i} has no readable name ({e})"))?;
+        let (entry, name) = named_entry(&mut archive, i)?;
         let components = entry_components(&name, entry.unix_mode())?;
         if entry.size() > MAX_ENTRY_BYTES {
             return Err(format!(
@@ -199,6 +194,24 @@ pub fn check_entries(zip: &[u8], target: &Target) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// An entry of a bundle zip read from memory.
+type Entry<'a, 'z> = zip::read::ZipFile<'a, Cursor<&'z [u8]>>;
+
+/// The `i`-th entry of a zip and its name, or why it cannot be read.
+fn named_entry<'a, 'z>(
+    archive: &'a mut ZipArchive<Cursor<&'z [u8]>>,
+    i: usize,
+) -> Result<(Entry<'a, 'z>, String), String> {
+    let entry = archive
+        .by_index(i)
+        .map_err(|e| format!("entry {i} is unreadable ({e})"))?;
+    let name = entry
+        .name()
+        .map_err(|e| format!("entry {i} has no readable name ({e})"))?
+        .into_owned();
+    Ok((entry, name))
 }
 
 /// Opens a zip that is small and says the same thing to every reader: a flasher reading
@@ -228,12 +241,7 @@ pub fn check_expected(zip: &[u8], target: &Target, layout: &BundleLayout) -> Res
         ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("is not a readable zip ({e})"))?;
     let mut seen = [false; 4];
     for i in 0..archive.len() {
-        let entry = archive
-            .by_index(i)
-            .map_err(|e| format!("entry {i} is unreadable ({e})"))?;
-        let name = entry
-            .name()
-            .map_err(|e| format!("entry {i} has no readable name ({e})"))?;
+        let (entry, name) = named_entry(&mut archive, i)?;
         if entry.is_dir() && layout.is_parent(name.trim_end_matches('/')) {
             continue;
         }
