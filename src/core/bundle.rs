@@ -229,18 +229,10 @@ mod tests {
     use std::io::Read;
 
     fn target() -> ProvisioningTarget {
-        ProvisioningTarget {
-            region: "us-east-1".into(),
-            iot_data_endpoint: "abc-ats.iot.us-east-1.amazonaws.com".into(),
-            iot_credential_endpoint: "abc.credentials.iot.us-east-1.amazonaws.com".into(),
-            role_alias: "Alias".into(),
-            template: "Template".into(),
-            thing_group: None,
-            greengrass: GreengrassSection {
-                nucleus: Nucleus::Java,
-                ..GreengrassSection::default()
-            },
-        }
+        ProvisioningTarget::example(GreengrassSection {
+            nucleus: Nucleus::Java,
+            ..GreengrassSection::default()
+        })
     }
 
     #[test]

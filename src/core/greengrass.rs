@@ -22,6 +22,23 @@ pub struct ProvisioningTarget {
     pub greengrass: GreengrassSection,
 }
 
+impl ProvisioningTarget {
+    /// A target for unit tests: account endpoints `abc...` in us-east-1, template
+    /// `Template`, role alias `Alias`, no thing group.
+    #[cfg(test)]
+    pub(crate) fn example(greengrass: GreengrassSection) -> Self {
+        Self {
+            region: "us-east-1".into(),
+            iot_data_endpoint: "abc-ats.iot.us-east-1.amazonaws.com".into(),
+            iot_credential_endpoint: "abc.credentials.iot.us-east-1.amazonaws.com".into(),
+            role_alias: "Alias".into(),
+            template: "Template".into(),
+            thing_group: None,
+            greengrass,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct JavaConfig<'a> {
     services: JavaServices<'a>,

@@ -35,15 +35,7 @@ fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
 }
 
 fn target(nucleus: Nucleus) -> ProvisioningTarget {
-    ProvisioningTarget {
-        region: "us-east-1".into(),
-        iot_data_endpoint: "abc-ats.iot.us-east-1.amazonaws.com".into(),
-        iot_credential_endpoint: "abc.credentials.iot.us-east-1.amazonaws.com".into(),
-        role_alias: "Alias".into(),
-        template: "Template".into(),
-        thing_group: None,
-        greengrass: GreengrassSection::defaults_for(nucleus),
-    }
+    ProvisioningTarget::example(GreengrassSection::defaults_for(nucleus))
 }
 
 fn java_layout() -> BundleLayout {
