@@ -60,8 +60,6 @@ pub(super) const PERMISSION_UPDATE: &str = "lambda:RemovePermission and lambda:A
 pub(super) const TEMPLATE_VERSION: &str = "iot:CreateProvisioningTemplateVersion, iot:ListProvisioningTemplateVersions, iot:DeleteProvisioningTemplateVersion and iot:UpdateProvisioningTemplate";
 
 /// One kind of AWS resource: how setup reads it, tells whether it is as desired, and creates
-
-/// One kind of AWS resource: how setup reads it, tells whether it is as desired, and creates
 /// or updates it. The steps hold the names and desired documents.
 pub(super) trait Resource {
     /// What AWS has.
