@@ -146,6 +146,16 @@ pub enum EndpointKind {
     CredentialProvider,
 }
 
+impl EndpointKind {
+    /// DescribeEndpoint's name for it.
+    pub fn endpoint_type(self) -> &'static str {
+        match self {
+            EndpointKind::DataAts => "iot:Data-ATS",
+            EndpointKind::CredentialProvider => "iot:CredentialProvider",
+        }
+    }
+}
+
 /// A fleet-provisioning template.
 #[derive(Debug, Clone)]
 pub struct TemplateInfo {
@@ -258,4 +268,41 @@ pub trait Inventory: Send + Sync {
         &self,
         principal: &str,
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsError;
+
+    fn kind(code: &str, status: u16) -> String {
+        let error = AwsError::from_code(code, Some(status), code.into());
+        format!("{error:?}").split('(').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_code_decides_the_kind_and_the_status_only_for_codes_not_known() {
+        let cases = [
+            ("Throttling", 400, "Throttled"),
+            ("ThrottlingException", 400, "Throttled"),
+            ("NoSuchEntity", 404, "NotFound"),
+            ("ResourceNotFoundException", 404, "NotFound"),
+            ("AccessDenied", 403, "AccessDenied"),
+            ("AccessDeniedException", 403, "AccessDenied"),
+            ("EntityAlreadyExists", 409, "AlreadyExists"),
+            ("ResourceAlreadyExistsException", 409, "AlreadyExists"),
+            ("ResourceConflictException", 409, "Conflict"),
+            ("InvalidParameterValueException", 400, "Rejected"),
+            ("CertificateStateException", 406, "Rejected"),
+            ("LimitExceeded", 409, "Rejected"),
+            ("InternalFailureException", 500, "Uncertain"),
+            ("SomethingNew", 429, "Throttled"),
+            ("SomethingNew", 403, "AccessDenied"),
+            ("SomethingNew", 503, "Uncertain"),
+        ];
+        for (code, status, expected) in cases {
+            assert_eq!(kind(code, status), expected, "{code} {status}");
+        }
+        let error = AwsError::from_code("NoSuchEntity", Some(404), "NoSuchEntity: role R".into());
+        assert_eq!(error.to_string(), "not found (NoSuchEntity: role R)");
+    }
 }

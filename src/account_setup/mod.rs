@@ -318,10 +318,7 @@ async fn endpoint(
     if let Some(host) = pinned {
         return Ok(host.clone());
     }
-    let name = match kind {
-        EndpointKind::DataAts => "iot:Data-ATS",
-        EndpointKind::CredentialProvider => "iot:CredentialProvider",
-    };
+    let name = kind.endpoint_type();
     api.describe_endpoint(kind).await.map_err(|error| Stop {
         kind: "iot endpoint",
         name: name.into(),

@@ -15,7 +15,7 @@ use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
 use super::calls::{Api, Calls};
 use super::config::{load_config, AwsSettings};
 use super::errors::found;
-use super::iot::describe_template;
+use super::iot::{describe_endpoint, describe_template};
 use super::versions::{version_to_drop, Version};
 use crate::cloud::{
     AccountApi, AwsError, EndpointKind, FunctionInfo, FunctionSpec, PolicyInfo, RoleAliasInfo,
@@ -72,11 +72,6 @@ fn hook(arn: Option<&str>) -> Option<ProvisioningHook> {
     arn.and_then(|arn| ProvisioningHook::builder().target_arn(arn).build().ok())
 }
 
-/// What answers a call whose output lacked a field AWS always sends.
-fn missing(what: &str) -> AwsError {
-    AwsError::Uncertain(format!("{what} answered without it"))
-}
-
 impl AccountApi for AccountClient {
     fn region(&self) -> &str {
         &self.region
@@ -88,19 +83,13 @@ impl AccountApi for AccountClient {
             GetCallerIdentity,
             self.sts.get_caller_identity()
         )?;
-        output.arn.ok_or_else(|| missing("GetCallerIdentity's ARN"))
+        output
+            .arn
+            .ok_or_else(|| AwsError::Uncertain("GetCallerIdentity returned no ARN".into()))
     }
 
     async fn describe_endpoint(&self, kind: EndpointKind) -> Result<String, AwsError> {
-        let endpoint_type = match kind {
-            EndpointKind::DataAts => "iot:Data-ATS",
-            EndpointKind::CredentialProvider => "iot:CredentialProvider",
-        };
-        let request = self.iot.describe_endpoint().endpoint_type(endpoint_type);
-        let output = call!(self.calls, DescribeEndpoint, request.clone())?;
-        output
-            .endpoint_address
-            .ok_or_else(|| missing(&format!("DescribeEndpoint({endpoint_type})'s address")))
+        describe_endpoint(&self.iot, &self.calls, kind).await
     }
 
     async fn get_role(&self, name: &str) -> Result<Option<RoleInfo>, AwsError> {

@@ -231,20 +231,7 @@ impl Inventory for Iot {
     }
 
     async fn describe_endpoint(&self, kind: EndpointKind) -> Result<String, AwsError> {
-        let endpoint_type = match kind {
-            EndpointKind::DataAts => "iot:Data-ATS",
-            EndpointKind::CredentialProvider => "iot:CredentialProvider",
-        };
-        let output = call!(
-            self.calls,
-            DescribeEndpoint,
-            self.client.describe_endpoint().endpoint_type(endpoint_type)
-        )?;
-        output.endpoint_address.ok_or_else(|| {
-            AwsError::Uncertain(format!(
-                "DescribeEndpoint({endpoint_type}) returned no address"
-            ))
-        })
+        describe_endpoint(&self.client, &self.calls, kind).await
     }
 
     async fn policy_document(&self, name: &str) -> Result<Option<String>, AwsError> {
@@ -380,4 +367,20 @@ pub(super) async fn describe_template(
         hook_arn: o.pre_provisioning_hook.map(|h| h.target_arn),
         description: o.description.unwrap_or_default(),
     }))
+}
+
+/// DescribeEndpoint, through `calls`.
+pub(super) async fn describe_endpoint(
+    client: &Client,
+    calls: &Calls,
+    kind: EndpointKind,
+) -> Result<String, AwsError> {
+    let endpoint_type = kind.endpoint_type();
+    let request = client.describe_endpoint().endpoint_type(endpoint_type);
+    let output = call!(calls, DescribeEndpoint, request.clone())?;
+    output.endpoint_address.ok_or_else(|| {
+        AwsError::Uncertain(format!(
+            "DescribeEndpoint({endpoint_type}) returned no address"
+        ))
+    })
 }
