@@ -1,8 +1,11 @@
-//! What the commands need of AWS IoT, as two narrow traits with no SDK types in them:
-//! [`Claims`] (making, attaching and retiring claim certificates, and finding those an
-//! interrupted run left) and [`Inventory`] (the reads of preflight and audit). `aws::Iot`
-//! implements both against AWS; tests implement them in memory to drive crash recovery at
-//! every journal point. The vocabulary shared by both sides lives here too.
+//! What the commands need of AWS, as narrow traits with no SDK types in them: [`Claims`]
+//! (making, attaching and retiring claim certificates, and finding those an interrupted run
+//! left), [`Inventory`] (the reads of preflight and audit), and [`AccountApi`] (the reads
+//! and writes of the one-time account setup, in `cloud::account`). `aws::Iot` implements the
+//! first two and `aws::AccountClient` the third against AWS, every call paced, counted and
+//! retried by the same call path; tests implement them in memory to drive crash recovery at
+//! every journal point and setup through every scenario. The vocabulary shared by both
+//! sides lives here too, with [`AwsError::from_code`], the one reading of AWS's error codes.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -11,7 +14,15 @@ use time::OffsetDateTime;
 
 pub use crate::core::ledger::CertificateStatus;
 
-/// A failed AWS call, classified by what the caller can conclude.
+mod account;
+
+pub use account::{
+    AccountApi, FunctionInfo, FunctionSpec, PolicyInfo, RoleAliasInfo, RoleInfo, TemplateSpec,
+};
+
+/// A failed AWS call, classified by what the caller can conclude: [`AwsError::from_code`]
+/// reads AWS's error code (and HTTP status) into the kind, so that no caller reads the
+/// message. The text is AWS's code and message, for people.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsError {
     /// HTTP 429 / ThrottlingException: the request was not executed.
@@ -23,6 +34,15 @@ pub enum AwsError {
     /// The caller lacks permission or credentials.
     #[error("access denied ({0}); check the IAM permissions of the AWS identity in use")]
     AccessDenied(String),
+    /// A create found a resource of that name already there (EntityAlreadyExists,
+    /// ResourceAlreadyExistsException): it was not executed.
+    #[error("already exists ({0})")]
+    AlreadyExists(String),
+    /// The resource is in a state that refuses the request now, such as an update still in
+    /// progress or (Lambda) a name or statement already taken (ResourceConflictException):
+    /// it was not executed.
+    #[error("conflicts with the resource's state ({0})")]
+    Conflict(String),
     /// AWS rejected the request (4xx): it was not executed.
     #[error("rejected by AWS ({0})")]
     Rejected(String),
@@ -35,6 +55,46 @@ impl AwsError {
     /// Whether the request may have been executed despite the error.
     pub fn may_have_executed(&self) -> bool {
         matches!(self, AwsError::Uncertain(_))
+    }
+
+    /// The error AWS answered with `code` (its error type, as in the error metadata) and
+    /// `status` (HTTP), `detail` the text shown. The code decides; the status only where the
+    /// code is one this table does not know.
+    pub fn from_code(code: &str, status: Option<u16>, detail: String) -> Self {
+        match (code, status) {
+            (
+                "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded",
+                _,
+            )
+            | (_, Some(429)) => AwsError::Throttled(detail),
+            ("ResourceNotFoundException" | "NoSuchEntity", _) | (_, Some(404)) => {
+                AwsError::NotFound(detail)
+            }
+            (
+                "AccessDenied"
+                | "AccessDeniedException"
+                | "UnauthorizedException"
+                | "UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "ExpiredTokenException",
+                _,
+            )
+            | (_, Some(401 | 403)) => AwsError::AccessDenied(detail),
+            ("EntityAlreadyExists" | "ResourceAlreadyExistsException", _) => {
+                AwsError::AlreadyExists(detail)
+            }
+            (
+                "ResourceConflictException"
+                | "ConcurrentModification"
+                | "ConflictingResourceUpdateException",
+                _,
+            ) => AwsError::Conflict(detail),
+            (_, Some(s)) if s >= 500 => AwsError::Uncertain(detail),
+            _ => AwsError::Rejected(detail),
+        }
     }
 }
 
@@ -84,6 +144,16 @@ pub struct CertificateDescription {
 pub enum EndpointKind {
     DataAts,
     CredentialProvider,
+}
+
+impl EndpointKind {
+    /// DescribeEndpoint's name for it.
+    pub fn endpoint_type(self) -> &'static str {
+        match self {
+            EndpointKind::DataAts => "iot:Data-ATS",
+            EndpointKind::CredentialProvider => "iot:CredentialProvider",
+        }
+    }
 }
 
 /// A fleet-provisioning template.
@@ -198,4 +268,41 @@ pub trait Inventory: Send + Sync {
         &self,
         principal: &str,
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsError;
+
+    fn kind(code: &str, status: u16) -> String {
+        let error = AwsError::from_code(code, Some(status), code.into());
+        format!("{error:?}").split('(').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_code_decides_the_kind_and_the_status_only_for_codes_not_known() {
+        let cases = [
+            ("Throttling", 400, "Throttled"),
+            ("ThrottlingException", 400, "Throttled"),
+            ("NoSuchEntity", 404, "NotFound"),
+            ("ResourceNotFoundException", 404, "NotFound"),
+            ("AccessDenied", 403, "AccessDenied"),
+            ("AccessDeniedException", 403, "AccessDenied"),
+            ("EntityAlreadyExists", 409, "AlreadyExists"),
+            ("ResourceAlreadyExistsException", 409, "AlreadyExists"),
+            ("ResourceConflictException", 409, "Conflict"),
+            ("InvalidParameterValueException", 400, "Rejected"),
+            ("CertificateStateException", 406, "Rejected"),
+            ("LimitExceeded", 409, "Rejected"),
+            ("InternalFailureException", 500, "Uncertain"),
+            ("SomethingNew", 429, "Throttled"),
+            ("SomethingNew", 403, "AccessDenied"),
+            ("SomethingNew", 503, "Uncertain"),
+        ];
+        for (code, status, expected) in cases {
+            assert_eq!(kind(code, status), expected, "{code} {status}");
+        }
+        let error = AwsError::from_code("NoSuchEntity", Some(404), "NoSuchEntity: role R".into());
+        assert_eq!(error.to_string(), "not found (NoSuchEntity: role R)");
+    }
 }

@@ -2,30 +2,33 @@
 //! (token exchange role and its access policy, role alias, core devices' IoT policy, fleet
 //! provisioning role, thing group, claimfab's claim-binding hook when asked for, AWS IoT's
 //! permission to invoke the template's hook, provisioning template, claim policy),
-//! idempotently.
+//! idempotently, through the [`AccountApi`] trait: [`run`] connects to AWS, [`run_with`]
+//! runs on any implementation (tests use one in memory).
 //!
 //! The setup is a table of steps built once from the station (`steps`): each step is one
 //! resource with its name in the report and its purpose. Its type (`Resource`, one impl
-//! per type of AWS resource) says how to read, create and update it, and its `Kind` which
-//! IAM action each of those calls needs. The one table drives the plan (`--plan` only
-//! reads), the report, and the steps not reached after a failure. Each resource is read,
-//! compared with its desired document (as JSON), and created, left, or reported as drift
-//! (updated only with `--update-drifted`). Steps that need what an earlier one found (a
-//! role's ARN, the hook function's ARN) read it from a `Context` the earlier step fills
-//! in. The resolved ARNs and endpoints are recorded beside the station file for `batch`.
+//! per type of AWS resource, in `resources`) says how to read, create and update it, and its
+//! `Kind` which IAM action each of those calls needs. The one table drives the plan
+//! (`--plan` only reads), the report, and the steps not reached after a failure. Each
+//! resource is read, compared with its desired document (as JSON), and created, left, or
+//! reported as drift (updated only with `--update-drifted`), by the one loop in `settle`.
+//! Steps that need what an earlier one found (a role's ARN, the hook function's ARN) read it
+//! from a `Context` the earlier step fills in. The resolved ARNs and endpoints are recorded
+//! beside the station file for `batch`. Decisions on a failed call use the kind AWS's error
+//! code gave it ([`AwsError`]), never its message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::aws::{
-    AccountApi, AwsError, AwsSettings, EndpointKind, FunctionInfo, FunctionSpec, PolicyInfo,
-    RoleAliasInfo, RoleInfo, TemplateInfo, TemplateSpec,
+use crate::aws::{AccountClient, AwsSettings};
+use crate::cloud::{
+    AccountApi, AwsError, EndpointKind, FunctionInfo, FunctionSpec, PolicyInfo, RoleAliasInfo,
+    RoleInfo, TemplateInfo, TemplateSpec,
 };
 use crate::core::account_documents::{
     self as desired, Account, CorePolicy, HookPermission, TemplateShape,
@@ -36,8 +39,12 @@ use crate::error::UserError;
 use crate::settings::{record_path, SetupRecord};
 
 mod resources;
+mod settle;
+mod steps;
 
 use resources::*;
+use settle::{AnyResource, Kind};
+use steps::{steps, Context, Step};
 
 // ---------------------------------------------------------------------------------------
 // Running the table
@@ -155,16 +162,21 @@ pub struct SetupRequest {
     pub update_drifted: bool,
 }
 
-/// Carries out `claimfab setup`; returns false when drift was left in place.
+/// Carries out `claimfab setup` against AWS; returns false when drift was left in place.
 pub async fn run(args: SetupRequest) -> Result<bool> {
+    let api = AccountClient::connect(&args.settings, &args.station.limits)
+        .await
+        .map_err(UserError::Aws)?;
+    run_with(&api, args).await
+}
+
+/// Carries out `claimfab setup` through `api`; returns false when drift was left in place.
+pub async fn run_with(api: &impl AccountApi, args: SetupRequest) -> Result<bool> {
     let station = &args.station;
-    let (api, account) = connect(&args.settings, station).await?;
-    crate::say!(
-        "{} fleet provisioning in account {} region {}:",
-        if args.plan { "plan for" } else { "setting up" },
-        account.account_id,
-        account.region
-    );
+    let account = account(api).await?;
+    let verb = if args.plan { "plan for" } else { "setting up" };
+    let (id, region) = (&account.account_id, &account.region);
+    crate::say!("{verb} fleet provisioning in account {id} region {region}:");
     let mode = Mode {
         plan: args.plan,
         update_drifted: args.update_drifted,
@@ -175,9 +187,9 @@ pub async fn run(args: SetupRequest) -> Result<bool> {
         steps: &steps,
         outcomes: Vec::new(),
     };
-    let applied = match apply(&api, mode, &mut report, &mut ctx).await {
+    let applied = match apply(api, mode, &mut report, &mut ctx).await {
         Ok(()) if args.plan => Ok(None),
-        Ok(()) => account_endpoints(&api, station).await.map(Some),
+        Ok(()) => account_endpoints(api, station).await.map(Some),
         Err(stop) => Err(stop),
     };
     match applied {
@@ -200,11 +212,8 @@ pub async fn run(args: SetupRequest) -> Result<bool> {
     }
 }
 
-/// The account API, and the account and region the credentials in use are for.
-async fn connect(settings: &AwsSettings, station: &StationConfig) -> Result<(AccountApi, Account)> {
-    let api = AccountApi::connect(settings, station.limits.max_attempts)
-        .await
-        .map_err(UserError::Aws)?;
+/// The account and region the credentials in use are for.
+async fn account(api: &impl AccountApi) -> Result<Account> {
     let caller = api.caller_arn().await.map_err(|e| {
         UserError::Aws(format!(
             "GetCallerIdentity: {e}; check the credentials, region and endpoint"
@@ -215,12 +224,12 @@ async fn connect(settings: &AwsSettings, station: &StationConfig) -> Result<(Acc
             "cannot read the account from the caller identity {caller:?}"
         ))
     })?;
-    Ok((api, account))
+    Ok(account)
 }
 
 /// Settles the steps in order, each outcome into the report, until one fails.
 async fn apply(
-    api: &AccountApi,
+    api: &impl AccountApi,
     mode: Mode,
     report: &mut Report<'_>,
     ctx: &mut Context,
@@ -272,7 +281,7 @@ fn stopped(stop: Stop) -> anyhow::Error {
         AwsError::AccessDenied(_) => {
             format!("access denied; allow {action} on {resource} for the AWS identity in use")
         }
-        AwsError::Rejected(detail) if detail.contains("AlreadyExists") => format!(
+        AwsError::AlreadyExists(detail) => format!(
             "the name is taken by another resource ({detail}); rename it in the station file or remove the other resource"
         ),
         error => format!("{error}; check the network and the AWS identity"),
@@ -286,7 +295,7 @@ fn stopped(stop: Stop) -> anyhow::Error {
 
 /// The account's data (ATS) and credential-provider endpoints, unless the station pins them.
 async fn account_endpoints(
-    api: &AccountApi,
+    api: &impl AccountApi,
     station: &StationConfig,
 ) -> Result<(String, String), Stop> {
     let aws = &station.aws;
@@ -302,17 +311,14 @@ async fn account_endpoints(
 
 /// One endpoint of the account, unless the station pins it.
 async fn endpoint(
-    api: &AccountApi,
+    api: &impl AccountApi,
     kind: EndpointKind,
     pinned: &Option<String>,
 ) -> Result<String, Stop> {
     if let Some(host) = pinned {
         return Ok(host.clone());
     }
-    let name = match kind {
-        EndpointKind::DataAts => "iot:Data-ATS",
-        EndpointKind::CredentialProvider => "iot:CredentialProvider",
-    };
+    let name = kind.endpoint_type();
     api.describe_endpoint(kind).await.map_err(|error| Stop {
         kind: "iot endpoint",
         name: name.into(),
@@ -357,227 +363,4 @@ fn write_record(path: &Path, record: &SetupRecord) -> Result<()> {
     };
     let json = serde_json::to_vec_pretty(record).expect("record serializes");
     crate::batch_dir::replace_file_at(&path, 0o644, |file| file.write_all(&json))
-}
-
-// ---------------------------------------------------------------------------------------
-// The table
-
-/// One row of the table: a resource to settle, or none (the station asks for nothing of
-/// this kind; the report still says so, in its place).
-struct Step {
-    kind: &'static str,
-    /// The resource's name in the report.
-    name: String,
-    /// What the step is for, in the list of steps not reached.
-    purpose: &'static str,
-    resource: Option<Box<dyn Settle>>,
-}
-
-impl Step {
-    fn new<R: Resource + 'static>(purpose: &'static str, name: &str, resource: R) -> Self {
-        Self {
-            kind: resource.kind().word,
-            name: name.into(),
-            purpose,
-            resource: Some(Box::new(resource)),
-        }
-    }
-
-    /// A step with nothing to do, reported as `ok` under `why`.
-    fn none(kind: &'static Kind, purpose: &'static str, why: &str) -> Self {
-        Self {
-            kind: kind.word,
-            name: why.into(),
-            purpose,
-            resource: None,
-        }
-    }
-}
-
-/// The steps of this station's setup, in dependency order.
-fn steps(station: &StationConfig, account: &Account, ctx: &Context) -> Vec<Step> {
-    let p = &station.provisioning;
-    let (core_step, core_policy) = core_policy(station, account);
-    let mut steps = token_exchange_steps(station, account);
-    steps.push(core_step);
-    steps.extend(fleet_provisioning_steps(station, account));
-    if station.setup.claim_binding {
-        steps.extend(claim_binding_steps(station, account));
-    }
-    steps.push(hook_permission(station, account, ctx));
-    let template = Template::new(station, account, core_policy);
-    steps.push(Step::new("provisioning template", &p.template, template));
-    // Scoped to this template, region and account.
-    let claim = desired::claim_policy(account, &p.template);
-    let claim = Policy::new(account, Service::Iot, &p.claim_policy, claim);
-    steps.push(Step::new("claim policy", &p.claim_policy, claim));
-    steps
-}
-
-/// The token exchange role, its access policy (attached), and the role alias devices use
-/// to get its credentials.
-fn token_exchange_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
-    let s = &station.setup;
-    let access =
-        desired::token_exchange_access_policy(&account.partition, s.artifact_bucket.as_deref());
-    let mut steps = role_with_policy(
-        [
-            "token exchange role",
-            "token exchange access policy",
-            "access policy on token exchange role",
-        ],
-        account,
-        (
-            &s.token_exchange_role,
-            desired::token_exchange_trust_policy(),
-        ),
-        (&s.token_exchange_access_policy, access),
-    );
-    let alias = RoleAlias::new(station, account);
-    steps.push(Step::new(
-        "role alias",
-        &station.provisioning.role_alias,
-        alias,
-    ));
-    steps
-}
-
-/// A role with its trust policy, a customer-managed policy, and the policy attached to the
-/// role: three steps, each with its purpose.
-fn role_with_policy(
-    purposes: [&'static str; 3],
-    account: &Account,
-    (role, trust): (&str, Value),
-    (policy, document): (&str, Value),
-) -> Vec<Step> {
-    let policy_arn = account.iam_arn(&format!("policy/{policy}"));
-    let attachment = Attachment::new(role, &policy_arn);
-    vec![
-        Step::new(purposes[0], role, Role::new(role, trust)),
-        Step::new(
-            purposes[1],
-            policy,
-            Policy::new(account, Service::Iam, policy, document),
-        ),
-        Step::new(purposes[2], &format!("{policy} -> {role}"), attachment),
-    ]
-}
-
-/// The core devices' policy: one named policy (the guide's), or, least privilege, none here
-/// because the template makes one per device. Returns the step, and how the template
-/// attaches the policy.
-fn core_policy<'s>(station: &'s StationConfig, account: &Account) -> (Step, CorePolicy<'s>) {
-    let s = &station.setup;
-    let role_alias = &station.provisioning.role_alias;
-    let core = desired::core_device_policy(account, s.core_policy_variant, role_alias);
-    let purpose = "core devices' policy";
-    match s.core_policy_variant {
-        CorePolicyVariant::Guide => {
-            let policy = Policy::new(account, Service::Iot, &s.core_policy, core);
-            let step = Step::new(purpose, &s.core_policy, policy);
-            (step, CorePolicy::Named(&s.core_policy))
-        }
-        CorePolicyVariant::LeastPrivilege => {
-            let why = "(per device, made by the template)";
-            let step = Step::none(&Kind::IOT_POLICY, purpose, why);
-            (step, CorePolicy::PerDevice(core))
-        }
-    }
-}
-
-/// What the template's things need: the role AWS IoT provisions them as (with AWS's
-/// managed policy for it), and the thing group they join, when the station names one.
-fn fleet_provisioning_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
-    let role = &station.setup.fleet_provisioning_role;
-    let trust = desired::fleet_provisioning_trust_policy();
-    let registration = Attachment::new(role, THINGS_REGISTRATION_POLICY_ARN);
-    let label = format!("AWSIoTThingsRegistration -> {role}");
-    let purpose = "AWSIoTThingsRegistration on fleet provisioning role";
-    let group = match &station.provisioning.thing_group {
-        Some(group) => Step::new("thing group", group, ThingGroup::new(account, group)),
-        None => Step::none(&Kind::THING_GROUP, "thing group", "(none named)"),
-    };
-    vec![
-        Step::new("fleet provisioning role", role, Role::new(role, trust)),
-        Step::new(purpose, &label, registration),
-        group,
-    ]
-}
-
-/// claimfab's claim-binding hook: an execution role that may only describe certificates, list
-/// a certificate's policies and write logs, and the function with the embedded code, told the
-/// station's claim policy.
-fn claim_binding_steps(station: &StationConfig, account: &Account) -> Vec<Step> {
-    let s = &station.setup;
-    let (role, function) = (&s.claim_binding_role, &s.claim_binding_function);
-    let access = desired::claim_binding_access_policy(account, function);
-    let mut steps = role_with_policy(
-        [
-            "claim-binding hook's role",
-            "claim-binding hook's access policy",
-            "access policy on the hook's role",
-        ],
-        account,
-        (role, desired::lambda_trust_policy()),
-        (&format!("{role}Access"), access),
-    );
-    let hook = Function::new(function, role, &station.provisioning.claim_policy);
-    steps.push(Step::new("claim-binding hook", function, hook));
-    steps
-}
-
-/// AWS IoT's permission to invoke the pre-provisioning hook, when there is one.
-fn hook_permission(station: &StationConfig, account: &Account, ctx: &Context) -> Step {
-    let purpose = "AWS IoT may invoke the pre-provisioning hook";
-    let Some(hook) = &ctx.hook else {
-        let why = "(no pre-provisioning hook)";
-        return Step::none(&Kind::PERMISSION, purpose, why);
-    };
-    let permission = Permission::new(station, account);
-    // Named with the hook's ARN as known before any step runs: for claimfab's own hook, the
-    // ARN AWS gives a function of that name (the steps call with the ARN GetFunction
-    // returns, which is the same).
-    let name = format!("{} on {hook}", permission.sid);
-    Step::new(purpose, &name, permission)
-}
-
-/// What later steps take from earlier ones. It starts with the ARNs that setup gives what
-/// it makes; a step that finds its resource in place puts the ARN AWS has instead (an
-/// existing role's may have a path).
-struct Context {
-    /// Role name -> ARN.
-    roles: HashMap<String, String>,
-    /// The template's pre-provisioning hook: the station's, or claimfab's claim-binding
-    /// function.
-    hook: Option<String>,
-}
-
-impl Context {
-    fn new(station: &StationConfig, account: &Account) -> Self {
-        let s = &station.setup;
-        let roles = [
-            &s.token_exchange_role,
-            &s.fleet_provisioning_role,
-            &s.claim_binding_role,
-        ];
-        let roles = roles
-            .into_iter()
-            .map(|name| (name.clone(), account.iam_arn(&format!("role/{name}"))))
-            .collect();
-        let hook = match s.claim_binding {
-            true => Some(account.function_arn(&s.claim_binding_function)),
-            false => s.pre_provisioning_hook_arn.clone(),
-        };
-        Self { roles, hook }
-    }
-
-    /// The ARN of a role setup makes.
-    fn role(&self, name: &str) -> &str {
-        &self.roles[name]
-    }
-
-    /// The hook's ARN, for the steps that exist only when there is one.
-    fn hook(&self) -> &str {
-        self.hook.as_deref().expect("a hook step without a hook")
-    }
 }

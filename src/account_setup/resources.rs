@@ -1,195 +1,10 @@
-//! The kinds of AWS resource setup settles (role, IAM or IoT policy, attachment, role alias,
-//! thing group, Lambda function and permission, provisioning template): for each, how it is
-//! read, compared with what the station wants, created and updated, and which IAM action
-//! each of those calls needs; and `settle`, the one loop that applies a mode to any of them.
+//! The kinds of AWS resource setup settles, one [`Resource`] impl each: role, IAM or IoT
+//! policy, attachment, role alias, thing group, Lambda function and permission, provisioning
+//! template. For each: how it is read through [`AccountApi`], compared with what the station
+//! wants, created and updated; the loop that applies a mode is `settle`'s.
 
+use super::settle::*;
 use super::*;
-
-/// A kind of resource: the report's word for it, and the IAM actions of the calls that read,
-/// create and update one, named when AWS refuses the call.
-pub(super) struct Kind {
-    pub(super) word: &'static str,
-    read: &'static str,
-    create: &'static str,
-    /// For a kind that is right whenever present (attachment, thing group), the create
-    /// call again: one is never updated.
-    update: &'static str,
-}
-
-// One row a kind: the report's word, then the calls that read, create and update one.
-#[rustfmt::skip]
-impl Kind {
-    pub(super) const ROLE:        Kind = Kind::new("iam role",          "iam:GetRole",                      "iam:CreateRole",                 "iam:UpdateAssumeRolePolicy");
-    pub(super) const IAM_POLICY:  Kind = Kind::new("iam policy",        "iam:GetPolicy",                    "iam:CreatePolicy",               IAM_POLICY_VERSION);
-    pub(super) const ATTACHMENT:  Kind = Kind::new("iam attachment",    "iam:ListAttachedRolePolicies",     "iam:AttachRolePolicy",           "iam:AttachRolePolicy");
-    pub(super) const ROLE_ALIAS:  Kind = Kind::new("iot role alias",    "iot:DescribeRoleAlias",            "iot:CreateRoleAlias",            "iot:UpdateRoleAlias");
-    pub(super) const IOT_POLICY:  Kind = Kind::new("iot policy",        "iot:GetPolicy",                    "iot:CreatePolicy",               IOT_POLICY_VERSION);
-    pub(super) const THING_GROUP: Kind = Kind::new("iot thing group",   "iot:DescribeThingGroup",           "iot:CreateThingGroup",           "iot:CreateThingGroup");
-    pub(super) const FUNCTION:    Kind = Kind::new("lambda function",   "lambda:GetFunction",               "lambda:CreateFunction",          FUNCTION_UPDATE);
-    pub(super) const PERMISSION:  Kind = Kind::new("lambda permission", "lambda:GetPolicy",                 "lambda:AddPermission",           PERMISSION_UPDATE);
-    pub(super) const TEMPLATE:    Kind = Kind::new("iot template",      "iot:DescribeProvisioningTemplate", "iot:CreateProvisioningTemplate", TEMPLATE_VERSION);
-}
-
-impl Kind {
-    pub(super) const fn new(
-        word: &'static str,
-        read: &'static str,
-        create: &'static str,
-        update: &'static str,
-    ) -> Self {
-        Self {
-            word,
-            read,
-            create,
-            update,
-        }
-    }
-}
-
-/// Updating a policy or a template is a new default version, room made for it first (and
-/// for a template, its settings).
-pub(super) const IAM_POLICY_VERSION: &str =
-    "iam:CreatePolicyVersion, iam:ListPolicyVersions and iam:DeletePolicyVersion";
-pub(super) const IOT_POLICY_VERSION: &str =
-    "iot:CreatePolicyVersion, iot:ListPolicyVersions and iot:DeletePolicyVersion";
-pub(super) const FUNCTION_UPDATE: &str =
-    "lambda:UpdateFunctionCode and lambda:UpdateFunctionConfiguration";
-pub(super) const PERMISSION_UPDATE: &str = "lambda:RemovePermission and lambda:AddPermission";
-pub(super) const TEMPLATE_VERSION: &str = "iot:CreateProvisioningTemplateVersion, iot:ListProvisioningTemplateVersions, iot:DeleteProvisioningTemplateVersion and iot:UpdateProvisioningTemplate";
-
-/// One kind of AWS resource: how setup reads it, tells whether it is as desired, and creates
-/// or updates it. The steps hold the names and desired documents.
-pub(super) trait Resource {
-    /// What AWS has.
-    type Current;
-
-    /// The kind: the report's word for it, and the actions a refused call names.
-    fn kind(&self) -> &'static Kind;
-
-    /// The resource as AWS has it; `None` when there is none.
-    async fn read(
-        &self,
-        api: &AccountApi,
-        ctx: &Context,
-    ) -> Result<Option<Self::Current>, AwsError>;
-
-    /// Takes from the resource found what later steps need.
-    fn learn(&self, _current: &Self::Current, _ctx: &mut Context) {}
-
-    /// How the resource found differs from the desired one; by default, not at all (being
-    /// there is all that counts).
-    fn differs(&self, _current: &Self::Current, _ctx: &Context) -> Option<String> {
-        None
-    }
-
-    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError>;
-
-    async fn update(
-        &self,
-        _api: &AccountApi,
-        _ctx: &Context,
-        _current: &Self::Current,
-    ) -> Result<(), AwsError> {
-        unreachable!("{} never differs, so is never updated", self.kind().word)
-    }
-
-    /// The ARN a refused call names.
-    fn arn<'a>(&'a self, ctx: &'a Context) -> &'a str;
-
-    /// The role that creating or updating the resource passes to AWS, which then also
-    /// needs iam:PassRole on it.
-    fn passes<'a>(&'a self, _ctx: &'a Context) -> Option<&'a str> {
-        None
-    }
-}
-
-/// Reads a resource, compares it, and, unless planning, creates or updates it as the mode
-/// says. Returns what became of it, or the call AWS refused.
-pub(super) async fn settle<R: Resource>(
-    resource: &R,
-    api: &AccountApi,
-    mode: Mode,
-    ctx: &mut Context,
-) -> Result<Outcome, Refused> {
-    let current = (resource.read(api, ctx).await)
-        .map_err(refused(resource.kind().read, resource.arn(ctx).into()))?;
-    let found = match &current {
-        None => Found::Missing,
-        Some(current) => {
-            resource.learn(current, ctx);
-            (resource.differs(current, ctx)).map_or(Found::Same, Found::Differs)
-        }
-    };
-    let ctx = &*ctx;
-    let target = match resource.passes(ctx) {
-        Some(role) => format!("{}, and iam:PassRole on {role}", resource.arn(ctx)),
-        None => resource.arn(ctx).into(),
-    };
-    Ok(match (found, mode.plan) {
-        (Found::Same, _) => Outcome::Unchanged,
-        (Found::Missing, true) => Outcome::WouldCreate,
-        (Found::Missing, false) => {
-            (resource.create(api, ctx).await).map_err(refused(resource.kind().create, target))?;
-            Outcome::Created
-        }
-        (Found::Differs(what), _) if !mode.update_drifted => Outcome::Drift(what),
-        (Found::Differs(what), true) => Outcome::WouldUpdate(what),
-        (Found::Differs(_), false) => {
-            let current = current.as_ref().expect("what differs was found");
-            (resource.update(api, ctx, current).await)
-                .map_err(refused(resource.kind().update, target))?;
-            Outcome::Updated
-        }
-    })
-}
-
-/// A resource of any kind, as the table holds it. (A [`Resource`] has a type of its own and
-/// async methods, so it cannot be a trait object; this boxes the future of [`settle`].)
-pub(super) trait Settle {
-    fn settle<'a>(
-        &'a self,
-        api: &'a AccountApi,
-        mode: Mode,
-        ctx: &'a mut Context,
-    ) -> Pin<Box<dyn Future<Output = Result<Outcome, Refused>> + 'a>>;
-}
-
-impl<R: Resource> Settle for R {
-    fn settle<'a>(
-        &'a self,
-        api: &'a AccountApi,
-        mode: Mode,
-        ctx: &'a mut Context,
-    ) -> Pin<Box<dyn Future<Output = Result<Outcome, Refused>> + 'a>> {
-        Box::pin(settle(self, api, mode, ctx))
-    }
-}
-
-/// Whether a document read back from AWS says something else than the desired one.
-pub(super) fn document_differs(actual: &str, desired: &Value, what: &str) -> Option<String> {
-    (!desired::same_document(actual, desired))
-        .then(|| format!("{what} differs from the desired one"))
-}
-
-/// Runs a create that passes a role, again every 5 s for a minute while AWS refuses the role
-/// (as `not_yet` reads the refusal): IAM is eventually consistent, and a role created seconds
-/// ago may not be assumable yet.
-pub(super) async fn while_role_settles<T, F>(
-    create: impl FnMut() -> F,
-    not_yet: fn(&str) -> bool,
-) -> Result<(), AwsError>
-where
-    F: Future<Output = Result<T, AwsError>>,
-{
-    use backon::{ConstantBuilder, Retryable};
-    let pace = ConstantBuilder::default()
-        .with_delay(Duration::from_secs(5))
-        .with_max_times(12);
-    (create.retry(pace))
-        .when(|e| matches!(e, AwsError::Rejected(m) if not_yet(m)))
-        .await
-        .map(drop)
-}
 
 /// An IAM role with its trust policy.
 pub(super) struct Role {
@@ -211,7 +26,7 @@ impl Resource for Role {
         &Kind::ROLE
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<RoleInfo>, AwsError> {
+    async fn read(&self, api: &impl AccountApi, _: &Context) -> Result<Option<RoleInfo>, AwsError> {
         api.get_role(&self.name).await
     }
 
@@ -223,12 +38,17 @@ impl Resource for Role {
         document_differs(&current.trust_policy, &self.trust, "trust policy")
     }
 
-    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, _: &Context) -> Result<(), AwsError> {
         let trust = self.trust.to_string();
-        api.create_role(&self.name, &trust).await.map(drop)
+        api.create_role(&self.name, &trust).await
     }
 
-    async fn update(&self, api: &AccountApi, _: &Context, _: &RoleInfo) -> Result<(), AwsError> {
+    async fn update(
+        &self,
+        api: &impl AccountApi,
+        _: &Context,
+        _: &RoleInfo,
+    ) -> Result<(), AwsError> {
         let trust = self.trust.to_string();
         api.update_trust_policy(&self.name, &trust).await
     }
@@ -280,7 +100,11 @@ impl Resource for Policy {
         }
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<PolicyInfo>, AwsError> {
+    async fn read(
+        &self,
+        api: &impl AccountApi,
+        _: &Context,
+    ) -> Result<Option<PolicyInfo>, AwsError> {
         match self.service {
             Service::Iam => api.get_iam_policy(&self.arn).await,
             Service::Iot => api.get_iot_policy(&self.name).await,
@@ -291,16 +115,20 @@ impl Resource for Policy {
         document_differs(&current.document, &self.document, "policy document")
     }
 
-    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, _: &Context) -> Result<(), AwsError> {
         let (name, document) = (&self.name, &self.document.to_string());
-        let created = match self.service {
+        match self.service {
             Service::Iam => api.create_iam_policy(name, document).await,
             Service::Iot => api.create_iot_policy(name, document).await,
-        };
-        created.map(drop)
+        }
     }
 
-    async fn update(&self, api: &AccountApi, _: &Context, _: &PolicyInfo) -> Result<(), AwsError> {
+    async fn update(
+        &self,
+        api: &impl AccountApi,
+        _: &Context,
+        _: &PolicyInfo,
+    ) -> Result<(), AwsError> {
         let document = &self.document.to_string();
         match self.service {
             Service::Iam => api.update_iam_policy(&self.arn, document).await,
@@ -333,7 +161,7 @@ impl Resource for Attachment {
         &Kind::ATTACHMENT
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<()>, AwsError> {
+    async fn read(&self, api: &impl AccountApi, _: &Context) -> Result<Option<()>, AwsError> {
         match api.attached_role_policies(&self.role).await {
             Ok(arns) => Ok(arns.contains(&self.policy_arn).then_some(())),
             // A role that does not exist yet (planning) has nothing attached.
@@ -342,7 +170,7 @@ impl Resource for Attachment {
         }
     }
 
-    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, _: &Context) -> Result<(), AwsError> {
         api.attach_role_policy(&self.role, &self.policy_arn).await
     }
 
@@ -380,7 +208,11 @@ impl Resource for RoleAlias {
         &Kind::ROLE_ALIAS
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<RoleAliasInfo>, AwsError> {
+    async fn read(
+        &self,
+        api: &impl AccountApi,
+        _: &Context,
+    ) -> Result<Option<RoleAliasInfo>, AwsError> {
         api.describe_role_alias(&self.name).await
     }
 
@@ -395,15 +227,14 @@ impl Resource for RoleAlias {
         }
     }
 
-    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, ctx: &Context) -> Result<(), AwsError> {
         let role = ctx.role(&self.role);
-        let created = api.create_role_alias(&self.name, role, self.seconds).await;
-        created.map(drop)
+        api.create_role_alias(&self.name, role, self.seconds).await
     }
 
     async fn update(
         &self,
-        api: &AccountApi,
+        api: &impl AccountApi,
         ctx: &Context,
         _: &RoleAliasInfo,
     ) -> Result<(), AwsError> {
@@ -441,12 +272,12 @@ impl Resource for ThingGroup {
         &Kind::THING_GROUP
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<String>, AwsError> {
+    async fn read(&self, api: &impl AccountApi, _: &Context) -> Result<Option<String>, AwsError> {
         api.thing_group_arn(&self.name).await
     }
 
-    async fn create(&self, api: &AccountApi, _: &Context) -> Result<(), AwsError> {
-        api.create_thing_group(&self.name).await.map(drop)
+    async fn create(&self, api: &impl AccountApi, _: &Context) -> Result<(), AwsError> {
+        api.create_thing_group(&self.name).await
     }
 
     fn arn<'a>(&'a self, _: &'a Context) -> &'a str {
@@ -501,7 +332,11 @@ impl Resource for Function {
         &Kind::FUNCTION
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<FunctionInfo>, AwsError> {
+    async fn read(
+        &self,
+        api: &impl AccountApi,
+        _: &Context,
+    ) -> Result<Option<FunctionInfo>, AwsError> {
         api.get_function(&self.name).await
     }
 
@@ -529,15 +364,14 @@ impl Resource for Function {
         Some(what.into())
     }
 
-    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, ctx: &Context) -> Result<(), AwsError> {
         let spec = self.spec(ctx);
-        let not_yet = |m: &str| m.contains("cannot be assumed");
-        while_role_settles(|| api.create_function(&spec), not_yet).await
+        while_role_settles(|| api.create_function(&spec)).await
     }
 
     async fn update(
         &self,
-        api: &AccountApi,
+        api: &impl AccountApi,
         ctx: &Context,
         _: &FunctionInfo,
     ) -> Result<(), AwsError> {
@@ -578,7 +412,7 @@ impl Resource for Permission {
 
     async fn read(
         &self,
-        api: &AccountApi,
+        api: &impl AccountApi,
         ctx: &Context,
     ) -> Result<Option<HookPermission>, AwsError> {
         let policy = api.function_policy(ctx.hook()).await?;
@@ -594,14 +428,14 @@ impl Resource for Permission {
         (*current == HookPermission::Differs).then(|| format!("statement {} differs", self.sid))
     }
 
-    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, ctx: &Context) -> Result<(), AwsError> {
         api.allow_iot_invoke(ctx.hook(), &self.sid, &self.account_id)
             .await
     }
 
     async fn update(
         &self,
-        api: &AccountApi,
+        api: &impl AccountApi,
         ctx: &Context,
         _: &HookPermission,
     ) -> Result<(), AwsError> {
@@ -670,7 +504,11 @@ impl Resource for Template {
         &Kind::TEMPLATE
     }
 
-    async fn read(&self, api: &AccountApi, _: &Context) -> Result<Option<TemplateInfo>, AwsError> {
+    async fn read(
+        &self,
+        api: &impl AccountApi,
+        _: &Context,
+    ) -> Result<Option<TemplateInfo>, AwsError> {
         api.describe_template(&self.name).await
     }
 
@@ -692,15 +530,14 @@ impl Resource for Template {
         Some(what)
     }
 
-    async fn create(&self, api: &AccountApi, ctx: &Context) -> Result<(), AwsError> {
+    async fn create(&self, api: &impl AccountApi, ctx: &Context) -> Result<(), AwsError> {
         let spec = self.spec(ctx);
-        let not_yet = |m: &str| m.to_lowercase().contains("role");
-        while_role_settles(|| api.create_template(&spec), not_yet).await
+        while_role_settles(|| api.create_template(&spec)).await
     }
 
     async fn update(
         &self,
-        api: &AccountApi,
+        api: &impl AccountApi,
         ctx: &Context,
         current: &TemplateInfo,
     ) -> Result<(), AwsError> {
