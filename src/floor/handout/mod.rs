@@ -8,27 +8,26 @@
 //! A take reads one queue record per device it passes (usually one), stats its claim marker
 //! and bundle, and reads the one bundle it hands out: its cost does not grow with the batch.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::batch_dir::MANIFEST_FILE;
-use crate::core::bundle_check::{check_batch_config, check_bundle};
 use crate::core::floor_records::{
-    record_action, rfc3339, take_start, CertificateClaim, Claim, FloorEvent, Handout, LogRecord,
-    PendingState, QueuedDevice, RecordAction, TakeStart, CLOSED, UNKNOWN,
+    record_action, rfc3339, take_start, Claim, FloorEvent, LogRecord, PendingState, QueuedDevice,
+    RecordAction, TakeStart,
 };
-use crate::core::manifest::{self, DeviceStatus};
 use crate::core::names;
-use crate::core::signing::{sha256_hex, BundleRecord};
 use crate::error::UserError;
 use crate::floor::deliver::{self, BundleLayout, Target};
 use crate::floor::Floor;
 use crate::trust::age_files::StationIdentity;
 use crate::trust::signature_files::StationBatch;
+use bundle::check_deliverable;
+
+mod bundle;
+mod claiming;
 
 /// How a take ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,108 +410,6 @@ impl Station {
         Ok(bundle)
     }
 
-    /// The next bundle not handed out, from the cursor on; then, before saying nothing is
-    /// left, from the start (a queue rewritten by batch or revoke may have left the cursor
-    /// ahead of a bundle).
-    fn take_next(&self, target: &Target) -> Result<Option<Bundle>> {
-        let Some((queue, len)) = self.floor.open_queue()? else {
-            return Err(self.no_queue().into());
-        };
-        let cursor = self.floor.cursor().min(len);
-        let mut skipped = 0;
-        for index in (cursor..len).chain(0..cursor) {
-            let device = self.floor.queued(&queue, index)?;
-            if self.floor.is_claimed(&device.serial)?
-                || !self.floor.bundle(&device.serial).is_file()
-            {
-                continue;
-            }
-            // A bundle that cannot be read or must not be handed out is reported and
-            // passed over: one bad file does not stop the line.
-            let bundle = match self.read_bundle(&device.serial).and_then(|b| {
-                check_deliverable(&b, &device, target, &self.layout)?;
-                self.claim_certificate(&b)??;
-                Ok(b)
-            }) {
-                Ok(bundle) => bundle,
-                Err(e) => {
-                    eprintln!("claimfab: skipping {}: {e:#}", device.serial);
-                    skipped += 1;
-                    continue;
-                }
-            };
-            if self.claim(&bundle)? {
-                self.floor.advance_cursor(index + 1)?;
-                return Ok(Some(bundle));
-            }
-        }
-        if skipped > 0 {
-            eprintln!(
-                "claimfab: {skipped} bundle(s) of {} passed over (above); check the batch with claimfab verify",
-                self.dir.display()
-            );
-        }
-        Ok(None)
-    }
-
-    /// The bundle of `serial`, asked for by label: it must be queued (ready) and not taken.
-    fn take_serial(&self, serial: &str, target: &Target) -> Result<Bundle> {
-        let Some((queue, _)) = self.floor.open_queue()? else {
-            return Err(self.no_queue().into());
-        };
-        let Some(device) = self.floor.find_queued(&queue, serial)? else {
-            return Err(self.not_queued(serial)?.into());
-        };
-        if let Some(marker) = self.floor.handout(serial)? {
-            return Err(self.taken(&marker)?.into());
-        }
-        let bundle = self.read_bundle(serial)?;
-        check_deliverable(&bundle, &device, target, &self.layout)?;
-        self.claim_certificate(&bundle)??;
-        if !self.claim(&bundle)? {
-            let marker = self
-                .floor
-                .handout(serial)?
-                .context("a claim marker vanished")?;
-            return Err(self.taken(&marker)?.into());
-        }
-        Ok(bundle)
-    }
-
-    /// The bundle's claim certificate, claimed for its serial: a second bundle carrying a
-    /// certificate already handed out with another serial is never handed out (one identity
-    /// per board). `Err` says why not.
-    fn claim_certificate(&self, bundle: &Bundle) -> Result<Result<(), UserError>> {
-        let id = &bundle.certificate_id;
-        let problem = match self.floor.claim_certificate(&self.id, &bundle.serial, id)? {
-            CertificateClaim::Ours => return Ok(Ok(())),
-            CertificateClaim::HeldBy { serial, station } => format!(
-                "carries claim certificate {}, already handed out with {serial} to station {station}: two boards would share one identity; check the batch with claimfab verify",
-                &id[..id.len().min(16)]
-            ),
-            CertificateClaim::OwnerUnknown => format!(
-                "carries claim certificate {}, already claimed by a take that was cut short; it is not handed out again",
-                &id[..id.len().min(16)]
-            ),
-        };
-        Ok(Err(serial_error("bundle", &bundle.serial, problem)))
-    }
-
-    /// Claims a bundle for this station (its certificate already claimed for its serial):
-    /// pending first, so a crash after the claim loses nothing; then the claim marker; then
-    /// the log. False if another station has it.
-    fn claim(&self, bundle: &Bundle) -> Result<bool> {
-        self.floor.set_pending(&self.id, &bundle.serial)?;
-        if !self
-            .floor
-            .claim(&self.id, &bundle.serial, OffsetDateTime::now_utc())?
-        {
-            return Ok(false);
-        }
-        self.log(bundle, FloorEvent::HandedOut)?;
-        Ok(true)
-    }
-
     fn log(&self, bundle: &Bundle, event: FloorEvent) -> Result<()> {
         self.floor.append_log(&LogRecord {
             station: self.id.clone(),
@@ -557,190 +454,4 @@ impl Station {
             .into()),
         }
     }
-
-    /// Reads a serial's bundle and what it holds. The one place a bundle's bytes are read,
-    /// so a reader that decrypts (`bundles/SN.zip.age` with an identity) slots in here. What
-    /// must keep it from being handed out goes into its findings: what `claimfab verify`
-    /// would find, a signature that does not vouch for it (signed batches), a config that is
-    /// not the batch's.
-    fn read_bundle(&self, serial: &str) -> Result<Bundle> {
-        let path = self.floor.bundle(serial);
-        let record = self.batch.signed_record(serial);
-        if self.floor.is_sealed() && self.identity.is_none() {
-            // `flashed` of an encrypted batch: no key, so what the manifest recorded.
-            return self.recorded_bundle(serial);
-        }
-        let stored = crate::trust::age_files::read_bundle_file(&path)
-            .map_err(|problem| anyhow::anyhow!("{} {problem}", path.display()))?;
-        let bytes = match &self.identity {
-            Some(identity) if self.floor.is_sealed() => identity
-                .decrypt(&stored)
-                .map_err(|e| identity.refused(&path, &e))?,
-            _ => stored.clone(),
-        };
-        let check = check_bundle(&bytes, None, OffsetDateTime::now_utc());
-        let invalid = |what: &str| {
-            UserError::output_dir(
-                &self.dir,
-                format!(
-                    "bundle of {serial} has no {what}: {}; run claimfab verify {}",
-                    check.findings.join("; "),
-                    self.dir.display()
-                ),
-            )
-        };
-        let mut bundle = Bundle {
-            serial: serial.to_string(),
-            thing_name: check
-                .thing_name
-                .clone()
-                .ok_or_else(|| invalid("thing name"))?,
-            certificate_id: check
-                .certificate_sha256
-                .clone()
-                .ok_or_else(|| invalid("claim certificate"))?,
-            findings: check.findings,
-            bytes,
-        };
-        match record {
-            Ok(Some(record)) => bundle
-                .findings
-                .extend(vouched_for(&record, &stored, &bundle)),
-            Ok(None) => {}
-            Err(problem) => bundle.findings.push(problem),
-        }
-        let target = &self.batch.spec.target;
-        if let Err(problem) = check_batch_config(&bundle.bytes, target, &bundle.thing_name) {
-            bundle.findings.push(format!("the bundle {problem}"));
-        }
-        Ok(bundle)
-    }
-
-    /// A bundle of an encrypted batch, for `flashed` (which has no key to open it): its
-    /// names and certificate id as the manifest records them.
-    fn recorded_bundle(&self, serial: &str) -> Result<Bundle> {
-        let (_, rows) = crate::batch_dir::spec::read_batch_dir(&self.dir)?;
-        let row = rows
-            .into_iter()
-            .find(|r| r.serial == serial)
-            .ok_or_else(|| serial_error("SERIAL", serial, "is not in the batch".into()))?;
-        Ok(Bundle {
-            serial: row.serial,
-            thing_name: row.thing_name,
-            certificate_id: row.certificate_id,
-            findings: Vec::new(),
-            bytes: Zeroizing::new(Vec::new()),
-        })
-    }
-
-    fn no_queue(&self) -> UserError {
-        UserError::output_dir(
-            &self.dir,
-            "has no stations/queue (made by an older claimfab); re-run the same claimfab batch command on it to write the queue",
-        )
-    }
-
-    /// Why `serial` is not queued, from the manifest (read only on this error path).
-    fn not_queued(&self, serial: &str) -> Result<UserError> {
-        let path = self.dir.join(MANIFEST_FILE);
-        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let rows = manifest::from_csv(&bytes)
-            .map_err(|e| anyhow::anyhow!("{} is not a claimfab manifest: {e}", path.display()))?;
-        let problem = match rows.iter().find(|row| row.serial == serial) {
-            None => format!(
-                "is not in the batch {} (not in its manifest); check the label and the batch directory",
-                self.dir.display()
-            ),
-            Some(row) if row.status != DeviceStatus::Ready => format!(
-                "is not in the batch's hand-out queue: its status is {}, not ready to flash",
-                format!("{:?}", row.status).to_lowercase()
-            ),
-            Some(_) => "is ready in the manifest but not in the stations' queue (being rewritten by batch or revoke?); try again".into(),
-        };
-        Ok(serial_error("--serial", serial, problem))
-    }
-
-    /// Who has `marker`'s bundle, and whether it is flashed or spoiled already.
-    fn taken(&self, marker: &Handout) -> Result<UserError> {
-        let problem = match marker.station.as_str() {
-            CLOSED => {
-                Some("is closed: its claim is being retired (revoke or close); take another board")
-            }
-            UNKNOWN => {
-                Some("is claimed by a take that was cut short (owner unknown); take another board")
-            }
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            return Ok(serial_error("--serial", &marker.serial, problem.into()));
-        }
-        let history = self.floor.history(&marker.station, &marker.serial)?;
-        let problem = match history.outcome {
-            Some(done) => format!(
-                "is already {} by station {} at {}",
-                done.event.as_str(),
-                done.station,
-                done.time
-            ),
-            None => format!(
-                "is already handed out to station {} at {} (not recorded yet)",
-                marker.station,
-                rfc3339(marker.at)
-            ),
-        };
-        Ok(serial_error("--serial", &marker.serial, problem))
-    }
-}
-
-/// What the signed record says that the bundle read does not match.
-fn vouched_for(record: &BundleRecord, stored: &[u8], bundle: &Bundle) -> Vec<String> {
-    let mut problems = Vec::new();
-    if sha256_hex(stored) != record.bundle_sha256 {
-        problems.push(format!(
-            "{} is not the file the batch signed (its SHA-256 differs)",
-            record.bundle
-        ));
-    }
-    if bundle.certificate_id != record.certificate_id {
-        problems.push(format!(
-            "holds claim certificate {}, not the signed {}",
-            &bundle.certificate_id[..bundle.certificate_id.len().min(16)],
-            &record.certificate_id[..record.certificate_id.len().min(16)]
-        ));
-    }
-    if bundle.thing_name != record.thing_name {
-        problems.push(format!(
-            "is for thing {}, not the signed {}",
-            bundle.thing_name, record.thing_name
-        ));
-    }
-    problems
-}
-
-/// A bundle is handed out only if `claimfab verify` finds nothing wrong with it, it is the
-/// queued device's (a bundle copied over another's is not), and its entries can be delivered
-/// to `target`; checked before it is claimed.
-fn check_deliverable(
-    bundle: &Bundle,
-    queued: &QueuedDevice,
-    target: &Target,
-    layout: &BundleLayout,
-) -> Result<(), UserError> {
-    let problem = if !bundle.findings.is_empty() {
-        bundle.findings.join("; ")
-    } else if bundle.thing_name != queued.thing_name {
-        format!(
-            "holds the bundle of thing {}, but {} is queued as {} (a bundle copied over another's?)",
-            bundle.thing_name, queued.serial, queued.thing_name
-        )
-    } else if let Err(problem) = deliver::check_expected(&bundle.bytes, target, layout) {
-        problem
-    } else {
-        return Ok(());
-    };
-    Err(UserError::Flag {
-        flag: "bundle",
-        value: bundle.serial.clone(),
-        problem: format!("{problem}; it is not handed out: check the batch with claimfab verify"),
-    })
 }
