@@ -1,132 +1,130 @@
-//! Claim keys and CSRs, made locally: an EC key (P-256 or P-384, RustCrypto) that zeroizes
-//! itself on drop, and a PKCS#10 CSR whose subject CN is the thing name, signed by that key.
-//! Only the CSR and the public key ever leave this module for the network.
+//! Claim keys and CSRs, made locally: an EC key (P-256 or P-384) made and used by AWS-LC
+//! (aws-lc-rs: audited, and fast enough that a key and a CSR cost tens of microseconds), its
+//! PKCS#8 document kept as generated in a buffer wiped on drop (AWS-LC wipes its own copy
+//! when the key is freed), and a PKCS#10 CSR whose subject CN is the thing name, signed by
+//! that key (rcgen). Only the CSR and the public key ever leave this module for the network.
 
-use p256::ecdsa::signature::Signer;
-use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use rand_core::OsRng;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING,
+    ECDSA_P384_SHA384_ASN1_SIGNING,
+};
+use p256::pkcs8::der::pem::LineEnding;
+use p256::pkcs8::SecretDocument;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::core::devices::Device;
 use crate::core::station_config::KeyAlgorithm;
 
-/// A claim private key. Its secret scalar is wiped when it is dropped; `Debug` never shows it.
-pub enum ClaimKey {
-    P256 {
-        key: p256::ecdsa::SigningKey,
-        public_point: Vec<u8>,
-    },
-    P384 {
-        key: p384::ecdsa::SigningKey,
-        public_point: Vec<u8>,
-    },
+/// A claim private key. Its secret is wiped when it is dropped; `Debug` never shows it.
+pub struct ClaimKey {
+    algorithm: KeyAlgorithm,
+    pair: EcdsaKeyPair,
+    /// The PKCS#8 v1 DER document, as generated or read.
+    pkcs8_der: Zeroizing<Vec<u8>>,
+    /// The public key as SubjectPublicKeyInfo DER.
+    spki_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for ClaimKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let curve = match self {
-            ClaimKey::P256 { .. } => "P-256",
-            ClaimKey::P384 { .. } => "P-384",
+        let curve = match self.algorithm {
+            KeyAlgorithm::P256 => "P-256",
+            KeyAlgorithm::P384 => "P-384",
         };
         write!(f, "ClaimKey({curve}, secret redacted)")
     }
 }
 
+fn signing_algorithm(algorithm: KeyAlgorithm) -> &'static EcdsaSigningAlgorithm {
+    match algorithm {
+        KeyAlgorithm::P256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
+        KeyAlgorithm::P384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+    }
+}
+
 impl ClaimKey {
-    /// Draws a fresh key from the operating system's CSPRNG.
+    /// Draws a fresh key from AWS-LC's CSPRNG (seeded by the operating system).
     pub fn generate(algorithm: KeyAlgorithm) -> Self {
-        match algorithm {
-            KeyAlgorithm::P256 => {
-                let key = p256::ecdsa::SigningKey::random(&mut OsRng);
-                let public_point = key
-                    .verifying_key()
-                    .to_encoded_point(false)
-                    .as_bytes()
-                    .to_vec();
-                ClaimKey::P256 { key, public_point }
-            }
-            KeyAlgorithm::P384 => {
-                let key = p384::ecdsa::SigningKey::random(&mut OsRng);
-                let public_point = key
-                    .verifying_key()
-                    .to_encoded_point(false)
-                    .as_bytes()
-                    .to_vec();
-                ClaimKey::P384 { key, public_point }
-            }
+        let pair = EcdsaKeyPair::generate(signing_algorithm(algorithm))
+            .expect("AWS-LC makes an EC key whenever the OS gives it randomness");
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .expect("an in-memory EC key always encodes as PKCS#8");
+        Self::new(algorithm, pair, Zeroizing::new(pkcs8.as_ref().to_vec()))
+    }
+
+    fn new(algorithm: KeyAlgorithm, pair: EcdsaKeyPair, pkcs8_der: Zeroizing<Vec<u8>>) -> Self {
+        let spki_der = pair
+            .public_key()
+            .as_der()
+            .expect("an in-memory EC public key always encodes as SPKI")
+            .as_ref()
+            .to_vec();
+        Self {
+            algorithm,
+            pair,
+            pkcs8_der,
+            spki_der,
         }
     }
 
     /// Reads a PKCS#8 PEM private key (P-256 or P-384), as [`Self::pkcs8_pem`] writes it.
     pub fn from_pkcs8_pem(pkcs8_pem: &str) -> Option<Self> {
-        use p256::pkcs8::DecodePrivateKey;
-        if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pkcs8_pem) {
-            let public_point = key
-                .verifying_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec();
-            return Some(ClaimKey::P256 { key, public_point });
+        let (label, document) = SecretDocument::from_pem(pkcs8_pem).ok()?;
+        if label != "PRIVATE KEY" {
+            return None;
         }
-        let key = p384::ecdsa::SigningKey::from_pkcs8_pem(pkcs8_pem).ok()?;
-        let public_point = key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec();
-        Some(ClaimKey::P384 { key, public_point })
+        let der = Zeroizing::new(document.as_bytes().to_vec());
+        [KeyAlgorithm::P256, KeyAlgorithm::P384]
+            .into_iter()
+            .find_map(|algorithm| {
+                let pair = EcdsaKeyPair::from_pkcs8(signing_algorithm(algorithm), &der).ok()?;
+                Some(Self::new(algorithm, pair, der.clone()))
+            })
+    }
+
+    /// The key's curve.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
     }
 
     /// The private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`), in a buffer wiped on drop.
     pub fn pkcs8_pem(&self) -> Zeroizing<String> {
-        let pem = match self {
-            ClaimKey::P256 { key, .. } => key.to_pkcs8_pem(LineEnding::LF),
-            ClaimKey::P384 { key, .. } => key.to_pkcs8_pem(LineEnding::LF),
-        };
-        pem.expect("an in-memory EC key always encodes as PKCS#8")
+        SecretDocument::try_from(self.pkcs8_der.as_slice())
+            .and_then(|document| document.to_pem("PRIVATE KEY", LineEnding::LF))
+            .expect("a PKCS#8 document always encodes as PEM")
     }
 
     /// The public key as X.509 SubjectPublicKeyInfo DER.
     pub fn public_key_der(&self) -> Vec<u8> {
-        let der = match self {
-            ClaimKey::P256 { key, .. } => key.verifying_key().to_public_key_der(),
-            ClaimKey::P384 { key, .. } => key.verifying_key().to_public_key_der(),
-        };
-        der.expect("an in-memory EC key always encodes as SPKI")
-            .into_vec()
+        self.spki_der.clone()
     }
 }
 
 impl rcgen::PublicKeyData for ClaimKey {
     fn der_bytes(&self) -> &[u8] {
-        match self {
-            ClaimKey::P256 { public_point, .. } | ClaimKey::P384 { public_point, .. } => {
-                public_point
-            }
-        }
+        // The uncompressed point, which is what rcgen puts in the SubjectPublicKeyInfo.
+        self.pair.public_key().as_ref()
     }
 
     fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        match self {
-            ClaimKey::P256 { .. } => &rcgen::PKCS_ECDSA_P256_SHA256,
-            ClaimKey::P384 { .. } => &rcgen::PKCS_ECDSA_P384_SHA384,
+        match self.algorithm {
+            KeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         }
     }
 }
 
 impl rcgen::SigningKey for ClaimKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        Ok(match self {
-            ClaimKey::P256 { key, .. } => {
-                let signature: p256::ecdsa::DerSignature = key.sign(msg);
-                signature.as_bytes().to_vec()
-            }
-            ClaimKey::P384 { key, .. } => {
-                let signature: p384::ecdsa::DerSignature = key.sign(msg);
-                signature.as_bytes().to_vec()
-            }
-        })
+        let signature = self
+            .pair
+            .sign(&SystemRandom::new(), msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)?;
+        Ok(signature.as_ref().to_vec())
     }
 }
 
@@ -192,8 +190,8 @@ mod tests {
                 .unwrap();
         let info = &csr.certification_request_info;
         let signature = csr.signature_value.data.as_ref();
-        match prepared.key {
-            ClaimKey::P256 { .. } => {
+        match prepared.key.algorithm() {
+            KeyAlgorithm::P256 => {
                 use p256::ecdsa::signature::Verifier;
                 use p256::pkcs8::DecodePublicKey;
                 let key =
@@ -202,7 +200,7 @@ mod tests {
                 key.verify(info.raw, &sig)
                     .expect("CSR self-signature verifies");
             }
-            ClaimKey::P384 { .. } => {
+            KeyAlgorithm::P384 => {
                 use p384::ecdsa::signature::Verifier;
                 use p384::pkcs8::DecodePublicKey;
                 let key =
