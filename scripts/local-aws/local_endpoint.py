@@ -168,25 +168,38 @@ def warm_up(url: str, region: str) -> None:
         resp.read()
 
 
-def make_server(port: int, router: IotRouter, faults: FaultSettings, log_requests: bool):
-    """moto's server app behind the FaultInjector, bound to HOST:port (None if it cannot be).
-    ThreadedMotoServer's own start, minus its one flaw here: it binds inside its thread, so a
-    bind error (port taken) would leave start() waiting forever. Bind in this thread instead."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server as werkzeug_server
+class KeepAliveServer:
+    """moto's app served by waitress, which keeps HTTP/1.1 connections open between requests
+    as AWS's endpoints do (werkzeug's development server closes every one: a client would
+    pay a TCP connect and teardown per request that it never pays against AWS). Offers the
+    three things the launcher uses of a server: serve_forever, shutdown, server_address."""
 
+    def __init__(self, app, port: int):
+        from waitress.server import create_server
+
+        # Threads: claimfab keeps up to 16 requests in flight, the benchmark's peer 16.
+        self._server = create_server(app, host=HOST, port=port, threads=16,
+                                     connection_limit=256, channel_timeout=120)
+        self.server_address = (HOST, self._server.effective_port)
+
+    def serve_forever(self) -> None:
+        self._server.run()
+
+    def shutdown(self) -> None:
+        self._server.close()
+        self._server.task_dispatcher.shutdown(timeout=5)
+
+
+def make_server(port: int, router: IotRouter, faults: FaultSettings, log_requests: bool):
+    """moto's server app behind the FaultInjector, bound to HOST:port in this thread (None
+    if it cannot be: the port is taken)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app = FaultInjector(DomainDispatcherApplication(create_backend_app), router, faults,
+                        log_requests)
     try:
-        return werkzeug_server(
-            HOST, port,
-            FaultInjector(DomainDispatcherApplication(create_backend_app), router, faults, log_requests),
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
-    except (OSError, SystemExit) as e:  # werkzeug reports EADDRINUSE itself, then exits
+        return KeepAliveServer(app, port)
+    except OSError as e:
         print(f"local_endpoint: cannot listen on {HOST}:{port}: {e}", file=sys.stderr)
         return None
 
@@ -261,9 +274,9 @@ def main() -> int:
         parser.error("--port must be 0..65535")
     router = IotRouter(load_iot_routes())
     faults = fault_settings(parser, args, router)
-    # werkzeug logs every request at INFO; by default keep only warnings and errors (tracebacks
-    # of failed requests) so a caller that never drains stderr cannot stall the server.
-    logging.getLogger("werkzeug").setLevel(logging.INFO if args.log_requests else logging.WARNING)
+    # The server logs at INFO; by default keep only warnings and errors (tracebacks of failed
+    # requests) so a caller that never drains stderr cannot stall the server.
+    logging.getLogger("waitress").setLevel(logging.INFO if args.log_requests else logging.WARNING)
 
     state_dir = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
