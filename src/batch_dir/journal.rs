@@ -1,14 +1,16 @@
 //! The batch journal file: append-only JSON lines in the batch directory, written and
 //! fsynced *before* each AWS call and after each result, so a re-run after a crash knows
-//! every certificate that may exist; a crash-torn last line is cut off on open. What the
+//! every certificate that may exist; a crash-torn last line is cut off on open. Concurrent
+//! appends share their fsyncs (group commit), and none returns before its line is durable. What the
 //! events mean, and replaying them, is the ledger's (`core::ledger`). Commands reach the
 //! file through [`EventLog`] and [`JournalStore`], so that tests can stop a run at any
 //! journal point as a crash would.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Write};
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 
@@ -40,20 +42,33 @@ impl EventLog for Journal {
     }
 }
 
-/// The journal file and what is known about its tail.
-struct JournalFile {
-    file: File,
-    /// Bytes known to be complete lines.
+/// What the writers of one journal share: the lines waiting to be written, and how far
+/// the file is durable. Lines are numbered in the order they were queued.
+struct Commits {
+    /// Lines queued and not yet written, in order.
+    queued: Vec<u8>,
+    /// The number of the last line queued.
+    last_queued: u64,
+    /// Lines up to this number are on disk (written and fsynced).
+    durable: u64,
+    /// Bytes of the file known to be complete lines.
     len: u64,
-    /// Set after a failed append: the tail may hold a partial line, so nothing more may be
+    /// A writer is writing and syncing a group now.
+    syncing: bool,
+    /// Set after a failed write: the tail may hold a partial line, so nothing more may be
     /// appended after it in this run.
     failed: bool,
 }
 
-/// The open journal file. Appends are serialized and each is fsynced before returning.
+/// The open journal file. Appends are made durable in groups: the first writer to find no
+/// group in flight writes every queued line and fsyncs once, while the others wait; nobody
+/// returns before the fsync that covers its own line.
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<JournalFile>,
+    /// Touched only by the writer of the group in flight.
+    file: Mutex<File>,
+    commits: Mutex<Commits>,
+    committed: Condvar,
 }
 
 impl Journal {
@@ -68,21 +83,7 @@ impl Journal {
             .truncate(false)
             .open(path)
             .with_context(|| format!("cannot open journal {} for writing", path.display()))?;
-        let (replay, valid_len) = match Replay::from_reader(BufReader::new(&file)) {
-            Ok(replayed) => replayed,
-            Err(ReplayError::Read(e)) => {
-                return Err(e).with_context(|| format!("cannot read journal {}", path.display()))
-            }
-            Err(ReplayError::Damaged { line }) => bail!(
-                "journal {} is damaged at line {line} (not a crash-torn last line); repair or remove that line, then re-run",
-                path.display()
-            ),
-        };
-        let context = || format!("cannot repair the torn end of journal {}", path.display());
-        if valid_len < file.metadata().with_context(context)?.len() {
-            file.set_len(valid_len).with_context(context)?;
-            file.sync_all().with_context(context)?;
-        }
+        let (replay, valid_len) = replay_and_repair(&file, path)?;
         if !existed {
             // The new file's name must survive a power cut too.
             if let Some(dir) = path.parent() {
@@ -91,60 +92,126 @@ impl Journal {
                     .with_context(|| format!("cannot sync directory {}", dir.display()))?;
             }
         }
-        Ok((
-            Self {
-                path: path.to_path_buf(),
-                file: Mutex::new(JournalFile {
-                    file,
-                    len: valid_len,
-                    failed: false,
-                }),
-            },
-            replay,
-        ))
+        let commits = Commits {
+            queued: Vec::new(),
+            last_queued: 0,
+            durable: 0,
+            len: valid_len,
+            syncing: false,
+            failed: false,
+        };
+        let journal = Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            commits: Mutex::new(commits),
+            committed: Condvar::new(),
+        };
+        Ok((journal, replay))
     }
 
-    /// Appends one event durably. After a failed append every later one fails too, so no
-    /// event can land after a partial line.
+    /// Appends one event durably: returns once the fsync that covers it is done. After a
+    /// failed write every later append fails too, so no event can land after a partial line.
     pub fn record(&self, event: &Event) -> Result<()> {
         let mut line = serde_json::to_vec(event).expect("journal events always serialize");
         line.push(b'\n');
-        let mut journal = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if journal.failed {
-            bail!(
-                "journal {} could not be written earlier in this run; free disk space or fix permissions, then re-run",
-                self.path.display()
-            );
+        let mut commits = self.lock_commits();
+        if commits.failed {
+            return Err(self.failed_earlier());
         }
-        let len = journal.len;
-        let written = {
-            use std::io::{Seek, SeekFrom};
-            let file = &mut journal.file;
-            file.seek(SeekFrom::Start(len))
-                .and_then(|_| file.write_all(&line))
-                .and_then(|()| file.sync_data())
-        };
-        match written {
-            Ok(()) => {
-                journal.len += line.len() as u64;
-                Ok(())
+        commits.queued.extend_from_slice(&line);
+        commits.last_queued += 1;
+        let mine = commits.last_queued;
+        loop {
+            if commits.durable >= mine {
+                return Ok(());
             }
-            Err(e) => {
-                journal.failed = true;
-                // Best effort: take the partial line back off.
-                let _ = journal
-                    .file
-                    .set_len(len)
-                    .and_then(|()| journal.file.sync_data());
-                Err(e).with_context(|| {
-                    format!(
-                        "cannot append to journal {}; free disk space or fix permissions, then re-run",
-                        self.path.display()
-                    )
-                })
+            if commits.failed {
+                return Err(self.failed_earlier());
             }
+            if commits.syncing {
+                commits = self
+                    .committed
+                    .wait(commits)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            commits = self.write_group(commits)?;
         }
     }
+
+    /// Writes and fsyncs every queued line as one group, the commits' lock released
+    /// meanwhile; wakes the writers waiting on it.
+    fn write_group<'a>(
+        &'a self,
+        mut commits: MutexGuard<'a, Commits>,
+    ) -> Result<MutexGuard<'a, Commits>> {
+        let group = std::mem::take(&mut commits.queued);
+        let (last, offset) = (commits.last_queued, commits.len);
+        commits.syncing = true;
+        drop(commits);
+        let written = {
+            let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            let result = file
+                .write_all_at(&group, offset)
+                .and_then(|()| file.sync_data());
+            if result.is_err() {
+                // Best effort: take the partial group back off.
+                let _ = file.set_len(offset).and_then(|()| file.sync_data());
+            }
+            result
+        };
+        let mut commits = self.lock_commits();
+        commits.syncing = false;
+        match &written {
+            Ok(()) => {
+                commits.len += group.len() as u64;
+                commits.durable = last;
+            }
+            Err(_) => commits.failed = true,
+        }
+        self.committed.notify_all();
+        match written {
+            Ok(()) => Ok(commits),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "cannot append to journal {}; free disk space or fix permissions, then re-run",
+                    self.path.display()
+                )
+            }),
+        }
+    }
+
+    fn lock_commits(&self) -> MutexGuard<'_, Commits> {
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed_earlier(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "journal {} could not be written earlier in this run; free disk space or fix permissions, then re-run",
+            self.path.display()
+        )
+    }
+}
+
+/// Replays the journal and cuts off a crash-torn last line; returns the replay and the
+/// length of the complete lines.
+fn replay_and_repair(file: &File, path: &Path) -> Result<(Replay, u64)> {
+    let (replay, valid_len) = match Replay::from_reader(BufReader::new(file)) {
+        Ok(replayed) => replayed,
+        Err(ReplayError::Read(e)) => {
+            return Err(e).with_context(|| format!("cannot read journal {}", path.display()))
+        }
+        Err(ReplayError::Damaged { line }) => bail!(
+            "journal {} is damaged at line {line} (not a crash-torn last line); repair or remove that line, then re-run",
+            path.display()
+        ),
+    };
+    let context = || format!("cannot repair the torn end of journal {}", path.display());
+    if valid_len < file.metadata().with_context(context)?.len() {
+        file.set_len(valid_len).with_context(context)?;
+        file.sync_all().with_context(context)?;
+    }
+    Ok((replay, valid_len))
 }
 
 #[cfg(test)]
@@ -174,5 +241,26 @@ mod tests {
             2,
             "no corruption after the repaired tail"
         );
+    }
+
+    #[test]
+    fn concurrent_appends_are_all_durable_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (journal, _) = Journal::open(&path).unwrap();
+        std::thread::scope(|scope| {
+            for writer in 0..8 {
+                let journal = &journal;
+                scope.spawn(move || {
+                    for n in 0..50 {
+                        let serial = format!("W{writer}-{n}");
+                        journal.record(&requested(&serial, &serial)).unwrap();
+                    }
+                });
+            }
+        });
+        drop(journal);
+        let (_, replay) = Journal::open(&path).unwrap();
+        assert_eq!(replay.devices.len(), 400, "every event, each a whole line");
     }
 }
