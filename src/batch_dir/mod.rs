@@ -15,8 +15,11 @@ use anyhow::{Context, Result};
 use crate::core::sealed::SEALED_SUFFIX;
 use crate::error::UserError;
 
+mod dir_sync;
 pub mod journal;
 pub mod spec;
+
+use dir_sync::DirSync;
 
 pub const BATCH_FILE: &str = "batch.json";
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -143,6 +146,9 @@ pub struct BatchDir {
     root: PathBuf,
     // Held for the life of the run: the OS releases the lock if the process dies.
     _lock: File,
+    /// The shared fsyncs of the root and of `bundles/`, where files are replaced.
+    root_sync: DirSync,
+    bundles_sync: DirSync,
 }
 
 impl BatchDir {
@@ -167,6 +173,8 @@ impl BatchDir {
         Ok(Self {
             root: root.to_path_buf(),
             _lock: lock,
+            root_sync: DirSync::new(root),
+            bundles_sync: DirSync::new(&root.join(BUNDLES_DIR)),
         })
     }
 
@@ -204,7 +212,8 @@ impl BatchDir {
     }
 
     /// Writes a temp file beside `relative` with `write`, sets `mode`, syncs it, renames it
-    /// over `relative` and syncs the directory.
+    /// over `relative` and syncs the directory (one fsync shared by concurrent writers in
+    /// the root or in `bundles/`).
     fn replace_file(
         &self,
         relative: &str,
@@ -214,9 +223,13 @@ impl BatchDir {
         let target = self.root.join(relative);
         replace_file_at(&target, mode, write)?;
         let dir = target.parent().unwrap_or(&self.root);
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync directory {}", dir.display()))
+        if dir == self.root {
+            self.root_sync.renamed()
+        } else if dir == self.root.join(BUNDLES_DIR) {
+            self.bundles_sync.renamed()
+        } else {
+            DirSync::new(dir).renamed()
+        }
     }
 
     /// Removes temp files a crash may have left behind.
