@@ -6,7 +6,7 @@
 # to bench-out/ (git-ignored). Takes about half an hour with the default sizes; see
 # scripts/bench/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
 # benchmark alone (a couple of minutes) and BENCH_ONLY=hook for the claim-binding hook's cold
-# start alone (under a minute).
+# start alone (under a minute), BENCH_ONLY=cpu for CPU per device against the boto3 peer.
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
 # GNU time (apt) for peak RSS, and a release build of claimfab.
@@ -21,7 +21,7 @@ if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 bash scripts/local-aws/ensure-venv.sh
-if [[ -z "${BENCH_ONLY:-}" ]]; then
+if [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == cpu ]]; then
     # The AWS CLI and boto3, for the peers (the take and hook benchmarks need neither).
     bash scripts/local-aws/ensure-venv.sh .venv-bench scripts/bench/requirements.txt
 fi

@@ -9,7 +9,8 @@ Sizes come from the environment so a quick run is possible (defaults are the iss
 BENCH_LOCAL_DEVICES=10000 BENCH_MANUAL_SAMPLE=20 BENCH_QUOTA_DEVICES=600
 BENCH_SCALE_DEVICES=100000 BENCH_TAKE_BUNDLES=100000 BENCH_TAKES=200 BENCH_OUT=bench-out
 BENCH_ONLY=take runs only the take benchmark (a minute or two) and prints its figures;
-BENCH_ONLY=hook only the claim-binding hook's cold start (hook_cold_start.py beside this file).
+BENCH_ONLY=hook only the claim-binding hook's cold start (hook_cold_start.py beside this file);
+BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_DEVICES each).
 
 This file runs the parts in turn; runs.py has what they share (paths, sizes, the endpoint,
 timed runs), take.py the take benchmark, report.py the rendering of BENCHMARKS.md.
@@ -38,6 +39,7 @@ from runs import (
     Endpoint,
     claimfab_batch,
     commands,
+    cpu_seconds,
     criterion_estimates,
     log,
     machine,
@@ -64,6 +66,12 @@ def hook_benchmark() -> dict:
 
 def local_work(results: dict, fast) -> None:
     """1. Local work on the unthrottled endpoint: claimfab, the boto3 peer, the manual way."""
+    local_claimfab(results, fast)
+    local_peer(results, fast)
+    local_manual(results, fast)
+
+
+def local_claimfab(results: dict, fast) -> None:
     log(f"local work: claimfab, {LOCAL_DEVICES} devices (unthrottled endpoint, raised limits)")
     endpoint = Endpoint("endpoint-local", [])
     setup_account(endpoint, fast)
@@ -74,6 +82,8 @@ def local_work(results: dict, fast) -> None:
     results["requests_per_device"] = calls / LOCAL_DEVICES
     endpoint.stop()
 
+
+def local_peer(results: dict, fast) -> None:
     log(f"local work: boto3 thread-pool peer, {LOCAL_DEVICES} devices (fresh endpoint)")
     endpoint = Endpoint("endpoint-peer", [])
     setup = setup_account(endpoint, fast)
@@ -90,6 +100,8 @@ def local_work(results: dict, fast) -> None:
     results["peer"] = {"seconds": elapsed, "rss_kib": rss, **parse_kv("peer", stdout)}
     endpoint.stop()
 
+
+def local_manual(results: dict, fast) -> None:
     log(f"local work: the manual way, a sample of {MANUAL_SAMPLE} devices")
     endpoint = Endpoint("endpoint-manual", [])
     setup_account(endpoint, fast)
@@ -138,8 +150,26 @@ def at_scale(results: dict, fast) -> None:
     endpoint.stop()
 
 
+def cpu_per_device() -> None:
+    """BENCH_ONLY=cpu: claimfab's and the boto3 peer's CPU per device on the unthrottled
+    endpoint, side by side in one run (cpu.json)."""
+    results: dict = {"machine": machine()}
+    fast = station("station-fast", FAST_LIMITS)
+    local_claimfab(results, fast)
+    local_peer(results, fast)
+    ours = cpu_seconds("claimfab-local") / LOCAL_DEVICES * 1e3
+    peer = cpu_seconds("peer-local") / max(results["peer"].get("ok", 0), 1) * 1e3
+    results["cpu_ms_per_device"] = {"claimfab": ours, "peer": peer, "ratio": peer / ours}
+    (OUT / "cpu.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"CPU per device, {LOCAL_DEVICES} devices: claimfab {ours:.2f} ms, boto3 peer "
+          f"{peer:.2f} ms ({peer / ours:.1f}x)")
+
+
 def run_one(only: str) -> None:
-    """BENCH_ONLY=hook or take: that benchmark alone, its figures and its row printed."""
+    """BENCH_ONLY=hook, take or cpu: that benchmark alone, its figures printed."""
+    if only == "cpu":
+        cpu_per_device()
+        return
     if only == "hook":
         hook = hook_benchmark()
         print(json.dumps(hook, indent=2))
@@ -180,7 +210,7 @@ def main() -> None:
         print(report)
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("BENCH_ONLY") in ("hook", "take"):
+    if os.environ.get("BENCH_ONLY") in ("hook", "take", "cpu"):
         run_one(os.environ["BENCH_ONLY"])
         return
     results = run_all()

@@ -1,7 +1,7 @@
 //! The per-device bundle: a zip whose entry paths mirror where each file lands on the device
 //! (claim certificate, claim key, Amazon Root CA 1, Greengrass config). Built in memory; the
-//! caller writes the bytes. The key entry is stored uncompressed so no compressor buffer ever
-//! holds a copy of it, and carries mode 0600; the zip is written into one buffer sized for it
+//! caller writes the bytes. Entries are stored uncompressed: no compressor buffer ever holds
+//! a copy of the key, and no device pays for a compressor's set-up; the key carries mode 0600; the zip is written into one buffer sized for it
 //! up front and never grown, so no copy of the key is left in freed memory.
 
 use std::io::{Cursor, Seek, SeekFrom, Write};
@@ -165,13 +165,10 @@ fn write_entries(
 ) -> zip::result::ZipResult<()> {
     let mut zip = ZipWriter::new(out);
     for entry in entries {
-        let method = if entry.mode & 0o077 == 0 {
-            CompressionMethod::Stored
-        } else {
-            CompressionMethod::Deflated
-        };
+        // Stored, every entry: four small text files gain a kilobyte or so from deflate,
+        // which would cost a compressor's set-up per entry and per device.
         let options = SimpleFileOptions::default()
-            .compression_method(method)
+            .compression_method(CompressionMethod::Stored)
             .unix_permissions(entry.mode);
         zip.start_file(zip_path(entry.device_path), options)?;
         zip.write_all(entry.contents)?;
