@@ -7,7 +7,7 @@
 # scripts/bench/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
 # benchmark alone (a couple of minutes), BENCH_ONLY=hook for the claim-binding hook's cold
 # start alone (under a minute), BENCH_ONLY=shared_quota for two and three processes sharing one
-# account's quota (about six minutes) and BENCH_ONLY=revoke for a 10,000-claim revoke at the
+# account's quota (about four minutes) and BENCH_ONLY=revoke for a 10,000-claim revoke at the
 # UpdateCertificate quota (about twenty minutes).
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
