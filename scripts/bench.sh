@@ -5,8 +5,11 @@
 # and AWS requests per device. Prints a table and writes BENCHMARKS.md; raw figures and logs go
 # to bench-out/ (git-ignored). Takes about half an hour with the default sizes; see
 # scripts/bench/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
-# benchmark alone (a couple of minutes) and BENCH_ONLY=hook for the claim-binding hook's cold
-# start alone (under a minute), BENCH_ONLY=cpu for CPU per device against the boto3 peer.
+# benchmark alone (a couple of minutes), BENCH_ONLY=hook for the claim-binding hook's cold
+# start alone (under a minute), BENCH_ONLY=shared_quota for two and three processes sharing one
+# account's quota (about four minutes) and BENCH_ONLY=revoke for a 10,000-claim revoke at the
+# UpdateCertificate quota (about twenty minutes); BENCH_ONLY=cpu for CPU per device against
+# the boto3 peer.
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
 # GNU time (apt) for peak RSS, and a release build of claimfab.

@@ -67,6 +67,9 @@ pub struct CloseArgs {
     pub yes: bool,
 
     #[command(flatten)]
+    pub limits: LimitsArgs,
+
+    #[command(flatten)]
     pub aws: AwsArgs,
 }
 
@@ -76,6 +79,9 @@ pub struct RetireProvisionedArgs {
     /// Batch directories.
     #[arg(value_name = "DIR", required = true)]
     pub dirs: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 
     #[command(flatten)]
     pub aws: AwsArgs,
@@ -185,9 +191,8 @@ pub struct RotateArgs {
     #[arg(long, value_name = "DURATION")]
     pub retire_after: Option<String>,
 
-    /// Station config for the rate limits and concurrency (default: AWS's default quotas).
-    #[arg(long, value_name = "FILE")]
-    pub station: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 
     /// The batch-signing key, when the batch is signed (the new batch is signed with it).
     #[arg(long, value_name = "FILE")]
@@ -246,6 +251,9 @@ pub struct RevokeArgs {
     /// Also delete the certificates from AWS (detaches the claim policy first).
     #[arg(long)]
     pub delete: bool,
+
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 
     #[command(flatten)]
     pub aws: AwsArgs,
@@ -374,6 +382,16 @@ pub struct BatchArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// How fast a command that works on a made batch may go (`revoke`, `close`,
+/// `retire-provisioned`, `rotate`): only a station file's `[limits]` are read.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LimitsArgs {
+    /// Station config for the rate limits and concurrency (default: AWS's default quotas,
+    /// 16 devices at once).
+    #[arg(long, value_name = "FILE")]
+    pub station: Option<PathBuf>,
 }
 
 /// How to reach AWS. Each falls back to the station's or the batch's setting where there is

@@ -90,7 +90,7 @@ pub struct RotateRequest {
     pub retire_old: bool,
     /// Retire them once this long has passed, on a later run.
     pub retire_after: Option<Duration>,
-    /// The rate limits the new batch runs at.
+    /// The rate limits and concurrency the new batch, and the old one's retirement, run at.
     pub limits: LimitsSection,
     /// The batch-signing key file, for a signed old batch.
     pub sign_with: Option<PathBuf>,
@@ -250,7 +250,9 @@ async fn record_and_retire<A: Claims>(
             detach: false,
             delete: false,
         };
-        let retired = old.check()?.carry_out(retire.api, retire.journals);
+        let concurrency = args.limits.concurrency as usize;
+        let old = old.check()?.with_concurrency(concurrency);
+        let retired = old.carry_out(retire.api, retire.journals);
         if !retired.await? {
             crate::say!("some old certificates could not be retired: re-run the same command");
             return Ok(None);

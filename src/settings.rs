@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::AwsSettings;
-use crate::cli::AwsArgs;
+use crate::cli::{AwsArgs, LimitsArgs};
 use crate::core::names;
 use crate::core::station_config::{LimitsSection, StationConfig};
 use crate::error::UserError;
@@ -137,14 +137,18 @@ pub fn station_id(args: &crate::cli::StationArgs) -> Result<(String, Vec<String>
     })
 }
 
-/// Connects to AWS IoT in a batch's region, unless a flag or the environment says
-/// otherwise, at the default rate limits: the connection of the commands that work on a
-/// batch after it was made.
-pub async fn connect_in_region(aws: &AwsArgs, region: &str) -> anyhow::Result<crate::aws::Iot> {
-    connect_with_limits(aws, region, &LimitsSection::default()).await
+/// The rate limits and concurrency of a command that works on a batch after it was made:
+/// the `[limits]` of its `--station FILE`, else the defaults (AWS's default quotas).
+pub fn station_limits(flags: &LimitsArgs) -> Result<LimitsSection, UserError> {
+    match &flags.station {
+        Some(path) => Ok(read_station(path)?.limits),
+        None => Ok(LimitsSection::default()),
+    }
 }
 
-/// [`connect_in_region`] at a station's rate limits.
+/// Connects to AWS IoT in a batch's region, unless a flag or the environment says
+/// otherwise, at `limits`: the connection of the commands that work on a batch after it
+/// was made.
 pub async fn connect_with_limits(
     aws: &AwsArgs,
     region: &str,

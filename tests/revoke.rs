@@ -88,3 +88,54 @@ fn revoke_survives_sigkill_and_a_rerun_and_the_manifest_follows() {
         "{stderr}"
     );
 }
+
+#[test]
+fn revoke_at_a_stations_concurrency_retires_devices_together_each_in_order() {
+    let f = Fixture::new(
+        "[limits]\nupdate_certificate_per_second = 200\ndetach_policy_per_second = 200\nconcurrency = 8\n",
+    );
+    assert_eq!(run(&mut f.batch(24)).0, 0);
+    let before = std::fs::read_to_string(f.out.join("journal.jsonl")).unwrap();
+    let mut cmd = f.endpoint.claimfab();
+    cmd.arg("revoke")
+        .arg(&f.out)
+        .args(["--all", "--detach", "--station"])
+        .arg(&f.station);
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+
+    let journal = std::fs::read_to_string(f.out.join("journal.jsonl")).unwrap();
+    let events: Vec<(String, String)> = journal[before.len()..]
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = |key: &str| event[key].as_str().unwrap().to_string();
+            (text("serial"), text("event"))
+        })
+        .collect();
+    // Several devices in flight: the second event is another device's intent, not the
+    // first device's answer.
+    assert_eq!(events[0].1, "status_requested");
+    assert_eq!(events[1].1, "status_requested", "{events:?}");
+    assert_ne!(events[0].0, events[1].0);
+    // Each device's own events stay in their order.
+    for serial in counted(24) {
+        let own: Vec<&str> = events
+            .iter()
+            .filter(|(s, _)| *s == serial)
+            .map(|(_, e)| e.as_str())
+            .collect();
+        assert_eq!(
+            own,
+            ["status_requested", "status_changed", "policy_detached"],
+            "{serial}"
+        );
+    }
+    let all = f.rt.block_on(f.endpoint.all_certificates());
+    assert!(all.values().all(|c| c.0 == "REVOKED"), "{all:?}");
+    let targets = f.rt.block_on(f.endpoint.policy_targets(CLAIM_POLICY));
+    assert!(targets.is_empty(), "{targets:?}");
+    assert!(read_manifest(&f.out)
+        .iter()
+        .all(|r| r["status"] == "revoked"));
+}

@@ -11,16 +11,21 @@ BENCH_SCALE_DEVICES=100000 BENCH_TAKE_BUNDLES=100000 BENCH_TAKES=200 BENCH_OUT=b
 BENCH_ONLY=take runs only the take benchmark (a minute or two) and prints its figures;
 BENCH_ONLY=hook only the claim-binding hook's cold start (hook_cold_start.py beside this file);
 BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_DEVICES each).
+BENCH_ONLY=shared_quota or BENCH_ONLY=revoke only that pace benchmark (pace.py beside this file),
+its figures merged into results.json and its rows into BENCHMARKS.md.
 
 This file runs the parts in turn; runs.py has what they share (paths, sizes, the endpoint,
 timed runs), take.py the take benchmark, report.py the rendering of BENCHMARKS.md.
 """
 
+import datetime
 import json
 import os
 import shutil
 import subprocess
 import sys
+
+import pace
 
 from report import hook_row, render
 from runs import (
@@ -196,6 +201,9 @@ def run_all() -> dict:
     # 5. Take: one hand-out at a flashing station, at batch scale.
     log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
     results["take"] = take_benchmark([])
+    # 6. The adaptive pace: processes sharing a quota, and a revoke at UpdateCertificate's.
+    results["shared_quota"] = pace.shared_quota_benchmark()
+    results["revoke"] = pace.revoke_benchmark()
     log("claim-binding hook: cold start in fresh processes")
     results["hook"] = hook_benchmark()
     results["commands"] = commands
@@ -212,6 +220,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if os.environ.get("BENCH_ONLY") in ("hook", "take", "cpu"):
         run_one(os.environ["BENCH_ONLY"])
+        return
+    if os.environ.get("BENCH_ONLY") in ("shared_quota", "revoke"):
+        results = pace.run_pace(os.environ["BENCH_ONLY"])
+        measured = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        md = REPO / "BENCHMARKS.md"
+        md.write_text(pace.patch_benchmarks_md(md.read_text(), results, measured))
         return
     results = run_all()
     (OUT / "results.json").write_text(json.dumps(

@@ -3,6 +3,8 @@ figure, and the commands that produced them."""
 
 from types import SimpleNamespace
 
+import pace
+
 from runs import LOCAL_DEVICES, MANUAL_SAMPLE, OUT, QUOTA, QUOTA_DEVICES, REPO, SCALE_DEVICES, cpu_seconds
 from take import TAKE_BOUND, take_row
 
@@ -78,6 +80,7 @@ def table(r: dict, x: SimpleNamespace) -> list[str]:
         f" ({', '.join(f'{k} {v}' for k, v in sorted(local['requests'].items()))}) | | 2 |",
         *([take_row(r["take"])] if "take" in r else []),
         *([hook_row(r["hook"])] if "hook" in r else []),
+        *pace.rows(r),
         "",
     ]
 
@@ -125,6 +128,7 @@ def bounds(r: dict, x: SimpleNamespace) -> list[str]:
         f" GetPolicy per batch (the claim policy must exist before anything is created).",
         TAKE_BOUND,
         *([HOOK_NOTE] if "hook" in r else []),
+        *([pace.PACE_BOUND] if pace.rows(r) else []),
         "",
     ]
 

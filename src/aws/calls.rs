@@ -1,16 +1,17 @@
 //! The one call path of every AWS request, claims and setup alike: [`Api`], the table of the
-//! operations claimfab sends (each with its own token bucket and attempt count), and
-//! [`Calls`], which paces each attempt, counts it, and tries a failed one again (backoff with
-//! jitter) while the failure allows it. The SDK's own retries are off everywhere, so every
-//! attempt AWS sees passes here.
+//! operations claimfab sends (each with its own adaptive pace and attempt count), and
+//! [`Calls`], which paces each attempt, counts it, tells the pace how AWS answered, and tries
+//! a failed one again (backoff with jitter) while the failure allows it. A throttled attempt
+//! (AWS did not execute it) is always tried again, on a budget of its own, at the pace it
+//! slowed. The SDK's own retries are off everywhere, so every attempt AWS sees passes here.
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use backon::{BackoffBuilder, ExponentialBuilder};
 
+use super::pace::Pace;
 use crate::cloud::AwsError;
 use crate::core::station_config::LimitsSection;
 
@@ -121,15 +122,11 @@ impl Api {
         }
     }
 
-    /// Whether a failed attempt is tried again: throttling (AWS did not execute it) always;
-    /// no answer only where a repeat cannot make a second certificate (a repeated create of
-    /// a named resource is answered "already exists", which setup reads as there).
+    /// Whether a failure other than throttling is tried again: no answer, only where a
+    /// repeat cannot make a second certificate (a repeated create of a named resource is
+    /// answered "already exists", which setup reads as there).
     fn retries(self, error: &AwsError) -> bool {
-        match error {
-            AwsError::Throttled(_) => true,
-            AwsError::Uncertain(_) => self != Api::CreateCertificateFromCsr,
-            _ => false,
-        }
+        matches!(error, AwsError::Uncertain(_)) && self != Api::CreateCertificateFromCsr
     }
 
     /// Preflight reads and the caller check fail fast: a wrong endpoint or an outage should
@@ -145,37 +142,56 @@ impl Api {
     }
 }
 
-fn limiter(per_second: u32) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(per_second.max(1)).expect("max(1) is non-zero");
-    // A burst of one keeps the pace even, so AWS's own bucket never sees more than the quota.
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN))
+/// Throttled attempts a call may meet before it gives up: AWS did not execute them, and the
+/// pace slows at each excess, so only an account whose quota is far below the pace's floor
+/// (or taken by others) runs out; with the backoff below, that is about six minutes.
+const THROTTLE_RETRIES: usize = 60;
+
+/// The backoff (exponential, with jitter) before attempt n+1 of a call: after a failure
+/// without an answer, and, on its own budget, after a throttle (shorter: the pace itself has
+/// slowed, and the wait only spreads the retries of the requests throttled together).
+fn backoff(throttled: bool, retries: usize) -> impl Iterator<Item = Duration> {
+    let (min, max) = match throttled {
+        true => (Duration::from_millis(50), Duration::from_secs(5)),
+        false => (Duration::from_millis(100), Duration::from_secs(20)),
+    };
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_max_times(retries)
+        .with_jitter()
+        .build()
 }
 
-/// The one place every request passes: a token bucket per API, a count of attempts, and the
+/// The one place every request passes: a pace per API, a count of attempts, and the
 /// retries.
 pub(super) struct Calls {
-    limiters: Vec<DefaultDirectRateLimiter>,
+    paces: Vec<Pace>,
     attempts: Vec<AtomicU64>,
     max_attempts: u32,
+    throttle_retries: usize,
 }
 
 impl Calls {
     pub(super) fn new(limits: &LimitsSection) -> Self {
         Self {
-            limiters: Api::ALL
+            paces: Api::ALL
                 .iter()
-                .map(|api| limiter(api.per_second(limits)))
+                .map(|api| Pace::new(api.per_second(limits)))
                 .collect(),
             attempts: Api::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             max_attempts: limits.max_attempts,
+            throttle_retries: THROTTLE_RETRIES,
         }
     }
 
-    /// Waits for `api`'s next slot and counts the attempt about to be sent.
-    async fn admit(&self, api: Api) {
+    /// Waits for `api`'s next slot and counts the attempt about to be sent; returns the
+    /// epoch of its pace it is sent in.
+    async fn admit(&self, api: Api) -> u64 {
         let index = api as usize;
-        self.limiters[index].until_ready().await;
+        let epoch = self.paces[index].admit().await;
         self.attempts[index].fetch_add(1, Ordering::Relaxed);
+        epoch
     }
 
     /// Requests sent so far per API, every attempt counted.
@@ -190,28 +206,39 @@ impl Calls {
             .collect()
     }
 
-    /// Sends one request through pacing and counting, and tries it again (backoff with
-    /// jitter) while the failure allows it and attempts are left.
+    /// Sends one request through pacing and counting, tells the pace how AWS answered, and
+    /// tries it again (backoff with jitter) while the failure allows it and attempts are
+    /// left: a throttle on its own budget, any other failure within `max_attempts`.
     pub(super) async fn call<T, Fut>(&self, api: Api, send: impl Fn() -> Fut) -> Result<T, AwsError>
     where
         Fut: Future<Output = Result<T, AwsError>>,
     {
-        use backon::{ExponentialBuilder, Retryable};
-        let attempt = || async {
-            self.admit(api).await;
-            send().await
-        };
+        let pace = &self.paces[api as usize];
         let retries = api.max_attempts(self.max_attempts).saturating_sub(1);
-        attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(20))
-                    .with_max_times(retries as usize)
-                    .with_jitter(),
-            )
-            .when(|e: &AwsError| api.retries(e))
-            .await
+        let mut after_failure = backoff(false, retries as usize);
+        let mut after_throttle = backoff(true, self.throttle_retries);
+        loop {
+            let epoch = self.admit(api).await;
+            let error = match send().await {
+                Ok(value) => {
+                    pace.succeeded();
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            let wait = match &error {
+                AwsError::Throttled(_) => {
+                    pace.throttled(epoch);
+                    after_throttle.next()
+                }
+                error if api.retries(error) => after_failure.next(),
+                _ => None,
+            };
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(error),
+            }
+        }
     }
 
     /// Reads a paged listing, each page one [`Calls::call`], until the last page or until
@@ -270,21 +297,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttling_is_tried_again_and_every_attempt_is_counted() {
+    async fn throttling_is_tried_again_at_a_slower_pace_and_every_attempt_is_counted() {
         let calls = calls(5);
         let throttled = || AwsError::from_code("Throttling", Some(400), "Rate exceeded".into());
         let send = transport(vec![throttled(), throttled()]);
         assert_eq!(calls.call(Api::CreateRole, send).await.unwrap(), 7);
         assert_eq!(calls.counts(), vec![("CreateRole", 3)]);
+        // IAM's 5/s, slowed by each throttle of an attempt sent at the current pace (both
+        // were: the second was sent after the first slowed it), then one success.
+        let rate = calls.paces[Api::CreateRole as usize].rate();
+        assert!(rate > 5.0 * 0.7 * 0.7 && rate < 5.0 * 0.7, "{rate}");
+        assert_eq!(calls.paces[Api::GetRole as usize].rate(), 5.0, "per API");
+    }
+
+    #[tokio::test]
+    async fn throttles_have_their_own_budget_and_a_throttled_create_is_sent_again() {
+        // No retry after a failure, yet three throttles in a row are outlasted: AWS executed
+        // none of them, not even the create.
+        let calls = calls(1);
+        let throttled = |_| AwsError::Throttled("ThrottlingException".into());
+        let send = transport((0..3).map(throttled).collect());
+        assert_eq!(
+            calls
+                .call(Api::CreateCertificateFromCsr, send)
+                .await
+                .unwrap(),
+            7
+        );
+        assert_eq!(calls.counts(), vec![("CreateCertificateFromCsr", 4)]);
+        // That budget runs out too.
+        let mut calls = self::calls(1);
+        calls.throttle_retries = 2;
+        let send = transport((0..5).map(throttled).collect());
+        let error = calls.call(Api::ListThings, send).await.unwrap_err();
+        assert!(matches!(error, AwsError::Throttled(_)), "{error}");
+        assert_eq!(calls.counts(), vec![("ListThings", 3)]);
     }
 
     #[tokio::test]
     async fn attempts_run_out_and_definite_refusals_are_not_repeated() {
         let calls = calls(2);
-        let throttled = |_| AwsError::Throttled("ThrottlingException".into());
-        let send = transport((0..5).map(throttled).collect());
+        let lost = |_| AwsError::Uncertain("timeout".into());
+        let send = transport((0..5).map(lost).collect());
         let error = calls.call(Api::GetRole, send).await.unwrap_err();
-        assert!(matches!(error, AwsError::Throttled(_)), "{error}");
+        assert!(matches!(error, AwsError::Uncertain(_)), "{error}");
         let denied = AwsError::from_code("AccessDenied", Some(403), "no".into());
         let send = transport(vec![denied]);
         assert!(calls.call(Api::AttachRolePolicy, send).await.is_err());
@@ -303,5 +359,10 @@ mod tests {
             ("GetRole", 2),
         ];
         assert_eq!(counts, expected);
+        assert_eq!(
+            calls.paces[Api::GetRole as usize].rate(),
+            5.0,
+            "only throttling slows the pace"
+        );
     }
 }

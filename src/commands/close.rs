@@ -14,10 +14,11 @@ use crate::core::manifest::DeviceStatus;
 use crate::retirement::close::{
     close_selection, retire, stop_the_floor, write_close_report, CLOSE_REPORT,
 };
-use crate::settings::connect_in_region;
+use crate::settings::{connect_with_limits, station_limits};
 
 /// Runs `claimfab close`; returns whether every claim to retire was retired.
 pub async fn run(args: CloseArgs) -> Result<bool> {
+    let limits = station_limits(&args.limits)?;
     let (spec, rows) = read_batch_dir(&args.dir)?;
     let plan = close_plan(&rows);
     let selection = close_selection(&args.dir, &spec, &rows, &plan)?;
@@ -42,8 +43,9 @@ pub async fn run(args: CloseArgs) -> Result<bool> {
         return Ok(true);
     };
     let selection = stop_the_floor(&args.dir, selection, &plan)?;
-    let iot = connect_in_region(&args.aws, &spec.target.region).await?;
-    let outcome = retire(&args.dir, selection, &iot, &JournalFiles).await?;
+    let iot = connect_with_limits(&args.aws, &spec.target.region, &limits).await?;
+    let concurrency = limits.concurrency as usize;
+    let outcome = retire(&args.dir, selection, concurrency, &iot, &JournalFiles).await?;
     let retired: HashSet<&str> = outcome.retired.iter().map(String::as_str).collect();
     let done: Vec<_> = plan
         .iter()

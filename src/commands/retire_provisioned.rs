@@ -1,6 +1,6 @@
 //! The `retire-provisioned` command: in each batch directory given, the claims of devices
-//! that have provisioned (`retirement::provisioned`), REVOKED and detached; idempotent, for
-//! nightly runs.
+//! that have provisioned (`retirement::provisioned`), REVOKED and detached, at the station's
+//! limits and concurrency; idempotent, for nightly runs.
 
 use anyhow::Result;
 
@@ -10,10 +10,12 @@ use crate::cli::RetireProvisionedArgs;
 use crate::cloud::Inventory;
 use crate::retirement::close::retire;
 use crate::retirement::provisioned::{provisioned, provisioned_selection};
-use crate::settings::connect_in_region;
+use crate::settings::{connect_with_limits, station_limits};
 
 /// Runs `claimfab retire-provisioned`; returns whether every claim found was retired.
 pub async fn run(args: RetireProvisionedArgs) -> Result<bool> {
+    let limits = station_limits(&args.limits)?;
+    let concurrency = limits.concurrency as usize;
     let mut batches = Vec::new();
     for dir in &args.dirs {
         let (spec, rows) = read_batch_dir(dir)?;
@@ -22,14 +24,14 @@ pub async fn run(args: RetireProvisionedArgs) -> Result<bool> {
     let Some((_, first, _)) = batches.first() else {
         return Ok(true);
     };
-    let iot = connect_in_region(&args.aws, &first.target.region).await?;
+    let iot = connect_with_limits(&args.aws, &first.target.region, &limits).await?;
     let things = iot
         .thing_names()
         .await
         .map_err(|e| anyhow::anyhow!("ListThings: {e}; retire-provisioned needs iot:ListThings"))?;
     let mut clean = true;
     for (dir, spec, rows) in &batches {
-        let provisioned = provisioned(&iot, rows, &things).await?;
+        let provisioned = provisioned(&iot, rows, &things, concurrency).await?;
         let Some(selection) = provisioned_selection(spec, rows, &provisioned) else {
             crate::say!(
                 "{}: no claim of a provisioned device to retire",
@@ -42,7 +44,7 @@ pub async fn run(args: RetireProvisionedArgs) -> Result<bool> {
             dir.display(),
             provisioned.len()
         );
-        let outcome = retire(dir, selection, &iot, &JournalFiles).await?;
+        let outcome = retire(dir, selection, concurrency, &iot, &JournalFiles).await?;
         outcome.say_retired("REVOKED", &dir.join(crate::batch_dir::MANIFEST_FILE));
         clean &= outcome.all_done();
     }

@@ -1,6 +1,6 @@
 //! The `rotate` command: the flags turned into a [`RotateRequest`] (the retire-after
-//! window parsed, the rate limits read from `--station`), then the rotation checked, its
-//! preflight run against the account, and carried out by `rotation`.
+//! window parsed, the rate limits and concurrency read from `--station`), then the rotation
+//! checked, its preflight run against the account, and carried out by `rotation`.
 
 use std::sync::Arc;
 
@@ -8,20 +8,16 @@ use anyhow::Result;
 
 use crate::batch_dir::journal::JournalFiles;
 use crate::cli::RotateArgs;
-use crate::core::station_config::LimitsSection;
 use crate::error::UserError;
 use crate::rotation::{Rotate, RotateRequest};
-use crate::settings::{connect_with_limits, read_station};
+use crate::settings::{connect_with_limits, station_limits};
 
 /// Runs `claimfab rotate`; returns whether the rotation is complete and consistent.
 pub async fn run(args: RotateArgs) -> Result<bool> {
     let request = RotateRequest {
         retire_after: parse_retire_after(args.retire_after.as_deref())?,
-        // `--station` supplies only rate limits; the rest is the old batch's.
-        limits: match &args.station {
-            Some(path) => read_station(path)?.limits,
-            None => LimitsSection::default(),
-        },
+        // `--station` supplies only rate limits and concurrency; the rest is the old batch's.
+        limits: station_limits(&args.limits)?,
         old_dir: args.dir,
         new_dir: args.out,
         retire_old: args.retire_old,

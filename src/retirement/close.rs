@@ -143,10 +143,12 @@ fn earlier_close_report(path: &Path) -> Vec<Closed> {
     })
 }
 
-/// Takes the selected claims out of service as `revoke --status revoked --detach` does.
+/// Takes the selected claims out of service as `revoke --status revoked --detach` does,
+/// `concurrency` devices at once.
 pub async fn retire(
     dir: &Path,
     devices: Selection,
+    concurrency: usize,
     api: &impl Claims,
     journals: &dyn JournalStore,
 ) -> Result<Outcome> {
@@ -157,7 +159,8 @@ pub async fn retire(
         detach: true,
         delete: false,
     };
-    request.check()?.execute(api, journals).await
+    let checked = request.check()?.with_concurrency(concurrency);
+    checked.execute(api, journals).await
 }
 
 #[cfg(test)]

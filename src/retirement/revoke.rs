@@ -1,7 +1,9 @@
-//! The revocation engine behind `revoke`, `close`, `retire-provisioned` and `rotate`: takes claim certificates of a batch out of service (INACTIVE or
-//! REVOKED), optionally detaching the claim policy and deleting them. Journaled like `batch`
-//! (intent before each status change), locked, and safe to re-run after a crash: a device
-//! already in the asked state is skipped. Before any AWS call, every selected bundle not yet
+//! The revocation engine behind `revoke`, `close`, `retire-provisioned` and `rotate`: takes
+//! claim certificates of a batch out of service (INACTIVE or REVOKED), optionally detaching
+//! the claim policy and deleting them. Journaled like `batch` (intent before each status
+//! change), locked, and safe to re-run after a crash: a device already in the asked state is
+//! skipped. Devices are retired several at once (the station's concurrency), each one's
+//! steps and journal events in order, every call at its API's pace. Before any AWS call, every selected bundle not yet
 //! handed out gets a closed marker, so no station takes a claim being retired; one a station
 //! already holds is retired all the same and named. The manifest's status column and the
 //! hand-out queue follow. A batch made with `--claim-scope batch` has one certificate for
@@ -9,8 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::Result;
+use futures::StreamExt;
 use time::OffsetDateTime;
 
 use crate::batch_dir::spec::BatchSpec;
@@ -89,6 +94,8 @@ pub struct Checked<'a> {
     spec: BatchSpec,
     rows: Vec<ManifestRow>,
     selected: Vec<String>,
+    /// Devices retired at once; one unless [`Checked::with_concurrency`] says more.
+    concurrency: usize,
 }
 
 impl<'a> Retirement<'a> {
@@ -102,11 +109,21 @@ impl<'a> Retirement<'a> {
             spec,
             rows,
             selected,
+            concurrency: 1,
         })
     }
 }
 
 impl Checked<'_> {
+    /// Retires up to `devices` devices at once (the station's `limits.concurrency`): the
+    /// calls of all of them wait on their APIs' paces, so AWS's quotas, not each call's
+    /// round trip, bound the run. One at a time (the default) makes every run's journal the
+    /// same, as the crash-point tests need.
+    pub fn with_concurrency(mut self, devices: usize) -> Self {
+        self.concurrency = devices.max(1);
+        self
+    }
+
     /// The region the batch was made in.
     pub fn region(&self) -> &str {
         &self.spec.target.region
@@ -126,49 +143,37 @@ impl Checked<'_> {
         journals: &dyn JournalStore,
     ) -> Result<Outcome> {
         let dir = self.request.dir;
-        let shared = self.spec.claim_scope == ClaimScope::Batch;
         let batch_dir = BatchDir::open(dir)?;
-        let (journal, mut replay) = journals.open(&batch_dir.path(JOURNAL_FILE))?;
+        let (journal, replay) = journals.open(&batch_dir.path(JOURNAL_FILE))?;
         // Before the first journal event and the first AWS call: a crash anywhere after
         // leaves the bundles closed, and a re-run finds its markers in place.
         let held = self.close_floor()?;
-        let holders: HashMap<&str, &str> = held
-            .iter()
-            .map(|(serial, station)| (serial.as_str(), station.as_str()))
-            .collect();
         let plan = Revocation {
             api,
             journal: journal.as_ref(),
+            replay: Mutex::new(replay),
             claim_policy: &self.spec.claim_policy,
             status: self.request.status,
             detach: self.request.detach || self.request.delete,
             delete: self.request.delete,
         };
-        let mut outcome = Outcome::default();
-        let mut retired = HashSet::new();
-        for serial in &self.selected {
-            let who = match holders.get(serial.as_str()) {
-                _ if shared => format!("all {} devices (shared certificate)", self.rows.len()),
-                Some(station) => format!("{serial} (held by station {station})"),
-                None => serial.clone(),
-            };
-            match plan.report(&mut replay, serial, &who).await? {
-                Verdict::Retired => {
-                    retired.insert(serial.as_str());
-                }
-                Verdict::Skipped => {}
-                Verdict::Failed => outcome.failed += 1,
-            }
-        }
-        outcome.retired = self.retired_devices(&retired);
+        let (retired, failed) = self.retire_each(&plan, &held).await?;
+        let outcome = Outcome {
+            retired: self.retired_devices(&retired),
+            failed,
+            held,
+        };
+        let replay = plan
+            .replay
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         self.update_manifest(&batch_dir, &replay)?;
-        say_held(&held);
+        say_held(&outcome.held);
         crate::say!(
             "{} device(s) selected, {} failed; manifest: {}",
-            if shared {
-                self.rows.len()
-            } else {
-                self.selected.len()
+            match self.spec.claim_scope {
+                ClaimScope::Batch => self.rows.len(),
+                ClaimScope::Device => self.selected.len(),
             },
             outcome.failed,
             dir.join(MANIFEST_FILE).display()
@@ -176,8 +181,52 @@ impl Checked<'_> {
         if outcome.failed > 0 {
             crate::say!("re-run the same command to retry the failed devices (their bundles stay closed to the stations meanwhile)");
         }
-        outcome.held = held;
         Ok(outcome)
+    }
+
+    /// Retires the selected devices, `concurrency` at once; returns those retired and how
+    /// many failed. A local fault (the journal) stops new devices from starting, lets those
+    /// in flight finish, and is returned.
+    async fn retire_each<A: Claims>(
+        &self,
+        plan: &Revocation<'_, A>,
+        held: &[(String, String)],
+    ) -> Result<(HashSet<&str>, usize)> {
+        let shared = self.spec.claim_scope == ClaimScope::Batch;
+        let holders: &HashMap<&str, &str> = &held
+            .iter()
+            .map(|(serial, station)| (serial.as_str(), station.as_str()))
+            .collect();
+        let stop = AtomicBool::new(false);
+        let mut verdicts = futures::stream::iter(&self.selected)
+            .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
+            .map(|serial| async move {
+                let who = match holders.get(serial.as_str()) {
+                    _ if shared => format!("all {} devices (shared certificate)", self.rows.len()),
+                    Some(station) => format!("{serial} (held by station {station})"),
+                    None => serial.clone(),
+                };
+                (serial.as_str(), plan.report(serial, &who).await)
+            })
+            .buffer_unordered(self.concurrency);
+        let (mut retired, mut failed, mut first_error) = (HashSet::new(), 0, None);
+        while let Some((serial, verdict)) = verdicts.next().await {
+            match verdict {
+                Ok(Verdict::Retired) => {
+                    retired.insert(serial);
+                }
+                Ok(Verdict::Skipped) => {}
+                Ok(Verdict::Failed) => failed += 1,
+                Err(error) => {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok((retired, failed)),
+        }
     }
 
     /// The devices whose claim this run found or left out of service, in manifest order: a
@@ -361,10 +410,12 @@ enum Revoked {
     Failed(AwsError),
 }
 
-/// What to do to each selected device.
+/// What to do to each selected device, and the journal's state, which every device being
+/// retired reads and extends (each only its own record).
 struct Revocation<'a, A> {
     api: &'a A,
     journal: &'a dyn EventLog,
+    replay: Mutex<Replay>,
     claim_policy: &'a str,
     status: OutOfService,
     detach: bool,
@@ -372,25 +423,32 @@ struct Revocation<'a, A> {
 }
 
 impl<A: Claims> Revocation<'_, A> {
-    fn log(&self, replay: &mut Replay, event: Event) -> Result<()> {
+    /// The journal's state; held only between awaits, never across one.
+    fn replay(&self) -> MutexGuard<'_, Replay> {
+        self.replay.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Journals an event durably, then applies it to the state.
+    fn log(&self, event: Event) -> Result<()> {
         self.journal.record(&event)?;
-        replay.apply(event);
+        self.replay().apply(event);
         Ok(())
     }
 
     /// Revokes one device and prints what became of it.
-    async fn report(&self, replay: &mut Replay, serial: &str, who: &str) -> Result<Verdict> {
-        let Some(cert) = replay
+    async fn report(&self, serial: &str, who: &str) -> Result<Verdict> {
+        let certificate = self
+            .replay()
             .devices
             .get(serial)
-            .and_then(|r| r.certificate.clone())
-        else {
+            .map(|r| r.certificate.clone());
+        let Some(cert) = certificate.flatten() else {
             crate::say!("  skipped  {serial}: no certificate to revoke");
             return Ok(Verdict::Skipped);
         };
         let id = &cert.certificate_id;
         let short = id.get(..16).unwrap_or(id);
-        Ok(match self.revoke_one(replay, serial, &cert).await? {
+        Ok(match self.revoke_one(serial, &cert).await? {
             Revoked::Done(done) => {
                 crate::say!("  ok       {who} {short}: {done}");
                 Verdict::Retired
@@ -404,21 +462,16 @@ impl<A: Claims> Revocation<'_, A> {
 
     /// One device: status (journaled before and after), then detach and delete when asked.
     /// `Err` is local (journal); AWS's failures are [`Revoked::Failed`].
-    async fn revoke_one(
-        &self,
-        replay: &mut Replay,
-        serial: &str,
-        cert: &CertificateRecord,
-    ) -> Result<Revoked> {
+    async fn revoke_one(&self, serial: &str, cert: &CertificateRecord) -> Result<Revoked> {
         if cert.deleted {
             return Ok(Revoked::Done("already deleted".into()));
         }
         let mut done = Vec::new();
-        match self.set_status(replay, serial, cert).await? {
+        match self.set_status(serial, cert).await? {
             Revoked::Done(what) => done.push(what),
             failed => return Ok(failed),
         }
-        let attached = replay.devices[serial]
+        let attached = self.replay().devices[serial]
             .certificate
             .as_ref()
             .is_some_and(|c| c.policy_attached);
@@ -429,13 +482,10 @@ impl<A: Claims> Revocation<'_, A> {
             if let Some(e) = self.settled(detached.await) {
                 return Ok(Revoked::Failed(e));
             }
-            self.log(
-                replay,
-                Event::PolicyDetached {
-                    serial: serial.to_string(),
-                    certificate_id: cert.certificate_id.clone(),
-                },
-            )?;
+            self.log(Event::PolicyDetached {
+                serial: serial.to_string(),
+                certificate_id: cert.certificate_id.clone(),
+            })?;
             done.push(format!("{} detached", self.claim_policy));
         }
         if self.delete {
@@ -443,13 +493,10 @@ impl<A: Claims> Revocation<'_, A> {
             if let Some(e) = self.settled(deleted.await) {
                 return Ok(Revoked::Failed(e));
             }
-            self.log(
-                replay,
-                Event::CertificateDeleted {
-                    serial: serial.to_string(),
-                    certificate_id: cert.certificate_id.clone(),
-                },
-            )?;
+            self.log(Event::CertificateDeleted {
+                serial: serial.to_string(),
+                certificate_id: cert.certificate_id.clone(),
+            })?;
             done.push("deleted".into());
         }
         Ok(Revoked::Done(done.join(", ")))
@@ -464,12 +511,7 @@ impl<A: Claims> Revocation<'_, A> {
     }
 
     /// The status change, journaled before and after, unless already there.
-    async fn set_status(
-        &self,
-        replay: &mut Replay,
-        serial: &str,
-        cert: &CertificateRecord,
-    ) -> Result<Revoked> {
+    async fn set_status(&self, serial: &str, cert: &CertificateRecord) -> Result<Revoked> {
         let wanted = CertificateStatus::from(self.status);
         match &cert.revoked_status {
             // AWS: a REVOKED certificate cannot change status again.
@@ -482,27 +524,21 @@ impl<A: Claims> Revocation<'_, A> {
             _ => {}
         }
         let id = &cert.certificate_id;
-        self.log(
-            replay,
-            Event::StatusRequested {
-                serial: serial.to_string(),
-                certificate_id: id.clone(),
-                status: wanted.clone(),
-            },
-        )?;
+        self.log(Event::StatusRequested {
+            serial: serial.to_string(),
+            certificate_id: id.clone(),
+            status: wanted.clone(),
+        })?;
         if let Err(e) = self.api.set_certificate_status(id, self.status).await {
             if !self.already(id, &wanted, &e).await {
                 return Ok(Revoked::Failed(e));
             }
         }
-        self.log(
-            replay,
-            Event::StatusChanged {
-                serial: serial.to_string(),
-                certificate_id: id.clone(),
-                status: wanted.clone(),
-            },
-        )?;
+        self.log(Event::StatusChanged {
+            serial: serial.to_string(),
+            certificate_id: id.clone(),
+            status: wanted.clone(),
+        })?;
         Ok(Revoked::Done(wanted.to_string()))
     }
 
