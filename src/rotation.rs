@@ -14,9 +14,9 @@ use time::OffsetDateTime;
 
 use crate::batch_dir::journal::JournalStore;
 use crate::batch_dir::spec::{read_batch_dir, spec_difference, BatchSpec};
-use crate::batch_dir::{self, BatchDir, Existing, BATCH_FILE};
+use crate::batch_dir::{self, BatchDir, Existing, BATCH_FILE, MANIFEST_FILE};
 use crate::cloud::{Claims, Inventory, OutOfService};
-use crate::core::devices::Device;
+use crate::core::devices::DeviceList;
 use crate::core::manifest::DeviceStatus;
 use crate::core::signing::BatchSigner;
 use crate::core::station_config::LimitsSection;
@@ -100,7 +100,7 @@ pub struct RotateRequest {
 pub struct Rotate<'a> {
     args: &'a RotateRequest,
     old_spec: BatchSpec,
-    devices: Vec<Device>,
+    devices: DeviceList,
     resuming: bool,
     /// The batch-signing key, when the old batch is signed (the new one is signed with it).
     signer: Option<Arc<BatchSigner>>,
@@ -114,13 +114,15 @@ impl<'a> Rotate<'a> {
         check_new_directory(args)?;
         let resuming = resuming_rotation(args, &old_spec)?;
         let signer = rotation_signer(args, &old_spec)?;
-        let devices = old_rows
-            .iter()
-            .map(|r| Device {
-                serial: r.serial.clone(),
-                thing_name: r.thing_name.clone(),
-            })
-            .collect();
+        let mut devices = DeviceList::default();
+        for row in &old_rows {
+            devices.push(&row.serial, &row.thing_name).map_err(|e| {
+                UserError::output_dir(
+                    &args.old_dir,
+                    format!("its {MANIFEST_FILE}: {e}; restore the manifest claimfab wrote"),
+                )
+            })?;
+        }
         Ok(Self {
             args,
             old_spec,

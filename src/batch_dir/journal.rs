@@ -14,7 +14,13 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 
+use super::record_pages::ScratchPages;
 use crate::core::ledger::{Event, Replay, ReplayError};
+
+/// The replayed state keeps its records' pages in a scratch file beside the journal; this
+/// is what a command says when that file fails it.
+pub const SCRATCH_FAILED: &str =
+    "cannot keep the batch's state in its scratch file beside journal.jsonl; free disk space, then re-run";
 
 /// Where a run's events go, each durable before `record` returns.
 pub trait EventLog: Send + Sync {
@@ -196,10 +202,19 @@ impl Journal {
 /// Replays the journal and cuts off a crash-torn last line; returns the replay and the
 /// length of the complete lines.
 fn replay_and_repair(file: &File, path: &Path) -> Result<(Replay, u64)> {
-    let (replay, valid_len) = match Replay::from_reader(BufReader::new(file)) {
+    let pages = ScratchPages::create_in(path.parent().unwrap_or(Path::new(".")))?;
+    let (replay, valid_len) = match Replay::from_reader(BufReader::new(file), Box::new(pages)) {
         Ok(replayed) => replayed,
         Err(ReplayError::Read(e)) => {
             return Err(e).with_context(|| format!("cannot read journal {}", path.display()))
+        }
+        Err(ReplayError::Pages(e)) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot keep the state of journal {} in a scratch file beside it; free disk space, then re-run",
+                    path.display()
+                )
+            })
         }
         Err(ReplayError::Damaged { line }) => bail!(
             "journal {} is damaged at line {line} (not a crash-torn last line); repair or remove that line, then re-run",
@@ -232,15 +247,11 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         {
             let (journal, replay) = Journal::open(&path).unwrap();
-            assert_eq!(replay.devices.len(), 1);
+            assert_eq!(replay.len(), 1);
             journal.record(&requested("B", "k2")).unwrap();
         }
         let (_, replay) = Journal::open(&path).unwrap();
-        assert_eq!(
-            replay.devices.len(),
-            2,
-            "no corruption after the repaired tail"
-        );
+        assert_eq!(replay.len(), 2, "no corruption after the repaired tail");
     }
 
     #[test]
@@ -261,6 +272,6 @@ mod tests {
         });
         drop(journal);
         let (_, replay) = Journal::open(&path).unwrap();
-        assert_eq!(replay.devices.len(), 400, "every event, each a whole line");
+        assert_eq!(replay.len(), 400, "every event, each a whole line");
     }
 }

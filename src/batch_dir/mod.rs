@@ -17,6 +17,7 @@ use crate::error::UserError;
 
 mod dir_sync;
 pub mod journal;
+mod record_pages;
 pub mod spec;
 
 use dir_sync::DirSync;

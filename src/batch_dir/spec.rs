@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::batch_dir::{self, Existing, BATCH_FILE, MANIFEST_FILE};
-use crate::core::devices::{ClaimScope, Device};
+use crate::core::devices::{ClaimScope, DeviceList};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::manifest::ManifestRow;
 use crate::core::sealed::Recipients;
@@ -60,12 +60,12 @@ impl BatchSpec {
 }
 
 /// SHA-256 over every serial and thing name, in order: what `devices_sha256` records.
-pub fn devices_fingerprint(devices: &[Device]) -> String {
+pub fn devices_fingerprint(devices: &DeviceList) -> String {
     let mut hash = Sha256::new();
-    for d in devices {
-        hash.update(d.serial.as_bytes());
+    for (serial, thing_name) in devices.pairs() {
+        hash.update(serial.as_bytes());
         hash.update(b"\0");
-        hash.update(d.thing_name.as_bytes());
+        hash.update(thing_name.as_bytes());
         hash.update(b"\n");
     }
     hex::encode(hash.finalize())

@@ -12,7 +12,7 @@ use crate::batch_dir::journal::JournalFiles;
 use crate::batch_dir::spec::{check_same_batch, devices_fingerprint, previous_spec, BatchSpec};
 use crate::cli::{BatchArgs, ClaimScopeArg};
 use crate::cloud::Inventory;
-use crate::core::devices::{self, Device};
+use crate::core::devices::{self, DeviceList};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::names;
 use crate::core::sealed::Recipients;
@@ -22,7 +22,7 @@ use crate::pipeline::execution::{BatchResult, Execution};
 use crate::pipeline::preflight::{preflight, resolve_endpoints};
 
 /// Resolves the device list from `--count`/`--first-serial` or `--devices`.
-fn resolve_devices(args: &BatchArgs, station: &StationConfig) -> Result<Vec<Device>, UserError> {
+fn resolve_devices(args: &BatchArgs, station: &StationConfig) -> Result<DeviceList, UserError> {
     let pattern = station.thing_name_pattern();
     if let Some(file) = &args.devices {
         let bytes = std::fs::read(file).map_err(|e| UserError::Devices {
@@ -50,11 +50,7 @@ fn resolve_devices(args: &BatchArgs, station: &StationConfig) -> Result<Vec<Devi
         problem,
     };
     let serials = devices::counted_serials(&args.first_serial, count).map_err(flag_error)?;
-    let numbered = serials
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (i as u64 + 1, s))
-        .collect();
+    let numbered = serials.enumerate().map(|(i, s)| (i as u64 + 1, s));
     devices::devices_from_serials(numbered, &pattern).map_err(|p| flag_error(p.problem))
 }
 
@@ -137,7 +133,7 @@ fn check_flags(args: &BatchArgs, station: &StationConfig) -> Result<Recipients, 
 fn batch_spec(
     args: &BatchArgs,
     station: &StationConfig,
-    devices: &[Device],
+    devices: &DeviceList,
     region: &str,
     (iot_data_endpoint, iot_credential_endpoint): (String, String),
 ) -> BatchSpec {

@@ -2,10 +2,9 @@
 //! through the station's pattern, with every name checked against AWS's rules and every
 //! serial checked for duplicates before anything is created.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
+use crate::core::interned::{Arena, Interner, TooLarge};
 use crate::core::names;
 
 /// One device of the batch.
@@ -13,6 +12,98 @@ use crate::core::names;
 pub struct Device {
     pub serial: String,
     pub thing_name: String,
+}
+
+/// A batch's devices in batch order, compactly: a million devices take tens of megabytes,
+/// not hundreds (serials interned, so each is distinct and found by serial; thing names in
+/// one string). A device is handed out as an owned [`Device`] when asked for.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceList {
+    serials: Interner,
+    thing_names: Arena,
+}
+
+/// A list made from devices already checked (by the caller): a repeated serial is kept
+/// once, as its first; names past the list's 4 GiB limit are left out.
+impl From<Vec<Device>> for DeviceList {
+    fn from(devices: Vec<Device>) -> Self {
+        let mut list = Self::default();
+        for device in &devices {
+            let _ = list.push(&device.serial, &device.thing_name);
+        }
+        list
+    }
+}
+
+/// Why a device could not join a [`DeviceList`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("serial {serial:?} is already device {first} of the list")]
+    Duplicate { serial: String, first: usize },
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+}
+
+impl DeviceList {
+    /// Adds a device at the end; refuses a serial already in the list.
+    pub fn push(&mut self, serial: &str, thing_name: &str) -> Result<(), ListError> {
+        match self.serials.intern(serial)? {
+            (_, true) => {
+                self.thing_names.push(thing_name)?;
+                Ok(())
+            }
+            (first, false) => Err(ListError::Duplicate {
+                serial: serial.to_string(),
+                first,
+            }),
+        }
+    }
+
+    /// The list of these devices, in this order; refuses a repeated serial.
+    pub fn try_from_devices<'a>(
+        devices: impl IntoIterator<Item = &'a Device>,
+    ) -> Result<Self, ListError> {
+        let mut list = Self::default();
+        for device in devices {
+            list.push(&device.serial, &device.thing_name)?;
+        }
+        Ok(list)
+    }
+
+    pub fn len(&self) -> usize {
+        self.serials.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.serials.is_empty()
+    }
+
+    /// The device at `index` (below `len()`).
+    pub fn get(&self, index: usize) -> Device {
+        Device {
+            serial: self.serials.name(index).to_string(),
+            thing_name: self.thing_names.get(index).to_string(),
+        }
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        self.serials.find(serial).is_some()
+    }
+
+    /// The devices in batch order, each as an owned [`Device`].
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Device> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// The serials in batch order, without copying them.
+    pub fn serials(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.serials.iter()
+    }
+
+    /// The devices in batch order, without copying their names.
+    pub fn pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.serials.iter().zip(self.thing_names.iter())
+    }
 }
 
 /// Which devices share a claim certificate.
@@ -80,7 +171,7 @@ pub struct DeviceProblem {
 pub fn parse_serials_csv(
     bytes: &[u8],
     pattern: &ThingNamePattern,
-) -> Result<Vec<Device>, DeviceProblem> {
+) -> Result<DeviceList, DeviceProblem> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
@@ -95,20 +186,24 @@ pub fn parse_serials_csv(
             ),
         });
     };
-    let mut serials = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| csv_problem(&e, 0))?;
+    let mut devices = ListBuilder::new(pattern);
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_problem(&e, 0)),
+        }
         let line = record.position().map_or(0, |p| p.line());
-        let serial = record.get(column).unwrap_or_default();
-        serials.push((line, serial.to_string()));
+        devices.add(line, record.get(column).unwrap_or_default())?;
     }
-    if serials.is_empty() {
+    if devices.list.is_empty() {
         return Err(DeviceProblem {
             line: 1,
             problem: "no serials below the header; add one serial per row".into(),
         });
     }
-    devices_from_serials(serials, pattern)
+    Ok(devices.list)
 }
 
 fn csv_problem(error: &csv::Error, fallback_line: SourceLine) -> DeviceProblem {
@@ -125,7 +220,10 @@ fn csv_problem(error: &csv::Error, fallback_line: SourceLine) -> DeviceProblem {
 
 /// Builds `count` serials counting up from `first`, keeping the width of its trailing number
 /// (`SN0099` -> `SN0099`, `SN0100`, ...).
-pub fn counted_serials(first: &str, count: u64) -> Result<Vec<String>, String> {
+pub fn counted_serials(
+    first: &str,
+    count: u64,
+) -> Result<impl ExactSizeIterator<Item = String> + '_, String> {
     let digits = first.len() - first.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     if digits == 0 {
         return Err("must end in digits so serials can count up, e.g. SN000001".into());
@@ -144,44 +242,60 @@ pub fn counted_serials(first: &str, count: u64) -> Result<Vec<String>, String> {
                 10u64.pow(digits as u32) - start
             )
         })?;
-    Ok((start..=last)
-        .map(|n| format!("{prefix}{n:0digits$}"))
-        .collect())
+    let count = usize::try_from(last - start + 1).map_err(|_| "too many serials".to_string())?;
+    Ok((0..count).map(move |i| format!("{prefix}{:0digits$}", start + i as u64)))
 }
 
 /// Maps serials to devices, rejecting empty or unusable serials and duplicates (naming both
 /// lines).
 pub fn devices_from_serials(
-    serials: Vec<(SourceLine, String)>,
+    serials: impl IntoIterator<Item = (SourceLine, String)>,
     pattern: &ThingNamePattern,
-) -> Result<Vec<Device>, DeviceProblem> {
-    let mut seen: HashMap<String, SourceLine> = HashMap::with_capacity(serials.len());
-    let mut devices = Vec::with_capacity(serials.len());
+) -> Result<DeviceList, DeviceProblem> {
+    let mut devices = ListBuilder::new(pattern);
     for (line, serial) in serials {
-        if serial.is_empty() {
-            return Err(DeviceProblem {
-                line,
-                problem: "empty serial; remove the row or fill it in".into(),
-            });
-        }
-        names::check_thing_name(&serial).map_err(|rule| DeviceProblem {
-            line,
-            problem: format!("serial {serial:?} {rule}"),
-        })?;
-        let thing_name = pattern
-            .thing_name(&serial)
-            .map_err(|problem| DeviceProblem { line, problem })?;
-        if let Some(first) = seen.insert(serial.clone(), line) {
-            return Err(DeviceProblem {
-                line,
-                problem: format!(
-                    "serial {serial:?} is a duplicate of line {first}; each device needs its own serial"
-                ),
-            });
-        }
-        devices.push(Device { serial, thing_name });
+        devices.add(line, &serial)?;
     }
-    Ok(devices)
+    Ok(devices.list)
+}
+
+/// A device list being read, a serial at a time, with the line each came from (to name
+/// both lines of a duplicate).
+struct ListBuilder<'p> {
+    pattern: &'p ThingNamePattern,
+    list: DeviceList,
+    lines: Vec<SourceLine>,
+}
+
+impl<'p> ListBuilder<'p> {
+    fn new(pattern: &'p ThingNamePattern) -> Self {
+        Self {
+            pattern,
+            list: DeviceList::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, line: SourceLine, serial: &str) -> Result<(), DeviceProblem> {
+        let problem = |problem: String| DeviceProblem { line, problem };
+        if serial.is_empty() {
+            return Err(problem("empty serial; remove the row or fill it in".into()));
+        }
+        names::check_thing_name(serial)
+            .map_err(|rule| problem(format!("serial {serial:?} {rule}")))?;
+        let thing_name = self.pattern.thing_name(serial).map_err(problem)?;
+        match self.list.push(serial, &thing_name) {
+            Ok(()) => {
+                self.lines.push(line);
+                Ok(())
+            }
+            Err(ListError::Duplicate { first, .. }) => Err(problem(format!(
+                "serial {serial:?} is a duplicate of line {}; each device needs its own serial",
+                self.lines[first]
+            ))),
+            Err(ListError::TooLarge(e)) => Err(problem(e.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +310,7 @@ mod tests {
     fn an_excel_export_with_bom_and_crlf_works() {
         let bytes = b"\xEF\xBB\xBFserial,board\r\nSN1,rev A\r\nSN2,rev B\r\n";
         let devices = parse_serials_csv(bytes, &pattern("gg-{serial}")).unwrap();
-        let names: Vec<_> = devices.iter().map(|d| d.thing_name.as_str()).collect();
+        let names: Vec<_> = devices.pairs().map(|(_, thing)| thing).collect();
         assert_eq!(names, ["gg-SN1", "gg-SN2"]);
     }
 
@@ -224,7 +338,7 @@ mod tests {
         let csv = b"mac,serial\n00:11, SN1 \n00:12,SN2\n";
         let devices = parse_serials_csv(csv, &pattern("gg-{serial}")).unwrap();
         assert_eq!(
-            devices,
+            devices.iter().collect::<Vec<_>>(),
             vec![
                 Device {
                     serial: "SN1".into(),
@@ -272,14 +386,13 @@ mod tests {
 
     #[test]
     fn counted_serials_keep_width() {
+        let counted = |first, n| counted_serials(first, n).map(|s| s.collect::<Vec<_>>());
         assert_eq!(
-            counted_serials("SN0098", 3).unwrap(),
+            counted("SN0098", 3).unwrap(),
             ["SN0098", "SN0099", "SN0100"]
         );
-        assert_eq!(counted_serials("7", 3).unwrap(), ["7", "8", "9"]);
-        assert!(counted_serials("SN98", 3)
-            .unwrap_err()
-            .contains("room for only 2"));
+        assert_eq!(counted("7", 3).unwrap(), ["7", "8", "9"]);
+        assert!(counted("SN98", 3).unwrap_err().contains("room for only 2"));
         assert!(counted_serials("SN", 1).is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod devices;
 pub mod floor_records;
 pub mod greengrass;
+pub mod interned;
 pub mod iot_policy;
 pub mod keys;
 pub mod ledger;

@@ -114,13 +114,27 @@ pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Replaces `path` atomically (a temporary file beside it, 0660, renamed over it); durably
 /// when `synced`. Its directory is made and checked by the caller.
 pub(super) fn replace(path: &Path, bytes: &[u8], synced: bool) -> Result<()> {
+    replace_streamed(path, synced, |file| file.write_all(bytes))
+}
+
+/// [`replace`], the content written by `write` through a buffer: a file of any size takes
+/// no more memory than the buffer.
+pub(super) fn replace_streamed(
+    path: &Path,
+    synced: bool,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
         .prefix(".floor")
         .tempfile_in(dir)
         .with_context(|| on(dir, "write in"))?;
     set_mode(temp.as_file(), FILE_MODE)
-        .and_then(|()| temp.write_all(bytes))
+        .and_then(|()| {
+            let mut buffered = std::io::BufWriter::new(temp.as_file_mut());
+            write(&mut buffered)?;
+            buffered.flush()
+        })
         .and_then(|()| match synced {
             true => temp.as_file().sync_all(),
             false => Ok(()),

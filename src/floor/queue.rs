@@ -9,25 +9,33 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::batch_dir::BatchDir;
+use crate::core::devices::DeviceList;
 use crate::core::floor_records::{
     index_probe, index_slot, parse_queue_record, queue_index, queue_record, QueuedDevice,
     INDEX_SLOT, QUEUE_RECORD,
 };
 
-use super::files::{replace, write_replacing};
+use super::files::{replace, replace_streamed, write_replacing};
 use super::{on, Floor, CURSOR_FILE, INDEX_FILE, QUEUE_FILE};
 
 impl Floor {
     /// Replaces the queue with `devices` (the ready ones, in batch order) and its index, and
     /// resets the cursor, so a device made ready by a re-run is found again. The index goes
     /// first: a reader between the two renames may miss a serial, never find a wrong one.
-    pub fn write_queue(&self, devices: impl Iterator<Item = QueuedDevice>) -> Result<()> {
+    pub fn write_queue(&self, devices: &DeviceList) -> Result<()> {
         self.stations_dir(true)?;
-        let devices: Vec<QueuedDevice> = devices.collect();
-        let index = queue_index(devices.iter().map(|d| d.serial.as_str()));
+        let index = queue_index(devices.serials());
         write_replacing(&self.path(INDEX_FILE), &index)?;
-        let text: String = devices.iter().map(queue_record).collect();
-        write_replacing(&self.path(QUEUE_FILE), text.as_bytes())?;
+        // Streamed: a million-device queue is a quarter of a gigabyte of fixed-width records.
+        replace_streamed(&self.path(QUEUE_FILE), true, |file| {
+            devices.pairs().try_for_each(|(serial, thing_name)| {
+                let record = queue_record(&QueuedDevice {
+                    serial: serial.to_string(),
+                    thing_name: thing_name.to_string(),
+                });
+                file.write_all(record.as_bytes())
+            })
+        })?;
         match fs::remove_file(self.path(CURSOR_FILE)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| on(&self.path(CURSOR_FILE), "reset"))

@@ -47,12 +47,8 @@ fn a_serial_is_claimed_once() {
 fn queue_records_are_read_by_index() {
     let (_dir, floor) = floor();
     assert!(floor.open_queue().unwrap().is_none());
-    let devices = (0..3).map(|i| QueuedDevice {
-        serial: format!("SN{i}"),
-        thing_name: format!("gg-SN{i}"),
-    });
     floor.advance_cursor(7).unwrap();
-    floor.write_queue(devices).unwrap();
+    floor.write_queue(&queued(0..3)).unwrap();
     assert_eq!(floor.cursor(), 0, "a new queue starts from the beginning");
     let (queue, len) = floor.open_queue().unwrap().unwrap();
     assert_eq!(len, 3);
@@ -129,11 +125,8 @@ fn a_directory_without_a_batch_is_refused() {
 #[test]
 fn a_queued_serial_is_found_through_the_index() {
     let (_dir, floor) = floor();
-    let devices = (0..50).map(|i| QueuedDevice {
-        serial: format!("SN{i}"),
-        thing_name: format!("gg-SN{i}"),
-    });
-    floor.write_queue(devices).unwrap();
+    let devices = queued(0..50);
+    floor.write_queue(&devices).unwrap();
     let (queue, _) = floor.open_queue().unwrap().unwrap();
     for i in [0, 17, 49] {
         let found = floor.find_queued(&queue, &format!("SN{i}")).unwrap();
@@ -141,12 +134,7 @@ fn a_queued_serial_is_found_through_the_index() {
     }
     assert_eq!(floor.find_queued(&queue, "SN50").unwrap(), None);
     // A retired device leaves the queue, and the index with it.
-    floor
-        .write_queue((1..3).map(|i| QueuedDevice {
-            serial: format!("SN{i}"),
-            thing_name: format!("gg-SN{i}"),
-        }))
-        .unwrap();
+    floor.write_queue(&queued(1..3)).unwrap();
     let (queue, len) = floor.open_queue().unwrap().unwrap();
     assert_eq!(len, 2);
     assert_eq!(floor.find_queued(&queue, "SN0").unwrap(), None);
@@ -189,7 +177,6 @@ use crate::core::floor_records::Claim;
 use crate::core::floor_records::FloorEvent;
 use crate::core::floor_records::Handout;
 use crate::core::floor_records::LogRecord;
-use crate::core::floor_records::QueuedDevice;
 use crate::core::floor_records::SerialHistory;
 use crate::core::floor_records::CLOSED;
 use crate::core::floor_records::UNKNOWN;
@@ -494,12 +481,7 @@ fn a_log_that_is_a_link_is_not_appended_to() {
 fn floor_files_and_directories_get_their_modes_whatever_the_umask() {
     let (_dir, floor) = floor();
     let now = OffsetDateTime::now_utc();
-    floor
-        .write_queue((0..2).map(|i| QueuedDevice {
-            serial: format!("SN{i}"),
-            thing_name: format!("gg-SN{i}"),
-        }))
-        .unwrap();
+    floor.write_queue(&queued(0..2)).unwrap();
     floor.advance_cursor(1).unwrap();
     floor.set_pending("s1", "SN0").unwrap();
     assert!(floor.claim("s1", "SN0", now).unwrap());
@@ -532,4 +514,13 @@ fn a_cut_short_claims_evidence_is_replaced_not_followed() {
     assert!(floor.claim("s1", "SN1", OffsetDateTime::now_utc()).unwrap());
     assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
     assert_eq!(floor.handout("SN1").unwrap().unwrap().station, "s1");
+}
+
+/// The queue of devices SN{i}, thing gg-SN{i}, for each i.
+fn queued(numbers: std::ops::Range<u32>) -> crate::core::devices::DeviceList {
+    let mut list = crate::core::devices::DeviceList::default();
+    for i in numbers {
+        list.push(&format!("SN{i}"), &format!("gg-SN{i}")).unwrap();
+    }
+    list
 }

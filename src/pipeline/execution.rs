@@ -12,7 +12,7 @@ use crate::batch_dir::journal::JournalStore;
 use crate::batch_dir::spec::BatchSpec;
 use crate::batch_dir::{self, BatchDir, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
 use crate::cloud::Claims;
-use crate::core::devices::Device;
+use crate::core::devices::DeviceList;
 use crate::core::signing::BatchSigner;
 use crate::core::station_config::LimitsSection;
 use crate::error::UserError;
@@ -47,7 +47,7 @@ impl Execution<'_> {
     /// are created.
     pub async fn execute<A: Claims>(
         &self,
-        devices: Vec<Device>,
+        devices: impl Into<DeviceList>,
         api: Arc<A>,
     ) -> Result<BatchResult> {
         let recipients = self.spec.recipients(self.out)?;
@@ -58,7 +58,7 @@ impl Execution<'_> {
         };
         let (journal, replay) = self.journals.open(&dir.path(JOURNAL_FILE))?;
         let plan = BatchPlan {
-            devices: devices.into(),
+            devices: Arc::new(devices.into()),
             claim_policy: self.spec.claim_policy.clone(),
             key_algorithm: self.spec.key_algorithm,
             target: self.spec.target.clone(),

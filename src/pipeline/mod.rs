@@ -37,7 +37,7 @@ use crate::batch_dir::journal::EventLog;
 use crate::batch_dir::BatchDir;
 use crate::cloud::{Claims, NewCertificate};
 use crate::core::certificate::IssuedCertificate;
-use crate::core::devices::{ClaimScope, Device};
+use crate::core::devices::{ClaimScope, Device, DeviceList};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{prepare_device, ClaimKey, PreparedDevice};
 use crate::core::ledger::{Replay, SHARED_CLAIM};
@@ -61,7 +61,7 @@ const UNCERTAIN_LIMIT: usize = 256;
 /// What to make, fully resolved and validated.
 #[derive(Debug, Clone)]
 pub struct BatchPlan {
-    pub devices: Arc<[Device]>,
+    pub devices: Arc<DeviceList>,
     pub claim_policy: String,
     pub key_algorithm: KeyAlgorithm,
     pub target: ProvisioningTarget,
@@ -231,7 +231,7 @@ impl<A: Claims> BatchRun<A> {
             ClaimScope::Device => None,
             ClaimScope::Batch => self.recovery().recover_shared().await?,
         };
-        let todo = self.without_certificate();
+        let todo = self.without_certificate()?;
         self.set_bar_lengths(todo.len());
         if let Some(shared) = shared {
             self.package_shared(shared).await?;
@@ -257,17 +257,15 @@ impl<A: Claims> BatchRun<A> {
     /// After recovery every live certificate has its bundle (or, shared, its key back); only
     /// holders without one get a new key. (A failed policy attach keeps its certificate; a
     /// revoked one is never replaced by a batch.)
-    fn without_certificate(&self) -> Vec<Device> {
+    fn without_certificate(&self) -> Result<DeviceList> {
+        let mut todo = DeviceList::default();
         self.state.read(|state| {
-            self.claim_holders()
-                .filter(|d| {
-                    state
-                        .devices
-                        .get(&d.serial)
-                        .is_none_or(|r| r.certificate.is_none())
-                })
-                .collect()
-        })
+            let holders = self.claim_holders();
+            holders
+                .filter(|d| !state.has_certificate(&d.serial))
+                .try_for_each(|d| todo.push(&d.serial, &d.thing_name))
+        })?;
+        Ok(todo)
     }
 
     fn set_bar_lengths(&self, todo: usize) {
@@ -284,7 +282,7 @@ impl<A: Claims> BatchRun<A> {
     /// the batch (its CSR's CN names the provisioning template it is a claim for).
     fn claim_holders(&self) -> Box<dyn Iterator<Item = Device> + '_> {
         match self.plan.claim_scope {
-            ClaimScope::Device => Box::new(self.plan.devices.iter().cloned()),
+            ClaimScope::Device => Box::new(self.plan.devices.iter()),
             ClaimScope::Batch => Box::new(std::iter::once(Device {
                 serial: SHARED_CLAIM.to_string(),
                 thing_name: format!("{} claim", self.plan.target.template),
@@ -296,7 +294,7 @@ impl<A: Claims> BatchRun<A> {
     /// create outcome is unknown. A local fault (disk, journal), or a certificate that claim
     /// binding could not use, stops new devices from starting, lets in-flight ones finish,
     /// and is returned.
-    async fn run_stages(&self, todo: Vec<Device>) -> Result<Vec<Uncertain>> {
+    async fn run_stages(&self, todo: DeviceList) -> Result<Vec<Uncertain>> {
         let (sender, receiver) = tokio::sync::mpsc::channel::<PreparedDevice>(PREPARE_AHEAD);
         let producer = self.spawn_key_producer(todo, sender);
         let results = futures::stream::unfold(receiver, |mut rx| async move {
@@ -337,14 +335,16 @@ impl<A: Claims> BatchRun<A> {
     /// The prepare stage on a blocking thread, a chunk at a time, feeding `sender`.
     fn spawn_key_producer(
         &self,
-        todo: Vec<Device>,
+        todo: DeviceList,
         sender: tokio::sync::mpsc::Sender<PreparedDevice>,
     ) -> tokio::task::JoinHandle<()> {
         let algorithm = self.plan.key_algorithm;
         let bar = self.progress.prepare.clone();
         tokio::task::spawn_blocking(move || {
-            for chunk in todo.chunks(PREPARE_AHEAD / 2) {
-                for prepared in prepare(chunk, algorithm) {
+            let mut devices = todo.iter().peekable();
+            while devices.peek().is_some() {
+                let chunk: Vec<Device> = devices.by_ref().take(PREPARE_AHEAD / 2).collect();
+                for prepared in prepare(&chunk, algorithm) {
                     // A closed channel means the run is stopping: make no more keys.
                     if sender.blocking_send(prepared).is_err() {
                         return;

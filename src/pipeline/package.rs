@@ -15,16 +15,16 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::state::RunState;
+use super::state::{RunState, SCRATCH_FAILED};
 use super::{RegisteredDevice, SharedClaim};
 use crate::batch_dir::BatchDir;
 use crate::cloud::NewCertificate;
 use crate::core::bundle::{build_bundle, read_entry};
 use crate::core::certificate::parse_certificate_pem;
-use crate::core::devices::Device;
+use crate::core::devices::{Device, DeviceList};
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::keys::{public_key_fingerprint, ClaimKey};
-use crate::core::ledger::{CertificateRecord, Event};
+use crate::core::ledger::{CertificateRecord, Event, SharedBundle};
 use crate::core::sealed::Recipients;
 
 /// Writes and reads the bundles of one batch directory.
@@ -32,7 +32,7 @@ pub struct Packager {
     pub dir: Arc<BatchDir>,
     pub state: Arc<RunState>,
     pub target: ProvisioningTarget,
-    pub devices: Arc<[Device]>,
+    pub devices: Arc<DeviceList>,
     /// The stations every bundle is encrypted to; `None`: plain zips.
     pub recipients: Option<Recipients>,
     pub bar: ProgressBar,
@@ -64,21 +64,15 @@ impl Packager {
     /// certificate (in parallel), journaling each. Starts no bundle once cancelled.
     pub fn package_shared(&self, claim: &SharedClaim) -> Result<()> {
         let certificate = &claim.certificate;
-        let todo: Vec<&Device> = self.state.read(|state| {
-            self.devices
-                .iter()
-                .filter(|d| {
-                    let bundle = state
-                        .devices
-                        .get(&d.serial)
-                        .and_then(|r| r.shared_bundle.as_ref());
-                    !bundle.is_some_and(|b| {
-                        b.certificate_id == certificate.certificate_id
-                            && self.dir.path(&b.bundle).is_file()
-                    })
-                })
-                .collect()
-        });
+        let mut todo: Vec<Device> = Vec::new();
+        for device in self.devices.iter() {
+            let bundle = self.shared_bundle_of(&device.serial)?;
+            if !bundle.is_some_and(|b| {
+                b.certificate_id == certificate.certificate_id && self.dir.path(&b.bundle).is_file()
+            }) {
+                todo.push(device);
+            }
+        }
         self.bar
             .set_position((self.devices.len() - todo.len()) as u64);
         let key_pem = claim.key.pkcs8_pem();
@@ -169,21 +163,29 @@ impl Packager {
         Ok(holds_cert)
     }
 
+    /// Batch claim scope: the journaled bundle of a device holding a shared certificate.
+    fn shared_bundle_of(&self, serial: &str) -> Result<Option<SharedBundle>> {
+        let record = self.state.read(|state| state.record(serial));
+        let record = record.context(SCRATCH_FAILED)?;
+        Ok(record.and_then(|r| r.shared_bundle).map(|b| *b))
+    }
+
     /// Batch claim scope: finds a bundle holding the shared certificate `cert` and its key
     /// (journaled bundles first, then any device's bundle on disk) and reads both back.
     pub fn shared_claim_from_bundles(
         &self,
         cert: &CertificateRecord,
     ) -> Result<Option<SharedClaim>> {
-        let candidates: Vec<String> = self.state.read(|state| {
-            let journaled = self.devices.iter().filter_map(|d| {
-                let bundle = state.devices.get(&d.serial)?.shared_bundle.as_ref()?;
-                (bundle.certificate_id == cert.certificate_id).then(|| bundle.bundle.clone())
-            });
-            let any = self.devices.iter().map(|d| self.bundle_name(&d.serial));
-            journaled.chain(any).collect()
-        });
-        for bundle in candidates {
+        let mut journaled = Vec::new();
+        for device in self.devices.iter() {
+            if let Some(bundle) = self.shared_bundle_of(&device.serial)? {
+                if bundle.certificate_id == cert.certificate_id {
+                    journaled.push(bundle.bundle);
+                }
+            }
+        }
+        let any = self.devices.iter().map(|d| self.bundle_name(&d.serial));
+        for bundle in journaled.into_iter().chain(any) {
             if let Some(claim) = self.shared_claim_in(&bundle, cert)? {
                 return Ok(Some(claim));
             }

@@ -4,7 +4,7 @@
 
 use crate::batch_dir::spec::BatchSpec;
 use crate::cloud::{AwsError, EndpointKind, Inventory};
-use crate::core::devices::Device;
+use crate::core::devices::DeviceList;
 use crate::core::greengrass::ProvisioningTarget;
 use crate::core::preflight;
 use crate::core::station_config::StationConfig;
@@ -31,7 +31,7 @@ fn preflight_error(what: &str, action: &str, error: AwsError) -> UserError {
 pub async fn preflight(
     iot: &impl Inventory,
     spec: &BatchSpec,
-    devices: &[Device],
+    devices: &DeviceList,
 ) -> Result<(), UserError> {
     let (policy, target) = (&spec.claim_policy, &spec.target);
     let region = iot.region();
@@ -57,8 +57,8 @@ pub async fn preflight(
             "provisioning template {name:?} does not exist in {region}; create it with `claimfab setup --station FILE` or pass --template"
         )))?;
     let Some(longest) = devices
-        .iter()
-        .map(|d| d.thing_name.as_str())
+        .pairs()
+        .map(|(_, thing_name)| thing_name)
         .max_by_key(|n| n.len())
     else {
         return Ok(());

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::state::RunState;
 use super::{BatchPlan, DeviceFailure, Outcome};
 use crate::batch_dir::{BatchDir, MANIFEST_FILE};
-use crate::core::devices::Device;
-use crate::core::floor_records::{fold_logs, overlay, QueuedDevice};
+use crate::core::devices::{Device, DeviceList};
+use crate::core::floor_records::{fold_logs, overlay};
 use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
 use crate::floor::Floor;
@@ -27,9 +27,14 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// One device's row, from its journal record and whether it failed in this run.
-fn row_of(device: &Device, state: &Replay, plan: &BatchPlan, failed: bool) -> ManifestRow {
-    let view = state.device_view(&device.serial, plan.claim_scope);
-    let record = view.as_deref();
+fn row_of(
+    device: &Device,
+    state: &Replay,
+    plan: &BatchPlan,
+    failed: bool,
+) -> std::io::Result<ManifestRow> {
+    let view = state.device_view(&device.serial, plan.claim_scope)?;
+    let record = view.as_ref();
     let status = DeviceRecord::manifest_status(record, failed);
     let mut row = ManifestRow::new(&device.serial, &device.thing_name, status);
     if let Some(cert) = record.and_then(|r| r.certificate.as_ref()) {
@@ -43,7 +48,7 @@ fn row_of(device: &Device, state: &Replay, plan: &BatchPlan, failed: bool) -> Ma
             row.bundle_sha256 = sha.clone();
         }
     }
-    row
+    Ok(row)
 }
 
 /// Writes the manifest and returns the run's outcome.
@@ -60,13 +65,13 @@ pub fn write_manifest(
     let logs = floor.all_logs()?;
     let floor_states = fold_logs(&logs);
     let mut counts: HashMap<DeviceStatus, usize> = HashMap::new();
-    let mut ready = Vec::new();
+    let mut ready = DeviceList::default();
     state.read(|replay| {
         dir.write_atomic_with(MANIFEST_FILE, 0o644, |file| {
             let mut manifest = ManifestWriter::new(file)?;
             for device in plan.devices.iter() {
                 let failed = shared_failed || failures.contains_key(&device.serial);
-                let mut row = row_of(device, replay, plan, failed);
+                let mut row = row_of(&device, replay, plan, failed)?;
                 if let Some(state) = floor_states.get(&device.serial) {
                     overlay(&mut row, state);
                 }
@@ -75,10 +80,10 @@ pub fn write_manifest(
                     signing.sign_row(dir, &row).map_err(std::io::Error::other)?;
                 }
                 if row.status == DeviceStatus::Ready {
-                    ready.push(QueuedDevice {
-                        serial: row.serial.clone(),
-                        thing_name: row.thing_name.clone(),
-                    });
+                    // The batch's serials are distinct: the push cannot refuse one.
+                    ready
+                        .push(&row.serial, &row.thing_name)
+                        .map_err(std::io::Error::other)?;
                 }
                 manifest.write(&row)?;
             }
@@ -86,7 +91,7 @@ pub fn write_manifest(
         })
     })?;
     // The stations' hand-out queue follows: only ready bundles, signed first, may be taken.
-    floor.write_queue(ready.into_iter())?;
+    floor.write_queue(&ready)?;
     let failures = lasting_failures(state, failures);
     let count = |status| counts.get(&status).copied().unwrap_or(0);
     Ok(Outcome {
@@ -111,7 +116,7 @@ fn lasting_failures(state: &RunState, failures: HashMap<String, String>) -> Vec<
     let mut lasting: Vec<DeviceFailure> = state.read(|replay| {
         failures
             .into_iter()
-            .filter(|(serial, _)| !replay.devices.get(serial).is_some_and(|r| r.is_ready()))
+            .filter(|(serial, _)| !replay.is_ready(serial))
             .map(|(serial, reason)| DeviceFailure { serial, reason })
             .collect()
     });

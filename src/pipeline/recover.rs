@@ -7,17 +7,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::package::Packager;
 use super::register::{Registrar, Registration};
-use super::state::{lock, RunState};
+use super::state::{lock, RunState, SCRATCH_FAILED};
 use super::{SharedClaim, Uncertain};
 use crate::cloud::{AwsError, Claims, NewCertificate};
 use crate::core::certificate::parse_certificate_pem;
-use crate::core::devices::Device;
+use crate::core::devices::DeviceList;
 use crate::core::ledger::{CertificateRecord, Event, SHARED_CLAIM};
 use crate::progress::Progress;
 
@@ -46,11 +46,9 @@ impl<A: Claims> Reconciler<A> {
     pub async fn find(&self, keys: &Keys) -> Result<Option<Vec<(String, NewCertificate)>>> {
         let creates: Vec<OffsetDateTime> = self.state.read(|state| {
             state
-                .devices
-                .values()
-                .flat_map(|r| &r.unresolved_creates)
-                .filter(|u| keys.contains_key(&u.public_key_sha256))
-                .map(|u| u.at)
+                .unresolved_creates()
+                .filter(|(_, u)| keys.contains_key(&u.public_key_sha256))
+                .map(|(_, u)| u.at)
                 .collect()
         });
         if let Some(youngest) = creates.iter().max() {
@@ -94,8 +92,11 @@ impl<A: Claims> Reconciler<A> {
                     "ListCertificates (to reconcile unanswered creates): {e}; re-run to retry"
                 )
             })?;
-        let candidates: Vec<_> = self.state.read(|state| {
-            let known = state.known_certificates();
+        let known = self
+            .state
+            .read(|state| state.known_certificates())
+            .context(SCRATCH_FAILED)?;
+        let candidates: Vec<_> = {
             let not_ours = lock(&self.not_ours);
             listed
                 .into_iter()
@@ -103,7 +104,7 @@ impl<A: Claims> Reconciler<A> {
                 .filter(|c| !known.contains(c.certificate_id.as_str()))
                 .filter(|c| !not_ours.contains(&c.certificate_id))
                 .collect()
-        });
+        };
         let mut found = Vec::new();
         for candidate in candidates {
             let pem = match self.api.describe_certificate(&candidate.certificate_id).await {
@@ -138,7 +139,7 @@ pub struct Resolved {
     /// Devices whose certificate was found and adopted (or that failed definitely).
     pub registrations: Vec<(String, Registration)>,
     /// Devices with no certificate in AWS: their create is abandoned, try again.
-    pub retry: Vec<Device>,
+    pub retry: DeviceList,
     /// Still unknown (cancelled while waiting for AWS to settle).
     pub unresolved: Vec<Uncertain>,
 }
@@ -148,7 +149,7 @@ pub struct Recovery<'a, A> {
     pub registrar: &'a Registrar<A>,
     pub packager: &'a Packager,
     pub reconciler: &'a Reconciler<A>,
-    pub devices: &'a [Device],
+    pub devices: &'a DeviceList,
     pub progress: &'a Progress,
 }
 
@@ -159,7 +160,7 @@ impl<A: Claims> Recovery<'_, A> {
     /// policies not yet attached to packaged devices are attached.
     pub async fn recover(&self) -> Result<()> {
         self.retire_lost_creates().await?;
-        let half_done = self.half_done();
+        let half_done = self.half_done()?;
         for (serial, cert) in half_done {
             if self.reconciler.cancel.is_cancelled() {
                 break;
@@ -186,13 +187,8 @@ impl<A: Claims> Recovery<'_, A> {
     async fn retire_lost_creates(&self) -> Result<()> {
         let unresolved: Keys = self.registrar.state.read(|state| {
             state
-                .devices
-                .iter()
-                .flat_map(|(serial, r)| {
-                    r.unresolved_creates
-                        .iter()
-                        .map(move |u| (u.public_key_sha256.clone(), serial.clone()))
-                })
+                .unresolved_creates()
+                .map(|(serial, u)| (u.public_key_sha256.clone(), serial.to_string()))
                 .collect()
         });
         if unresolved.is_empty() {
@@ -221,21 +217,29 @@ impl<A: Claims> Recovery<'_, A> {
     }
 
     /// Live certificates of devices whose policy is not attached or whose bundle is missing.
-    fn half_done(&self) -> Vec<(String, CertificateRecord)> {
-        self.registrar.state.read(|state| {
-            self.devices
-                .iter()
-                .filter_map(|d| {
-                    let record = state.devices.get(&d.serial)?;
-                    if record.is_revoked() {
-                        return None;
-                    }
-                    let cert = record.certificate.as_ref()?;
-                    (!cert.policy_attached || self.packager.bundle_missing(cert))
-                        .then(|| (d.serial.clone(), (**cert).clone()))
-                })
-                .collect()
-        })
+    fn half_done(&self) -> Result<Vec<(String, CertificateRecord)>> {
+        let mut half_done = Vec::new();
+        for device in self.devices.iter() {
+            let record = self.registrar.state.read(|state| {
+                // Ready devices need only their bundle checked, which the slot alone
+                // cannot tell: read the record either way, one device at a time.
+                state
+                    .has_certificate(&device.serial)
+                    .then(|| state.record(&device.serial))
+            });
+            let Some(record) = record.transpose().context(SCRATCH_FAILED)?.flatten() else {
+                continue;
+            };
+            if record.is_revoked() {
+                continue;
+            }
+            if let Some(cert) = record.certificate {
+                if !cert.policy_attached || self.packager.bundle_missing(&cert) {
+                    half_done.push((device.serial.clone(), *cert));
+                }
+            }
+        }
+        Ok(half_done)
     }
 
     /// Batch claim scope: the shared certificate's key survives only inside the bundles
@@ -243,12 +247,12 @@ impl<A: Claims> Recovery<'_, A> {
     /// retired (its key died with the earlier run). Attaches the claim policy if the earlier
     /// run could not.
     pub async fn recover_shared(&self) -> Result<Option<SharedClaim>> {
-        let cert = self.registrar.state.read(|state| {
-            state
-                .devices
-                .get(SHARED_CLAIM)
-                .and_then(|r| r.certificate.clone())
-        });
+        let cert = self
+            .registrar
+            .state
+            .read(|state| state.record(SHARED_CLAIM))
+            .context(SCRATCH_FAILED)?
+            .and_then(|r| r.certificate);
         let Some(cert) = cert.filter(|c| c.revoked_status.is_none() && !c.deleted) else {
             return Ok(None);
         };
@@ -278,7 +282,7 @@ impl<A: Claims> Recovery<'_, A> {
             .collect();
         let mut resolved = Resolved {
             registrations: Vec::new(),
-            retry: Vec::new(),
+            retry: DeviceList::default(),
             unresolved: Vec::new(),
         };
         let Some(certificates) = self.reconciler.find(&keys).await? else {
@@ -296,7 +300,9 @@ impl<A: Claims> Recovery<'_, A> {
                     serial,
                     public_key_sha256: prepared.public_key_sha256.clone(),
                 })?;
-                resolved.retry.push(prepared.device.clone());
+                let device = &prepared.device;
+                // Each uncertain device is reconciled once per round: never twice here.
+                let _ = resolved.retry.push(&device.serial, &device.thing_name);
                 continue;
             };
             let keep = certs.remove(0);

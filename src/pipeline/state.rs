@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::batch_dir::journal::EventLog;
+pub(crate) use crate::batch_dir::journal::SCRATCH_FAILED;
 use crate::core::ledger::{Event, Replay};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,8 +39,7 @@ impl RunState {
     /// async runtime is told to move other work off this thread meanwhile.
     pub fn record(&self, event: Event) -> Result<()> {
         tokio::task::block_in_place(|| self.log.record(&event))?;
-        lock(&self.replay).apply(event);
-        Ok(())
+        lock(&self.replay).apply(event).context(SCRATCH_FAILED)
     }
 
     /// Reads the replayed state.

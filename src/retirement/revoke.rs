@@ -14,18 +14,18 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use time::OffsetDateTime;
 
 use crate::batch_dir::spec::BatchSpec;
 use crate::cloud::{AwsError, CertificateStatus, Claims, OutOfService};
-use crate::core::devices::ClaimScope;
-use crate::core::floor_records::{QueuedDevice, CLOSED};
+use crate::core::devices::{ClaimScope, DeviceList};
+use crate::core::floor_records::CLOSED;
 use crate::core::ledger::{CertificateRecord, DeviceRecord, Event, Replay, SHARED_CLAIM};
 use crate::core::manifest::{self, DeviceStatus, ManifestRow};
 
-use crate::batch_dir::journal::{EventLog, JournalStore};
+use crate::batch_dir::journal::{EventLog, JournalStore, SCRATCH_FAILED};
 use crate::batch_dir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 use crate::error::UserError;
 use crate::floor::Floor;
@@ -284,7 +284,8 @@ impl Checked<'_> {
     fn update_manifest(&mut self, batch_dir: &BatchDir, replay: &Replay) -> Result<()> {
         for row in &mut self.rows {
             let view = replay.device_view(&row.serial, self.spec.claim_scope);
-            let record = view.as_deref();
+            let view = view.context(SCRATCH_FAILED)?;
+            let record = view.as_ref();
             if record.is_some_and(DeviceRecord::is_revoked) {
                 let failed = row.status == DeviceStatus::Failed;
                 row.status = DeviceRecord::manifest_status(record, failed);
@@ -293,10 +294,16 @@ impl Checked<'_> {
         batch_dir.write_atomic(MANIFEST_FILE, &manifest::to_csv(&self.rows), 0o644)?;
         // A retired claim must not be handed to a station any more.
         let ready = self.rows.iter().filter(|r| r.status == DeviceStatus::Ready);
-        Floor::open(self.request.dir)?.write_queue(ready.map(|r| QueuedDevice {
-            serial: r.serial.clone(),
-            thing_name: r.thing_name.clone(),
-        }))
+        let mut queue = DeviceList::default();
+        for row in ready {
+            queue.push(&row.serial, &row.thing_name).with_context(|| {
+                format!(
+                    "{MANIFEST_FILE} names {} twice; restore the manifest claimfab wrote",
+                    row.serial
+                )
+            })?;
+        }
+        Floor::open(self.request.dir)?.write_queue(&queue)
     }
 }
 
@@ -431,18 +438,13 @@ impl<A: Claims> Revocation<'_, A> {
     /// Journals an event durably, then applies it to the state.
     fn log(&self, event: Event) -> Result<()> {
         self.journal.record(&event)?;
-        self.replay().apply(event);
-        Ok(())
+        self.replay().apply(event).context(SCRATCH_FAILED)
     }
 
     /// Revokes one device and prints what became of it.
     async fn report(&self, serial: &str, who: &str) -> Result<Verdict> {
-        let certificate = self
-            .replay()
-            .devices
-            .get(serial)
-            .map(|r| r.certificate.clone());
-        let Some(cert) = certificate.flatten() else {
+        let record = self.replay().record(serial).context(SCRATCH_FAILED)?;
+        let Some(cert) = record.and_then(|r| r.certificate) else {
             crate::say!("  skipped  {serial}: no certificate to revoke");
             return Ok(Verdict::Skipped);
         };
@@ -471,10 +473,7 @@ impl<A: Claims> Revocation<'_, A> {
             Revoked::Done(what) => done.push(what),
             failed => return Ok(failed),
         }
-        let attached = self.replay().devices[serial]
-            .certificate
-            .as_ref()
-            .is_some_and(|c| c.policy_attached);
+        let attached = self.replay().policy_attached(serial);
         if self.detach && attached {
             let detached = self
                 .api

@@ -5,13 +5,17 @@
 //! and `core::reconcile` compares. Pure: events in (from any reader), state out; the file itself
 //! is `batch_dir::journal`'s.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::core::devices::ClaimScope;
+
+pub mod records;
+
+use records::{BundlePage, CertificatePage, Slot, Store};
+pub use records::{MemoryPages, RecordPages};
 
 /// The journal's name for a batch-scope batch's one shared claim certificate, in place of a
 /// serial. Serials are thing-name characters, which never include `*`.
@@ -168,24 +172,6 @@ pub enum Event {
     },
 }
 
-impl Event {
-    fn serial(&self) -> &str {
-        match self {
-            Event::CreateRequested { serial, .. }
-            | Event::Created { serial, .. }
-            | Event::CreateAbandoned { serial, .. }
-            | Event::PolicyAttached { serial, .. }
-            | Event::Packaged { serial, .. }
-            | Event::SharedPackaged { serial, .. }
-            | Event::StatusRequested { serial, .. }
-            | Event::StatusChanged { serial, .. }
-            | Event::PolicyDetached { serial, .. }
-            | Event::CertificateDeleted { serial, .. }
-            | Event::Retired { serial, .. } => serial,
-        }
-    }
-}
-
 /// A create call whose outcome the journal does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnresolvedCreate {
@@ -263,160 +249,234 @@ impl DeviceRecord {
     }
 }
 
-/// Replay, one family of events at a time; `Replay::apply` routes each event to its family,
-/// and a family's function ignores the events of other families.
-impl DeviceRecord {
-    /// A certificate's life as the device's: a create asked for, its answer or its
-    /// abandonment, and the certificate retired.
-    fn apply_lifecycle(&mut self, event: Event) {
+/// Every device's record, compactly (see [`records`]): what replaying a journal gives.
+pub struct Replay {
+    store: Store,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Self::new(Box::new(MemoryPages::default()))
+    }
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replay({} records)", self.store.len())
+    }
+}
+
+impl Replay {
+    /// An empty replay keeping its records' pages in `pages`.
+    pub fn new(pages: Box<dyn RecordPages>) -> Self {
+        Self {
+            store: Store::new(pages),
+        }
+    }
+
+    /// How many devices (and the shared claim) the journal names.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// What the journal says about one device, if anything.
+    pub fn record(&self, serial: &str) -> std::io::Result<Option<DeviceRecord>> {
+        self.store
+            .slot(serial)
+            .map(|slot| self.store.record(slot))
+            .transpose()
+    }
+
+    /// Whether the device has a live certificate (without reading its pages).
+    pub fn has_certificate(&self, serial: &str) -> bool {
+        self.store
+            .slot(serial)
+            .is_some_and(|s| s.certificate.is_some())
+    }
+
+    /// Whether the device's live certificate has the claim policy attached (without
+    /// reading its pages).
+    pub fn policy_attached(&self, serial: &str) -> bool {
+        self.store
+            .slot(serial)
+            .is_some_and(|s| s.certificate.is_some() && s.policy_attached)
+    }
+
+    /// Whether the device is ready to flash (without reading its pages).
+    pub fn is_ready(&self, serial: &str) -> bool {
+        self.store.slot(serial).is_some_and(Slot::is_ready)
+    }
+
+    /// Every create whose outcome the journal does not know, with its device's serial.
+    pub fn unresolved_creates(&self) -> impl Iterator<Item = (&str, &UnresolvedCreate)> {
+        self.store.iter().flat_map(|(serial, slot)| {
+            slot.unresolved_creates()
+                .iter()
+                .map(move |create| (serial, create))
+        })
+    }
+
+    /// Applies one event to the record of the device it names, by the event's family.
+    pub fn apply(&mut self, event: Event) -> std::io::Result<()> {
         match event {
             Event::CreateRequested {
+                serial,
                 public_key_sha256,
                 at,
-                ..
-            } => self.unresolved_creates.push(UnresolvedCreate {
-                public_key_sha256,
-                at,
-            }),
+            } => {
+                let slot = self.store.slot_mut(&serial)?;
+                slot.rare_mut().unresolved_creates.push(UnresolvedCreate {
+                    public_key_sha256,
+                    at,
+                });
+            }
             Event::Created {
+                serial,
                 public_key_sha256,
                 certificate_id,
                 certificate_arn,
                 certificate_sha256,
                 not_after,
                 at,
-                ..
             } => {
-                forget_create(&mut self.unresolved_creates, &public_key_sha256);
-                self.certificate = Some(Box::new(CertificateRecord {
+                let page = self.store.write(&CertificatePage {
                     certificate_id,
                     certificate_arn,
                     certificate_sha256,
                     not_after,
-                    public_key_sha256,
+                    public_key_sha256: public_key_sha256.clone(),
                     created_at: at,
-                    policy_attached: false,
-                    bundle: None,
-                    revoked_status: None,
-                    deleted: false,
-                }));
+                })?;
+                let slot = self.store.slot_mut(&serial)?;
+                forget_create(slot, &public_key_sha256);
+                slot.replace_certificate(Some(page));
             }
             Event::CreateAbandoned {
-                public_key_sha256, ..
-            } => forget_create(&mut self.unresolved_creates, &public_key_sha256),
-            Event::Retired { certificate_id, .. } => self.retire(certificate_id),
-            _ => {}
+                serial,
+                public_key_sha256,
+            } => forget_create(self.store.slot_mut(&serial)?, &public_key_sha256),
+            Event::Retired {
+                serial,
+                certificate_id,
+                ..
+            } => {
+                if self.is_live(&serial, &certificate_id)? {
+                    self.store.slot_mut(&serial)?.replace_certificate(None);
+                }
+                let slot = self.store.slot_mut(&serial)?;
+                slot.rare_mut().retired.push(certificate_id);
+            }
+            event => self.apply_to_certificate(event)?,
         }
+        Ok(())
     }
 
-    /// Packaging: the claim policy attached, the bundle written.
-    fn apply_packaging(&mut self, event: Event) {
-        match event {
-            Event::PolicyAttached { certificate_id, .. } => {
-                self.update(&certificate_id, |c| c.policy_attached = true)
+    /// Events about a certificate that change the device's record only while that
+    /// certificate is still the device's: packaging and revocation. A status requested
+    /// alone changes nothing (the re-run asks again), but names the device.
+    fn apply_to_certificate(&mut self, event: Event) -> std::io::Result<()> {
+        let (serial, certificate_id) = match &event {
+            Event::SharedPackaged { .. } => return self.apply_shared(event),
+            Event::PolicyAttached {
+                serial,
+                certificate_id,
             }
+            | Event::Packaged {
+                serial,
+                certificate_id,
+                ..
+            }
+            | Event::StatusRequested {
+                serial,
+                certificate_id,
+                ..
+            }
+            | Event::StatusChanged {
+                serial,
+                certificate_id,
+                ..
+            }
+            | Event::PolicyDetached {
+                serial,
+                certificate_id,
+            }
+            | Event::CertificateDeleted {
+                serial,
+                certificate_id,
+            } => (serial, certificate_id),
+            _ => return Ok(()),
+        };
+        self.store.slot_mut(serial)?;
+        if !self.is_live(serial, certificate_id)? {
+            return Ok(());
+        }
+        let bundle = match &event {
             Event::Packaged {
                 certificate_id,
                 bundle,
                 bundle_sha256,
                 ..
-            } => self.update(&certificate_id, |c| {
-                c.bundle = Some((bundle, bundle_sha256))
-            }),
+            } => Some(self.store.write(&BundlePage {
+                certificate_id: certificate_id.clone(),
+                bundle: bundle.clone(),
+                bundle_sha256: bundle_sha256.clone(),
+            })?),
+            _ => None,
+        };
+        let slot = self.store.slot_mut(serial)?;
+        match event {
+            Event::PolicyAttached { .. } => slot.policy_attached = true,
+            Event::Packaged { .. } => slot.bundle = bundle,
+            Event::StatusChanged { status, .. } => slot.set_revoked(Some(status)),
+            Event::PolicyDetached { .. } => slot.policy_attached = false,
+            Event::CertificateDeleted { .. } => slot.deleted = true,
             _ => {}
         }
+        Ok(())
     }
 
-    /// Out of service, by `claimfab revoke`: status, policy detached, deleted. A status
-    /// requested alone changes nothing: the re-run asks again.
-    fn apply_revocation(&mut self, event: Event) {
-        match event {
-            Event::StatusChanged {
-                certificate_id,
-                status,
-                ..
-            } => self.update(&certificate_id, |c| c.revoked_status = Some(status)),
-            Event::PolicyDetached { certificate_id, .. } => {
-                self.update(&certificate_id, |c| c.policy_attached = false)
-            }
-            Event::CertificateDeleted { certificate_id, .. } => {
-                self.update(&certificate_id, |c| c.deleted = true)
-            }
-            _ => {}
-        }
-    }
-
-    /// Changes the device's certificate, if it is still `certificate_id`: an event about a
-    /// certificate since replaced changes nothing.
-    fn update(&mut self, certificate_id: &str, change: impl FnOnce(&mut CertificateRecord)) {
-        if let Some(c) = self
-            .certificate
-            .as_deref_mut()
-            .filter(|c| c.certificate_id == certificate_id)
+    /// Batch claim scope: the device's bundle holding the shared certificate.
+    fn apply_shared(&mut self, event: Event) -> std::io::Result<()> {
+        if let Event::SharedPackaged {
+            serial,
+            certificate_id,
+            bundle,
+            bundle_sha256,
+        } = event
         {
-            change(c);
-        }
-    }
-
-    /// The certificate is no longer the device's (if it still was), and is remembered.
-    fn retire(&mut self, certificate_id: String) {
-        if self
-            .certificate
-            .as_ref()
-            .is_some_and(|c| c.certificate_id == certificate_id)
-        {
-            self.certificate = None;
-        }
-        self.retired.push(certificate_id);
-    }
-}
-
-/// Every device's record.
-#[derive(Debug, Default)]
-pub struct Replay {
-    pub devices: HashMap<String, DeviceRecord>,
-}
-
-impl Replay {
-    /// Applies one event to the record of the device it names, by the event's family.
-    pub fn apply(&mut self, event: Event) {
-        let record = self.devices.entry(event.serial().to_string()).or_default();
-        match event {
-            Event::CreateRequested { .. }
-            | Event::Created { .. }
-            | Event::CreateAbandoned { .. }
-            | Event::Retired { .. } => record.apply_lifecycle(event),
-            Event::PolicyAttached { .. } | Event::Packaged { .. } => record.apply_packaging(event),
-            Event::StatusRequested { .. }
-            | Event::StatusChanged { .. }
-            | Event::PolicyDetached { .. }
-            | Event::CertificateDeleted { .. } => record.apply_revocation(event),
-            Event::SharedPackaged {
+            let page = self.store.write(&BundlePage {
                 certificate_id,
                 bundle,
                 bundle_sha256,
-                ..
-            } => {
-                record.shared_bundle = Some(Box::new(SharedBundle {
-                    certificate_id,
-                    bundle,
-                    bundle_sha256,
-                }))
-            }
+            })?;
+            self.store.slot_mut(&serial)?.shared_bundle = Some(page);
         }
+        Ok(())
+    }
+
+    /// Whether `certificate_id` is the device's live certificate: an event about a
+    /// certificate since replaced changes nothing.
+    fn is_live(&self, serial: &str, certificate_id: &str) -> std::io::Result<bool> {
+        let Some(slot) = self.store.slot(serial) else {
+            return Ok(false);
+        };
+        Ok(self.store.certificate_id(slot)?.as_deref() == Some(certificate_id))
     }
 
     /// Every certificate id the journal names: devices' certificates and retired ones.
-    pub fn known_certificates(&self) -> std::collections::HashSet<&str> {
-        self.devices
-            .values()
-            .flat_map(|r| {
-                let current = r.certificate.as_ref().map(|c| c.certificate_id.as_str());
-                current
-                    .into_iter()
-                    .chain(r.retired.iter().map(String::as_str))
-            })
-            .collect()
+    pub fn known_certificates(&self) -> std::io::Result<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        for (_, slot) in self.store.iter() {
+            known.extend(self.store.certificate_id(slot)?);
+            if let Some(rare) = &slot.rare {
+                known.extend(rare.retired.iter().cloned());
+            }
+        }
+        Ok(known)
     }
 
     /// A device's record as the manifest sees it. In batch claim scope the certificate is
@@ -425,19 +485,19 @@ impl Replay {
         &self,
         serial: &str,
         scope: ClaimScope,
-    ) -> Option<std::borrow::Cow<'_, DeviceRecord>> {
-        use std::borrow::Cow;
+    ) -> std::io::Result<Option<DeviceRecord>> {
         match scope {
-            ClaimScope::Device => self.devices.get(serial).map(Cow::Borrowed),
+            ClaimScope::Device => self.record(serial),
             ClaimScope::Batch => {
-                let shared = self.devices.get(SHARED_CLAIM)?.certificate.clone()?;
+                let Some(shared) = self.record(SHARED_CLAIM)?.and_then(|r| r.certificate) else {
+                    return Ok(None);
+                };
                 let bundle = self
-                    .devices
-                    .get(serial)
-                    .and_then(|r| r.shared_bundle.as_ref())
+                    .record(serial)?
+                    .and_then(|r| r.shared_bundle)
                     .filter(|b| b.certificate_id == shared.certificate_id)
-                    .map(|b| (b.bundle.clone(), b.bundle_sha256.clone()));
-                Some(Cow::Owned(DeviceRecord {
+                    .map(|b| (b.bundle, b.bundle_sha256));
+                Ok(Some(DeviceRecord {
                     certificate: Some(Box::new(CertificateRecord { bundle, ..*shared })),
                     ..DeviceRecord::default()
                 }))
@@ -445,12 +505,15 @@ impl Replay {
         }
     }
 
-    /// Replays a journal, a line at a time. Returns the state and the length of the valid
-    /// prefix: lines a crash left half-written at the end (no valid line after them) are not
-    /// part of it. A bad line with valid lines after it is corruption, reported with its line
-    /// number.
-    pub fn from_reader(mut reader: impl BufRead) -> Result<(Self, u64), ReplayError> {
-        let mut replay = Replay::default();
+    /// Replays a journal, a line at a time, keeping the records' pages in `pages`. Returns
+    /// the state and the length of the valid prefix: lines a crash left half-written at the
+    /// end (no valid line after them) are not part of it. A bad line with valid lines after
+    /// it is corruption, reported with its line number.
+    pub fn from_reader(
+        mut reader: impl BufRead,
+        pages: Box<dyn RecordPages>,
+    ) -> Result<(Self, u64), ReplayError> {
+        let mut replay = Replay::new(pages);
         let mut first_bad: Option<usize> = None;
         let mut valid_len = 0;
         let mut offset = 0;
@@ -474,7 +537,7 @@ impl Replay {
                     if let Some(bad) = first_bad {
                         return Err(ReplayError::Damaged { line: bad + 1 });
                     }
-                    replay.apply(event);
+                    replay.apply(event).map_err(ReplayError::Pages)?;
                     valid_len = offset;
                 }
                 _ => {
@@ -490,18 +553,21 @@ impl Replay {
 #[derive(Debug)]
 pub enum ReplayError {
     Read(std::io::Error),
+    /// The records' scratch pages could not be written or read back.
+    Pages(std::io::Error),
     /// A bad line (1-based) with valid lines after it: not a crash-torn tail.
     Damaged {
         line: usize,
     },
 }
 
-/// Drops the unresolved create for this key; an emptied list gives its memory back.
-fn forget_create(creates: &mut Vec<UnresolvedCreate>, public_key_sha256: &str) {
-    creates.retain(|u| u.public_key_sha256 != public_key_sha256);
-    if creates.is_empty() {
-        *creates = Vec::new();
+/// Drops the unresolved create for this key.
+fn forget_create(slot: &mut Slot, public_key_sha256: &str) {
+    if let Some(rare) = &mut slot.rare {
+        rare.unresolved_creates
+            .retain(|u| u.public_key_sha256 != public_key_sha256);
     }
+    slot.shrink();
 }
 
 #[cfg(test)]
@@ -529,6 +595,10 @@ pub(crate) mod tests {
         }
     }
 
+    fn record(replay: &Replay, serial: &str) -> DeviceRecord {
+        replay.record(serial).unwrap().unwrap()
+    }
+
     fn lines(events: &[Event]) -> Vec<String> {
         events
             .iter()
@@ -538,7 +608,7 @@ pub(crate) mod tests {
 
     fn replay(lines: Vec<String>) -> Result<Replay, String> {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        Replay::from_reader(text.as_bytes())
+        Replay::from_reader(text.as_bytes(), Box::<MemoryPages>::default())
             .map(|(replay, _)| replay)
             .map_err(|e| format!("{e:?}"))
     }
@@ -560,7 +630,7 @@ pub(crate) mod tests {
             },
         ]))
         .unwrap();
-        let a = &replay.devices["A"];
+        let a = replay.record("A").unwrap().unwrap();
         assert!(a.is_ready());
         assert!(a.unresolved_creates.is_empty());
     }
@@ -568,8 +638,8 @@ pub(crate) mod tests {
     #[test]
     fn request_without_result_is_unresolved() {
         let replay = replay(lines(&[requested("A", "k1")])).unwrap();
-        assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
-        assert!(!replay.devices["A"].is_ready());
+        assert_eq!(record(&replay, "A").unresolved_creates.len(), 1);
+        assert!(!record(&replay, "A").is_ready());
     }
 
     #[test]
@@ -586,10 +656,72 @@ pub(crate) mod tests {
             created("A", "k2", "c2"),
         ]))
         .unwrap();
-        let a = &replay.devices["A"];
+        let a = replay.record("A").unwrap().unwrap();
         assert_eq!(a.certificate.as_ref().unwrap().certificate_id, "c2");
         assert_eq!(a.retired, ["c1"]);
-        assert!(replay.known_certificates().contains("c1"));
+        assert!(replay.known_certificates().unwrap().contains("c1"));
+    }
+
+    #[test]
+    fn events_about_a_replaced_certificate_change_nothing() {
+        let replay = replay(lines(&[
+            created("A", "k1", "c1"),
+            created("A", "k2", "c2"),
+            Event::PolicyAttached {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+            },
+            Event::StatusChanged {
+                serial: "A".into(),
+                certificate_id: "c1".into(),
+                status: CertificateStatus::Revoked,
+            },
+            Event::StatusChanged {
+                serial: "A".into(),
+                certificate_id: "c2".into(),
+                status: CertificateStatus::Other("QUARANTINED".into()),
+            },
+        ]))
+        .unwrap();
+        let cert = record(&replay, "A").certificate.unwrap();
+        assert_eq!(cert.certificate_id, "c2");
+        assert!(!cert.policy_attached);
+        assert_eq!(
+            cert.revoked_status,
+            Some(CertificateStatus::Other("QUARANTINED".into()))
+        );
+        assert!(!replay.policy_attached("A") && !replay.is_ready("A"));
+    }
+
+    #[test]
+    fn a_large_replay_reads_every_record_back() {
+        let mut events = Vec::new();
+        for n in 0..3000 {
+            let serial = format!("SN{n:05}");
+            let id = format!("c{n}");
+            events.push(requested(&serial, &id));
+            events.push(created(&serial, &id, &id));
+            events.push(Event::PolicyAttached {
+                serial: serial.clone(),
+                certificate_id: id.clone(),
+            });
+            events.push(Event::Packaged {
+                serial: serial.clone(),
+                certificate_id: id,
+                bundle: format!("bundles/{serial}.zip"),
+                bundle_sha256: format!("b{n}"),
+            });
+        }
+        let replay = replay(lines(&events)).unwrap();
+        assert_eq!(replay.len(), 3000);
+        assert_eq!(replay.unresolved_creates().count(), 0);
+        for n in [0, 1234, 2999] {
+            let serial = format!("SN{n:05}");
+            assert!(replay.is_ready(&serial));
+            let cert = record(&replay, &serial).certificate.unwrap();
+            assert_eq!(cert.certificate_id, format!("c{n}"));
+            assert_eq!(cert.bundle.unwrap().1, format!("b{n}"));
+        }
     }
 
     #[test]
@@ -614,9 +746,10 @@ pub(crate) mod tests {
             "\0\0\n\0",
         ] {
             let bytes = format!("{first}{tail}");
-            let (replay, valid) = Replay::from_reader(bytes.as_bytes()).unwrap();
+            let (replay, valid) =
+                Replay::from_reader(bytes.as_bytes(), Box::<MemoryPages>::default()).unwrap();
             assert_eq!(valid, first.len() as u64, "{tail:?}");
-            assert_eq!(replay.devices["A"].unresolved_creates.len(), 1);
+            assert_eq!(record(&replay, "A").unresolved_creates.len(), 1);
         }
     }
 
@@ -675,19 +808,21 @@ pub(crate) mod tests {
             let event: Event = serde_json::from_str(line).unwrap();
             assert_eq!(serde_json::to_string(&event).unwrap(), line);
         }
-        let (replay, valid) = Replay::from_reader(OLD_JOURNAL.as_bytes()).unwrap();
+        let (replay, valid) =
+            Replay::from_reader(OLD_JOURNAL.as_bytes(), Box::<MemoryPages>::default()).unwrap();
         assert_eq!(valid, OLD_JOURNAL.len() as u64);
-        let status =
-            |serial: &str| DeviceRecord::manifest_status(replay.devices.get(serial), false);
-        let a = replay.devices["A"].certificate.as_ref().unwrap();
+        let status = |serial: &str| {
+            DeviceRecord::manifest_status(replay.record(serial).unwrap().as_ref(), false)
+        };
+        let a = record(&replay, "A").certificate.unwrap();
         assert_eq!(a.revoked_status, Some(CertificateStatus::Revoked));
         assert!(!a.policy_attached && a.bundle.is_some());
         assert_eq!(status("A"), crate::core::manifest::DeviceStatus::Revoked);
         assert_eq!(status("B"), crate::core::manifest::DeviceStatus::Inactive);
         assert_eq!(status("C"), crate::core::manifest::DeviceStatus::Deleted);
-        assert_eq!(replay.devices["C"].retired, ["c0"]);
-        assert!(replay.devices["D"].unresolved_creates.is_empty());
-        let e = replay.devices["E"].shared_bundle.as_ref().unwrap();
+        assert_eq!(record(&replay, "C").retired, ["c0"]);
+        assert!(record(&replay, "D").unresolved_creates.is_empty());
+        let e = record(&replay, "E").shared_bundle.unwrap();
         assert_eq!(
             (e.certificate_id.as_str(), e.bundle.as_str()),
             ("c5", "bundles/E.zip")
