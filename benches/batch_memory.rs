@@ -17,7 +17,7 @@ use std::time::Instant;
 use claimfab::batch_dir::journal::JournalFiles;
 use claimfab::batch_dir::spec::BatchSpec;
 use claimfab::cloud::{AwsError, CertificateSummary, Claims, NewCertificate, OutOfService};
-use claimfab::core::devices::{ClaimScope, DeviceList};
+use claimfab::core::devices::{ClaimScope, DeviceList, ThingNamePattern};
 use claimfab::core::greengrass::ProvisioningTarget;
 use claimfab::core::station_config::{GreengrassSection, KeyAlgorithm, LimitsSection, Nucleus};
 use claimfab::pipeline::execution::{BatchResult, Execution};
@@ -128,12 +128,9 @@ fn main() {
         std::process::exit(2);
     };
     let out = out.as_path();
-    let mut devices = DeviceList::default();
-    for n in 1..=count {
-        devices
-            .push(&format!("SN{n:07}"), &format!("gg-SN{n:07}"))
-            .expect("distinct serials");
-    }
+    // As `batch --count N --first-serial SN0000001` makes them.
+    let pattern = ThingNamePattern::parse("gg-{serial}").expect("a valid pattern");
+    let devices = DeviceList::counted("SN0000001", count as u64, &pattern).expect("valid serials");
     claimfab::output::silence();
     let spec = spec(count);
     let limits = LimitsSection::default();

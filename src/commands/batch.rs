@@ -49,9 +49,7 @@ fn resolve_devices(args: &BatchArgs, station: &StationConfig) -> Result<DeviceLi
         value: args.first_serial.clone(),
         problem,
     };
-    let serials = devices::counted_serials(&args.first_serial, count).map_err(flag_error)?;
-    let numbered = serials.enumerate().map(|(i, s)| (i as u64 + 1, s));
-    devices::devices_from_serials(numbered, &pattern).map_err(|p| flag_error(p.problem))
+    DeviceList::counted(&args.first_serial, count, &pattern).map_err(|p| flag_error(p.problem))
 }
 
 fn check_override(

@@ -2,6 +2,8 @@
 //! through the station's pattern, with every name checked against AWS's rules and every
 //! serial checked for duplicates before anything is created.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::interned::{Arena, Interner, TooLarge};
@@ -14,13 +16,33 @@ pub struct Device {
     pub thing_name: String,
 }
 
-/// A batch's devices in batch order, compactly: a million devices take tens of megabytes,
-/// not hundreds (serials interned, so each is distinct and found by serial; thing names in
-/// one string). A device is handed out as an owned [`Device`] when asked for.
+/// A batch's devices in batch order, compactly: a million devices listed in a file take
+/// tens of megabytes, not hundreds (serials interned, so each is distinct and found by
+/// serial; thing names in one string), and a counted range is kept as its rule, whatever
+/// its size. A device is handed out as an owned [`Device`] when asked for.
 #[derive(Debug, Clone, Default)]
-pub struct DeviceList {
-    serials: Interner,
-    thing_names: Arena,
+pub struct DeviceList(Devices);
+
+#[derive(Debug, Clone)]
+enum Devices {
+    Listed {
+        serials: Interner,
+        thing_names: Arena,
+    },
+    /// `--count`: every serial and thing name is computed (all were checked when made).
+    Counted {
+        serials: CountedSerials,
+        pattern: ThingNamePattern,
+    },
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices::Listed {
+            serials: Interner::default(),
+            thing_names: Arena::default(),
+        }
+    }
 }
 
 /// A list made from devices already checked (by the caller): a repeated serial is kept
@@ -45,11 +67,39 @@ pub enum ListError {
 }
 
 impl DeviceList {
+    /// `count` devices counting up from `first`, each serial and thing name checked as a
+    /// listed one would be; kept as the rule, not the names.
+    pub fn counted(
+        first: &str,
+        count: u64,
+        pattern: &ThingNamePattern,
+    ) -> Result<Self, DeviceProblem> {
+        let serials = CountedSerials::new(first, count)
+            .map_err(|problem| DeviceProblem { line: 1, problem })?;
+        for (index, serial) in serials.iter().enumerate() {
+            check_serial(index as SourceLine + 1, &serial, pattern)?;
+        }
+        Ok(Self(Devices::Counted {
+            serials,
+            pattern: pattern.clone(),
+        }))
+    }
+
     /// Adds a device at the end; refuses a serial already in the list.
     pub fn push(&mut self, serial: &str, thing_name: &str) -> Result<(), ListError> {
-        match self.serials.intern(serial)? {
+        if let Devices::Counted { .. } = self.0 {
+            self.0 = self.listed()?;
+        }
+        let Devices::Listed {
+            serials,
+            thing_names,
+        } = &mut self.0
+        else {
+            unreachable!("made listed above")
+        };
+        match serials.intern(serial)? {
             (_, true) => {
-                self.thing_names.push(thing_name)?;
+                thing_names.push(thing_name)?;
                 Ok(())
             }
             (first, false) => Err(ListError::Duplicate {
@@ -57,6 +107,20 @@ impl DeviceList {
                 first,
             }),
         }
+    }
+
+    /// The same devices, listed name by name.
+    fn listed(&self) -> Result<Devices, ListError> {
+        let mut serials = Interner::default();
+        let mut thing_names = Arena::default();
+        for (serial, thing_name) in self.pairs() {
+            serials.intern(&serial)?;
+            thing_names.push(&thing_name)?;
+        }
+        Ok(Devices::Listed {
+            serials,
+            thing_names,
+        })
     }
 
     /// The list of these devices, in this order; refuses a repeated serial.
@@ -71,23 +135,48 @@ impl DeviceList {
     }
 
     pub fn len(&self) -> usize {
-        self.serials.len()
+        match &self.0 {
+            Devices::Listed { serials, .. } => serials.len(),
+            Devices::Counted { serials, .. } => serials.count,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.serials.is_empty()
+        self.len() == 0
+    }
+
+    /// The serial and thing name of the device at `index` (below `len()`).
+    pub fn pair(&self, index: usize) -> (Cow<'_, str>, Cow<'_, str>) {
+        match &self.0 {
+            Devices::Listed {
+                serials,
+                thing_names,
+            } => (
+                Cow::Borrowed(serials.name(index)),
+                Cow::Borrowed(thing_names.get(index)),
+            ),
+            Devices::Counted { serials, pattern } => {
+                let serial = serials.nth(index);
+                let thing_name = pattern.render(&serial);
+                (Cow::Owned(serial), Cow::Owned(thing_name))
+            }
+        }
     }
 
     /// The device at `index` (below `len()`).
     pub fn get(&self, index: usize) -> Device {
+        let (serial, thing_name) = self.pair(index);
         Device {
-            serial: self.serials.name(index).to_string(),
-            thing_name: self.thing_names.get(index).to_string(),
+            serial: serial.into_owned(),
+            thing_name: thing_name.into_owned(),
         }
     }
 
     pub fn contains(&self, serial: &str) -> bool {
-        self.serials.find(serial).is_some()
+        match &self.0 {
+            Devices::Listed { serials, .. } => serials.find(serial).is_some(),
+            Devices::Counted { serials, .. } => serials.index_of(serial).is_some(),
+        }
     }
 
     /// The devices in batch order, each as an owned [`Device`].
@@ -95,14 +184,78 @@ impl DeviceList {
         (0..self.len()).map(|i| self.get(i))
     }
 
-    /// The serials in batch order, without copying them.
-    pub fn serials(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.serials.iter()
+    /// The serials in batch order (not copied when listed).
+    pub fn serials(&self) -> impl ExactSizeIterator<Item = Cow<'_, str>> + '_ {
+        (0..self.len()).map(|i| self.pair(i).0)
     }
 
-    /// The devices in batch order, without copying their names.
-    pub fn pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.serials.iter().zip(self.thing_names.iter())
+    /// The serials and thing names in batch order (not copied when listed).
+    pub fn pairs(&self) -> impl ExactSizeIterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
+        (0..self.len()).map(|i| self.pair(i))
+    }
+}
+
+/// Serials counting up from a first one, keeping the width of its trailing number
+/// (`SN0099` -> `SN0099`, `SN0100`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CountedSerials {
+    prefix: String,
+    start: u64,
+    digits: usize,
+    count: usize,
+}
+
+impl CountedSerials {
+    fn new(first: &str, count: u64) -> Result<Self, String> {
+        let digits = first.len() - first.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return Err("must end in digits so serials can count up, e.g. SN000001".into());
+        }
+        if digits > 18 {
+            return Err("has more than 18 trailing digits".into());
+        }
+        let (prefix, number) = first.split_at(first.len() - digits);
+        let start: u64 = number
+            .parse()
+            .map_err(|_| "must end in digits".to_string())?;
+        let last = start
+            .checked_add(count.saturating_sub(1))
+            .filter(|last| last.to_string().len() <= digits)
+            .ok_or_else(|| {
+                format!(
+                    "leaves room for only {} serials of this width; add a digit",
+                    10u64.pow(digits as u32) - start
+                )
+            })?;
+        let count = match count {
+            0 => 0,
+            _ => usize::try_from(last - start + 1).map_err(|_| "too many serials".to_string())?,
+        };
+        Ok(Self {
+            prefix: prefix.to_string(),
+            start,
+            digits,
+            count,
+        })
+    }
+
+    fn nth(&self, index: usize) -> String {
+        let digits = self.digits;
+        format!("{}{:0digits$}", self.prefix, self.start + index as u64)
+    }
+
+    fn iter(&self) -> impl ExactSizeIterator<Item = String> + '_ {
+        (0..self.count).map(|i| self.nth(i))
+    }
+
+    /// Where `serial` is in the range, if it is one of its serials.
+    fn index_of(&self, serial: &str) -> Option<usize> {
+        let number = serial.strip_prefix(self.prefix.as_str())?;
+        if number.len() != self.digits || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let index = number.parse::<u64>().ok()?.checked_sub(self.start)?;
+        usize::try_from(index).ok().filter(|i| *i < self.count)
     }
 }
 
@@ -148,9 +301,14 @@ impl ThingNamePattern {
         })
     }
 
+    /// The thing name for `serial`, unchecked (for serials checked before).
+    fn render(&self, serial: &str) -> String {
+        format!("{}{serial}{}", self.prefix, self.suffix)
+    }
+
     /// The thing name for `serial`, checked against AWS's thing-name rules.
     pub fn thing_name(&self, serial: &str) -> Result<String, String> {
-        let name = format!("{}{serial}{}", self.prefix, self.suffix);
+        let name = self.render(serial);
         names::check_thing_name(&name).map_err(|rule| format!("thing name {name:?} {rule}"))?;
         Ok(name)
     }
@@ -220,30 +378,8 @@ fn csv_problem(error: &csv::Error, fallback_line: SourceLine) -> DeviceProblem {
 
 /// Builds `count` serials counting up from `first`, keeping the width of its trailing number
 /// (`SN0099` -> `SN0099`, `SN0100`, ...).
-pub fn counted_serials(
-    first: &str,
-    count: u64,
-) -> Result<impl ExactSizeIterator<Item = String> + '_, String> {
-    let digits = first.len() - first.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    if digits == 0 {
-        return Err("must end in digits so serials can count up, e.g. SN000001".into());
-    }
-    if digits > 18 {
-        return Err("has more than 18 trailing digits".into());
-    }
-    let (prefix, number) = first.split_at(first.len() - digits);
-    let start: u64 = number.parse().expect("all digits");
-    let last = start
-        .checked_add(count.saturating_sub(1))
-        .filter(|last| last.to_string().len() <= digits)
-        .ok_or_else(|| {
-            format!(
-                "leaves room for only {} serials of this width; add a digit",
-                10u64.pow(digits as u32) - start
-            )
-        })?;
-    let count = usize::try_from(last - start + 1).map_err(|_| "too many serials".to_string())?;
-    Ok((0..count).map(move |i| format!("{prefix}{:0digits$}", start + i as u64)))
+pub fn counted_serials(first: &str, count: u64) -> Result<Vec<String>, String> {
+    CountedSerials::new(first, count).map(|serials| serials.iter().collect())
 }
 
 /// Maps serials to devices, rejecting empty or unusable serials and duplicates (naming both
@@ -257,6 +393,20 @@ pub fn devices_from_serials(
         devices.add(line, &serial)?;
     }
     Ok(devices.list)
+}
+
+/// Checks one serial and its thing name against AWS's rules; returns the thing name.
+fn check_serial(
+    line: SourceLine,
+    serial: &str,
+    pattern: &ThingNamePattern,
+) -> Result<String, DeviceProblem> {
+    let problem = |problem: String| DeviceProblem { line, problem };
+    if serial.is_empty() {
+        return Err(problem("empty serial; remove the row or fill it in".into()));
+    }
+    names::check_thing_name(serial).map_err(|rule| problem(format!("serial {serial:?} {rule}")))?;
+    pattern.thing_name(serial).map_err(problem)
 }
 
 /// A device list being read, a serial at a time, with the line each came from (to name
@@ -278,12 +428,7 @@ impl<'p> ListBuilder<'p> {
 
     fn add(&mut self, line: SourceLine, serial: &str) -> Result<(), DeviceProblem> {
         let problem = |problem: String| DeviceProblem { line, problem };
-        if serial.is_empty() {
-            return Err(problem("empty serial; remove the row or fill it in".into()));
-        }
-        names::check_thing_name(serial)
-            .map_err(|rule| problem(format!("serial {serial:?} {rule}")))?;
-        let thing_name = self.pattern.thing_name(serial).map_err(problem)?;
+        let thing_name = check_serial(line, serial, self.pattern)?;
         match self.list.push(serial, &thing_name) {
             Ok(()) => {
                 self.lines.push(line);
@@ -311,6 +456,7 @@ mod tests {
         let bytes = b"\xEF\xBB\xBFserial,board\r\nSN1,rev A\r\nSN2,rev B\r\n";
         let devices = parse_serials_csv(bytes, &pattern("gg-{serial}")).unwrap();
         let names: Vec<_> = devices.pairs().map(|(_, thing)| thing).collect();
+        assert!(devices.contains("SN2") && !devices.contains("SN3"));
         assert_eq!(names, ["gg-SN1", "gg-SN2"]);
     }
 
@@ -385,8 +531,40 @@ mod tests {
     }
 
     #[test]
+    fn a_counted_list_is_its_rule_and_reads_like_a_listed_one() {
+        let gg = pattern("gg-{serial}");
+        let counted = DeviceList::counted("SN0098", 5, &gg).unwrap();
+        let serials = counted_serials("SN0098", 5).unwrap();
+        let listed = devices_from_serials(
+            serials.into_iter().enumerate().map(|(i, s)| (i as u64, s)),
+            &gg,
+        )
+        .unwrap();
+        assert_eq!(counted.len(), 5);
+        assert_eq!(
+            counted.iter().collect::<Vec<_>>(),
+            listed.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(counted.get(2).thing_name, "gg-SN0100");
+        assert!(counted.contains("SN0102") && !counted.contains("SN0103"));
+        assert!(!counted.contains("SN097") && !counted.contains("SN0097"));
+        let mut grown = counted.clone();
+        grown.push("X1", "gg-X1").unwrap();
+        assert_eq!(grown.len(), 6);
+        assert!(matches!(
+            grown.push("SN0099", "gg-SN0099"),
+            Err(ListError::Duplicate { first: 1, .. })
+        ));
+        let err = DeviceList::counted("SN98", 3, &gg).unwrap_err();
+        assert!(err.problem.contains("room for only 2"), "{}", err.problem);
+        let long = format!("{}1", "A".repeat(127));
+        let err = DeviceList::counted(&long, 1, &pattern("gg-{serial}")).unwrap_err();
+        assert!(err.problem.contains("thing name"), "{}", err.problem);
+    }
+
+    #[test]
     fn counted_serials_keep_width() {
-        let counted = |first, n| counted_serials(first, n).map(|s| s.collect::<Vec<_>>());
+        let counted = counted_serials;
         assert_eq!(
             counted("SN0098", 3).unwrap(),
             ["SN0098", "SN0099", "SN0100"]

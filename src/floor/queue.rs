@@ -2,6 +2,7 @@
 //! (`stations/queue`), the serial index a `take --serial` probes (`stations/queue.index`),
 //! and the cursor where the next take starts looking (a hint that may lag).
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -23,12 +24,21 @@ impl Floor {
     /// resets the cursor, so a device made ready by a re-run is found again. The index goes
     /// first: a reader between the two renames may miss a serial, never find a wrong one.
     pub fn write_queue(&self, devices: &DeviceList) -> Result<()> {
+        self.write_queue_of(|| devices.pairs())
+    }
+
+    /// [`Floor::write_queue`] with the devices (serial, thing name) as `devices()` yields
+    /// them, read twice (the index, then the queue), so that no list of them is made.
+    pub fn write_queue_of<'a, I>(&self, devices: impl Fn() -> I) -> Result<()>
+    where
+        I: ExactSizeIterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
+    {
         self.stations_dir(true)?;
-        let index = queue_index(devices.serials());
+        let index = queue_index(devices().map(|(serial, _)| serial));
         write_replacing(&self.path(INDEX_FILE), &index)?;
         // Streamed: a million-device queue is a quarter of a gigabyte of fixed-width records.
         replace_streamed(&self.path(QUEUE_FILE), true, |file| {
-            devices.pairs().try_for_each(|(serial, thing_name)| {
+            devices().try_for_each(|(serial, thing_name)| {
                 let record = queue_record(&QueuedDevice {
                     serial: serial.to_string(),
                     thing_name: thing_name.to_string(),

@@ -123,6 +123,32 @@ struct Halted(String);
 /// A create call whose outcome is unknown, with the key still in memory.
 type Uncertain = (Box<PreparedDevice>, String);
 
+/// Claim holders still to get a certificate: their positions in the list of holders (a
+/// batch's own list is not copied).
+struct Todo {
+    holders: Arc<DeviceList>,
+    /// Below `holders.len()`, which a batch keeps under 2^32.
+    positions: Vec<u32>,
+}
+
+impl Todo {
+    fn all(holders: DeviceList) -> Self {
+        let positions = (0..holders.len() as u32).collect();
+        Self {
+            holders: Arc::new(holders),
+            positions,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    fn devices(&self) -> impl Iterator<Item = Device> + '_ {
+        self.positions.iter().map(|&p| self.holders.get(p as usize))
+    }
+}
+
 /// One batch run over an open batch directory: the stages, in order, over the parts.
 pub struct BatchRun<A> {
     plan: BatchPlan,
@@ -231,7 +257,7 @@ impl<A: Claims> BatchRun<A> {
             ClaimScope::Device => None,
             ClaimScope::Batch => self.recovery().recover_shared().await?,
         };
-        let todo = self.without_certificate()?;
+        let todo = self.without_certificate();
         self.set_bar_lengths(todo.len());
         if let Some(shared) = shared {
             self.package_shared(shared).await?;
@@ -257,15 +283,15 @@ impl<A: Claims> BatchRun<A> {
     /// After recovery every live certificate has its bundle (or, shared, its key back); only
     /// holders without one get a new key. (A failed policy attach keeps its certificate; a
     /// revoked one is never replaced by a batch.)
-    fn without_certificate(&self) -> Result<DeviceList> {
-        let mut todo = DeviceList::default();
-        self.state.read(|state| {
-            let holders = self.claim_holders();
-            holders
-                .filter(|d| !state.has_certificate(&d.serial))
-                .try_for_each(|d| todo.push(&d.serial, &d.thing_name))
-        })?;
-        Ok(todo)
+    fn without_certificate(&self) -> Todo {
+        let holders = self.claim_holders();
+        let positions = self.state.read(|state| {
+            (holders.serials().enumerate())
+                .filter(|(_, serial)| !state.has_certificate(serial))
+                .map(|(position, _)| position as u32)
+                .collect()
+        });
+        Todo { holders, positions }
     }
 
     fn set_bar_lengths(&self, todo: usize) {
@@ -280,13 +306,13 @@ impl<A: Claims> BatchRun<A> {
 
     /// Who gets a claim certificate: each device, or in batch claim scope one stand-in for
     /// the batch (its CSR's CN names the provisioning template it is a claim for).
-    fn claim_holders(&self) -> Box<dyn Iterator<Item = Device> + '_> {
+    fn claim_holders(&self) -> Arc<DeviceList> {
         match self.plan.claim_scope {
-            ClaimScope::Device => Box::new(self.plan.devices.iter()),
-            ClaimScope::Batch => Box::new(std::iter::once(Device {
+            ClaimScope::Device => self.plan.devices.clone(),
+            ClaimScope::Batch => Arc::new(DeviceList::from(vec![Device {
                 serial: SHARED_CLAIM.to_string(),
                 thing_name: format!("{} claim", self.plan.target.template),
-            })),
+            }])),
         }
     }
 
@@ -294,7 +320,7 @@ impl<A: Claims> BatchRun<A> {
     /// create outcome is unknown. A local fault (disk, journal), or a certificate that claim
     /// binding could not use, stops new devices from starting, lets in-flight ones finish,
     /// and is returned.
-    async fn run_stages(&self, todo: DeviceList) -> Result<Vec<Uncertain>> {
+    async fn run_stages(&self, todo: Todo) -> Result<Vec<Uncertain>> {
         let (sender, receiver) = tokio::sync::mpsc::channel::<PreparedDevice>(PREPARE_AHEAD);
         let producer = self.spawn_key_producer(todo, sender);
         let results = futures::stream::unfold(receiver, |mut rx| async move {
@@ -335,13 +361,13 @@ impl<A: Claims> BatchRun<A> {
     /// The prepare stage on a blocking thread, a chunk at a time, feeding `sender`.
     fn spawn_key_producer(
         &self,
-        todo: DeviceList,
+        todo: Todo,
         sender: tokio::sync::mpsc::Sender<PreparedDevice>,
     ) -> tokio::task::JoinHandle<()> {
         let algorithm = self.plan.key_algorithm;
         let bar = self.progress.prepare.clone();
         tokio::task::spawn_blocking(move || {
-            let mut devices = todo.iter().peekable();
+            let mut devices = todo.devices().peekable();
             while devices.peek().is_some() {
                 let chunk: Vec<Device> = devices.by_ref().take(PREPARE_AHEAD / 2).collect();
                 for prepared in prepare(&chunk, algorithm) {
@@ -422,6 +448,6 @@ impl<A: Claims> BatchRun<A> {
             // A registration from reconciling is never uncertain again.
             self.settle(&serial, registration).await?;
         }
-        Box::pin(self.run_stages(resolved.retry)).await
+        Box::pin(self.run_stages(Todo::all(resolved.retry))).await
     }
 }

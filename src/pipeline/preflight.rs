@@ -63,6 +63,7 @@ pub async fn preflight(
     else {
         return Ok(());
     };
+    let longest = longest.as_ref();
     let view = preflight::TemplateView {
         name,
         arn: &template.arn,

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::state::RunState;
 use super::{BatchPlan, DeviceFailure, Outcome};
 use crate::batch_dir::{BatchDir, MANIFEST_FILE};
-use crate::core::devices::{Device, DeviceList};
+use crate::core::devices::Device;
 use crate::core::floor_records::{fold_logs, overlay};
 use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
@@ -65,11 +65,11 @@ pub fn write_manifest(
     let logs = floor.all_logs()?;
     let floor_states = fold_logs(&logs);
     let mut counts: HashMap<DeviceStatus, usize> = HashMap::new();
-    let mut ready = DeviceList::default();
+    let mut ready: Vec<u32> = Vec::new();
     state.read(|replay| {
         dir.write_atomic_with(MANIFEST_FILE, 0o644, |file| {
             let mut manifest = ManifestWriter::new(file)?;
-            for device in plan.devices.iter() {
+            for (position, device) in plan.devices.iter().enumerate() {
                 let failed = shared_failed || failures.contains_key(&device.serial);
                 let mut row = row_of(&device, replay, plan, failed)?;
                 if let Some(state) = floor_states.get(&device.serial) {
@@ -80,10 +80,7 @@ pub fn write_manifest(
                     signing.sign_row(dir, &row).map_err(std::io::Error::other)?;
                 }
                 if row.status == DeviceStatus::Ready {
-                    // The batch's serials are distinct: the push cannot refuse one.
-                    ready
-                        .push(&row.serial, &row.thing_name)
-                        .map_err(std::io::Error::other)?;
+                    ready.push(position as u32);
                 }
                 manifest.write(&row)?;
             }
@@ -91,7 +88,7 @@ pub fn write_manifest(
         })
     })?;
     // The stations' hand-out queue follows: only ready bundles, signed first, may be taken.
-    floor.write_queue(&ready)?;
+    floor.write_queue_of(|| ready.iter().map(|&p| plan.devices.pair(p as usize)))?;
     let failures = lasting_failures(state, failures);
     let count = |status| counts.get(&status).copied().unwrap_or(0);
     Ok(Outcome {

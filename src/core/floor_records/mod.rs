@@ -99,11 +99,11 @@ pub fn index_probe(serial: &str, slots: usize) -> impl Iterator<Item = usize> {
 
 /// The queue index of `serials` (the queue's, in its order): at least twice as many slots as
 /// records, so a look-up ends after a couple of probes.
-pub fn queue_index<'a>(serials: impl ExactSizeIterator<Item = &'a str>) -> Vec<u8> {
+pub fn queue_index(serials: impl ExactSizeIterator<Item = impl AsRef<str>>) -> Vec<u8> {
     let slots = (serials.len() * 2).next_power_of_two();
     let mut table = vec![0u8; slots * INDEX_SLOT];
     for (record, serial) in serials.enumerate() {
-        let free = index_probe(serial, slots)
+        let free = index_probe(serial.as_ref(), slots)
             .find(|slot| table[slot * INDEX_SLOT..][..INDEX_SLOT] == [0; INDEX_SLOT])
             .expect("the index has more slots than records");
         let value = u32::try_from(record + 1).expect("a queue holds fewer than 2^32 devices");

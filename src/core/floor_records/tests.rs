@@ -143,7 +143,7 @@ fn the_index_finds_every_serial_and_only_those() {
         assert_eq!(find(serial), Some(record));
     }
     assert_eq!(find("SN999999"), None);
-    assert_eq!(queue_index(std::iter::empty()).len(), INDEX_SLOT);
+    assert_eq!(queue_index(std::iter::empty::<&str>()).len(), INDEX_SLOT);
     assert_eq!(index_probe("x", 0).count(), 0);
     // The hash is part of the on-disk format: it must never change.
     assert_eq!(serial_hash(""), 0xcbf2_9ce4_8422_2325);
