@@ -12,7 +12,8 @@ BENCH_ONLY=take runs only the take benchmark (a minute or two) and prints its fi
 BENCH_ONLY=hook only the claim-binding hook's cold start (hook_cold_start.py beside this file);
 BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_DEVICES each).
 BENCH_ONLY=memory only claimfab's peak RSS and CPU per device over BENCH_MEMORY_SIZES devices
-(default 10000,100000,1000000) with an in-process issuer instead of the endpoint (memory.json).
+(default 10000,100000,1000000) with an in-process issuer instead of the endpoint (memory.py),
+its figures merged into results.json and its row and note into BENCHMARKS.md.
 BENCH_ONLY=shared_quota or BENCH_ONLY=revoke only that pace benchmark (pace.py beside this file),
 its figures merged into results.json and its rows into BENCHMARKS.md.
 
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 
+import memory
 import pace
 
 from report import hook_row, render
@@ -172,34 +174,8 @@ def cpu_per_device() -> None:
           f"{peer:.2f} ms ({peer / ours:.1f}x)")
 
 
-def memory_benchmark() -> dict:
-    """BENCH_ONLY=memory: the batch pipeline over each size against an in-process issuer
-    (benches/batch_memory.rs; the local endpoint serves about a hundred devices a second, too
-    slow for a million): peak RSS and CPU per device, from the process itself."""
-    sizes = [int(n) for n in os.environ.get("BENCH_MEMORY_SIZES", "10000,100000,1000000").split(",")]
-    runs = []
-    for devices in sizes:
-        out = OUT / f"memory-{devices}"
-        shutil.rmtree(out, ignore_errors=True)
-        log(f"memory: batch pipeline over {devices} devices, in-process issuer")
-        cmd = ["cargo", "bench", "--locked", "--quiet", "--bench", "batch_memory", "--",
-               str(devices), str(out)]
-        commands.append(" ".join(cmd))
-        done = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        shutil.rmtree(out, ignore_errors=True)
-    return {"machine": machine(), "runs": runs}
-
-
 def run_one(only: str) -> None:
-    """BENCH_ONLY=hook, take, cpu or memory: that benchmark alone, its figures printed."""
-    if only == "memory":
-        memory = memory_benchmark()
-        (OUT / "memory.json").write_text(json.dumps(memory, indent=2))
-        for run in memory["runs"]:
-            print(f"{run['devices']:>9} devices: peak RSS {run['peak_rss_kib'] / 1024:.1f} MiB, "
-                  f"CPU {run['cpu_ms_per_device']:.3f} ms/device, {run['seconds']:.0f} s")
-        return
+    """BENCH_ONLY=hook, take or cpu: that benchmark alone, its figures printed."""
     if only == "cpu":
         cpu_per_device()
         return
@@ -232,6 +208,8 @@ def run_all() -> dict:
     # 6. The adaptive pace: processes sharing a quota, and a revoke at UpdateCertificate's.
     results["shared_quota"] = pace.shared_quota_benchmark()
     results["revoke"] = pace.revoke_benchmark()
+    # 7. Memory at a million devices, the pipeline against an in-process issuer.
+    results["memory"] = memory.memory_benchmark()
     log("claim-binding hook: cold start in fresh processes")
     results["hook"] = hook_benchmark()
     results["commands"] = commands
@@ -246,8 +224,11 @@ def main() -> None:
         print(report)
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("BENCH_ONLY") in ("hook", "take", "cpu", "memory"):
+    if os.environ.get("BENCH_ONLY") in ("hook", "take", "cpu"):
         run_one(os.environ["BENCH_ONLY"])
+        return
+    if os.environ.get("BENCH_ONLY") == "memory":
+        memory.run_memory()
         return
     if os.environ.get("BENCH_ONLY") in ("shared_quota", "revoke"):
         results = pace.run_pace(os.environ["BENCH_ONLY"])

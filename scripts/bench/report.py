@@ -3,6 +3,7 @@ figure, and the commands that produced them."""
 
 from types import SimpleNamespace
 
+import memory
 import pace
 
 from runs import LOCAL_DEVICES, MANUAL_SAMPLE, OUT, QUOTA, QUOTA_DEVICES, REPO, SCALE_DEVICES, cpu_seconds
@@ -81,13 +82,14 @@ def table(r: dict, x: SimpleNamespace) -> list[str]:
         *([take_row(r["take"])] if "take" in r else []),
         *([hook_row(r["hook"])] if "hook" in r else []),
         *pace.rows(r),
+        *([memory.row(r["memory"])] if "memory" in r else []),
         "",
     ]
 
 
 def bounds(r: dict, x: SimpleNamespace) -> list[str]:
     """What bounds each figure."""
-    local, xargs, scale = (r[k] for k in ("local", "xargs", "scale"))
+    xargs = r["xargs"]
     return [
         "## What bounds each figure",
         "",
@@ -114,16 +116,7 @@ def bounds(r: dict, x: SimpleNamespace) -> list[str]:
         f" achieved {QUOTA_DEVICES / xargs['seconds']:.1f} certificates/s here, and what it loses"
         f" depends on whether that exceeds the quota (more cores, more loss); it never attaches the"
         f" policy, keeps the keys or records anything, so a crash mid-way leaves no trace.",
-        f"- **Memory.** claimfab streams keys (at most 512 prepared ahead), bundles and the"
-        f" manifest, but keeps each device's journal state in memory (certificate id, ARN,"
-        f" fingerprints, bundle) so that a re-run knows every certificate: about"
-        f" {(scale['rss_kib'] - local['rss_kib']) / max(SCALE_DEVICES - LOCAL_DEVICES, 1):.2f} KiB"
-        f" per device between {LOCAL_DEVICES} and {SCALE_DEVICES} devices. Peak RSS is therefore"
-        f" under the target at {SCALE_DEVICES} devices ({scale['rss_kib'] * 1024 / 1e6:.0f} MB) but"
-        f" not flat: it grows by that much per device (a 1,000,000-device batch would need about"
-        f" {(local['rss_kib'] + (scale['rss_kib'] - local['rss_kib']) / max(SCALE_DEVICES - LOCAL_DEVICES, 1) * (1_000_000 - LOCAL_DEVICES)) / 1024:.0f} MiB)."
-        f" Flat memory needs that state on disk (an index into journal.jsonl instead of records"
-        f" in memory); not done yet.",
+        *([memory.bound(r["memory"])] if "memory" in r else []),
         f"- **Requests.** Two per device (CreateCertificateFromCsr, AttachPolicy) plus one"
         f" GetPolicy per batch (the claim policy must exist before anything is created).",
         TAKE_BOUND,
