@@ -14,6 +14,8 @@ BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_
 BENCH_ONLY=memory only claimfab's peak RSS and CPU per device over BENCH_MEMORY_SIZES devices
 (default 10000,100000,1000000) with an in-process issuer instead of the endpoint (memory.py),
 its figures merged into results.json and its row and note into BENCHMARKS.md.
+BENCH_ONLY=profiles only the release-profile comparison (profiles.py: three cold builds, about
+an hour), printed and written to profiles.json.
 BENCH_ONLY=shared_quota or BENCH_ONLY=revoke only that pace benchmark (pace.py beside this file),
 its figures merged into results.json and its rows into BENCHMARKS.md.
 
@@ -30,6 +32,7 @@ import sys
 
 import memory
 import pace
+import profiles
 
 from report import hook_row, render
 from runs import (
@@ -226,6 +229,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if os.environ.get("BENCH_ONLY") in ("hook", "take", "cpu"):
         run_one(os.environ["BENCH_ONLY"])
+        return
+    if os.environ.get("BENCH_ONLY") == "profiles":
+        profiles.run_profiles()
         return
     if os.environ.get("BENCH_ONLY") == "memory":
         memory.run_memory()
