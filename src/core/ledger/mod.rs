@@ -14,7 +14,7 @@ use crate::core::devices::ClaimScope;
 
 pub mod records;
 
-use records::{BundlePage, CertificatePage, Slot, Store};
+use records::{BundlePage, CertificatePage, Slot, SlotMut, Store};
 pub use records::{MemoryPages, RecordPages};
 
 /// The journal's name for a batch-scope batch's one shared claim certificate, in place of a
@@ -203,12 +203,11 @@ pub struct SharedBundle {
     pub bundle_sha256: String,
 }
 
-/// What the journal says about one device (or, under [`SHARED_CLAIM`], the shared claim).
+/// What the journal says about one device (or, under [`SHARED_CLAIM`], the shared claim), put
+/// together from its slot and pages when asked for ([`Replay::record`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceRecord {
     pub unresolved_creates: Vec<UnresolvedCreate>,
-    /// Boxed, like `shared_bundle`: a record is then small, and the map of a large batch's
-    /// devices wastes little on empty slots.
     pub certificate: Option<Box<CertificateRecord>>,
     pub retired: Vec<String>,
     /// Batch claim scope: the device's bundle and the shared certificate it holds.
@@ -285,10 +284,7 @@ impl Replay {
 
     /// What the journal says about one device, if anything.
     pub fn record(&self, serial: &str) -> std::io::Result<Option<DeviceRecord>> {
-        self.store
-            .slot(serial)
-            .map(|slot| self.store.record(slot))
-            .transpose()
+        self.store.record_of(serial)
     }
 
     /// Whether the device has a live certificate (without reading its pages).
@@ -313,8 +309,8 @@ impl Replay {
 
     /// Every create whose outcome the journal does not know, with its device's serial.
     pub fn unresolved_creates(&self) -> impl Iterator<Item = (&str, &UnresolvedCreate)> {
-        self.store.iter().flat_map(|(serial, slot)| {
-            slot.unresolved_creates()
+        self.store.rare().flat_map(|(serial, rare)| {
+            rare.unresolved_creates
                 .iter()
                 .map(move |create| (serial, create))
         })
@@ -328,7 +324,7 @@ impl Replay {
                 public_key_sha256,
                 at,
             } => {
-                let slot = self.store.slot_mut(&serial)?;
+                let mut slot = self.store.slot_mut(&serial)?;
                 slot.rare_mut().unresolved_creates.push(UnresolvedCreate {
                     public_key_sha256,
                     at,
@@ -351,14 +347,14 @@ impl Replay {
                     public_key_sha256: public_key_sha256.clone(),
                     created_at: at,
                 })?;
-                let slot = self.store.slot_mut(&serial)?;
-                forget_create(slot, &public_key_sha256);
+                let mut slot = self.store.slot_mut(&serial)?;
+                forget_create(&mut slot, &public_key_sha256);
                 slot.replace_certificate(Some(page));
             }
             Event::CreateAbandoned {
                 serial,
                 public_key_sha256,
-            } => forget_create(self.store.slot_mut(&serial)?, &public_key_sha256),
+            } => forget_create(&mut self.store.slot_mut(&serial)?, &public_key_sha256),
             Event::Retired {
                 serial,
                 certificate_id,
@@ -367,7 +363,7 @@ impl Replay {
                 if self.is_live(&serial, &certificate_id)? {
                     self.store.slot_mut(&serial)?.replace_certificate(None);
                 }
-                let slot = self.store.slot_mut(&serial)?;
+                let mut slot = self.store.slot_mut(&serial)?;
                 slot.rare_mut().retired.push(certificate_id);
             }
             event => self.apply_to_certificate(event)?,
@@ -427,13 +423,13 @@ impl Replay {
             })?),
             _ => None,
         };
-        let slot = self.store.slot_mut(serial)?;
+        let mut slot = self.store.slot_mut(serial)?;
         match event {
-            Event::PolicyAttached { .. } => slot.policy_attached = true,
-            Event::Packaged { .. } => slot.bundle = bundle,
+            Event::PolicyAttached { .. } => slot.slot.policy_attached = true,
+            Event::Packaged { .. } => slot.slot.bundle = bundle,
             Event::StatusChanged { status, .. } => slot.set_revoked(Some(status)),
-            Event::PolicyDetached { .. } => slot.policy_attached = false,
-            Event::CertificateDeleted { .. } => slot.deleted = true,
+            Event::PolicyDetached { .. } => slot.slot.policy_attached = false,
+            Event::CertificateDeleted { .. } => slot.slot.deleted = true,
             _ => {}
         }
         Ok(())
@@ -453,7 +449,7 @@ impl Replay {
                 bundle,
                 bundle_sha256,
             })?;
-            self.store.slot_mut(&serial)?.shared_bundle = Some(page);
+            self.store.slot_mut(&serial)?.slot.shared_bundle = Some(page);
         }
         Ok(())
     }
@@ -472,9 +468,9 @@ impl Replay {
         let mut known = std::collections::HashSet::new();
         for (_, slot) in self.store.iter() {
             known.extend(self.store.certificate_id(slot)?);
-            if let Some(rare) = &slot.rare {
-                known.extend(rare.retired.iter().cloned());
-            }
+        }
+        for (_, rare) in self.store.rare() {
+            known.extend(rare.retired.iter().cloned());
         }
         Ok(known)
     }
@@ -562,11 +558,10 @@ pub enum ReplayError {
 }
 
 /// Drops the unresolved create for this key.
-fn forget_create(slot: &mut Slot, public_key_sha256: &str) {
-    if let Some(rare) = &mut slot.rare {
-        rare.unresolved_creates
-            .retain(|u| u.public_key_sha256 != public_key_sha256);
-    }
+fn forget_create(slot: &mut SlotMut<'_>, public_key_sha256: &str) {
+    slot.rare_mut()
+        .unresolved_creates
+        .retain(|u| u.public_key_sha256 != public_key_sha256);
     slot.shrink();
 }
 

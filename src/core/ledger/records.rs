@@ -5,6 +5,7 @@
 //! [`RecordPages`]: an unlinked scratch file in the shell, a byte vector in tests. A record
 //! is put back together ([`DeviceRecord`]) only when it is read.
 
+use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroU64;
 
@@ -99,7 +100,8 @@ pub struct Rare {
     pub other_status: Option<String>,
 }
 
-/// One device's record in memory: a few words.
+/// One device's record in memory: three words and three bytes (its rare parts, if any, are
+/// in [`Store`]'s map beside the slots).
 #[derive(Debug, Default)]
 pub struct Slot {
     /// The live certificate's page.
@@ -111,33 +113,47 @@ pub struct Slot {
     pub policy_attached: bool,
     pub deleted: bool,
     /// Set by `claimfab revoke`: 0 none, else 1 + the index in [`CertificateStatus::KNOWN`],
-    /// or [`OTHER_STATUS`] with the spelling in `rare`.
+    /// or [`OTHER_STATUS`] with the spelling in the rare part.
     pub revoked: u8,
-    pub rare: Option<Box<Rare>>,
 }
 
 const OTHER_STATUS: u8 = u8::MAX;
 
 impl Slot {
+    /// Ready to flash, read from the slot alone: certificate with policy and bundle, not
+    /// revoked.
+    pub fn is_ready(&self) -> bool {
+        self.certificate.is_some()
+            && self.policy_attached
+            && self.bundle.is_some()
+            && self.revoked == 0
+            && !self.deleted
+    }
+}
+
+/// A device's slot open for change, with its rare part.
+pub struct SlotMut<'a> {
+    pub slot: &'a mut Slot,
+    index: u32,
+    rare: &'a mut HashMap<u32, Rare>,
+}
+
+impl SlotMut<'_> {
     pub fn rare_mut(&mut self) -> &mut Rare {
-        self.rare.get_or_insert_with(Default::default)
+        self.rare.entry(self.index).or_default()
     }
 
     /// Gives back the rare part's memory once it holds nothing.
     pub fn shrink(&mut self) {
-        if self.rare.as_ref().is_some_and(|r| {
+        if self.rare.get(&self.index).is_some_and(|r| {
             r.unresolved_creates.is_empty() && r.retired.is_empty() && r.other_status.is_none()
         }) {
-            self.rare = None;
+            self.rare.remove(&self.index);
         }
     }
 
-    pub fn unresolved_creates(&self) -> &[UnresolvedCreate] {
-        self.rare.as_ref().map_or(&[], |r| &r.unresolved_creates)
-    }
-
     pub fn set_revoked(&mut self, status: Option<CertificateStatus>) {
-        self.revoked = match status {
+        self.slot.revoked = match status {
             None => 0,
             Some(CertificateStatus::Other(spelling)) => {
                 self.rare_mut().other_status = Some(spelling);
@@ -150,46 +166,26 @@ impl Slot {
         };
     }
 
-    pub fn revoked_status(&self) -> Option<CertificateStatus> {
-        match self.revoked {
-            0 => None,
-            OTHER_STATUS => self
-                .rare
-                .as_ref()
-                .and_then(|r| r.other_status.clone())
-                .map(CertificateStatus::Other),
-            n => CertificateStatus::KNOWN.get(n as usize - 1).cloned(),
-        }
-    }
-
     /// A new live certificate: nothing about the old one carries over.
     pub fn replace_certificate(&mut self, certificate: Option<PageRef>) {
-        self.certificate = certificate;
-        self.bundle = None;
-        self.policy_attached = false;
-        self.deleted = false;
+        self.slot.certificate = certificate;
+        self.slot.bundle = None;
+        self.slot.policy_attached = false;
+        self.slot.deleted = false;
         self.set_revoked(None);
-        if let Some(rare) = &mut self.rare {
+        if let Some(rare) = self.rare.get_mut(&self.index) {
             rare.other_status = None;
         }
         self.shrink();
-    }
-
-    /// Ready to flash, read from the slot alone: certificate with policy and bundle, not
-    /// revoked.
-    pub fn is_ready(&self) -> bool {
-        self.certificate.is_some()
-            && self.policy_attached
-            && self.bundle.is_some()
-            && self.revoked == 0
-            && !self.deleted
     }
 }
 
 /// The pages and the slots' serials; reads and writes pages as JSON.
 pub struct Store {
     serials: Interner,
-    pub slots: Vec<Slot>,
+    slots: Vec<Slot>,
+    /// The rare parts, by slot number: the few devices that have one.
+    rare: HashMap<u32, Rare>,
     pages: Box<dyn RecordPages>,
 }
 
@@ -198,6 +194,7 @@ impl Store {
         Self {
             serials: Interner::default(),
             slots: Vec::new(),
+            rare: HashMap::new(),
             pages,
         }
     }
@@ -215,17 +212,49 @@ impl Store {
     }
 
     /// The device's slot, made if it has none.
-    pub fn slot_mut(&mut self, serial: &str) -> io::Result<&mut Slot> {
+    pub fn slot_mut(&mut self, serial: &str) -> io::Result<SlotMut<'_>> {
         let (index, new) = self.serials.intern(serial).map_err(io::Error::other)?;
         if new {
             self.slots.push(Slot::default());
         }
-        Ok(&mut self.slots[index])
+        Ok(SlotMut {
+            slot: &mut self.slots[index],
+            // The interner numbers names in a u32.
+            index: index as u32,
+            rare: &mut self.rare,
+        })
     }
 
     /// Every device's serial and slot, in the order they first appeared.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
         (0..self.slots.len()).map(|i| (self.serials.name(i), &self.slots[i]))
+    }
+
+    /// The devices that have a rare part, with it, in no particular order.
+    pub fn rare(&self) -> impl Iterator<Item = (&str, &Rare)> {
+        self.rare
+            .iter()
+            .map(|(&i, rare)| (self.serials.name(i as usize), rare))
+    }
+
+    /// The device's record, put back together, if the journal names it.
+    pub fn record_of(&self, serial: &str) -> io::Result<Option<DeviceRecord>> {
+        self.serials
+            .find(serial)
+            .map(|i| self.record(i as u32))
+            .transpose()
+    }
+
+    fn revoked_status(&self, index: u32) -> Option<CertificateStatus> {
+        match self.slots[index as usize].revoked {
+            0 => None,
+            OTHER_STATUS => self
+                .rare
+                .get(&index)
+                .and_then(|r| r.other_status.clone())
+                .map(CertificateStatus::Other),
+            n => CertificateStatus::KNOWN.get(n as usize - 1).cloned(),
+        }
     }
 
     pub fn write<T: Serialize>(&mut self, page: &T) -> io::Result<PageRef> {
@@ -246,11 +275,12 @@ impl Store {
             .transpose()
     }
 
-    /// The slot's record, put back together from its pages.
-    pub fn record(&self, slot: &Slot) -> io::Result<DeviceRecord> {
+    /// The record of slot `index`, put back together from its pages.
+    fn record(&self, index: u32) -> io::Result<DeviceRecord> {
+        let slot = &self.slots[index as usize];
         let certificate = match slot.certificate {
             None => None,
-            Some(page) => Some(Box::new(self.certificate(slot, page)?)),
+            Some(page) => Some(Box::new(self.certificate(index, page)?)),
         };
         let shared_bundle = match slot.shared_bundle {
             None => None,
@@ -263,7 +293,7 @@ impl Store {
                 }))
             }
         };
-        let rare = slot.rare.as_deref();
+        let rare = self.rare.get(&index);
         Ok(DeviceRecord {
             unresolved_creates: rare
                 .map(|r| r.unresolved_creates.clone())
@@ -274,7 +304,8 @@ impl Store {
         })
     }
 
-    fn certificate(&self, slot: &Slot, page: PageRef) -> io::Result<CertificateRecord> {
+    fn certificate(&self, index: u32, page: PageRef) -> io::Result<CertificateRecord> {
+        let slot = &self.slots[index as usize];
         let c: CertificatePage = self.read(page)?;
         let bundle = match slot.bundle {
             None => None,
@@ -291,7 +322,7 @@ impl Store {
             created_at: c.created_at,
             policy_attached: slot.policy_attached,
             bundle,
-            revoked_status: slot.revoked_status(),
+            revoked_status: self.revoked_status(index),
             deleted: slot.deleted,
         })
     }
@@ -322,6 +353,6 @@ mod tests {
 
     #[test]
     fn a_slot_stays_small() {
-        assert!(std::mem::size_of::<Slot>() <= 40);
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
     }
 }
