@@ -9,7 +9,9 @@
 # start alone (under a minute), BENCH_ONLY=shared_quota for two and three processes sharing one
 # account's quota (about four minutes) and BENCH_ONLY=revoke for a 10,000-claim revoke at the
 # UpdateCertificate quota (about twenty minutes); BENCH_ONLY=cpu for CPU per device against
-# the boto3 peer.
+# the boto3 peer (and claimfab's pipeline without the SDK, on disk and on tmpfs);
+# BENCH_ONLY=memory for peak RSS at 10,000, 100,000 and 1,000,000 devices (about half an hour);
+# BENCH_ONLY=profiles for the release-profile comparison (about an hour).
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
 # GNU time (apt) for peak RSS, and a release build of claimfab.

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from runs import OUT, REPO, commands, log, machine
 
@@ -33,6 +34,22 @@ def memory_benchmark() -> dict:
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         shutil.rmtree(out, ignore_errors=True)
     return {"machine": machine(), "runs": runs, "commands": list(commands)}
+
+
+def in_process_cpu(devices: int) -> dict:
+    """CPU per device of the pipeline against the in-process issuer, its batch on the
+    repository's disk and on tmpfs (/dev/shm: fsync costs nothing there): claimfab's work
+    without the SDK, and the kernel's share of making it durable."""
+    figures = {}
+    for place, parent in (("disk", OUT), ("tmpfs", Path("/dev/shm"))):
+        out = parent / f"claimfab-in-process-{devices}"
+        shutil.rmtree(out, ignore_errors=True)
+        done = subprocess.run(["cargo", "bench", "--locked", "--quiet", "--bench", "batch_memory", "--",
+                               str(devices), str(out)], cwd=REPO, check=True, capture_output=True,
+                              text=True)
+        shutil.rmtree(out, ignore_errors=True)
+        figures[place] = json.loads(done.stdout.strip().splitlines()[-1])["cpu_ms_per_device"]
+    return figures
 
 
 def slope_bytes(runs: list[dict]) -> float:
