@@ -73,7 +73,7 @@ def bound(memory: dict) -> str:
     largest = runs[-1]
     return (
         "- **Memory.** A batch keeps no per-device record in memory but a few words: the"
-        " replayed journal holds each device as a 40-byte slot (flags and references to"
+        " replayed journal holds each device as a 32-byte slot (flags and references to"
         " pages) and its serial once in one string, and the bulky parts (certificate id, ARN,"
         " fingerprints, dates, bundle) are pages in an unlinked scratch file beside"
         " journal.jsonl (about 600 bytes of disk a device, gone when the run ends); a counted"
