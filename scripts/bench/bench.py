@@ -15,7 +15,7 @@ BENCH_ONLY=memory only claimfab's peak RSS and CPU per device over BENCH_MEMORY_
 (default 10000,100000,1000000) with an in-process issuer instead of the endpoint (memory.py),
 its figures merged into results.json and its row and note into BENCHMARKS.md.
 BENCH_ONLY=profiles only the release-profile comparison (profiles.py: three cold builds, about
-an hour), printed and written to profiles.json.
+forty minutes), printed and written to profiles.json.
 BENCH_ONLY=shared_quota or BENCH_ONLY=revoke only that pace benchmark (pace.py beside this file),
 its figures merged into results.json and its rows into BENCHMARKS.md.
 
