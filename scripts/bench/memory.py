@@ -3,7 +3,7 @@ pipeline over 10,000, 100,000 and 1,000,000 devices (BENCH_MEMORY_SIZES) against
 issuer (benches/batch_memory.rs: the tests' fake AWS IoT, forgetting each certificate once
 issued), because the local endpoint serves about a hundred devices a second, too slow for a
 million. Each size runs in its own process, which reports its own peak RSS (VmHWM) and CPU;
-its batch directory is removed after (a million bundles are about 8 GB). Its row and note go
+its batch directory is removed after (a million bundles are about 6 GB). Its row and note go
 into BENCHMARKS.md."""
 
 import datetime
