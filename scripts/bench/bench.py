@@ -193,7 +193,7 @@ def run_one(only: str) -> None:
         print(hook_row(hook))
         return
     log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
-    take = take_benchmark([])
+    take = take_benchmark()
     (OUT / "take.json").write_text(json.dumps({"machine": machine(), "take": take}, indent=2))
     print(json.dumps(take, indent=2))
     print(take_row(take))
@@ -212,7 +212,7 @@ def run_all() -> dict:
     at_scale(results, fast)
     # 5. Take: one hand-out at a flashing station, at batch scale.
     log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
-    results["take"] = take_benchmark([])
+    results["take"] = take_benchmark()
     # 6. The adaptive pace: processes sharing a quota, and a revoke at UpdateCertificate's.
     results["shared_quota"] = pace.shared_quota_benchmark()
     results["revoke"] = pace.revoke_benchmark()

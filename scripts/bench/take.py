@@ -2,12 +2,10 @@
 alone).
 
 A 100,000-device batch takes 17 minutes to make on the local endpoint, so the take benchmark
-synthesizes one: a real batch of two devices, whose first bundle is hard-linked to every
-serial, and a hand-out queue and index written in claimfab's format (src/core/floor_records/mod.rs).
-That is enough: a take reads the queue record(s) from the cursor, stats a claim marker and
-a bundle, and reads only the one bundle it hands out (whose content is the same device's in
-every file here: the printed thing name is the seed's). It never lists bundles/ nor reads
-the manifest on this path.
+makes its batches with claimfab's own pipeline against an in-process issuer
+(benches/batch_memory.rs: the tests' fake AWS IoT): real batches, every bundle its own device's
+(key, certificate, config), with their manifest, journal and hand-out queue, made in about a
+minute and a half for 100,000 devices. A take is offline: it never sees the issuer.
 """
 
 import os
@@ -17,67 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from runs import (
-    CLAIMFAB,
-    OUT,
-    TAKE_BUNDLES,
-    TAKE_STATIONS,
-    TAKES,
-    FAST_LIMITS,
-    Endpoint,
-    commands,
-    log,
-    setup_account,
-    station,
-)
-
-NAME_WIDTH = 128
+from runs import CLAIMFAB, OUT, REPO, TAKE_BUNDLES, TAKE_STATIONS, TAKES, commands, log
 
 
-def serial_hash(serial: str) -> int:
-    """FNV-1a 64, as core::floor::serial_hash."""
-    h = 0xcbf29ce484222325
-    for byte in serial.encode():
-        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def write_floor_queue(batch: Path, serials: list[str]) -> None:
-    """stations/queue (fixed-width records) and stations/queue.index (hash table), as
-    floor::Floor::write_queue writes them."""
-    stations = batch / "stations"
-    stations.mkdir(parents=True, exist_ok=True)
-    with open(stations / "queue", "w") as queue:
-        for serial in serials:
-            queue.write(f"{serial:<{NAME_WIDTH}} {'gg-' + serial:<{NAME_WIDTH}}\n")
-    slots = 1
-    while slots < 2 * len(serials):
-        slots *= 2
-    table = bytearray(4 * slots)
-    for record, serial in enumerate(serials):
-        slot = serial_hash(serial) % slots
-        while table[4 * slot:4 * slot + 4] != b"\0\0\0\0":
-            slot = (slot + 1) % slots
-        table[4 * slot:4 * slot + 4] = (record + 1).to_bytes(4, "little")
-    (stations / "queue.index").write_bytes(bytes(table))
-
-
-def synthesize_batch(seed: Path, out: Path, count: int) -> None:
+def make_batch(out: Path, count: int) -> None:
+    """A real batch of `count` devices in `out`, made by the pipeline against the in-process
+    issuer."""
     shutil.rmtree(out, ignore_errors=True)
-    (out / "bundles").mkdir(parents=True)
-    shutil.copy(seed / "batch.json", out / "batch.json")
-    shutil.copy(seed / "manifest.csv", out / "manifest.csv")
-    serials = [f"SN{i:06d}" for i in range(1, count + 1)]
-    # A file takes at most 65,000 links on ext4: a copy of the seed bundle per 50,000.
-    copies = out.parent / f"{out.name}-seed-copies"
-    shutil.rmtree(copies, ignore_errors=True)
-    copies.mkdir()
-    for n, serial in enumerate(serials):
-        source = copies / f"{n // 50_000}.zip"
-        if n % 50_000 == 0:
-            shutil.copy(seed / "bundles" / "SN000001.zip", source)
-        os.link(source, out / "bundles" / f"{serial}.zip")
-    write_floor_queue(out, serials)
+    subprocess.run(["cargo", "bench", "--locked", "--quiet", "--bench", "batch_memory", "--",
+                    str(count), str(out)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
 
 
 def take_loop(batches: list[Path], station_id: str, takes: int, into: Path) -> subprocess.Popen:
@@ -114,23 +60,15 @@ def take_figures(wall_ms: list[float], cpu_ms: list[float]) -> dict:
             "max_ms": wall_ms[-1], "cpu_ms": sum(cpu_ms) / len(cpu_ms)}
 
 
-def take_benchmark(endpoint_options: list[str]) -> dict:
+def take_benchmark() -> dict:
     """Mean, median and p99 ms per take at TAKE_BUNDLES bundles and at 1,000, taken in turn
     by TAKE_STATIONS stations at once; CPU per take; the machine's load meanwhile."""
-    endpoint = Endpoint("endpoint-take", endpoint_options)
-    fast = station("station-fast", FAST_LIMITS)
-    setup_account(endpoint, fast)
-    seed = OUT / "take-seed"
-    shutil.rmtree(seed, ignore_errors=True)
-    subprocess.run([CLAIMFAB, "batch", "--station", fast, "--out", seed, "--count", "2"],
-                   env=endpoint.env, check=True, stdout=subprocess.DEVNULL)
-    endpoint.stop()
     sizes = sorted({1000, TAKE_BUNDLES})
     batches = [OUT / f"take-{count}" for count in sizes]
     for count, batch in zip(sizes, batches):
         started = time.monotonic()
-        synthesize_batch(seed, batch, count)
-        log(f"take: batch of {count} bundles synthesized in {time.monotonic() - started:.1f} s")
+        make_batch(batch, count)
+        log(f"take: batch of {count} bundles made in {time.monotonic() - started:.1f} s")
     into = OUT / "take-images"
     shutil.rmtree(into, ignore_errors=True)
     loops = [take_loop(batches, f"bench-st{k}", TAKES // TAKE_STATIONS * len(sizes), into / f"st{k}")
@@ -145,8 +83,8 @@ def take_benchmark(endpoint_options: list[str]) -> dict:
     shutil.rmtree(into, ignore_errors=True)
     commands.append(f"claimfab take bench-out/take-{TAKE_BUNDLES} --station bench-stK --to DIR/N"
                     f" (then claimfab flashed ... SERIAL), {TAKES} takes by {TAKE_STATIONS}"
-                    f" stations at once, in turn with bench-out/take-1000; batches synthesized"
-                    f" by scripts/bench/take.py (BENCH_ONLY=take)")
+                    f" stations at once, in turn with bench-out/take-1000; batches made by"
+                    f" benches/batch_memory.rs (BENCH_ONLY=take)")
     return results
 
 
@@ -166,5 +104,5 @@ TAKE_BOUND = (
     " (a hint every take moves on), a stat of the claim marker and of the bundle, the bundle"
     " (a few KiB) read and checked, and a handful of small synced writes (pending, marker,"
     " cursor, log line, the extracted files). The time is mostly the kernel's (starting the"
-    " process, creating and syncing those files, per perf); the batch is synthesized (one real bundle hard-linked to every serial),"
-    " which take cannot tell from a real one on this path.")
+    " process, creating and syncing those files, per perf); the batches are real, made by"
+    " claimfab's pipeline against an in-process issuer (benches/batch_memory.rs).")
