@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: claimfab against the manual way (openssl + AWS CLI per device), a fair peer
 # (boto3 with a thread pool) and the physical limits (criterion per-device costs against
-# `openssl speed`, AWS's 15/s quotas enforced by the local endpoint), memory at 100,000 devices
+# `openssl speed`, AWS's 15/s quotas enforced by the local endpoint), peak RSS up to 1,000,000 devices
 # and AWS requests per device. Prints a table and writes BENCHMARKS.md; raw figures and logs go
-# to bench-out/ (git-ignored). Takes about half an hour with the default sizes; see
+# to bench-out/ (git-ignored). Takes about an hour and a half with the default sizes; see
 # scripts/bench/bench.py for the BENCH_* variables that shrink them, BENCH_ONLY=take for the take
 # benchmark alone (a couple of minutes), BENCH_ONLY=hook for the claim-binding hook's cold
 # start alone (under a minute), BENCH_ONLY=shared_quota for two and three processes sharing one

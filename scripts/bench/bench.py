@@ -7,7 +7,7 @@ figures, and the commands that produced them).
 
 Sizes come from the environment so a quick run is possible (defaults are the issue's):
 BENCH_LOCAL_DEVICES=10000 BENCH_MANUAL_SAMPLE=20 BENCH_QUOTA_DEVICES=600
-BENCH_SCALE_DEVICES=100000 BENCH_TAKE_BUNDLES=100000 BENCH_TAKES=200 BENCH_OUT=bench-out
+BENCH_TAKE_BUNDLES=100000 BENCH_TAKES=200 BENCH_OUT=bench-out
 BENCH_ONLY=take runs only the take benchmark (a minute or two) and prints its figures;
 BENCH_ONLY=hook only the claim-binding hook's cold start (hook_cold_start.py beside this file);
 BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_DEVICES each).
@@ -44,7 +44,6 @@ from runs import (
     QUOTA,
     QUOTA_DEVICES,
     REPO,
-    SCALE_DEVICES,
     TAKE_BUNDLES,
     TAKE_STATIONS,
     TAKES,
@@ -152,16 +151,6 @@ def at_quota(results: dict, default) -> None:
     endpoint.stop()
 
 
-def at_scale(results: dict, fast) -> None:
-    """4. Scale: memory at 10x the local run."""
-    log(f"scale: claimfab, {SCALE_DEVICES} devices (unthrottled endpoint); this takes a while")
-    endpoint = Endpoint("endpoint-scale", [])
-    setup_account(endpoint, fast)
-    results["scale"] = claimfab_batch(endpoint, fast, "claimfab-scale", SCALE_DEVICES,
-                                      "AWS_ENDPOINT_URL=<local, unthrottled>")
-    endpoint.stop()
-
-
 def cpu_per_device() -> None:
     """BENCH_ONLY=cpu: claimfab's and the boto3 peer's CPU per device on the unthrottled
     endpoint, side by side in one run, and what claimfab's share is made of: the same pipeline
@@ -209,7 +198,8 @@ def run_all() -> dict:
     results["criterion"] = criterion_estimates()
     results["openssl_sign_us"] = openssl_sign_us()
     at_quota(results, default)
-    at_scale(results, fast)
+    # What bounds claimfab's CPU: the same pipeline without the SDK, on disk and on tmpfs.
+    results["in_process"] = memory.in_process_cpu(LOCAL_DEVICES)
     # 5. Take: one hand-out at a flashing station, at batch scale.
     log(f"take: {TAKES} takes by {TAKE_STATIONS} stations, batches of 1000 and {TAKE_BUNDLES}")
     results["take"] = take_benchmark()

@@ -44,9 +44,9 @@ def in_process_cpu(devices: int) -> dict:
     for place, parent in (("disk", OUT), ("tmpfs", Path("/dev/shm"))):
         out = parent / f"claimfab-in-process-{devices}"
         shutil.rmtree(out, ignore_errors=True)
-        done = subprocess.run(["cargo", "bench", "--locked", "--quiet", "--bench", "batch_memory", "--",
-                               str(devices), str(out)], cwd=REPO, check=True, capture_output=True,
-                              text=True)
+        cmd = ["cargo", "bench", "--locked", "--quiet", "--bench", "batch_memory", "--", str(devices), str(out)]
+        commands.append(" ".join(cmd))
+        done = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True)
         shutil.rmtree(out, ignore_errors=True)
         figures[place] = json.loads(done.stdout.strip().splitlines()[-1])["cpu_ms_per_device"]
     return figures

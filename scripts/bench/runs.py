@@ -24,7 +24,6 @@ QUOTA = 15  # AWS IoT's default CreateCertificateFromCsr and AttachPolicy quotas
 LOCAL_DEVICES = int(os.environ.get("BENCH_LOCAL_DEVICES", "10000"))
 MANUAL_SAMPLE = int(os.environ.get("BENCH_MANUAL_SAMPLE", "20"))
 QUOTA_DEVICES = int(os.environ.get("BENCH_QUOTA_DEVICES", "600"))
-SCALE_DEVICES = int(os.environ.get("BENCH_SCALE_DEVICES", "100000"))
 TAKE_BUNDLES = int(os.environ.get("BENCH_TAKE_BUNDLES", "100000"))
 TAKES = int(os.environ.get("BENCH_TAKES", "200"))
 TAKE_STATIONS = 2
