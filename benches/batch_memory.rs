@@ -87,6 +87,7 @@ fn spec(devices: usize) -> BatchSpec {
         claim_scope: ClaimScope::Device,
         encrypt_to: Vec::new(),
         signed_by: None,
+        batch_id: None,
     }
 }
 

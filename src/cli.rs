@@ -18,6 +18,9 @@ pub enum Command {
     /// Make claim-certificate bundles for a batch of devices (resumable: re-run the same
     /// command on the same --out to finish an interrupted batch).
     Batch(BatchArgs),
+    /// Air-gapped, on the offline machine: keys (encrypted at rest in keys.age) and CSRs
+    /// for a batch; carry csrs.jsonl to the online machine for `register`.
+    Prepare(PrepareArgs),
     /// Create the AWS account's fleet-provisioning resources (roles, role alias, policies,
     /// thing group, provisioning template, claim policy). Idempotent; --plan only reads.
     Setup(SetupArgs),
@@ -335,22 +338,8 @@ pub struct BatchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    /// Number of devices, with serials counting up from --first-serial.
-    #[arg(
-        long,
-        value_name = "N",
-        conflicts_with = "devices",
-        required_unless_present = "devices"
-    )]
-    pub count: Option<u64>,
-
-    /// First serial of a counted batch; its trailing digits count up, width kept.
-    #[arg(long, value_name = "S", default_value = "SN000001", requires = "count")]
-    pub first_serial: String,
-
-    /// CSV of serials (header row with a `serial` column, one device per row).
-    #[arg(long, value_name = "FILE.csv")]
-    pub devices: Option<PathBuf>,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
 
     /// Claim policy to attach (overrides the station's provisioning.claim_policy).
     #[arg(long, value_name = "NAME")]
@@ -382,6 +371,75 @@ pub struct BatchArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// Which devices a new batch is for.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Number of devices, with serials counting up from --first-serial.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "devices",
+        required_unless_present = "devices"
+    )]
+    pub count: Option<u64>,
+
+    /// First serial of a counted batch; its trailing digits count up, width kept.
+    #[arg(long, value_name = "S", default_value = "SN000001", requires = "count")]
+    pub first_serial: String,
+
+    /// CSV of serials (header row with a `serial` column, one device per row).
+    #[arg(long = "devices", id = "devices", value_name = "FILE.csv")]
+    pub csv: Option<PathBuf>,
+}
+
+/// `claimfab prepare`.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Station config (TOML): its [aws] region and endpoints, or the setup record beside it
+    /// (STATION.setup.json from `claimfab setup`), say what the bundles will point at.
+    #[arg(long, value_name = "FILE")]
+    pub station: PathBuf,
+
+    /// Batch directory on this (offline) machine: receives keys.age (encrypted), csrs.jsonl
+    /// (to carry to the online machine), batch.json; later `package` adds the bundles.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+
+    /// Claim policy the online machine attaches (overrides provisioning.claim_policy).
+    #[arg(long, value_name = "NAME")]
+    pub claim_policy: Option<String>,
+
+    /// Provisioning template devices use (overrides provisioning.template).
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+
+    /// AWS region the devices will provision in (else the station's aws.region, its setup
+    /// record, then AWS_REGION). Nothing is sent to AWS.
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// Encrypt the key store (age) to this public key (age1...); repeat it or separate keys
+    /// with commas for several holders.
+    #[arg(long, value_name = "RECIPIENT", required_unless_present_any = ["encrypt_to_file", "passphrase", "passphrase_file"])]
+    pub encrypt_to: Vec<String>,
+
+    /// Encrypt the key store to the recipients listed in FILE (one age1... per line).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_to_file: Vec<PathBuf>,
+
+    /// Encrypt the key store with a passphrase, asked for twice on the terminal.
+    #[arg(long, conflicts_with_all = ["encrypt_to", "encrypt_to_file", "passphrase_file"])]
+    pub passphrase: bool,
+
+    /// Encrypt the key store with the passphrase in FILE (its first line; for scripts: keep
+    /// the file off disk, e.g. `--passphrase-file <(pass show claimfab)`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["encrypt_to", "encrypt_to_file"])]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// How fast a command that works on a made batch may go (`revoke`, `close`,

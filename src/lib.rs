@@ -2,7 +2,8 @@
 //!
 //! Layers, top to bottom:
 //! - `cli` (argument syntax) and `commands` (one thin module per subcommand: arguments into
-//!   a plain request, the domain below, a report); `settings` resolves what commands share.
+//!   a plain request, the domain below, a report); `settings` resolves what commands share,
+//!   `batch_inputs` what `batch` and `prepare` make a new batch from.
 //! - The domain and its services: `pipeline` (a batch run: prepare -> register -> package
 //!   -> publish), `rotation`, `retirement` (revoke, close, retire-provisioned),
 //!   `account_setup`, `floor` (the flashing stations' shared files: hand-out, delivery),
@@ -14,8 +15,10 @@
 #![forbid(unsafe_code)]
 
 pub mod account_setup;
+pub mod air_gap;
 pub mod aws;
 pub mod batch_dir;
+pub mod batch_inputs;
 pub mod cli;
 pub mod cloud;
 pub mod commands;

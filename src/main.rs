@@ -11,7 +11,8 @@ use clap::Parser;
 
 use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
 use claimfab::commands::{
-    audit, batch, close, flashed, keys, retire_provisioned, revoke, rotate, setup, take, verify,
+    audit, batch, close, flashed, keys, prepare, retire_provisioned, revoke, rotate, setup, take,
+    verify,
 };
 use claimfab::error::UserError;
 use claimfab::floor::handout::TakeResult;
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Take(args) => run_take(args),
         Command::Flashed(args) => run_flashed(args),
+        // Offline by design: no runtime, no AWS client.
+        Command::Prepare(args) => prepare::run(args).map(|()| ExitCode::SUCCESS),
         command => run_with_runtime(command),
     };
     exit_code(result)
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
 fn holds_keys(command: &Command) -> bool {
     match command {
         Command::Batch(_)
+        | Command::Prepare(_)
         | Command::Rotate(_)
         | Command::Verify(_)
         | Command::StationKey(_)
@@ -105,6 +109,7 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
             Command::BatchKey(args) => keys::batch_key(&args).map(|()| ExitCode::SUCCESS),
             Command::Take(args) => run_take(args),
             Command::Flashed(args) => run_flashed(args),
+            Command::Prepare(args) => prepare::run(args).map(|()| ExitCode::SUCCESS),
         }
     })
 }

@@ -152,6 +152,7 @@ fn spec(scenario: &Scenario) -> BatchSpec {
         claim_scope: scenario.scope,
         encrypt_to,
         signed_by: None,
+        batch_id: None,
     }
 }
 

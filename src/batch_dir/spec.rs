@@ -37,6 +37,10 @@ pub struct BatchSpec {
     /// `batch.json` and bundles; absent: the batch is not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// An air-gapped batch's id, made by `prepare` (random): its carried files repeat it, so
+    /// a file from another batch is refused. Absent for a batch made in one place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 impl BatchSpec {

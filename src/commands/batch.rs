@@ -9,63 +9,15 @@ use anyhow::Result;
 
 use crate::aws::Iot;
 use crate::batch_dir::journal::JournalFiles;
-use crate::batch_dir::spec::{check_same_batch, devices_fingerprint, previous_spec, BatchSpec};
+use crate::batch_dir::spec::{check_same_batch, previous_spec};
+use crate::batch_inputs::{batch_spec, resolve_devices, NameOverrides};
 use crate::cli::{BatchArgs, ClaimScopeArg};
 use crate::cloud::Inventory;
-use crate::core::devices::{self, DeviceList};
-use crate::core::greengrass::ProvisioningTarget;
-use crate::core::names;
 use crate::core::sealed::Recipients;
 use crate::core::station_config::StationConfig;
 use crate::error::UserError;
 use crate::pipeline::execution::{BatchResult, Execution};
 use crate::pipeline::preflight::{preflight, resolve_endpoints};
-
-/// Resolves the device list from `--count`/`--first-serial` or `--devices`.
-fn resolve_devices(args: &BatchArgs, station: &StationConfig) -> Result<DeviceList, UserError> {
-    let pattern = station.thing_name_pattern();
-    if let Some(file) = &args.devices {
-        let bytes = std::fs::read(file).map_err(|e| UserError::Devices {
-            file: file.clone(),
-            line: 0,
-            problem: format!("cannot read: {e}; check the path passed to --devices"),
-        })?;
-        return devices::parse_serials_csv(&bytes, &pattern).map_err(|p| UserError::Devices {
-            file: file.clone(),
-            line: p.line,
-            problem: p.problem,
-        });
-    }
-    let count = args.count.expect("clap requires --count or --devices");
-    if !(1..=1_000_000).contains(&count) {
-        return Err(UserError::Flag {
-            flag: "--count",
-            value: count.to_string(),
-            problem: "must be 1 to 1000000 devices per batch".into(),
-        });
-    }
-    let flag_error = |problem: String| UserError::Flag {
-        flag: "--first-serial",
-        value: args.first_serial.clone(),
-        problem,
-    };
-    DeviceList::counted(&args.first_serial, count, &pattern).map_err(|p| flag_error(p.problem))
-}
-
-fn check_override(
-    flag: &'static str,
-    value: &Option<String>,
-    check: fn(&str) -> Result<(), String>,
-) -> Result<(), UserError> {
-    match value {
-        Some(v) => check(v).map_err(|problem| UserError::Flag {
-            flag,
-            value: v.clone(),
-            problem,
-        }),
-        None => Ok(()),
-    }
-}
 
 /// Runs `claimfab batch`.
 pub async fn run(args: BatchArgs) -> Result<BatchResult> {
@@ -76,7 +28,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         &station,
         &args.station,
     )?;
-    let devices = resolve_devices(&args, &station)?;
+    let devices = resolve_devices(&args.devices, &station)?;
     let previous = previous_spec(&args.out)?;
 
     let settings = crate::settings::aws_settings(&args.aws, Some(&station), None)?;
@@ -93,7 +45,9 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
         recorded.as_ref(),
     )
     .await?;
-    let mut spec = batch_spec(&args, &station, &devices, iot.region(), endpoints);
+    let scope = args.claim_scope.into();
+    let names = name_overrides(&args);
+    let mut spec = batch_spec(&station, &devices, &names, scope, iot.region(), endpoints);
     spec.encrypt_to = recipients.to_strings();
     spec.signed_by = signer.as_ref().map(|s| s.public().to_string());
     if let Some(previous) = &previous {
@@ -114,12 +68,7 @@ pub async fn run(args: BatchArgs) -> Result<BatchResult> {
 /// Checks the flags against each other and the station; returns the stations bundles are
 /// encrypted to.
 fn check_flags(args: &BatchArgs, station: &StationConfig) -> Result<Recipients, UserError> {
-    check_override(
-        "--claim-policy",
-        &args.claim_policy,
-        names::check_policy_name,
-    )?;
-    check_override("--template", &args.template, names::check_template_name)?;
+    name_overrides(args).check()?;
     check_claim_scope(args, station)?;
     let recipients =
         crate::trust::age_files::read_recipients(&args.encrypt_to, &args.encrypt_to_file)?;
@@ -127,34 +76,10 @@ fn check_flags(args: &BatchArgs, station: &StationConfig) -> Result<Recipients, 
     Ok(recipients)
 }
 
-/// What the batch is, from the station and the flags (unencrypted, unsigned).
-fn batch_spec(
-    args: &BatchArgs,
-    station: &StationConfig,
-    devices: &DeviceList,
-    region: &str,
-    (iot_data_endpoint, iot_credential_endpoint): (String, String),
-) -> BatchSpec {
-    let provisioning = &station.provisioning;
-    BatchSpec {
-        format: 1,
-        device_count: devices.len(),
-        devices_sha256: devices_fingerprint(devices),
-        claim_policy: (args.claim_policy.clone())
-            .unwrap_or_else(|| provisioning.claim_policy.clone()),
-        key_algorithm: station.keys.algorithm,
-        target: ProvisioningTarget {
-            region: region.to_string(),
-            iot_data_endpoint,
-            iot_credential_endpoint,
-            role_alias: provisioning.role_alias.clone(),
-            template: (args.template.clone()).unwrap_or_else(|| provisioning.template.clone()),
-            thing_group: provisioning.thing_group.clone(),
-            greengrass: station.greengrass.clone(),
-        },
-        claim_scope: args.claim_scope.into(),
-        encrypt_to: Vec::new(),
-        signed_by: None,
+fn name_overrides(args: &BatchArgs) -> NameOverrides<'_> {
+    NameOverrides {
+        claim_policy: &args.claim_policy,
+        template: &args.template,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod close;
 pub mod flashed;
 pub mod keys;
+pub mod prepare;
 pub mod retire_provisioned;
 pub mod revoke;
 pub mod rotate;

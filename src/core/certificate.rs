@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::core::keys::public_key_fingerprint;
+use crate::core::station_config::KeyAlgorithm;
 
 /// A parsed certificate from CreateCertificateFromCsr or DescribeCertificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +94,51 @@ pub fn check_subject_kept(certificate_pem: &str, csr_pem: &str) -> Result<(), St
     ))
 }
 
+/// What a CSR carried from the air-gapped machine says, once its self-signature checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCsr {
+    /// SHA-256 of its SubjectPublicKeyInfo DER, hex: the key a certificate must carry.
+    pub public_key_sha256: String,
+    /// Its subject's common name (claimfab puts the thing name there).
+    pub common_name: String,
+}
+
+/// Parses a PEM CSR and checks it is signed by its own key on the batch's curve (a CSR
+/// altered after signing, or made for another curve, is refused).
+pub fn check_csr_pem(pem: &str, algorithm: KeyAlgorithm) -> Result<CheckedCsr, String> {
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::prelude::FromDer;
+
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| format!("CSR is not PEM: {e}"))?;
+    if pem.label != "CERTIFICATE REQUEST" {
+        return Err(format!("expected a CERTIFICATE REQUEST, got {}", pem.label));
+    }
+    let (_, csr) = X509CertificationRequest::from_der(&pem.contents)
+        .map_err(|e| format!("CSR does not parse: {e}"))?;
+    let info = &csr.certification_request_info;
+    let verification = match algorithm {
+        KeyAlgorithm::P256 => &ECDSA_P256_SHA256_ASN1,
+        KeyAlgorithm::P384 => &ECDSA_P384_SHA384_ASN1,
+    };
+    UnparsedPublicKey::new(verification, &info.subject_pki.subject_public_key.data)
+        .verify(info.raw, &csr.signature_value.data)
+        .map_err(|_| {
+            format!("CSR's signature does not verify with its own {algorithm:?} key: it was altered or made for another key algorithm")
+        })?;
+    let common_name = info
+        .subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or("CSR has no common name")?;
+    Ok(CheckedCsr {
+        public_key_sha256: public_key_fingerprint(info.subject_pki.raw),
+        common_name: common_name.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +197,43 @@ mod tests {
             "{e}"
         );
         assert!(check_subject_kept(&kept, "not a csr").is_err());
+    }
+
+    #[test]
+    fn a_csr_checks_with_its_own_key_on_the_batch_curve_only() {
+        let prepared = device("gg-SN1");
+        let checked = check_csr_pem(&prepared.csr_pem, KeyAlgorithm::P256).unwrap();
+        assert_eq!(checked.public_key_sha256, prepared.public_key_sha256);
+        assert_eq!(checked.common_name, "gg-SN1");
+        let e = check_csr_pem(&prepared.csr_pem, KeyAlgorithm::P384).unwrap_err();
+        assert!(e.contains("does not verify"), "{e}");
+        // The same CSR with another subject: the signature no longer covers it.
+        let other = device("gg-SN2");
+        let (_, mine) = x509_parser::pem::parse_x509_pem(prepared.csr_pem.as_bytes()).unwrap();
+        let (_, theirs) = x509_parser::pem::parse_x509_pem(other.csr_pem.as_bytes()).unwrap();
+        let mut spliced = theirs.contents.clone();
+        let at = spliced.windows(6).position(|w| w == b"gg-SN2").unwrap();
+        spliced[at + 5] = b'1';
+        assert_ne!(spliced, mine.contents);
+        let pem = pem_of("CERTIFICATE REQUEST", &spliced);
+        let e = check_csr_pem(&pem, KeyAlgorithm::P256).unwrap_err();
+        assert!(e.contains("does not verify"), "{e}");
+        let e = check_csr_pem(AMAZON_ROOT_CA_1, KeyAlgorithm::P256).unwrap_err();
+        assert!(e.contains("expected a CERTIFICATE REQUEST"), "{e}");
+    }
+
+    fn pem_of(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
     }
 
     #[test]

@@ -173,9 +173,14 @@ impl DeviceList {
     }
 
     pub fn contains(&self, serial: &str) -> bool {
+        self.position(serial).is_some()
+    }
+
+    /// Where `serial` is in the list.
+    pub fn position(&self, serial: &str) -> Option<usize> {
         match &self.0 {
-            Devices::Listed { serials, .. } => serials.find(serial).is_some(),
-            Devices::Counted { serials, .. } => serials.index_of(serial).is_some(),
+            Devices::Listed { serials, .. } => serials.find(serial),
+            Devices::Counted { serials, .. } => serials.index_of(serial),
         }
     }
 

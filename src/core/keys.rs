@@ -77,7 +77,11 @@ impl ClaimKey {
         if label != "PRIVATE KEY" {
             return None;
         }
-        let der = Zeroizing::new(document.as_bytes().to_vec());
+        Self::from_pkcs8_der(Zeroizing::new(document.as_bytes().to_vec()))
+    }
+
+    /// Reads a PKCS#8 DER private key (P-256 or P-384), as [`Self::pkcs8_der`] gives it.
+    pub fn from_pkcs8_der(der: Zeroizing<Vec<u8>>) -> Option<Self> {
         [KeyAlgorithm::P256, KeyAlgorithm::P384]
             .into_iter()
             .find_map(|algorithm| {
@@ -96,6 +100,12 @@ impl ClaimKey {
         SecretDocument::try_from(self.pkcs8_der.as_slice())
             .and_then(|document| document.to_pem("PRIVATE KEY", LineEnding::LF))
             .expect("a PKCS#8 document always encodes as PEM")
+    }
+
+    /// The private key as the PKCS#8 DER document (secret: copy it only into buffers wiped
+    /// on drop).
+    pub fn pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8_der
     }
 
     /// The public key as X.509 SubjectPublicKeyInfo DER.
@@ -129,11 +139,12 @@ impl rcgen::SigningKey for ClaimKey {
 }
 
 /// The output of the prepare stage for one device: its key (secret, memory only), its CSR
-/// and the fingerprint of its public key, which ties an issued certificate back to it.
+/// and the fingerprint of its public key, which ties an issued certificate back to it. An
+/// air-gapped batch registers CSRs whose keys stay on another machine: its `K` is `()`.
 #[derive(Debug)]
-pub struct PreparedDevice {
+pub struct PreparedDevice<K = ClaimKey> {
     pub device: Device,
-    pub key: ClaimKey,
+    pub key: K,
     pub csr_pem: String,
     /// SHA-256 of the public key's SubjectPublicKeyInfo DER, hex.
     pub public_key_sha256: String,

@@ -5,12 +5,14 @@
 pub mod account_documents;
 pub mod bundle;
 pub mod bundle_check;
+pub mod carried;
 pub mod certificate;
 pub mod devices;
 pub mod floor_records;
 pub mod greengrass;
 pub mod interned;
 pub mod iot_policy;
+pub mod key_store;
 pub mod keys;
 pub mod ledger;
 pub mod manifest;

@@ -128,6 +128,13 @@ impl Recipients {
         self.0.iter().map(ToString::to_string).collect()
     }
 
+    /// An age encryptor to every recipient.
+    pub fn encryptor(&self) -> age::Encryptor {
+        let recipients = self.0.iter().map(|r| r as &dyn age::Recipient);
+        age::Encryptor::with_recipients(recipients)
+            .expect("X25519 recipients, at least one: checked when parsed")
+    }
+
     /// Encrypts `plaintext` to every recipient (binary age format). The plaintext is read
     /// through age's own chunk buffer, which wipes itself; the ciphertext is not secret.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
@@ -187,6 +194,11 @@ impl Identities {
     /// The recipient (public key) of each identity.
     pub fn recipients(&self) -> Vec<String> {
         self.0.iter().map(|i| i.to_public().to_string()).collect()
+    }
+
+    /// The identities as age takes them.
+    pub fn as_age(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.0.iter().map(|i| i as &dyn age::Identity)
     }
 }
 

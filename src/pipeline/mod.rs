@@ -16,6 +16,7 @@
 //! With recipients, every bundle is encrypted to the stations (age) in memory before it is
 //! written; the batch cannot read such bundles back (see [`package::Packager`]).
 
+pub mod custody;
 pub mod execution;
 mod package;
 pub mod preflight;
@@ -44,6 +45,7 @@ use crate::core::ledger::{Replay, SHARED_CLAIM};
 use crate::core::sealed::Recipients;
 use crate::core::station_config::KeyAlgorithm;
 use crate::progress::Progress;
+pub use custody::Custody;
 
 use package::Packager;
 use recover::{Reconciler, Recovery};
@@ -81,8 +83,8 @@ pub struct SharedClaim {
 }
 
 /// Output of the register stage for one device.
-pub struct RegisteredDevice {
-    pub prepared: PreparedDevice,
+pub struct RegisteredDevice<K = ClaimKey> {
+    pub prepared: PreparedDevice<K>,
     pub certificate: NewCertificate,
     pub issued: IssuedCertificate,
 }
@@ -120,8 +122,8 @@ pub fn prepare(devices: &[Device], algorithm: KeyAlgorithm) -> Vec<PreparedDevic
 #[error("{0}")]
 struct Halted(String);
 
-/// A create call whose outcome is unknown, with the key still in memory.
-type Uncertain = (Box<PreparedDevice>, String);
+/// A create call whose outcome is unknown, with the key still in memory (or kept offline).
+type Uncertain<K> = (Box<PreparedDevice<K>>, String);
 
 /// Claim holders still to get a certificate: their positions in the list of holders (a
 /// batch's own list is not copied).
@@ -149,20 +151,29 @@ impl Todo {
     }
 }
 
+/// What a run's custody is made from (see [`BatchRun::with_custody`]).
+pub struct RunParts {
+    pub dir: Arc<BatchDir>,
+    pub state: Arc<RunState>,
+    /// The package stage's bar, which a custody's deliveries advance.
+    pub bar: indicatif::ProgressBar,
+    pub cancel: CancellationToken,
+}
+
 /// One batch run over an open batch directory: the stages, in order, over the parts.
-pub struct BatchRun<A> {
+pub struct BatchRun<A, C: Custody = Packager> {
     plan: BatchPlan,
     state: Arc<RunState>,
     registrar: Registrar<A>,
-    packager: Arc<Packager>,
+    custody: Arc<C>,
     reconciler: Reconciler<A>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
     interrupted: AtomicBool,
 }
 
-impl<A: Claims> BatchRun<A> {
-    /// Ties the parts of a run together; `replay` is what `log` held when opened.
+impl<A: Claims> BatchRun<A, Packager> {
+    /// A `batch` run: keys made here, bundles written into `dir`.
     pub fn new(
         api: Arc<A>,
         dir: BatchDir,
@@ -170,24 +181,48 @@ impl<A: Claims> BatchRun<A> {
         replay: Replay,
         plan: BatchPlan,
     ) -> Arc<Self> {
+        let (target, devices) = (plan.target.clone(), plan.devices.clone());
+        let (recipients, key_algorithm) = (plan.recipients.clone(), plan.key_algorithm);
+        Self::with_custody(api, dir, log, replay, plan, |parts| Packager {
+            dir: parts.dir.clone(),
+            state: parts.state.clone(),
+            target,
+            devices,
+            recipients,
+            key_algorithm,
+            bar: parts.bar.clone(),
+            cancel: parts.cancel.clone(),
+        })
+    }
+}
+
+impl<A: Claims, C: Custody> BatchRun<A, C> {
+    /// Ties the parts of a run together; `replay` is what `log` held when opened, and
+    /// `custody` makes the key-dependent part from the shared ones.
+    pub fn with_custody(
+        api: Arc<A>,
+        dir: BatchDir,
+        log: Box<dyn EventLog>,
+        replay: Replay,
+        plan: BatchPlan,
+        custody: impl FnOnce(&RunParts) -> C,
+    ) -> Arc<Self> {
         let state = Arc::new(RunState::new(log, replay));
         let progress = Arc::new(Progress::new(0));
         let cancel = CancellationToken::new();
+        let custody = Arc::new(custody(&RunParts {
+            dir: Arc::new(dir),
+            state: state.clone(),
+            bar: progress.package.clone(),
+            cancel: cancel.clone(),
+        }));
         Arc::new(Self {
             registrar: Registrar {
                 api: api.clone(),
                 state: state.clone(),
                 claim_policy: plan.claim_policy.clone(),
             },
-            packager: Arc::new(Packager {
-                dir: Arc::new(dir),
-                state: state.clone(),
-                target: plan.target.clone(),
-                devices: plan.devices.clone(),
-                recipients: plan.recipients.clone(),
-                bar: progress.package.clone(),
-                cancel: cancel.clone(),
-            }),
+            custody,
             reconciler: Reconciler {
                 api,
                 state: state.clone(),
@@ -224,10 +259,10 @@ impl<A: Claims> BatchRun<A> {
         self.registrar.api.call_counts()
     }
 
-    fn recovery(&self) -> Recovery<'_, A> {
+    fn recovery(&self) -> Recovery<'_, A, C> {
         Recovery {
             registrar: &self.registrar,
-            packager: &self.packager,
+            custody: &*self.custody,
             reconciler: &self.reconciler,
             devices: &self.plan.devices,
             progress: &self.progress,
@@ -240,8 +275,7 @@ impl<A: Claims> BatchRun<A> {
         let started = Instant::now();
         let result = self.run_to_end().await;
         self.progress.finish();
-        let outcome = publish::write_manifest(
-            &self.packager.dir,
+        let outcome = self.custody.publish(
             &self.state,
             &self.plan,
             self.interrupted.load(Ordering::SeqCst),
@@ -251,18 +285,21 @@ impl<A: Claims> BatchRun<A> {
     }
 
     async fn run_to_end(&self) -> Result<()> {
-        self.packager.dir.sweep_temp_files()?;
-        self.recovery().recover().await?;
+        self.custody.dir().sweep_temp_files()?;
+        let earlier = self.recovery().recover().await?;
         let shared = match self.plan.claim_scope {
             ClaimScope::Device => None,
             ClaimScope::Batch => self.recovery().recover_shared().await?,
         };
-        let todo = self.without_certificate();
+        let todo = self.without_certificate(&earlier);
         self.set_bar_lengths(todo.len());
         if let Some(shared) = shared {
             self.package_shared(shared).await?;
         }
         let mut uncertain = self.run_stages(todo).await?;
+        // An earlier run's unanswered creates whose keys are kept offline: reconciled with
+        // this run's own.
+        uncertain.extend(earlier);
         for _ in 0..UNCERTAIN_ROUNDS {
             if uncertain.is_empty() || self.cancel.is_cancelled() {
                 break;
@@ -281,13 +318,19 @@ impl<A: Claims> BatchRun<A> {
     }
 
     /// After recovery every live certificate has its bundle (or, shared, its key back); only
-    /// holders without one get a new key. (A failed policy attach keeps its certificate; a
-    /// revoked one is never replaced by a batch.)
-    fn without_certificate(&self) -> Todo {
+    /// holders without one get a new key, but for those whose earlier create is still to be
+    /// reconciled (`earlier`). (A failed policy attach keeps its certificate; a revoked one
+    /// is never replaced by a batch.)
+    fn without_certificate(&self, earlier: &[Uncertain<C::Key>]) -> Todo {
         let holders = self.claim_holders();
+        let pending: std::collections::HashSet<&str> = earlier
+            .iter()
+            .map(|(p, _)| p.device.serial.as_str())
+            .collect();
         let positions = self.state.read(|state| {
             (holders.serials().enumerate())
                 .filter(|(_, serial)| !state.has_certificate(serial))
+                .filter(|(_, serial)| !pending.contains(serial.as_ref()))
                 .map(|(position, _)| position as u32)
                 .collect()
         });
@@ -320,8 +363,9 @@ impl<A: Claims> BatchRun<A> {
     /// create outcome is unknown. A local fault (disk, journal), or a certificate that claim
     /// binding could not use, stops new devices from starting, lets in-flight ones finish,
     /// and is returned.
-    async fn run_stages(&self, todo: Todo) -> Result<Vec<Uncertain>> {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<PreparedDevice>(PREPARE_AHEAD);
+    async fn run_stages(&self, todo: Todo) -> Result<Vec<Uncertain<C::Key>>> {
+        let (sender, receiver) =
+            tokio::sync::mpsc::channel::<PreparedDevice<C::Key>>(PREPARE_AHEAD);
         let producer = self.spawn_key_producer(todo, sender);
         let results = futures::stream::unfold(receiver, |mut rx| async move {
             rx.recv().await.map(|prepared| (prepared, rx))
@@ -354,36 +398,40 @@ impl<A: Claims> BatchRun<A> {
             }
         }
         drop(results);
-        producer.await.context("key generation thread panicked")?;
-        first_error.map_or(Ok(uncertain), Err)
+        let produced = producer.await.context("key generation thread panicked")?;
+        first_error.or(produced.err()).map_or(Ok(uncertain), Err)
     }
 
     /// The prepare stage on a blocking thread, a chunk at a time, feeding `sender`.
     fn spawn_key_producer(
         &self,
         todo: Todo,
-        sender: tokio::sync::mpsc::Sender<PreparedDevice>,
-    ) -> tokio::task::JoinHandle<()> {
-        let algorithm = self.plan.key_algorithm;
+        sender: tokio::sync::mpsc::Sender<PreparedDevice<C::Key>>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let custody = self.custody.clone();
         let bar = self.progress.prepare.clone();
         tokio::task::spawn_blocking(move || {
             let mut devices = todo.devices().peekable();
             while devices.peek().is_some() {
                 let chunk: Vec<Device> = devices.by_ref().take(PREPARE_AHEAD / 2).collect();
-                for prepared in prepare(&chunk, algorithm) {
+                for prepared in custody.prepare(&chunk)? {
                     // A closed channel means the run is stopping: make no more keys.
                     if sender.blocking_send(prepared).is_err() {
-                        return;
+                        return Ok(());
                     }
                     bar.inc(1);
                 }
             }
+            Ok(())
         })
     }
 
     /// One device through register and package. `Ok(Some)` hands back a device whose create
     /// outcome is unknown; `Err` is a local failure (disk, journal).
-    async fn register_and_package(&self, prepared: PreparedDevice) -> Result<Option<Uncertain>> {
+    async fn register_and_package(
+        &self,
+        prepared: PreparedDevice<C::Key>,
+    ) -> Result<Option<Uncertain<C::Key>>> {
         let serial = prepared.device.serial.clone();
         let registration = self.registrar.register(prepared).await?;
         self.settle(&serial, registration).await
@@ -391,7 +439,11 @@ impl<A: Claims> BatchRun<A> {
 
     /// Acts on one device's registration: package it, hand it back as uncertain, or record
     /// its failure.
-    async fn settle(&self, serial: &str, registration: Registration) -> Result<Option<Uncertain>> {
+    async fn settle(
+        &self,
+        serial: &str,
+        registration: Registration<C::Key>,
+    ) -> Result<Option<Uncertain<C::Key>>> {
         match registration {
             Registration::Registered(registered) => {
                 self.progress.register.inc(1);
@@ -410,20 +462,14 @@ impl<A: Claims> BatchRun<A> {
         }
     }
 
-    /// Packages one registered device on a blocking thread; in batch claim scope its
+    /// Delivers one registered device on a blocking thread; in batch claim scope its
     /// certificate is the shared one and goes into every device's bundle.
-    async fn package(&self, registered: RegisteredDevice) -> Result<()> {
+    async fn package(&self, registered: RegisteredDevice<C::Key>) -> Result<()> {
         match self.plan.claim_scope {
-            ClaimScope::Batch => {
-                self.package_shared(SharedClaim {
-                    key: registered.prepared.key,
-                    certificate: registered.certificate,
-                })
-                .await
-            }
+            ClaimScope::Batch => self.package_shared(C::shared_claim_of(registered)?).await,
             ClaimScope::Device => {
-                let packager = self.packager.clone();
-                tokio::task::spawn_blocking(move || packager.package(registered))
+                let custody = self.custody.clone();
+                tokio::task::spawn_blocking(move || custody.deliver(registered))
                     .await
                     .context("packaging thread panicked")?
             }
@@ -431,15 +477,18 @@ impl<A: Claims> BatchRun<A> {
     }
 
     async fn package_shared(&self, claim: SharedClaim) -> Result<()> {
-        let packager = self.packager.clone();
-        tokio::task::spawn_blocking(move || packager.package_shared(&claim))
+        let custody = self.custody.clone();
+        tokio::task::spawn_blocking(move || custody.deliver_shared(&claim))
             .await
             .context("packaging thread panicked")?
     }
 
     /// One round of reconciling unknown creates: adopted devices are packaged, devices with
     /// no certificate go through the stages again. Returns what is still unknown.
-    async fn resolve_uncertain(&self, uncertain: Vec<Uncertain>) -> Result<Vec<Uncertain>> {
+    async fn resolve_uncertain(
+        &self,
+        uncertain: Vec<Uncertain<C::Key>>,
+    ) -> Result<Vec<Uncertain<C::Key>>> {
         let resolved = self.recovery().resolve(uncertain).await?;
         if !resolved.unresolved.is_empty() {
             return Ok(resolved.unresolved);

@@ -15,17 +15,20 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use super::custody::Custody;
 use super::state::{RunState, SCRATCH_FAILED};
-use super::{RegisteredDevice, SharedClaim};
+use super::{BatchPlan, Outcome, RegisteredDevice, SharedClaim};
 use crate::batch_dir::BatchDir;
 use crate::cloud::NewCertificate;
 use crate::core::bundle::{build_bundle, read_entry};
 use crate::core::certificate::parse_certificate_pem;
 use crate::core::devices::{Device, DeviceList};
 use crate::core::greengrass::ProvisioningTarget;
+use crate::core::keys::PreparedDevice;
 use crate::core::keys::{public_key_fingerprint, ClaimKey};
 use crate::core::ledger::{CertificateRecord, Event, SharedBundle};
 use crate::core::sealed::Recipients;
+use crate::core::station_config::KeyAlgorithm;
 
 /// Writes and reads the bundles of one batch directory.
 pub struct Packager {
@@ -35,8 +38,63 @@ pub struct Packager {
     pub devices: Arc<DeviceList>,
     /// The stations every bundle is encrypted to; `None`: plain zips.
     pub recipients: Option<Recipients>,
+    pub key_algorithm: KeyAlgorithm,
     pub bar: ProgressBar,
     pub cancel: CancellationToken,
+}
+
+/// `batch`: keys made here and kept only in memory and in their bundles.
+impl Custody for Packager {
+    type Key = ClaimKey;
+
+    fn keys_outlive_runs(&self) -> bool {
+        false
+    }
+
+    fn dir(&self) -> &BatchDir {
+        &self.dir
+    }
+
+    fn prepare(&self, devices: &[Device]) -> Result<Vec<PreparedDevice>> {
+        Ok(super::prepare(devices, self.key_algorithm))
+    }
+
+    fn deliver(&self, registered: RegisteredDevice) -> Result<()> {
+        self.package(registered)
+    }
+
+    fn has_output(&self, serial: &str, cert: &CertificateRecord) -> Result<bool> {
+        self.has_bundle(serial, cert)
+    }
+
+    fn output_missing(&self, cert: &CertificateRecord) -> bool {
+        self.bundle_missing(cert)
+    }
+
+    fn shared_claim(&self, cert: &CertificateRecord) -> Result<Option<SharedClaim>> {
+        self.shared_claim_from_bundles(cert)
+    }
+
+    fn shared_claim_of(registered: RegisteredDevice) -> Result<SharedClaim> {
+        Ok(SharedClaim {
+            key: registered.prepared.key,
+            certificate: registered.certificate,
+        })
+    }
+
+    fn deliver_shared(&self, claim: &SharedClaim) -> Result<()> {
+        self.package_shared(claim)
+    }
+
+    fn publish(
+        &self,
+        state: &RunState,
+        plan: &BatchPlan,
+        interrupted: bool,
+        register_seconds: f64,
+    ) -> Result<Outcome> {
+        super::publish::write_manifest(&self.dir, state, plan, interrupted, register_seconds)
+    }
 }
 
 impl Packager {

@@ -11,12 +11,12 @@ use anyhow::{Context, Result};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::package::Packager;
+use super::custody::Custody;
 use super::register::{Registrar, Registration};
 use super::state::{lock, RunState, SCRATCH_FAILED};
-use super::{SharedClaim, Uncertain};
+use super::{RegisteredDevice, SharedClaim, Uncertain};
 use crate::cloud::{AwsError, Claims, NewCertificate};
-use crate::core::certificate::parse_certificate_pem;
+use crate::core::certificate::{check_issued_for, parse_certificate_pem};
 use crate::core::devices::DeviceList;
 use crate::core::ledger::{CertificateRecord, Event, SHARED_CLAIM};
 use crate::progress::Progress;
@@ -135,51 +135,129 @@ impl<A: Claims> Reconciler<A> {
 }
 
 /// What reconciling the creates of this run decided.
-pub struct Resolved {
+pub struct Resolved<K> {
     /// Devices whose certificate was found and adopted (or that failed definitely).
-    pub registrations: Vec<(String, Registration)>,
+    pub registrations: Vec<(String, Registration<K>)>,
     /// Devices with no certificate in AWS: their create is abandoned, try again.
     pub retry: DeviceList,
     /// Still unknown (cancelled while waiting for AWS to settle).
-    pub unresolved: Vec<Uncertain>,
+    pub unresolved: Vec<Uncertain<K>>,
 }
 
 /// Recovery of one run, over the parts it repairs with.
-pub struct Recovery<'a, A> {
+pub struct Recovery<'a, A, C> {
     pub registrar: &'a Registrar<A>,
-    pub packager: &'a Packager,
+    pub custody: &'a C,
     pub reconciler: &'a Reconciler<A>,
     pub devices: &'a DeviceList,
     pub progress: &'a Progress,
 }
 
-impl<A: Claims> Recovery<'_, A> {
+impl<A: Claims, C: Custody> Recovery<'_, A, C> {
     /// Repairs what an interrupted run left: certificates created but never journaled are
-    /// found by key and retired (their keys died with that run); certificates whose bundle
+    /// found by key and retired (their keys died with that run), or, when keys outlive
+    /// runs, handed back to be reconciled with this run's own; certificates whose bundle
     /// never reached the disk are retired; bundles on disk but not journaled are adopted;
     /// policies not yet attached to packaged devices are attached.
-    pub async fn recover(&self) -> Result<()> {
-        self.retire_lost_creates().await?;
+    pub async fn recover(&self) -> Result<Vec<Uncertain<C::Key>>> {
+        let earlier = match self.custody.keys_outlive_runs() {
+            true => self.earlier_creates()?,
+            false => {
+                self.retire_lost_creates().await?;
+                Vec::new()
+            }
+        };
         let half_done = self.half_done()?;
         for (serial, cert) in half_done {
             if self.reconciler.cancel.is_cancelled() {
                 break;
             }
-            if !self.packager.has_bundle(&serial, &cert)? {
+            let has_output = self.custody.has_output(&serial, &cert)?;
+            if !has_output && !self.custody.keys_outlive_runs() {
+                let why = "its private key was lost before the bundle was written";
                 self.registrar
-                    .retire(
-                        &serial,
-                        &cert.certificate_id,
-                        "its private key was lost before the bundle was written",
-                    )
+                    .retire(&serial, &cert.certificate_id, why)
                     .await?;
-            } else if !cert.policy_attached {
+                continue;
+            }
+            if !has_output {
+                self.deliver_again(&serial, &cert).await?;
+            }
+            if !cert.policy_attached {
                 self.registrar
                     .attach_claim_policy(&serial, &cert.certificate_id, &cert.certificate_arn)
                     .await?;
             }
         }
-        Ok(())
+        Ok(earlier)
+    }
+
+    /// A certificate whose key is kept offline but whose output a crash lost: fetched
+    /// again from AWS (DescribeCertificate), checked against the device's key, delivered.
+    async fn deliver_again(&self, serial: &str, cert: &CertificateRecord) -> Result<()> {
+        let id = &cert.certificate_id;
+        let pem = match self.registrar.api.describe_certificate(id).await {
+            Ok(description) => description.pem,
+            Err(e) => anyhow::bail!(
+                "DescribeCertificate {id} (the certificate of {serial}, to write it again): {e}; re-run to retry"
+            ),
+        };
+        let position = self.devices.position(serial).with_context(|| {
+            format!("the journal has a certificate for {serial}, which is not in this batch; restore the journal")
+        })?;
+        let prepared = (self.custody.prepare(&[self.devices.get(position)])?.pop())
+            .context("prepare gave no device")?;
+        let issued = check_issued_for(&pem, &prepared.public_key_sha256)
+            .map_err(|problem| anyhow::anyhow!("certificate {id} of {serial}: {problem}"))?;
+        if issued.sha256 != cert.certificate_sha256 {
+            anyhow::bail!("AWS returned another certificate for {id} of {serial} than it issued; check AWS_ENDPOINT_URL");
+        }
+        let registered = RegisteredDevice {
+            prepared,
+            certificate: NewCertificate {
+                certificate_id: id.clone(),
+                certificate_arn: cert.certificate_arn.clone(),
+                certificate_pem: pem,
+            },
+            issued,
+        };
+        tokio::task::block_in_place(|| self.custody.deliver(registered))
+    }
+
+    /// Creates journaled without an answer whose keys are kept offline: each device
+    /// prepared again (its CSR), to be reconciled like a create of this run.
+    fn earlier_creates(&self) -> Result<Vec<Uncertain<C::Key>>> {
+        // One per device: its CSR, so every create of it was for the same key.
+        let unresolved: Vec<(String, String)> = self.registrar.state.read(|state| {
+            let by_serial: std::collections::BTreeMap<String, String> = state
+                .unresolved_creates()
+                .map(|(serial, u)| (serial.to_string(), u.public_key_sha256.clone()))
+                .collect();
+            by_serial.into_iter().collect()
+        });
+        let mut devices = Vec::new();
+        for (serial, _) in &unresolved {
+            let position = self.devices.position(serial).with_context(|| {
+                format!("the journal has a create for {serial}, which is not in this batch; restore the journal")
+            })?;
+            devices.push(self.devices.get(position));
+        }
+        let prepared = self.custody.prepare(&devices)?;
+        let mut earlier = Vec::new();
+        for (prepared, (serial, key)) in prepared.into_iter().zip(&unresolved) {
+            if prepared.public_key_sha256 != *key {
+                anyhow::bail!("the journal's create for {serial} was for another key than its CSR now; restore the CSR file the batch began with");
+            }
+            let why = "an earlier run's CreateCertificateFromCsr had no recorded answer";
+            earlier.push((Box::new(prepared), why.to_string()));
+        }
+        if !earlier.is_empty() {
+            self.progress.println(&format!(
+                "recovering: {} create call(s) of an interrupted run have no recorded answer; looking them up in AWS",
+                earlier.len()
+            ));
+        }
+        Ok(earlier)
     }
 
     /// Creates journaled without an answer: any certificate they made is retired (its key
@@ -234,7 +312,7 @@ impl<A: Claims> Recovery<'_, A> {
                 continue;
             }
             if let Some(cert) = record.certificate {
-                if !cert.policy_attached || self.packager.bundle_missing(&cert) {
+                if !cert.policy_attached || self.custody.output_missing(&cert) {
                     half_done.push((device.serial.clone(), *cert));
                 }
             }
@@ -256,7 +334,7 @@ impl<A: Claims> Recovery<'_, A> {
         let Some(cert) = cert.filter(|c| c.revoked_status.is_none() && !c.deleted) else {
             return Ok(None);
         };
-        let claim = tokio::task::block_in_place(|| self.packager.shared_claim_from_bundles(&cert))?;
+        let claim = tokio::task::block_in_place(|| self.custody.shared_claim(&cert))?;
         let Some(claim) = claim else {
             let reason = "its private key was lost before any bundle was written";
             self.registrar
@@ -275,7 +353,7 @@ impl<A: Claims> Recovery<'_, A> {
     /// Reconciles creates of this run whose outcome was unknown, while their keys are still
     /// in memory: a certificate found for a key is adopted (extra ones retired); a key with
     /// none is abandoned and its device tried again.
-    pub async fn resolve(&self, uncertain: Vec<Uncertain>) -> Result<Resolved> {
+    pub async fn resolve(&self, uncertain: Vec<Uncertain<C::Key>>) -> Result<Resolved<C::Key>> {
         let keys: Keys = uncertain
             .iter()
             .map(|(p, _)| (p.public_key_sha256.clone(), p.device.serial.clone()))

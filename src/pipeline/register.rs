@@ -16,13 +16,14 @@ use crate::core::certificate::{check_issued_for, check_subject_kept};
 use crate::core::keys::PreparedDevice;
 use crate::core::ledger::Event;
 
-/// What became of one device in the register stage.
-pub enum Registration {
+/// What became of one device in the register stage (`K`: its key, or `()` when kept
+/// offline).
+pub enum Registration<K> {
     /// Its certificate exists, is journaled and carries its key (the claim policy may still
     /// be missing: that is recorded as a failure and the next run attaches it).
-    Registered(Box<RegisteredDevice>),
+    Registered(Box<RegisteredDevice<K>>),
     /// The create call may have made a certificate: reconcile before trying again.
-    Uncertain(Box<PreparedDevice>, String),
+    Uncertain(Box<PreparedDevice<K>>, String),
     /// A definite failure, with the reason for the summary.
     Failed(String),
     /// AWS issued a certificate that claim binding could not use (its subject is not the
@@ -39,7 +40,7 @@ pub struct Registrar<A> {
 
 impl<A: Claims> Registrar<A> {
     /// Journal, create, check, journal, attach, journal. `Err` is a local fault (journal).
-    pub async fn register(&self, prepared: PreparedDevice) -> Result<Registration> {
+    pub async fn register<K>(&self, prepared: PreparedDevice<K>) -> Result<Registration<K>> {
         let serial = prepared.device.serial.clone();
         self.state.record(Event::CreateRequested {
             serial: serial.clone(),
@@ -76,11 +77,11 @@ impl<A: Claims> Registrar<A> {
 
     /// Records a certificate issued for `prepared`'s key, then attaches the claim policy. A
     /// certificate over another key is retired at once.
-    pub async fn adopt(
+    pub async fn adopt<K>(
         &self,
-        prepared: PreparedDevice,
+        prepared: PreparedDevice<K>,
         certificate: NewCertificate,
-    ) -> Result<Registration> {
+    ) -> Result<Registration<K>> {
         let serial = prepared.device.serial.clone();
         let issued =
             match check_issued_for(&certificate.certificate_pem, &prepared.public_key_sha256) {
@@ -129,9 +130,9 @@ impl<A: Claims> Registrar<A> {
 
     /// A certificate issued for `prepared` that must not be used: set INACTIVE, and the
     /// create abandoned in the journal (its key is forgotten with it).
-    async fn abandon(
+    async fn abandon<K>(
         &self,
-        prepared: &PreparedDevice,
+        prepared: &PreparedDevice<K>,
         certificate: &NewCertificate,
         why: &str,
     ) -> Result<()> {
