@@ -21,6 +21,9 @@ pub enum Command {
     /// Air-gapped, on the offline machine: keys (encrypted at rest in keys.age) and CSRs
     /// for a batch; carry csrs.jsonl to the online machine for `register`.
     Prepare(PrepareArgs),
+    /// Air-gapped, on the online machine: register a carried CSR file's devices with AWS IoT
+    /// (resumable: re-run the same command); carry certificates.jsonl back for `package`.
+    Register(RegisterArgs),
     /// Create the AWS account's fleet-provisioning resources (roles, role alias, policies,
     /// thing group, provisioning template, claim policy). Idempotent; --plan only reads.
     Setup(SetupArgs),
@@ -440,6 +443,25 @@ pub struct PrepareArgs {
     /// the file off disk, e.g. `--passphrase-file <(pass show claimfab)`).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["encrypt_to", "encrypt_to_file"])]
     pub passphrase_file: Option<PathBuf>,
+}
+
+/// `claimfab register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The CSR file carried from the offline machine (csrs.jsonl, from `claimfab prepare`).
+    #[arg(value_name = "CSRS")]
+    pub csrs: PathBuf,
+
+    /// Batch directory on this (online) machine: receives journal.jsonl, certificates/ and
+    /// certificates.jsonl (to carry back for `claimfab package`). Re-run to resume.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// How fast a command that works on a made batch may go (`revoke`, `close`,

@@ -20,6 +20,15 @@ pub enum UserError {
         problem: String,
     },
 
+    /// A file carried between the air-gapped and the online machine was refused: another
+    /// batch's, cut short, edited, or holding a certificate for another key.
+    #[error("{file}:{line}: {problem}")]
+    Carried {
+        file: PathBuf,
+        line: u64,
+        problem: String,
+    },
+
     /// A command-line value is invalid.
     #[error("{flag} {value:?}: {problem}")]
     Flag {

@@ -11,8 +11,8 @@ use clap::Parser;
 
 use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
 use claimfab::commands::{
-    audit, batch, close, flashed, keys, prepare, retire_provisioned, revoke, rotate, setup, take,
-    verify,
+    audit, batch, close, flashed, keys, prepare, register, retire_provisioned, revoke, rotate,
+    setup, take, verify,
 };
 use claimfab::error::UserError;
 use claimfab::floor::handout::TakeResult;
@@ -59,10 +59,19 @@ fn holds_keys(command: &Command) -> bool {
         | Command::Take(_)
         | Command::Flashed(_) => true,
         Command::Setup(_)
+        | Command::Register(_)
         | Command::Audit(_)
         | Command::Revoke(_)
         | Command::Close(_)
         | Command::RetireProvisioned(_) => false,
+    }
+}
+
+fn batch_exit(result: BatchResult) -> ExitCode {
+    match result {
+        BatchResult::Done => ExitCode::SUCCESS,
+        BatchResult::SomeFailed => ExitCode::from(1),
+        BatchResult::Interrupted => ExitCode::from(130),
     }
 }
 
@@ -91,11 +100,8 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
     };
     runtime.block_on(async {
         match command {
-            Command::Batch(args) => batch::run(args).await.map(|result| match result {
-                BatchResult::Done => ExitCode::SUCCESS,
-                BatchResult::SomeFailed => ExitCode::from(1),
-                BatchResult::Interrupted => ExitCode::from(130),
-            }),
+            Command::Batch(args) => batch::run(args).await.map(batch_exit),
+            Command::Register(args) => register::run(args).await.map(batch_exit),
             Command::Setup(args) => setup::run(args).await.map(success_or_1),
             Command::Verify(args) => verify::run(args).map(success_or_1),
             Command::Audit(args) => audit::run(args).await.map(success_or_1),

@@ -7,3 +7,4 @@
 //! formats are `core::carried`'s and `core::key_store`'s.
 
 pub mod prepare;
+pub mod register;

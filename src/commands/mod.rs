@@ -9,6 +9,7 @@ pub mod close;
 pub mod flashed;
 pub mod keys;
 pub mod prepare;
+pub mod register;
 pub mod retire_provisioned;
 pub mod revoke;
 pub mod rotate;

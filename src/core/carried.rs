@@ -172,6 +172,9 @@ pub struct CarriedReader<R: BufRead> {
     hash: Sha256,
     /// The 1-based number of the last line read.
     line: u64,
+    /// Bytes read so far, and where the last line read began.
+    offset: u64,
+    line_start: u64,
     device_lines: u64,
     /// Set once the end line was read and checked: the file's `sha256`.
     sha256: Option<String>,
@@ -185,6 +188,8 @@ impl<R: BufRead> CarriedReader<R> {
             kind,
             hash: Sha256::new(),
             line: 0,
+            offset: 0,
+            line_start: 0,
             device_lines: 0,
             sha256: None,
         };
@@ -284,6 +289,11 @@ impl<R: BufRead> CarriedReader<R> {
         self.line
     }
 
+    /// The byte offset in the file where the last line read began.
+    pub fn line_start(&self) -> u64 {
+        self.line_start
+    }
+
     /// The file's checksum, once its end line was read.
     pub fn sha256(&self) -> Option<&str> {
         self.sha256.as_deref()
@@ -307,6 +317,8 @@ impl<R: BufRead> CarriedReader<R> {
             return Ok(None);
         }
         self.line += 1;
+        self.line_start = self.offset;
+        self.offset += read as u64;
         if bytes.last() != Some(&b'\n') {
             return Err(self.error(match read as u64 > limit {
                 true => format!("is over {limit} bytes: not a line claimfab wrote"),

@@ -4,6 +4,8 @@
 //! carried answer), what recovery may assume about an earlier run's keys (lost with it, or
 //! kept offline), and what the run publishes at its end.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use super::state::RunState;
@@ -36,7 +38,7 @@ pub trait Custody: Send + Sync + 'static {
     fn has_output(&self, serial: &str, cert: &CertificateRecord) -> Result<bool>;
 
     /// Whether a live certificate still needs its output (cheap; no adoption).
-    fn output_missing(&self, cert: &CertificateRecord) -> bool;
+    fn output_missing(&self, serial: &str, cert: &CertificateRecord) -> bool;
 
     /// Batch claim scope: the shared claim read back from what an earlier run delivered.
     fn shared_claim(&self, _cert: &CertificateRecord) -> Result<Option<SharedClaim>> {
@@ -53,7 +55,11 @@ pub trait Custody: Send + Sync + 'static {
         anyhow::bail!("a claim shared by the batch is made only by `claimfab batch`")
     }
 
-    /// The run's results written out (the manifest, or nothing yet), and its outcome.
+    /// What the run leaves for the operator, named for the summary.
+    fn outputs(&self) -> Vec<(&'static str, PathBuf)>;
+
+    /// The run's results written out (the manifest, or the carried certificates), and its
+    /// outcome.
     fn publish(
         &self,
         state: &RunState,

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{BatchPlan, BatchRun, Outcome};
+use super::custody::Custody;
+use super::{BatchPlan, BatchRun, Outcome, Packager, RunParts};
 use crate::batch_dir::journal::JournalStore;
 use crate::batch_dir::spec::BatchSpec;
-use crate::batch_dir::{self, BatchDir, BATCH_FILE, JOURNAL_FILE, MANIFEST_FILE};
+use crate::batch_dir::{BatchDir, BATCH_FILE, JOURNAL_FILE};
 use crate::cloud::Claims;
 use crate::core::devices::DeviceList;
 use crate::core::signing::BatchSigner;
@@ -50,6 +51,17 @@ impl Execution<'_> {
         devices: impl Into<DeviceList>,
         api: Arc<A>,
     ) -> Result<BatchResult> {
+        let packager = |parts: &RunParts, plan: &BatchPlan| Ok(Packager::for_run(parts, plan));
+        self.execute_in(devices, api, packager).await
+    }
+
+    /// [`Self::execute`] with the keys kept by `custody` (see [`Custody`]).
+    pub async fn execute_in<A: Claims, C: Custody>(
+        &self,
+        devices: impl Into<DeviceList>,
+        api: Arc<A>,
+        custody: impl FnOnce(&RunParts, &BatchPlan) -> Result<C>,
+    ) -> Result<BatchResult> {
         let recipients = self.spec.recipients(self.out)?;
         let dir = self.open_dir()?;
         let signing = match &self.signer {
@@ -71,7 +83,7 @@ impl Execution<'_> {
             signing,
         };
         let started = Instant::now();
-        let batch = BatchRun::new(api, dir, journal, replay, plan);
+        let batch = BatchRun::new(api, dir, journal, replay, plan, custody)?;
         let signals = tokio::spawn(stop_on_signals(batch.clone()));
         let outcome = batch.clone().run().await;
         // Wait for the aborted signal task to drop its handle on the run, so the directory
@@ -110,7 +122,7 @@ impl Execution<'_> {
 
 /// First Ctrl-C or SIGTERM: stop starting devices, finish in-flight ones, write the
 /// manifest. Second: exit at once (the journal makes that safe).
-async fn stop_on_signals<A: Claims>(batch: Arc<BatchRun<A>>) {
+async fn stop_on_signals<A: Claims, C: Custody>(batch: Arc<BatchRun<A, C>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         return;
@@ -129,7 +141,12 @@ async fn stop_on_signals<A: Claims>(batch: Arc<BatchRun<A>>) {
     }
 }
 
-fn print_summary<A: Claims>(out: &Path, batch: &BatchRun<A>, outcome: &Outcome, elapsed: f64) {
+fn print_summary<A: Claims, C: Custody>(
+    out: &Path,
+    batch: &BatchRun<A, C>,
+    outcome: &Outcome,
+    elapsed: f64,
+) {
     crate::say!(
         "batch {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
         out.display(),
@@ -162,8 +179,9 @@ fn print_summary<A: Claims>(out: &Path, batch: &BatchRun<A>, outcome: &Outcome, 
         };
         crate::say!("  failed {who}: {}", failure.reason);
     }
-    crate::say!("  manifest: {}", out.join(MANIFEST_FILE).display());
-    crate::say!("  bundles:  {}", out.join(batch_dir::BUNDLES_DIR).display());
+    for (what, path) in batch.outputs() {
+        crate::say!("  {what}: {}", path.display());
+    }
     if outcome.interrupted || outcome.pending > 0 || !outcome.failures.is_empty() {
         crate::say!("  re-run the same command to finish the batch");
     }

@@ -23,7 +23,7 @@ pub mod preflight;
 mod publish;
 mod recover;
 mod register;
-mod state;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ use crate::core::station_config::KeyAlgorithm;
 use crate::progress::Progress;
 pub use custody::Custody;
 
-use package::Packager;
+pub use package::Packager;
 use recover::{Reconciler, Recovery};
 use register::{Registrar, Registration};
 use state::RunState;
@@ -151,7 +151,7 @@ impl Todo {
     }
 }
 
-/// What a run's custody is made from (see [`BatchRun::with_custody`]).
+/// What a run's custody is made from (see [`BatchRun::new`]).
 pub struct RunParts {
     pub dir: Arc<BatchDir>,
     pub state: Arc<RunState>,
@@ -172,51 +172,44 @@ pub struct BatchRun<A, C: Custody = Packager> {
     interrupted: AtomicBool,
 }
 
-impl<A: Claims> BatchRun<A, Packager> {
-    /// A `batch` run: keys made here, bundles written into `dir`.
+impl Packager {
+    /// `batch`'s custody: keys made here, bundles written into the run's directory.
+    pub fn for_run(parts: &RunParts, plan: &BatchPlan) -> Self {
+        Packager {
+            dir: parts.dir.clone(),
+            state: parts.state.clone(),
+            target: plan.target.clone(),
+            devices: plan.devices.clone(),
+            recipients: plan.recipients.clone(),
+            key_algorithm: plan.key_algorithm,
+            bar: parts.bar.clone(),
+            cancel: parts.cancel.clone(),
+        }
+    }
+}
+
+impl<A: Claims, C: Custody> BatchRun<A, C> {
+    /// Ties the parts of a run together; `replay` is what `log` held when opened, and
+    /// `custody` makes the key-dependent part from the shared ones and the plan.
     pub fn new(
         api: Arc<A>,
         dir: BatchDir,
         log: Box<dyn EventLog>,
         replay: Replay,
         plan: BatchPlan,
-    ) -> Arc<Self> {
-        let (target, devices) = (plan.target.clone(), plan.devices.clone());
-        let (recipients, key_algorithm) = (plan.recipients.clone(), plan.key_algorithm);
-        Self::with_custody(api, dir, log, replay, plan, |parts| Packager {
-            dir: parts.dir.clone(),
-            state: parts.state.clone(),
-            target,
-            devices,
-            recipients,
-            key_algorithm,
-            bar: parts.bar.clone(),
-            cancel: parts.cancel.clone(),
-        })
-    }
-}
-
-impl<A: Claims, C: Custody> BatchRun<A, C> {
-    /// Ties the parts of a run together; `replay` is what `log` held when opened, and
-    /// `custody` makes the key-dependent part from the shared ones.
-    pub fn with_custody(
-        api: Arc<A>,
-        dir: BatchDir,
-        log: Box<dyn EventLog>,
-        replay: Replay,
-        plan: BatchPlan,
-        custody: impl FnOnce(&RunParts) -> C,
-    ) -> Arc<Self> {
+        custody: impl FnOnce(&RunParts, &BatchPlan) -> Result<C>,
+    ) -> Result<Arc<Self>> {
         let state = Arc::new(RunState::new(log, replay));
         let progress = Arc::new(Progress::new(0));
         let cancel = CancellationToken::new();
-        let custody = Arc::new(custody(&RunParts {
+        let parts = RunParts {
             dir: Arc::new(dir),
             state: state.clone(),
             bar: progress.package.clone(),
             cancel: cancel.clone(),
-        }));
-        Arc::new(Self {
+        };
+        let custody = Arc::new(custody(&parts, &plan)?);
+        Ok(Arc::new(Self {
             registrar: Registrar {
                 api: api.clone(),
                 state: state.clone(),
@@ -236,7 +229,12 @@ impl<A: Claims, C: Custody> BatchRun<A, C> {
             progress,
             cancel,
             interrupted: AtomicBool::new(false),
-        })
+        }))
+    }
+
+    /// What the run leaves for the operator, named for the summary.
+    pub fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        self.custody.outputs()
     }
 
     /// Asks the run to stop starting new devices; in-flight ones finish and are packaged.

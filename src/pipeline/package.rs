@@ -67,8 +67,15 @@ impl Custody for Packager {
         self.has_bundle(serial, cert)
     }
 
-    fn output_missing(&self, cert: &CertificateRecord) -> bool {
+    fn output_missing(&self, _serial: &str, cert: &CertificateRecord) -> bool {
         self.bundle_missing(cert)
+    }
+
+    fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        vec![
+            ("manifest", self.dir.path(crate::batch_dir::MANIFEST_FILE)),
+            ("bundles", self.dir.path(crate::batch_dir::BUNDLES_DIR)),
+        ]
     }
 
     fn shared_claim(&self, cert: &CertificateRecord) -> Result<Option<SharedClaim>> {

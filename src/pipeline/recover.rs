@@ -312,7 +312,7 @@ impl<A: Claims, C: Custody> Recovery<'_, A, C> {
                 continue;
             }
             if let Some(cert) = record.certificate {
-                if !cert.policy_attached || self.custody.output_missing(&cert) {
+                if !cert.policy_attached || self.custody.output_missing(&device.serial, &cert) {
                     half_done.push((device.serial.clone(), *cert));
                 }
             }
