@@ -24,6 +24,9 @@ pub enum Command {
     /// Air-gapped, on the online machine: register a carried CSR file's devices with AWS IoT
     /// (resumable: re-run the same command); carry certificates.jsonl back for `package`.
     Register(RegisterArgs),
+    /// Air-gapped, back on the offline machine: check the carried certificates against the
+    /// batch's keys and write the bundles and the manifest, as `batch` does.
+    Package(PackageArgs),
     /// Create the AWS account's fleet-provisioning resources (roles, role alias, policies,
     /// thing group, provisioning template, claim policy). Idempotent; --plan only reads.
     Setup(SetupArgs),
@@ -462,6 +465,46 @@ pub struct RegisterArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// `claimfab package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The batch directory `claimfab prepare` made on this (offline) machine.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// The certificate file carried back from the online machine (certificates.jsonl, from
+    /// `claimfab register`).
+    #[arg(long, value_name = "FILE")]
+    pub certificates: PathBuf,
+
+    /// The age identity file that opens the key store (the secret key of one of prepare's
+    /// --encrypt-to recipients).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["passphrase", "passphrase_file"])]
+    pub identity: Option<PathBuf>,
+
+    /// Open the key store with its passphrase, asked for on the terminal.
+    #[arg(long, conflicts_with_all = ["identity", "passphrase_file"])]
+    pub passphrase: bool,
+
+    /// Open the key store with the passphrase on the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "identity")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Encrypt each bundle (age) to this station's public key (age1...), as `batch
+    /// --encrypt-to` does; fixed by the first package run.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+
+    /// Encrypt each bundle to the recipients listed in FILE (one age1... per line).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_to_file: Vec<PathBuf>,
+
+    /// Sign the batch with this batch-signing key (from `claimfab batch-key`), as `batch
+    /// --sign-with` does; fixed by the first package run.
+    #[arg(long, value_name = "FILE")]
+    pub sign_with: Option<PathBuf>,
 }
 
 /// How fast a command that works on a made batch may go (`revoke`, `close`,

@@ -11,8 +11,8 @@ use clap::Parser;
 
 use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
 use claimfab::commands::{
-    audit, batch, close, flashed, keys, prepare, register, retire_provisioned, revoke, rotate,
-    setup, take, verify,
+    audit, batch, close, flashed, keys, package, prepare, register, retire_provisioned, revoke,
+    rotate, setup, take, verify,
 };
 use claimfab::error::UserError;
 use claimfab::floor::handout::TakeResult;
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Flashed(args) => run_flashed(args),
         // Offline by design: no runtime, no AWS client.
         Command::Prepare(args) => prepare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Package(args) => package::run(args).map(success_or_1),
         command => run_with_runtime(command),
     };
     exit_code(result)
@@ -52,6 +53,7 @@ fn holds_keys(command: &Command) -> bool {
     match command {
         Command::Batch(_)
         | Command::Prepare(_)
+        | Command::Package(_)
         | Command::Rotate(_)
         | Command::Verify(_)
         | Command::StationKey(_)
@@ -116,6 +118,7 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
             Command::Take(args) => run_take(args),
             Command::Flashed(args) => run_flashed(args),
             Command::Prepare(args) => prepare::run(args).map(|()| ExitCode::SUCCESS),
+            Command::Package(args) => package::run(args).map(success_or_1),
         }
     })
 }

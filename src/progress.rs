@@ -13,21 +13,36 @@ pub struct Progress {
     pub package: ProgressBar,
 }
 
+/// The bars' look: stage, bar, count, rate, ETA.
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>9} [{bar:32.cyan/blue}] {pos:>7}/{len:7} {rate:>9} ETA {eta:>4} {msg}",
+    )
+    .expect("static template")
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}/s", state.per_sec());
+        },
+    )
+    .progress_chars("=> ")
+}
+
+/// One stage's bar alone (the air-gapped stages), for `total` devices; hidden unless
+/// stderr is a terminal.
+pub fn stage_bar(name: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(style());
+    bar.set_prefix(name.to_string());
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
 impl Progress {
     /// Bars for `total` devices still to do; hidden unless stderr is a terminal.
     pub fn new(total: u64) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{prefix:>9} [{bar:32.cyan/blue}] {pos:>7}/{len:7} {rate:>9} ETA {eta:>4} {msg}",
-        )
-        .expect("static template")
-        .with_key(
-            "rate",
-            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.1}/s", state.per_sec());
-            },
-        )
-        .progress_chars("=> ");
+        let style = style();
         let bar = |name: &str| {
             let bar = multi.add(ProgressBar::new(total));
             bar.set_style(style.clone());

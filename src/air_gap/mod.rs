@@ -6,5 +6,7 @@
 //! device's key and batch, then writes the bundles and the manifest as `batch` does. The
 //! formats are `core::carried`'s and `core::key_store`'s.
 
+pub mod csrs;
+pub mod package;
 pub mod prepare;
 pub mod register;

@@ -1,33 +1,26 @@
 //! The register stage on the online machine: the carried CSR file read and checked whole
-//! before anything is created ([`read_csrs`]), then the batch pipeline run over it with the
-//! keys kept offline ([`OfflineKeys`]): each device's CSR read back from the batch
+//! before anything is created (`air_gap::csrs`), then the batch pipeline run over it with
+//! the keys kept offline ([`OfflineKeys`]): each device's CSR read back from the batch
 //! directory's copy of the file, each issued certificate kept in `certificates/SERIAL.pem`,
 //! and at the end `certificates.jsonl` written for the offline machine. A crash loses no
 //! key (there is none here): an unanswered create is looked up by its key and adopted, a
 //! certificate whose file was lost is fetched again.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
-use crate::batch_dir::spec::{devices_fingerprint, BatchSpec};
+use super::csrs::{CsrBatch, CsrFile};
 use crate::batch_dir::BatchDir;
 use crate::core::carried::{
-    CarriedReader, CarriedWriter, CertificateLine, CertificatesHeader, CsrLine, CsrsHeader, Kind,
-    CERTIFICATES_FILE, FORMAT_VERSION,
+    CarriedWriter, CertificateLine, CertificatesHeader, Kind, CERTIFICATES_FILE, FORMAT_VERSION,
 };
-use crate::core::certificate::{check_csr_pem, parse_certificate_pem};
-use crate::core::devices::{ClaimScope, Device, DeviceList};
+use crate::core::certificate::parse_certificate_pem;
+use crate::core::devices::{Device, DeviceList};
 use crate::core::keys::PreparedDevice;
 use crate::core::ledger::CertificateRecord;
-use crate::core::names;
-use crate::core::station_config::KeyAlgorithm;
-use crate::error::UserError;
 use crate::pipeline::custody::Custody;
 use crate::pipeline::state::RunState;
 use crate::pipeline::{BatchPlan, DeviceFailure, Outcome, RegisteredDevice, RunParts};
@@ -35,102 +28,12 @@ use crate::pipeline::{BatchPlan, DeviceFailure, Outcome, RegisteredDevice, RunPa
 /// Where each device's issued certificate is kept in the online batch directory.
 pub const CERTIFICATES_DIR: &str = "certificates";
 
-/// A CSR file, checked whole: its batch, devices, and where each device's line is.
-pub struct CsrBatch {
-    pub batch_id: String,
-    pub spec: BatchSpec,
-    /// The end line's checksum: what `certificates.jsonl` names.
-    pub sha256: String,
-    pub devices: DeviceList,
-    /// Byte offset of each device's line, then of the end line.
-    pub offsets: Vec<u64>,
-}
-
-/// Reads and checks a CSR file: its kind, version, batch, every line (serial and thing
-/// name valid, no serial twice, CSR signed by its own key on the batch's curve, for the
-/// thing name), the device list against the batch's fingerprint, and its end line.
-pub fn read_csrs(path: &Path) -> Result<CsrBatch, UserError> {
-    let fail = |line: u64, problem: String| UserError::Carried {
-        file: path.to_path_buf(),
-        line,
-        problem,
-    };
-    let file =
-        File::open(path).map_err(|e| fail(0, format!("cannot be read ({e}); check the path")))?;
-    let (mut reader, header): (_, CsrsHeader<BatchSpec>) =
-        CarriedReader::open(BufReader::new(file), Kind::Csrs)
-            .map_err(|e| fail(e.line, e.problem))?;
-    check_header(&header).map_err(|problem| fail(1, problem))?;
-    let spec = header.batch;
-    let mut devices = DeviceList::default();
-    let mut offsets = Vec::with_capacity(spec.device_count.min(1 << 20));
-    while let Some(line) = reader
-        .next_line::<CsrLine>()
-        .map_err(|e| fail(e.line, e.problem))?
-    {
-        let at = reader.line_number();
-        check_line(&line, spec.key_algorithm)
-            .map_err(|problem| fail(at, format!("{}: {problem}", line.serial)))?;
-        devices
-            .push(&line.serial, &line.thing_name)
-            .map_err(|e| fail(at, format!("{e}; carry the file `claimfab prepare` wrote")))?;
-        offsets.push(reader.line_start());
-    }
-    offsets.push(reader.line_start());
-    let sha256 = reader.sha256().expect("read to its end").to_string();
-    if devices.len() != spec.device_count || devices_fingerprint(&devices) != spec.devices_sha256 {
-        return Err(fail(
-            reader.line_number(),
-            "its devices are not the ones its header's batch was made for: the file was edited; carry the file `claimfab prepare` wrote".into(),
-        ));
-    }
-    Ok(CsrBatch {
-        batch_id: header.batch_id,
-        spec,
-        sha256,
-        devices,
-        offsets,
-    })
-}
-
-fn check_header(header: &CsrsHeader<BatchSpec>) -> Result<(), String> {
-    let spec = &header.batch;
-    if spec.batch_id.as_deref() != Some(header.batch_id.as_str()) {
-        return Err("its batch id and its batch's differ: the file was edited; carry the file `claimfab prepare` wrote".into());
-    }
-    if spec.claim_scope != ClaimScope::Device
-        || !spec.encrypt_to.is_empty()
-        || spec.signed_by.is_some()
-    {
-        return Err("its batch is not one `claimfab prepare` makes (one claim per device, bundles not yet sealed or signed)".into());
-    }
-    names::check_policy_name(&spec.claim_policy)?;
-    names::check_template_name(&spec.target.template)?;
-    names::check_region(&spec.target.region)
-}
-
-/// One device's line: its names valid, its CSR signed by its own key, for its thing name.
-fn check_line(line: &CsrLine, algorithm: KeyAlgorithm) -> Result<(), String> {
-    names::check_thing_name(&line.serial).map_err(|rule| format!("serial {rule}"))?;
-    names::check_thing_name(&line.thing_name).map_err(|rule| format!("thing name {rule}"))?;
-    let csr = check_csr_pem(&line.csr, algorithm)?;
-    if csr.common_name != line.thing_name {
-        return Err(format!(
-            "its CSR is for {:?}, not its thing name {:?}",
-            csr.common_name, line.thing_name
-        ));
-    }
-    Ok(())
-}
-
 /// `register`'s custody: keys stay on the offline machine; CSRs come from the batch
 /// directory's copy of the carried file, certificates go to `certificates/`.
 pub struct OfflineKeys {
     dir: Arc<BatchDir>,
     devices: Arc<DeviceList>,
-    offsets: Arc<Vec<u64>>,
-    csrs: File,
-    key_algorithm: KeyAlgorithm,
+    csrs: CsrFile,
     batch_id: String,
     csrs_sha256: String,
     bar: ProgressBar,
@@ -145,9 +48,7 @@ impl OfflineKeys {
         Ok(Self {
             dir: parts.dir.clone(),
             devices: plan.devices.clone(),
-            offsets: Arc::new(batch.offsets.clone()),
-            csrs: File::open(csrs).with_context(|| format!("cannot read {}", csrs.display()))?,
-            key_algorithm: batch.spec.key_algorithm,
+            csrs: CsrFile::open(csrs, batch)?,
             batch_id: batch.batch_id.clone(),
             csrs_sha256: batch.sha256.clone(),
             bar: parts.bar.clone(),
@@ -158,26 +59,11 @@ impl OfflineKeys {
         format!("{CERTIFICATES_DIR}/{serial}.pem")
     }
 
-    /// One device's CSR line, read back from the file at its offset and checked again.
+    /// One device's CSR, read back from the batch's CSR file.
     fn csr_of(&self, device: &Device) -> Result<PreparedDevice<()>> {
         let position = (self.devices.position(&device.serial))
             .with_context(|| format!("{} is not in this batch", device.serial))?;
-        let (start, end) = (self.offsets[position], self.offsets[position + 1]);
-        let mut bytes = vec![0u8; (end - start) as usize];
-        self.csrs
-            .read_exact_at(&mut bytes, start)
-            .context("cannot read the batch's CSR file back; re-run")?;
-        let line: CsrLine = serde_json::from_slice(&bytes)
-            .ok()
-            .filter(|line: &CsrLine| line.serial == device.serial)
-            .with_context(|| {
-                format!(
-                    "the batch's CSR file changed under it at {}; restore it",
-                    device.serial
-                )
-            })?;
-        let csr = check_csr_pem(&line.csr, self.key_algorithm)
-            .map_err(|problem| anyhow::anyhow!("{}: {problem}", device.serial))?;
+        let (line, csr) = self.csrs.line(position, &device.serial)?;
         Ok(PreparedDevice {
             device: device.clone(),
             key: (),

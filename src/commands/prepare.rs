@@ -20,7 +20,7 @@ use crate::core::key_store::{StoreLock, KEY_STORE_FILE};
 use crate::core::names;
 use crate::core::station_config::StationConfig;
 use crate::error::UserError;
-use crate::progress::Progress;
+use crate::progress::stage_bar;
 
 /// Runs `claimfab prepare`.
 pub fn run(args: PrepareArgs) -> Result<()> {
@@ -55,9 +55,9 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         let json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
         dir.write_atomic(BATCH_FILE, &json, 0o644)?;
     }
-    let progress = Progress::new(devices.len() as u64);
-    let prepared = prepare_batch(&dir, &spec, &devices, &lock, &progress.prepare);
-    progress.finish();
+    let bar = stage_bar("prepare", devices.len() as u64);
+    let prepared = prepare_batch(&dir, &spec, &devices, &lock, &bar);
+    bar.finish_and_clear();
     let prepared = prepared?;
     crate::say!(
         "prepared {} devices in {:.1} s ({:.0} devices/s)",

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::air_gap::register::{read_csrs, CsrBatch, OfflineKeys};
+use crate::air_gap::csrs::{read_csrs, CsrBatch};
+use crate::air_gap::register::OfflineKeys;
 use crate::aws::Iot;
 use crate::batch_dir::journal::JournalFiles;
 use crate::batch_dir::spec::{check_same_batch, previous_spec};

@@ -135,6 +135,11 @@ impl StationIdentity {
         &self.file
     }
 
+    /// The identities themselves (to open an air-gapped batch's key store).
+    pub fn into_identities(self) -> Identities {
+        self.identities
+    }
+
     /// Whether any of this file's identities is one of `recipients` (age public keys).
     pub fn is_among(&self, recipients: &[String]) -> bool {
         self.identities
