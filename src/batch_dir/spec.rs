@@ -135,6 +135,12 @@ pub fn spec_difference(previous: &BatchSpec, current: &BatchSpec) -> String {
             Some(key) => format!("it was signed by {key}: pass that key's file with --sign-with"),
         };
     }
+    if previous.batch_id != current.batch_id {
+        return match &previous.batch_id {
+            Some(id) => format!("it is air-gapped batch {id}"),
+            None => "it was made by `claimfab batch`".to_string(),
+        };
+    }
     if previous.target.region != current.target.region {
         return format!("region was {}", previous.target.region);
     }
