@@ -464,3 +464,64 @@ fn air_gapped_bundles_provision_on_the_data_plane() {
     line.rt
         .block_on(assert_provisioned(&line.endpoint, &rows, &reports));
 }
+
+/// Copies a directory tree (files and directories only).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_packaged_batch_is_taken_audited_revoked_and_closed_like_any_other() {
+    let gap = AirGap::new("");
+    gap.prepare(4);
+    gap.register();
+    gap.package();
+    // The shared drive the stations take from gets the batch without its key store.
+    let shared = gap.f.work.path().join("shared");
+    copy_tree(&gap.offline, &shared);
+    std::fs::remove_file(shared.join("keys.age")).unwrap();
+    let floor = |args: &[&str]| {
+        let mut cmd = gap.f.endpoint.claimfab();
+        cmd.arg(args[0]).arg(&shared).args(&args[1..]);
+        run(&mut cmd)
+    };
+    let image = gap.f.work.path().join("image");
+    std::fs::create_dir(&image).unwrap();
+    let (code, stdout, stderr) =
+        floor(&["take", "--station", "st1", "--to", image.to_str().unwrap()]);
+    assert_eq!(code, 0, "take: {stdout}\n{stderr}");
+    let flashed = stdout.split_whitespace().next().unwrap().to_string();
+    let (code, _, stderr) = floor(&["flashed", "--station", "st1", &flashed]);
+    assert_eq!(code, 0, "flashed: {stderr}");
+
+    let (code, stdout, stderr) = floor(&["audit"]);
+    assert_eq!(code, 0, "audit: {stdout}\n{stderr}");
+    assert!(stdout.contains("no drift"), "{stdout}");
+
+    let rows = read_manifest(&shared);
+    let leaked = rows.iter().find(|r| r["serial"] != flashed).unwrap();
+    let (code, stdout, stderr) = floor(&["revoke", "--devices", &leaked["serial"]]);
+    assert_eq!(code, 0, "revoke: {stdout}\n{stderr}");
+    let (code, stdout, stderr) = floor(&["close", "--yes"]);
+    assert_eq!(code, 0, "close: {stdout}\n{stderr}");
+
+    let certificates = gap.f.rt.block_on(gap.f.endpoint.all_certificates());
+    for row in &rows {
+        let status = &certificates[&row["certificate_id"]].0;
+        let expected = if row["serial"] == flashed {
+            "ACTIVE"
+        } else {
+            "REVOKED"
+        };
+        assert_eq!(status, expected, "{}", row["serial"]);
+    }
+}
