@@ -405,16 +405,31 @@ pub struct DeviceArgs {
 pub struct PrepareArgs {
     /// Station config (TOML): its [aws] region and endpoints, or the setup record beside it
     /// (STATION.setup.json from `claimfab setup`), say what the bundles will point at.
-    #[arg(long, value_name = "FILE")]
-    pub station: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "rotate")]
+    pub station: Option<PathBuf>,
 
     /// Batch directory on this (offline) machine: receives keys.age (encrypted), csrs.jsonl
     /// (to carry to the online machine), batch.json; later `package` adds the bundles.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    #[command(flatten)]
-    pub devices: DeviceArgs,
+    /// Number of devices, with serials counting up from --first-serial.
+    #[arg(long, value_name = "N", conflicts_with = "devices", required_unless_present_any = ["devices", "rotate"])]
+    pub count: Option<u64>,
+
+    /// First serial of a counted batch; its trailing digits count up, width kept.
+    #[arg(long, value_name = "S", default_value = "SN000001", requires = "count")]
+    pub first_serial: String,
+
+    /// CSV of serials (header row with a `serial` column, one device per row).
+    #[arg(long = "devices", id = "devices", value_name = "FILE.csv")]
+    pub csv: Option<PathBuf>,
+
+    /// New keys for the devices of batch DIR, with its configuration (a rotation: register
+    /// and package the new batch, then `claimfab rotate DIR --out NEWDIR --retire-old`
+    /// online retires the old claims).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["station", "count", "devices", "claim_policy", "template", "region"])]
+    pub rotate: Option<PathBuf>,
 
     /// Claim policy the online machine attaches (overrides provisioning.claim_policy).
     #[arg(long, value_name = "NAME")]

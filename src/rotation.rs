@@ -96,12 +96,24 @@ pub struct RotateRequest {
     pub sign_with: Option<PathBuf>,
 }
 
+/// What the new batch's directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NewBatch {
+    /// Nothing yet: the rotation makes it.
+    Fresh,
+    /// This rotation's batch, begun by an earlier run.
+    Resuming,
+    /// This rotation's batch made in three stages (`prepare --rotate`, `register`,
+    /// `package`): only the old claims' retirement is left to do here.
+    AirGapped,
+}
+
 /// A rotation whose inputs are checked: the old batch read, the new directory valid.
 pub struct Rotate<'a> {
     args: &'a RotateRequest,
     old_spec: BatchSpec,
     devices: DeviceList,
-    resuming: bool,
+    new_batch: NewBatch,
     /// The batch-signing key, when the old batch is signed (the new one is signed with it).
     signer: Option<Arc<BatchSigner>>,
 }
@@ -112,8 +124,12 @@ impl<'a> Rotate<'a> {
         let (old_spec, old_rows) = read_batch_dir(&args.old_dir)?;
         old_spec.recipients(&args.old_dir)?;
         check_new_directory(args)?;
-        let resuming = resuming_rotation(args, &old_spec)?;
-        let signer = rotation_signer(args, &old_spec)?;
+        let new_batch = resuming_rotation(args, &old_spec)?;
+        // An air-gapped batch was signed where it was packaged; nothing is signed here.
+        let signer = match new_batch {
+            NewBatch::AirGapped => None,
+            _ => rotation_signer(args, &old_spec)?,
+        };
         let mut devices = DeviceList::default();
         for row in &old_rows {
             devices.push(&row.serial, &row.thing_name).map_err(|e| {
@@ -127,7 +143,7 @@ impl<'a> Rotate<'a> {
             args,
             old_spec,
             devices,
-            resuming,
+            new_batch,
             signer,
         })
     }
@@ -149,16 +165,7 @@ impl<'a> Rotate<'a> {
         api: Arc<A>,
         journals: &dyn JournalStore,
     ) -> Result<bool> {
-        let new_batch = Execution {
-            out: &self.args.new_dir,
-            spec: &self.old_spec,
-            resuming: self.resuming,
-            limits: &self.args.limits,
-            journals,
-            signer: self.signer.clone(),
-        };
-        if new_batch.execute(self.devices, api.clone()).await? != BatchResult::Done {
-            crate::say!("rotation incomplete: re-run the same command to finish the new batch");
+        if !self.new_batch_complete(api.clone(), journals).await? {
             return Ok(false);
         }
         // The new batch is complete: record the rotation once, then retire when allowed.
@@ -171,6 +178,44 @@ impl<'a> Rotate<'a> {
         };
         write_report(self.args, &rotation)?;
         Ok(true)
+    }
+}
+
+impl Rotate<'_> {
+    /// Makes or finishes the new batch here, or checks an air-gapped one is packaged in
+    /// full; whether it is complete.
+    async fn new_batch_complete<A: Claims>(
+        &self,
+        api: Arc<A>,
+        journals: &dyn JournalStore,
+    ) -> Result<bool> {
+        if self.new_batch == NewBatch::AirGapped {
+            let packaged = self.args.new_dir.join(MANIFEST_FILE).is_file();
+            let done = packaged && {
+                let (_, rows) = read_batch_dir(&self.args.new_dir)?;
+                rows.iter().all(|row| row.status.is_live())
+            };
+            if !done {
+                crate::say!(
+                    "rotation incomplete: {} is air-gapped and not packaged in full; register and package it, then run this again",
+                    self.args.new_dir.display()
+                );
+            }
+            return Ok(done);
+        }
+        let new_batch = Execution {
+            out: &self.args.new_dir,
+            spec: &self.old_spec,
+            resuming: self.new_batch == NewBatch::Resuming,
+            limits: &self.args.limits,
+            journals,
+            signer: self.signer.clone(),
+        };
+        let done = new_batch.execute(self.devices.clone(), api).await? == BatchResult::Done;
+        if !done {
+            crate::say!("rotation incomplete: re-run the same command to finish the new batch");
+        }
+        Ok(done)
     }
 }
 
@@ -202,10 +247,11 @@ fn check_new_directory(args: &RotateRequest) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Whether `--out` already holds this rotation's new batch (resume), refusing any other.
-fn resuming_rotation(args: &RotateRequest, old_spec: &BatchSpec) -> Result<bool, UserError> {
+/// What `--out` holds: nothing, this rotation's new batch begun here or made air-gapped;
+/// any other batch is refused.
+fn resuming_rotation(args: &RotateRequest, old_spec: &BatchSpec) -> Result<NewBatch, UserError> {
     let Existing::Batch(text) = batch_dir::inspect(&args.new_dir)? else {
-        return Ok(false);
+        return Ok(NewBatch::Fresh);
     };
     let previous: BatchSpec = serde_json::from_str(&text).map_err(|e| {
         UserError::output_dir(
@@ -213,6 +259,24 @@ fn resuming_rotation(args: &RotateRequest, old_spec: &BatchSpec) -> Result<bool,
             format!("{BATCH_FILE} is unreadable ({e}); choose a new --out"),
         )
     })?;
+    let air_gapped = previous.batch_id.is_some() && previous.batch_id != old_spec.batch_id;
+    let unbatched = |spec: &BatchSpec| BatchSpec {
+        batch_id: None,
+        ..spec.clone()
+    };
+    if air_gapped && unbatched(&previous) == unbatched(old_spec) {
+        return Ok(NewBatch::AirGapped);
+    }
+    if air_gapped && unbatched(&previous).target == old_spec.target {
+        return Err(UserError::output_dir(
+            &args.new_dir,
+            format!(
+                "is an air-gapped batch packaged unlike {} ({}): package it with the same --encrypt-to and --sign-with",
+                args.old_dir.display(),
+                spec_difference(old_spec, &previous)
+            ),
+        ));
+    }
     if &previous != old_spec {
         return Err(UserError::output_dir(
             &args.new_dir,
@@ -223,7 +287,7 @@ fn resuming_rotation(args: &RotateRequest, old_spec: &BatchSpec) -> Result<bool,
             ),
         ));
     }
-    Ok(true)
+    Ok(NewBatch::Resuming)
 }
 
 /// Records the rotation in the new batch (once) and retires the old certificates when asked

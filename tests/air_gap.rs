@@ -525,3 +525,67 @@ fn a_packaged_batch_is_taken_audited_revoked_and_closed_like_any_other() {
         assert_eq!(status, expected, "{}", row["serial"]);
     }
 }
+
+#[test]
+fn rotation_in_three_stages_then_the_old_claims_retired_online() {
+    let gap = AirGap::new("");
+    gap.prepare(4);
+    gap.register();
+    gap.package();
+    let old_rows = read_manifest(&gap.offline);
+    // Offline: new keys for the old batch's devices, its configuration kept.
+    let new = gap.f.work.path().join("rotated");
+    let (code, _, stderr) = run(offline()
+        .arg("prepare")
+        .arg("--rotate")
+        .arg(&gap.offline)
+        .arg("--out")
+        .arg(&new)
+        .args(["--encrypt-to", &gap.recipient]));
+    assert_eq!(code, 0, "prepare --rotate: {stderr}");
+    // Online: the new CSRs registered; the old claims stay until the new bundles exist.
+    let online = gap.f.work.path().join("rotated-online");
+    let (code, _, stderr) = run(gap
+        .f
+        .endpoint
+        .claimfab()
+        .arg("register")
+        .arg(new.join("csrs.jsonl"))
+        .arg("--out")
+        .arg(&online));
+    assert_eq!(code, 0, "register: {stderr}");
+    let rotate = |gap: &AirGap| {
+        run(gap
+            .f
+            .endpoint
+            .claimfab()
+            .arg("rotate")
+            .arg(&gap.offline)
+            .arg("--out")
+            .arg(&new)
+            .arg("--retire-old"))
+    };
+    let (code, stdout, _) = rotate(&gap);
+    assert_eq!(code, 1, "not packaged yet: {stdout}");
+    assert!(stdout.contains("not packaged in full"), "{stdout}");
+    let (code, _, stderr) = run(offline()
+        .arg("package")
+        .arg(&new)
+        .arg("--certificates")
+        .arg(online.join("certificates.jsonl"))
+        .arg("--identity")
+        .arg(&gap.identity));
+    assert_eq!(code, 0, "package: {stderr}");
+    let (code, stdout, stderr) = rotate(&gap);
+    assert_eq!(code, 0, "rotate: {stdout}\n{stderr}");
+
+    let new_rows = read_manifest(&new);
+    let certificates = gap.f.rt.block_on(gap.f.endpoint.all_certificates());
+    for (old, new) in old_rows.iter().zip(&new_rows) {
+        assert_eq!(old["serial"], new["serial"]);
+        assert_eq!(certificates[&old["certificate_id"]].0, "INACTIVE");
+        assert_eq!(certificates[&new["certificate_id"]].0, "ACTIVE");
+    }
+    let report = std::fs::read_to_string(new.join("rotation.csv")).unwrap();
+    assert_eq!(report.lines().count(), 5, "{report}");
+}

@@ -10,12 +10,12 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::air_gap::prepare::prepare_batch;
-use crate::batch_dir::spec::{check_same_batch, previous_spec, BatchSpec};
+use crate::batch_dir::spec::{check_same_batch, previous_spec, read_batch_dir, BatchSpec};
 use crate::batch_dir::{BatchDir, BATCH_FILE};
 use crate::batch_inputs::{batch_spec, resolve_devices, NameOverrides};
-use crate::cli::PrepareArgs;
+use crate::cli::{DeviceArgs, PrepareArgs};
 use crate::core::carried::CSRS_FILE;
-use crate::core::devices::ClaimScope;
+use crate::core::devices::{ClaimScope, DeviceList};
 use crate::core::key_store::{StoreLock, KEY_STORE_FILE};
 use crate::core::names;
 use crate::core::station_config::StationConfig;
@@ -24,22 +24,10 @@ use crate::progress::stage_bar;
 
 /// Runs `claimfab prepare`.
 pub fn run(args: PrepareArgs) -> Result<()> {
-    let station = crate::settings::read_station(&args.station)?;
-    let names = NameOverrides {
-        claim_policy: &args.claim_policy,
-        template: &args.template,
+    let (mut spec, devices) = match &args.rotate {
+        Some(old) => rotation_of(old)?,
+        None => new_batch(&args)?,
     };
-    names.check()?;
-    let devices = resolve_devices(&args.devices, &station)?;
-    let (region, endpoints) = offline_target(&args, &station)?;
-    let mut spec = batch_spec(
-        &station,
-        &devices,
-        &names,
-        ClaimScope::Device,
-        &region,
-        endpoints,
-    );
     let previous = previous_spec(&args.out)?;
     if let Some(previous) = &previous {
         if already_prepared(previous, &mut spec, &args.out)? {
@@ -76,6 +64,52 @@ pub fn run(args: PrepareArgs) -> Result<()> {
     );
     crate::say!("  there: claimfab register {CSRS_FILE} --out DIR");
     Ok(())
+}
+
+/// A new batch from the station and the flags.
+fn new_batch(args: &PrepareArgs) -> Result<(BatchSpec, DeviceList), UserError> {
+    let station_file = args.station.as_deref().expect("clap requires --station");
+    let station = crate::settings::read_station(station_file)?;
+    let names = NameOverrides {
+        claim_policy: &args.claim_policy,
+        template: &args.template,
+    };
+    names.check()?;
+    let which = DeviceArgs {
+        count: args.count,
+        first_serial: args.first_serial.clone(),
+        csv: args.csv.clone(),
+    };
+    let devices = resolve_devices(&which, &station)?;
+    let (region, endpoints) = offline_target(args, station_file, &station)?;
+    let scope = ClaimScope::Device;
+    let spec = batch_spec(&station, &devices, &names, scope, &region, endpoints);
+    Ok((spec, devices))
+}
+
+/// A rotation of the batch in `old`: its devices and configuration, new keys. Its
+/// stations and signing key are the new batch's package's to give again.
+fn rotation_of(old: &Path) -> Result<(BatchSpec, DeviceList), UserError> {
+    let (old_spec, rows) = read_batch_dir(old)?;
+    if old_spec.claim_scope != ClaimScope::Device {
+        return Err(UserError::output_dir(old, "shares one claim across the batch, which has no air-gapped form; rotate it with `claimfab rotate`"));
+    }
+    let mut devices = DeviceList::default();
+    for row in &rows {
+        devices.push(&row.serial, &row.thing_name).map_err(|e| {
+            UserError::output_dir(
+                old,
+                format!("its manifest: {e}; restore the manifest claimfab wrote"),
+            )
+        })?;
+    }
+    let spec = BatchSpec {
+        encrypt_to: Vec::new(),
+        signed_by: None,
+        batch_id: None,
+        ..old_spec
+    };
+    Ok((spec, devices))
 }
 
 /// A directory that already holds this batch: done if its CSR file exists (true), else to
@@ -115,9 +149,10 @@ fn new_batch_id() -> String {
 /// station's, else the setup record beside the station file, else AWS_REGION (region only).
 fn offline_target(
     args: &PrepareArgs,
+    station_file: &Path,
     station: &StationConfig,
 ) -> Result<(String, (String, String)), UserError> {
-    let record = crate::settings::load_record(&args.station)?;
+    let record = crate::settings::load_record(station_file)?;
     let region = args
         .region
         .clone()
@@ -138,8 +173,8 @@ fn offline_target(
     let endpoint = |pinned: &Option<String>, recorded: Option<&String>, key: &str| {
         pinned.clone().or_else(|| recorded.cloned()).ok_or_else(|| {
             UserError::station(
-                &args.station,
-                format!("no aws.{key} for {region}, and this machine cannot ask AWS: copy the station's setup record ({}) from the machine that ran `claimfab setup`, or set aws.{key}", crate::settings::record_path(&args.station).display()),
+                station_file,
+                format!("no aws.{key} for {region}, and this machine cannot ask AWS: copy the station's setup record ({}) from the machine that ran `claimfab setup`, or set aws.{key}", crate::settings::record_path(station_file).display()),
             )
         })
     };
