@@ -11,7 +11,8 @@
 # UpdateCertificate quota (about twenty minutes); BENCH_ONLY=cpu for CPU per device against
 # the boto3 peer (and claimfab's pipeline without the SDK, on disk and on tmpfs);
 # BENCH_ONLY=memory for peak RSS at 10,000, 100,000 and 1,000,000 devices (about half an hour);
-# BENCH_ONLY=profiles for the release-profile comparison (about forty minutes).
+# BENCH_ONLY=profiles for the release-profile comparison (about forty minutes);
+# BENCH_ONLY=air_gap for the air-gapped prepare and package of 100,000 devices (a few minutes).
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
 # GNU time (apt) for peak RSS, and a release build of claimfab.

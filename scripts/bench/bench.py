@@ -14,6 +14,8 @@ BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_
 BENCH_ONLY=memory only claimfab's peak RSS and CPU per device over BENCH_MEMORY_SIZES devices
 (default 10000,100000,1000000) with an in-process issuer instead of the endpoint (memory.py),
 its figures merged into results.json and its row and note into BENCHMARKS.md.
+BENCH_ONLY=air_gap only `prepare` and `package` of BENCH_AIR_GAP_DEVICES devices (default
+100000; air_gap.py), its row and note merged into BENCHMARKS.md.
 BENCH_ONLY=profiles only the release-profile comparison (profiles.py: three cold builds, about
 forty minutes), printed and written to profiles.json.
 BENCH_ONLY=shared_quota or BENCH_ONLY=revoke only that pace benchmark (pace.py beside this file),
@@ -30,6 +32,7 @@ import shutil
 import subprocess
 import sys
 
+import air_gap
 import memory
 import pace
 import profiles
@@ -208,6 +211,8 @@ def run_all() -> dict:
     results["revoke"] = pace.revoke_benchmark()
     # 7. Memory at a million devices, the pipeline against an in-process issuer.
     results["memory"] = memory.memory_benchmark()
+    # 8. The air-gapped stages' local work: prepare and package.
+    results["air_gap"] = air_gap.air_gap_benchmark()
     log("claim-binding hook: cold start in fresh processes")
     results["hook"] = hook_benchmark()
     results["commands"] = commands
@@ -230,6 +235,9 @@ def main() -> None:
         return
     if os.environ.get("BENCH_ONLY") == "memory":
         memory.run_memory()
+        return
+    if os.environ.get("BENCH_ONLY") == "air_gap":
+        air_gap.run_air_gap()
         return
     if os.environ.get("BENCH_ONLY") in ("shared_quota", "revoke"):
         results = pace.run_pace(os.environ["BENCH_ONLY"])

@@ -3,6 +3,7 @@ figure, and the commands that produced them."""
 
 from types import SimpleNamespace
 
+import air_gap
 import memory
 import pace
 import profiles
@@ -115,6 +116,7 @@ def table(r: dict, x: SimpleNamespace) -> list[str]:
         *([hook_row(r["hook"])] if "hook" in r else []),
         *pace.rows(r),
         *([memory.row(r["memory"])] if "memory" in r else []),
+        *([air_gap.row(r["air_gap"])] if "air_gap" in r else []),
         "",
     ]
 
@@ -150,6 +152,7 @@ def bounds(r: dict, x: SimpleNamespace) -> list[str]:
         f" policy, keeps the keys or records anything, so a crash mid-way leaves no trace.",
         *cpu_bound(r, x),
         *([memory.bound(r["memory"])] if "memory" in r else []),
+        *([air_gap.bound(r["air_gap"])] if "air_gap" in r else []),
         f"- **Requests.** Two per device (CreateCertificateFromCsr, AttachPolicy) plus one"
         f" GetPolicy per batch (the claim policy must exist before anything is created).",
         TAKE_BOUND,

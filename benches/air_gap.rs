@@ -1,0 +1,196 @@
+//! The air-gapped stages' local work, timed as users run them: `claimfab prepare` (keys
+//! encrypted at rest in keys.age, CSRs in csrs.jsonl) and `claimfab package` (the carried
+//! certificates checked against the batch, the key store read, bundles and manifest
+//! written) over N devices, each the release binary in its own process. The online stage
+//! between them is the tests' fake AWS IoT issuing each CSR in this process (AWS's own
+//! work, not timed). Run by `scripts/bench.sh` (`BENCH_ONLY=air_gap`); prints one JSON line
+//! with each stage's wall time, devices per second and CPU seconds.
+//!
+//! `cargo bench --bench air_gap -- DEVICES DIR` (without arguments: 200 devices in a
+//! temporary directory, which is what `cargo test --all-targets` runs).
+
+#[path = "../tests/fake_iot/mod.rs"]
+mod fake_iot;
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use claimfab::cloud::Claims;
+use claimfab::core::carried::{
+    CarriedReader, CarriedWriter, CertificateLine, CertificatesHeader, CsrLine, CsrsHeader, Kind,
+    FORMAT_VERSION,
+};
+use fake_iot::{Crash, FakeIot};
+
+/// What a stage took: wall seconds, devices per second, CPU seconds of its process.
+struct Timed {
+    seconds: f64,
+    cpu: f64,
+}
+
+/// User + system CPU seconds of this process's waited-for children so far.
+fn children_cpu() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Runs claimfab with `args`, which must succeed; its wall and CPU time.
+fn claimfab(args: &[&std::ffi::OsStr]) -> Timed {
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_claimfab"))
+        .args(args)
+        .output()
+        .expect("claimfab runs");
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        eprintln!(
+            "claimfab {:?} failed: {}{}",
+            args,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::process::exit(1);
+    }
+    Timed {
+        seconds,
+        cpu: children_cpu() - cpu_before,
+    }
+}
+
+/// The station file the offline machine prepares with (its endpoints pinned).
+fn station(dir: &Path) -> PathBuf {
+    let path = dir.join("station.toml");
+    std::fs::write(
+        &path,
+        "[aws]\nregion = \"us-east-1\"\n\
+         iot_data_endpoint = \"bench-ats.iot.us-east-1.amazonaws.com\"\n\
+         iot_credential_endpoint = \"bench.credentials.iot.us-east-1.amazonaws.com\"\n\
+         [provisioning]\nthing_name_pattern = \"gg-{serial}\"\n",
+    )
+    .expect("write the station file");
+    path
+}
+
+/// The key store's holder: its identity file (0600) and recipient.
+fn holder(dir: &Path) -> (PathBuf, String) {
+    let key = claimfab::core::sealed::new_station_key(time::OffsetDateTime::now_utc());
+    let path = dir.join("holder.key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("write the identity");
+    file.write_all(key.identity_file.as_bytes())
+        .expect("write the identity");
+    (path, key.recipient)
+}
+
+/// The online stage, in process: every CSR issued by the fake AWS IoT into the carried
+/// certificate file.
+fn register(csrs: &Path, certificates: &Path) {
+    let last = std::fs::read_to_string(csrs).expect("read csrs.jsonl");
+    let end: serde_json::Value =
+        serde_json::from_str(last.lines().last().expect("an end line")).expect("JSON");
+    let file = BufReader::new(std::fs::File::open(csrs).expect("open csrs.jsonl"));
+    let (mut reader, header): (_, CsrsHeader<serde_json::Value>) =
+        CarriedReader::open(file, Kind::Csrs).expect("a CSR file");
+    let out = BufWriter::new(std::fs::File::create(certificates).expect("create"));
+    let answer = CertificatesHeader {
+        claimfab: "certificates".into(),
+        version: FORMAT_VERSION,
+        batch_id: header.batch_id,
+        csrs_sha256: end["sha256"].as_str().expect("a checksum").to_string(),
+    };
+    let mut writer = CarriedWriter::new(out, Kind::Certificates, &answer).expect("write");
+    let iot = FakeIot::new(Arc::new(Crash::default()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    while let Some(line) = reader.next_line::<CsrLine>().expect("a CSR line") {
+        let issued = runtime
+            .block_on(iot.create_certificate_from_csr(&line.csr))
+            .expect("issued");
+        iot.certificates.lock().unwrap().clear();
+        writer
+            .line(&CertificateLine {
+                serial: line.serial,
+                thing_name: line.thing_name,
+                certificate_id: issued.certificate_id,
+                certificate_arn: issued.certificate_arn,
+                certificate_pem: issued.certificate_pem,
+                policy_attached: true,
+            })
+            .expect("write");
+    }
+    writer.finish().expect("write").0.flush().expect("write");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let smoke = tempfile::tempdir().expect("a temporary directory");
+    let count = args.first().map_or(Some(200), |n| n.parse::<usize>().ok());
+    let dir = args
+        .get(1)
+        .map_or(smoke.path().to_path_buf(), PathBuf::from);
+    let Some(count) = count.filter(|n| *n > 0) else {
+        eprintln!("usage: air_gap DEVICES DIR");
+        std::process::exit(2);
+    };
+    std::fs::create_dir_all(&dir).expect("create DIR");
+    let station = station(&dir);
+    let (identity, recipient) = holder(&dir);
+    let offline = dir.join("offline");
+    let certificates = dir.join("certificates.jsonl");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let prepare = claimfab(&[
+        &os("prepare"),
+        &os("--station"),
+        station.as_os_str(),
+        &os("--out"),
+        offline.as_os_str(),
+        &os("--count"),
+        &os(&count.to_string()),
+        &os("--encrypt-to"),
+        &os(&recipient),
+    ]);
+    register(&offline.join("csrs.jsonl"), &certificates);
+    let package = claimfab(&[
+        &os("package"),
+        offline.as_os_str(),
+        &os("--certificates"),
+        certificates.as_os_str(),
+        &os("--identity"),
+        identity.as_os_str(),
+    ]);
+    let stage = |t: &Timed| {
+        format!(
+            "{{\"seconds\": {:.2}, \"per_second\": {:.0}, \"cpu_seconds\": {:.2}}}",
+            t.seconds,
+            count as f64 / t.seconds,
+            t.cpu
+        )
+    };
+    let manifest = std::fs::File::open(offline.join("manifest.csv")).expect("a manifest");
+    let rows = BufReader::new(manifest).lines().count() - 1;
+    assert_eq!(rows, count, "every device in the manifest");
+    println!(
+        "{{\"devices\": {count}, \"prepare\": {}, \"package\": {}}}",
+        stage(&prepare),
+        stage(&package)
+    );
+}
