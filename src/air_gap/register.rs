@@ -199,6 +199,10 @@ impl Custody for OfflineKeys {
         })
     }
 
+    fn command(&self) -> &'static str {
+        "register"
+    }
+
     fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
         vec![("carry back", self.dir.path(CERTIFICATES_FILE))]
     }

@@ -55,6 +55,9 @@ pub trait Custody: Send + Sync + 'static {
         anyhow::bail!("a claim shared by the batch is made only by `claimfab batch`")
     }
 
+    /// The command a run of this custody is, for the summary (`batch`, `register`).
+    fn command(&self) -> &'static str;
+
     /// What the run leaves for the operator, named for the summary.
     fn outputs(&self) -> Vec<(&'static str, PathBuf)>;
 

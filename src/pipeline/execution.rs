@@ -148,7 +148,8 @@ fn print_summary<A: Claims, C: Custody>(
     elapsed: f64,
 ) {
     crate::say!(
-        "batch {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
+        "{} {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
+        batch.command(),
         out.display(),
         outcome.ready,
         outcome.failed,

@@ -232,6 +232,11 @@ impl<A: Claims, C: Custody> BatchRun<A, C> {
         }))
     }
 
+    /// The command this run is, for the summary.
+    pub fn command(&self) -> &'static str {
+        self.custody.command()
+    }
+
     /// What the run leaves for the operator, named for the summary.
     pub fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
         self.custody.outputs()

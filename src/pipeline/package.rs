@@ -71,6 +71,10 @@ impl Custody for Packager {
         self.bundle_missing(cert)
     }
 
+    fn command(&self) -> &'static str {
+        "batch"
+    }
+
     fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
         vec![
             ("manifest", self.dir.path(crate::batch_dir::MANIFEST_FILE)),
