@@ -589,3 +589,60 @@ fn rotation_in_three_stages_then_the_old_claims_retired_online() {
     let report = std::fs::read_to_string(new.join("rotation.csv")).unwrap();
     assert_eq!(report.lines().count(), 5, "{report}");
 }
+
+#[test]
+fn a_passphrase_locks_the_key_store_and_package_seals_for_the_stations() {
+    let gap = AirGap::new("");
+    let secret = gap.f.work.path().join("passphrase");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    let wrong = gap.f.work.path().join("wrong");
+    std::fs::write(&wrong, "incorrect horse\n").unwrap();
+    let (code, _, stderr) = run(offline()
+        .args(["prepare", "--count", "3", "--station"])
+        .arg(&gap.f.station)
+        .arg("--out")
+        .arg(&gap.offline)
+        .arg("--passphrase-file")
+        .arg(&secret));
+    assert_eq!(code, 0, "prepare: {stderr}");
+    assert_no_private_key(&gap.offline);
+    std::fs::copy(gap.offline.join("csrs.jsonl"), gap.carry.join("csrs.jsonl")).unwrap();
+    gap.register();
+    let (station_key, station) = holder(&gap.carry);
+    let package = |passphrase: &Path, stations: &str| {
+        run(offline()
+            .arg("package")
+            .arg(&gap.offline)
+            .arg("--certificates")
+            .arg(gap.carry.join("certificates.jsonl"))
+            .arg("--passphrase-file")
+            .arg(passphrase)
+            .args(["--encrypt-to", stations]))
+    };
+    let before = files(&gap.offline);
+    let (code, _, stderr) = package(&wrong, &station);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("does not open"), "{stderr}");
+    assert_eq!(files(&gap.offline), before, "nothing written");
+
+    let (code, _, stderr) = package(&secret, &station);
+    assert_eq!(code, 0, "package: {stderr}");
+    let rows = read_manifest(&gap.offline);
+    for row in &rows {
+        assert!(row["bundle"].ends_with(".zip.age"), "{row:?}");
+    }
+    assert_no_private_key(&gap.offline);
+    let (code, stdout, stderr) = run(offline()
+        .arg("verify")
+        .arg(&gap.offline)
+        .arg("--identity")
+        .arg(&station_key));
+    assert_eq!(code, 0, "verify: {stdout}\n{stderr}");
+    // The stations are fixed by the first package run.
+    let elsewhere = gap.f.work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (_, other) = holder(&elsewhere);
+    let (code, _, stderr) = package(&secret, &other);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("encrypted to"), "{stderr}");
+}
