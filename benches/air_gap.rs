@@ -11,6 +11,8 @@
 
 #[path = "../tests/fake_iot/mod.rs"]
 mod fake_iot;
+#[path = "support/rusage.rs"]
+mod rusage;
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,21 +34,9 @@ struct Timed {
     cpu: f64,
 }
 
-/// User + system CPU seconds of this process's waited-for children so far.
-fn children_cpu() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
 /// Runs claimfab with `args`, which must succeed; its wall and CPU time.
 fn claimfab(args: &[&std::ffi::OsStr]) -> Timed {
-    let cpu_before = children_cpu();
+    let cpu_before = rusage::cpu_seconds(libc::RUSAGE_CHILDREN);
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_claimfab"))
         .args(args)
@@ -64,7 +54,7 @@ fn claimfab(args: &[&std::ffi::OsStr]) -> Timed {
     }
     Timed {
         seconds,
-        cpu: children_cpu() - cpu_before,
+        cpu: rusage::cpu_seconds(libc::RUSAGE_CHILDREN) - cpu_before,
     }
 }
 

@@ -10,6 +10,8 @@
 
 #[path = "../tests/fake_iot/mod.rs"]
 mod fake_iot;
+#[path = "support/rusage.rs"]
+mod rusage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,18 +103,6 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -161,7 +151,7 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let cpu = cpu_seconds();
+    let cpu = rusage::cpu_seconds(libc::RUSAGE_SELF);
     println!(
         "{{\"devices\": {count}, \"seconds\": {elapsed:.1}, \"cpu_ms_per_device\": {:.3}, \"peak_rss_kib\": {}}}",
         cpu * 1000.0 / count as f64,

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -54,20 +53,6 @@ fn holder(dir: &Path) -> (PathBuf, String) {
     let (code, stdout, stderr) = run(offline().args(["station-key", "--out"]).arg(&file));
     assert_eq!(code, 0, "{stderr}");
     (file, stdout.trim().to_string())
-}
-
-/// Every file under `dir` with its bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut all = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            all.extend(files(&path));
-        } else {
-            all.insert(path.clone(), std::fs::read(&path).unwrap());
-        }
-    }
-    all
 }
 
 fn assert_no_private_key(dir: &Path) {

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use common::*;
@@ -37,20 +37,6 @@ fn identity(path: &Path) -> age::x25519::Identity {
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
         .unwrap();
     age::x25519::Identity::from_str(line).unwrap()
-}
-
-/// Every file under `dir`, with its bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut all = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            all.extend(files(&path));
-        } else {
-            all.insert(path.clone(), std::fs::read(&path).unwrap());
-        }
-    }
-    all
 }
 
 /// The files of a zip in memory: name -> bytes.

@@ -5,12 +5,12 @@ IoT (benches/air_gap.rs). Targets: prepare at least 20,000 devices per second (P
 CSRs, encrypted at rest) and package at least 5,000 bundles per second, on 2 cores. Its row
 and note go into BENCHMARKS.md."""
 
-import datetime
 import json
 import os
 import shutil
 import subprocess
 
+import runs
 from runs import OUT, REPO, commands, log, machine
 
 ROW_PREFIX = "| air-gapped stages:"
@@ -59,38 +59,12 @@ def bound(r: dict) -> str:
 
 
 def patch_benchmarks_md(text: str, r: dict, measured: str) -> str:
-    """BENCHMARKS.md with the air-gap row and note in place (replaced if there, else added
-    after the table's last row and first among the bounds) and its command listed."""
-    lines = text.splitlines()
-    new_row = row(r, measured)
-    at = next((i for i, line in enumerate(lines) if line.startswith(ROW_PREFIX)), None)
-    if at is None:
-        lines.insert(max(i for i, line in enumerate(lines) if line.startswith("|")) + 1, new_row)
-    else:
-        lines[at] = new_row
-    note = next((i for i, line in enumerate(lines) if line.startswith("- **Air-gapped stages.**")), None)
-    if note is None:
-        lines.insert(lines.index("## What bounds each figure") + 2, bound(r))
-    else:
-        lines[note] = bound(r)
-    fence = max(i for i, line in enumerate(lines) if line == "```")
-    for command in r.get("commands", []):
-        if command not in lines:
-            lines.insert(fence, command)
-            fence += 1
-    return "\n".join(lines) + "\n"
+    """BENCHMARKS.md with the air-gap row and note of a BENCH_ONLY run in place."""
+    return runs.patch_benchmarks_md(text, ROW_PREFIX, row(r, measured), "- **Air-gapped stages.**",
+                                    bound(r), r.get("commands", []))
 
 
 def run_air_gap() -> None:
     """BENCH_ONLY=air_gap: runs it, merges its figures into results.json and its row and note
     into BENCHMARKS.md."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["air_gap"] = air_gap_benchmark()
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(json.dumps(results["air_gap"], indent=2))
-    print(row(results["air_gap"]))
-    measured = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    md = REPO / "BENCHMARKS.md"
-    md.write_text(patch_benchmarks_md(md.read_text(), results["air_gap"], measured))
+    runs.run_alone("air_gap", air_gap_benchmark, row, patch_benchmarks_md)

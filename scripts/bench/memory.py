@@ -6,13 +6,13 @@ million. Each size runs in its own process, which reports its own peak RSS (VmHW
 its batch directory is removed after (a million bundles are about 6 GB). Its row and note go
 into BENCHMARKS.md."""
 
-import datetime
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import runs
 from runs import OUT, REPO, commands, log, machine
 
 ROW_PREFIX = "| memory:"
@@ -90,39 +90,12 @@ def bound(memory: dict) -> str:
 
 
 def patch_benchmarks_md(text: str, memory: dict, measured: str) -> str:
-    """BENCHMARKS.md with the memory row and note of a BENCH_ONLY run in place: replaced if
-    there, else the row after the table's last row and the note first among the bounds."""
-    lines = text.splitlines()
-    new_row = row(memory, measured)
-    at = next((i for i, line in enumerate(lines) if line.startswith(ROW_PREFIX)), None)
-    if at is None:
-        lines.insert(max(i for i, line in enumerate(lines) if line.startswith("|")) + 1, new_row)
-    else:
-        lines[at] = new_row
-    note = next((i for i, line in enumerate(lines) if line.startswith("- **Memory.**")), None)
-    if note is None:
-        note = lines.index("## What bounds each figure") + 2
-        lines.insert(note, bound(memory))
-    else:
-        lines[note] = bound(memory)
-    fence = max(i for i, line in enumerate(lines) if line == "```")
-    for command in memory.get("commands", []):
-        if command not in lines:
-            lines.insert(fence, command)
-            fence += 1
-    return "\n".join(lines) + "\n"
+    """BENCHMARKS.md with the memory row and note of a BENCH_ONLY run in place."""
+    return runs.patch_benchmarks_md(text, ROW_PREFIX, row(memory, measured), "- **Memory.**",
+                                    bound(memory), memory.get("commands", []))
 
 
 def run_memory() -> None:
     """BENCH_ONLY=memory: runs it, merges its figures into results.json and its row and note
     into BENCHMARKS.md."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["memory"] = memory_benchmark()
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(json.dumps(results["memory"], indent=2))
-    print(row(results["memory"]))
-    measured = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    md = REPO / "BENCHMARKS.md"
-    md.write_text(patch_benchmarks_md(md.read_text(), results["memory"], measured))
+    runs.run_alone("memory", memory_benchmark, row, patch_benchmarks_md)

@@ -190,3 +190,42 @@ def cpu_seconds(name: str) -> float:
     text = (OUT / f"{name}.time").read_text()
     return sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", text).group(1))
                for kind in ("User", "System"))
+
+
+def patch_benchmarks_md(text: str, row_prefix: str, new_row: str, note_prefix: str, note: str,
+                        new_commands: list[str]) -> str:
+    """BENCHMARKS.md with one benchmark's row and note in place (replaced if there, else the
+    row after the table's last row and the note first among the bounds) and its commands
+    listed: what a BENCH_ONLY run of it changes."""
+    lines = text.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith(row_prefix)), None)
+    if at is None:
+        lines.insert(max(i for i, line in enumerate(lines) if line.startswith("|")) + 1, new_row)
+    else:
+        lines[at] = new_row
+    at = next((i for i, line in enumerate(lines) if line.startswith(note_prefix)), None)
+    if at is None:
+        lines.insert(lines.index("## What bounds each figure") + 2, note)
+    else:
+        lines[at] = note
+    fence = max(i for i, line in enumerate(lines) if line == "```")
+    for command in new_commands:
+        if command not in lines:
+            lines.insert(fence, command)
+            fence += 1
+    return "\n".join(lines) + "\n"
+
+
+def run_alone(key: str, benchmark, row, patch) -> None:
+    """A BENCH_ONLY run of one benchmark: runs it, merges its figures into results.json
+    under `key`, prints them, and patches BENCHMARKS.md with `patch(text, figures, date)`."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = benchmark()
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(json.dumps(results[key], indent=2))
+    print(row(results[key]))
+    measured = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    md = REPO / "BENCHMARKS.md"
+    md.write_text(patch(md.read_text(), results[key], measured))
