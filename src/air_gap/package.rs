@@ -149,6 +149,9 @@ impl Importer<'_> {
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut position = 0;
         while let Some((serial, key)) = store.next_key()? {
+            if position == self.expected.devices.len() {
+                anyhow::bail!("the key store holds more keys than the batch has devices ({serial} is extra): keys.age is from another run of prepare; restore this batch's");
+            }
             let device = self.expected.devices.get(position);
             if device.serial != serial {
                 anyhow::bail!("the key store holds {serial} where the batch has {}: keys.age is from another run of prepare; restore this batch's", device.serial);
