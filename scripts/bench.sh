@@ -12,7 +12,8 @@
 # the boto3 peer (and claimfab's pipeline without the SDK, on disk and on tmpfs);
 # BENCH_ONLY=memory for peak RSS at 10,000, 100,000 and 1,000,000 devices (about half an hour);
 # BENCH_ONLY=profiles for the release-profile comparison (about forty minutes);
-# BENCH_ONLY=air_gap for the air-gapped prepare and package of 100,000 devices (a few minutes).
+# BENCH_ONLY=air_gap for the air-gapped prepare and package of 100,000 devices (a few minutes);
+# BENCH_ONLY=local for the local-work rows again over the last full run (a few minutes).
 #
 # Installs what it needs: the local endpoint (.venv), the AWS CLI and boto3 (.venv-bench),
 # GNU time (apt) for peak RSS, and a release build of claimfab.
@@ -27,7 +28,7 @@ if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 bash scripts/local-aws/ensure-venv.sh
-if [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == cpu ]]; then
+if [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == cpu || "${BENCH_ONLY}" == local ]]; then
     # The AWS CLI and boto3, for the peers (the take and hook benchmarks need neither).
     bash scripts/local-aws/ensure-venv.sh .venv-bench scripts/bench/requirements.txt
 fi

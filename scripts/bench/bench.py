@@ -14,6 +14,8 @@ BENCH_ONLY=cpu only claimfab's and the boto3 peer's CPU per device (BENCH_LOCAL_
 BENCH_ONLY=memory only claimfab's peak RSS and CPU per device over BENCH_MEMORY_SIZES devices
 (default 10000,100000,1000000) with an in-process issuer instead of the endpoint (memory.py),
 its figures merged into results.json and its row and note into BENCHMARKS.md.
+BENCH_ONLY=local only the local-work rows (claimfab, the peer, the manual way, claimfab without
+the SDK), over the last full run's results.json, BENCHMARKS.md rendered anew.
 BENCH_ONLY=air_gap only `prepare` and `package` of BENCH_AIR_GAP_DEVICES devices (default
 100000; air_gap.py), its row and note merged into BENCHMARKS.md.
 BENCH_ONLY=profiles only the release-profile comparison (profiles.py: three cold builds, about
@@ -174,6 +176,22 @@ def cpu_per_device() -> None:
           f"{disk:.3f} ms on disk, {tmpfs:.3f} ms on tmpfs")
 
 
+def rerun_local() -> None:
+    """BENCH_ONLY=local: the local-work rows measured again (claimfab, the boto3 peer, the
+    manual way, and claimfab without the SDK) over the last full run's results.json, and
+    BENCHMARKS.md rendered anew from it."""
+    path = OUT / "results.json"
+    results = json.loads(path.read_text())
+    fast = station("station-fast", FAST_LIMITS)
+    local_work(results, fast)
+    results["in_process"] = memory.in_process_cpu(LOCAL_DEVICES)
+    results["local_measured"] = machine()["date"]
+    path.write_text(json.dumps(results, indent=2, default=str))
+    report = render(results)
+    (REPO / "BENCHMARKS.md").write_text(report)
+    print(report)
+
+
 def run_one(only: str) -> None:
     """BENCH_ONLY=hook, take or cpu: that benchmark alone, its figures printed."""
     if only == "cpu":
@@ -235,6 +253,9 @@ def main() -> None:
         return
     if os.environ.get("BENCH_ONLY") == "memory":
         memory.run_memory()
+        return
+    if os.environ.get("BENCH_ONLY") == "local":
+        rerun_local()
         return
     if os.environ.get("BENCH_ONLY") == "air_gap":
         air_gap.run_air_gap()

@@ -45,7 +45,8 @@ def in_process_cpu(devices: int) -> dict:
         out = parent / f"claimfab-in-process-{devices}"
         shutil.rmtree(out, ignore_errors=True)
         cmd = ["cargo", "bench", "--locked", "--quiet", "--bench", "batch_memory", "--", str(devices), str(out)]
-        commands.append(" ".join(cmd))
+        shown_out = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+        commands.append(" ".join(cmd[:-1] + [str(shown_out)]))
         done = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True)
         shutil.rmtree(out, ignore_errors=True)
         figures[place] = json.loads(done.stdout.strip().splitlines()[-1])["cpu_ms_per_device"]

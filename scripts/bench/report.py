@@ -172,7 +172,10 @@ def render(r: dict) -> str:
         f"Measured {m['date']} by `bash scripts/bench.sh` on {m['cores']} cores ({m['cpu']}),"
         f" {m['memory_gib']} GiB, {m['os']}; {m['rustc']}; {m['openssl']}; Python {m['python']}.",
         "AWS is the project's local endpoint (moto behind `scripts/local-aws/local_endpoint.py`) on the same"
-        " machine, so the endpoint competes with the tool for the same cores.",
+        " machine, so the endpoint competes with the tool for the same cores."
+        + (f" The local-work rows and the CPU bound were measured again {r['local_measured']} by"
+           " `BENCH_ONLY=local bash scripts/bench.sh`, claimfab at the peer's 16 requests in flight."
+           if "local_measured" in r else ""),
         "",
         *table(r, x),
         *bounds(r, x),
