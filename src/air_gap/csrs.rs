@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::batch_dir::spec::{devices_fingerprint, BatchSpec};
 use crate::core::carried::{CarriedReader, CsrLine, CsrsHeader, Kind};
-use crate::core::certificate::{check_csr_pem, CheckedCsr};
+use crate::core::certificate::{csr_facts, CheckedCsr};
 use crate::core::devices::{ClaimScope, DeviceList};
 use crate::core::names;
 use crate::core::station_config::KeyAlgorithm;
@@ -29,10 +29,19 @@ pub struct CsrBatch {
     pub offsets: Vec<u64>,
 }
 
+/// Whether a CSR file's signatures are checked: a carried one's are (`register`), the one
+/// this machine wrote is only parsed (`package` checks certificates against the key store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    Verify,
+    Trust,
+}
+
 /// Reads and checks a CSR file: its kind, version, batch, every line (serial and thing
-/// name valid, no serial twice, CSR signed by its own key on the batch's curve, for the
-/// thing name), the device list against the batch's fingerprint, and its end line.
-pub fn read_csrs(path: &Path) -> Result<CsrBatch, UserError> {
+/// name valid, no serial twice, CSR for the thing name and, unless trusted, signed by its
+/// own key on the batch's curve), the device list against the batch's fingerprint, and its
+/// end line.
+pub fn read_csrs(path: &Path, signatures: Signatures) -> Result<CsrBatch, UserError> {
     let fail = |line: u64, problem: String| UserError::Carried {
         file: path.to_path_buf(),
         line,
@@ -52,7 +61,7 @@ pub fn read_csrs(path: &Path) -> Result<CsrBatch, UserError> {
         .map_err(|e| fail(e.line, e.problem))?
     {
         let at = reader.line_number();
-        check_line(&line, spec.key_algorithm)
+        check_line(&line, spec.key_algorithm, signatures)
             .map_err(|problem| fail(at, format!("{}: {problem}", line.serial)))?;
         devices
             .push(&line.serial, &line.thing_name)
@@ -92,11 +101,15 @@ fn check_header(header: &CsrsHeader<BatchSpec>) -> Result<(), String> {
     names::check_region(&spec.target.region)
 }
 
-/// One device's line: its names valid, its CSR signed by its own key, for its thing name.
-fn check_line(line: &CsrLine, algorithm: KeyAlgorithm) -> Result<(), String> {
+/// One device's line: its names valid, its CSR (signed by its own key) for its thing name.
+fn check_line(
+    line: &CsrLine,
+    algorithm: KeyAlgorithm,
+    signatures: Signatures,
+) -> Result<(), String> {
     names::check_thing_name(&line.serial).map_err(|rule| format!("serial {rule}"))?;
     names::check_thing_name(&line.thing_name).map_err(|rule| format!("thing name {rule}"))?;
-    let csr = check_csr_pem(&line.csr, algorithm)?;
+    let csr = csr_facts(&line.csr, verify_for(algorithm, signatures))?;
     if csr.common_name != line.thing_name {
         return Err(format!(
             "its CSR is for {:?}, not its thing name {:?}",
@@ -111,15 +124,21 @@ pub struct CsrFile {
     file: File,
     offsets: Vec<u64>,
     key_algorithm: KeyAlgorithm,
+    signatures: Signatures,
+}
+
+fn verify_for(algorithm: KeyAlgorithm, signatures: Signatures) -> Option<KeyAlgorithm> {
+    (signatures == Signatures::Verify).then_some(algorithm)
 }
 
 impl CsrFile {
     /// Opens `path`, which holds `batch` (it was read and checked as such).
-    pub fn open(path: &Path, batch: &CsrBatch) -> Result<Self> {
+    pub fn open(path: &Path, batch: &CsrBatch, signatures: Signatures) -> Result<Self> {
         Ok(Self {
             file: File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
             offsets: batch.offsets.clone(),
             key_algorithm: batch.spec.key_algorithm,
+            signatures,
         })
     }
 
@@ -137,7 +156,7 @@ impl CsrFile {
             .with_context(|| {
                 format!("the batch's CSR file changed under it at {serial}; restore it")
             })?;
-        let csr = check_csr_pem(&line.csr, self.key_algorithm)
+        let csr = csr_facts(&line.csr, verify_for(self.key_algorithm, self.signatures))
             .map_err(|problem| anyhow::anyhow!("{serial}: {problem}"))?;
         Ok((line, csr))
     }

@@ -41,8 +41,8 @@ pub struct Expected<'a> {
 }
 
 /// Reads the certificate file whole and checks it (see the module doc); returns how many
-/// devices it has a certificate for.
-pub fn check_certificates(path: &Path, expected: &Expected) -> Result<u64, UserError> {
+/// devices it has a certificate for, and its checksum.
+pub fn check_certificates(path: &Path, expected: &Expected) -> Result<(u64, String), UserError> {
     let fail = |line: u64, problem: String| UserError::Carried {
         file: path.to_path_buf(),
         line,
@@ -51,7 +51,7 @@ pub fn check_certificates(path: &Path, expected: &Expected) -> Result<u64, UserE
     let (reader, header) = open(path).map_err(|(line, problem)| fail(line, problem))?;
     check_header(&header, expected).map_err(|problem| fail(1, problem))?;
     let mut next_position = 0;
-    let (count, _) = reader
+    let (count, sha256) = reader
         .check_to_end::<CertificateLine>(|_, line| {
             let position = expected
                 .devices
@@ -64,7 +64,7 @@ pub fn check_certificates(path: &Path, expected: &Expected) -> Result<u64, UserE
             check_line(&line, position, expected).map(drop)
         })
         .map_err(|e| fail(e.line, e.problem))?;
-    Ok(count)
+    Ok((count, sha256))
 }
 
 type Opened = (CarriedReader<BufReader<File>>, CertificatesHeader);
@@ -138,7 +138,13 @@ pub struct Importer<'a> {
 impl Importer<'_> {
     /// Reads the key store and the certificate file side by side, in batch order, and
     /// packages every device with a certificate whose bundle is not yet written.
-    pub fn import(&self, certificates: &Path, mut store: StoreReader<impl Read>) -> Result<()> {
+    /// `checked_sha256` is the file's checksum as [`check_certificates`] read it.
+    pub fn import(
+        &self,
+        certificates: &Path,
+        checked_sha256: &str,
+        mut store: StoreReader<impl Read>,
+    ) -> Result<()> {
         let (mut reader, _) = open(certificates)
             .map_err(|(line, problem)| anyhow::anyhow!("line {line}: {problem}"))?;
         let mut next = reader.next_line::<CertificateLine>()?;
@@ -160,7 +166,7 @@ impl Importer<'_> {
             if next.as_ref().is_some_and(|line| line.serial == serial) {
                 let line = next.take().expect("checked");
                 next = reader.next_line::<CertificateLine>()?;
-                if let Some(registered) = self.journal(device, position - 1, line, key)? {
+                if let Some(registered) = self.journal(device, line, key)? {
                     chunk.push(registered);
                 }
             }
@@ -175,6 +181,11 @@ impl Importer<'_> {
                 line.serial
             );
         }
+        if reader.sha256() != Some(checked_sha256) {
+            anyhow::bail!(
+                "the certificate file changed while it was read; carry it again and re-run"
+            );
+        }
         Ok(())
     }
 
@@ -183,14 +194,20 @@ impl Importer<'_> {
     fn journal(
         &self,
         device: Device,
-        position: usize,
         line: CertificateLine,
         key: ClaimKey,
     ) -> Result<Option<RegisteredDevice>> {
+        // The first pass checked each certificate against its CSR; what is bundled is
+        // checked against the key it is bundled with.
         let public_key_sha256 = public_key_fingerprint(&key.public_key_der());
-        let issued = check_line(&line, position, &self.expected).map_err(anyhow::Error::msg)?;
-        if issued.public_key_sha256 != public_key_sha256 {
-            anyhow::bail!("the key store's key of {} is not the one its CSR was made with: keys.age is from another run of prepare; restore this batch's", device.serial);
+        let issued = check_issued_for(&line.certificate_pem, &public_key_sha256).map_err(|_| {
+            anyhow::anyhow!("the key store's key of {} is not the one its certificate carries: keys.age is from another run of prepare; restore this batch's", device.serial)
+        })?;
+        if line.thing_name != device.thing_name {
+            anyhow::bail!(
+                "{}: the certificate file changed while it was read; carry it again",
+                device.serial
+            );
         }
         let record = self.state.read(|state| state.record(&device.serial));
         let current = record.context(SCRATCH_FAILED)?.and_then(|r| r.certificate);
@@ -210,12 +227,12 @@ impl Importer<'_> {
         if !self.packager.bundle_missing(&current) {
             return Ok(None);
         }
-        let (csr_line, _) = self.expected.csrs.line(position, &device.serial)?;
         Ok(Some(RegisteredDevice {
             prepared: PreparedDevice {
                 device,
                 key,
-                csr_pem: csr_line.csr,
+                // Packaging needs the key and the certificate only.
+                csr_pem: String::new(),
                 public_key_sha256,
             },
             certificate: NewCertificate {

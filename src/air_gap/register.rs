@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
-use super::csrs::{CsrBatch, CsrFile};
+use super::csrs::{CsrBatch, CsrFile, Signatures};
 use crate::batch_dir::BatchDir;
 use crate::core::carried::{
     CarriedWriter, CertificateLine, CertificatesHeader, Kind, CERTIFICATES_FILE, FORMAT_VERSION,
@@ -48,7 +48,7 @@ impl OfflineKeys {
         Ok(Self {
             dir: parts.dir.clone(),
             devices: plan.devices.clone(),
-            csrs: CsrFile::open(csrs, batch)?,
+            csrs: CsrFile::open(csrs, batch, Signatures::Verify)?,
             batch_id: batch.batch_id.clone(),
             csrs_sha256: batch.sha256.clone(),
             bar: parts.bar.clone(),

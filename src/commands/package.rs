@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use crate::air_gap::csrs::{read_csrs, CsrBatch, CsrFile};
+use crate::air_gap::csrs::{read_csrs, CsrBatch, CsrFile, Signatures};
 use crate::air_gap::package::{check_certificates, Expected, Importer};
 use crate::batch_dir::journal::{JournalFiles, JournalStore};
 use crate::batch_dir::spec::{check_same_batch, previous_spec, BatchSpec};
@@ -39,7 +39,7 @@ pub fn run(args: PackageArgs) -> Result<bool> {
     if packaged != spec && args.dir.join(JOURNAL_FILE).exists() {
         check_same_batch(&spec, &packaged, &args.dir)?;
     }
-    let csr_file = CsrFile::open(&args.dir.join(CSRS_FILE), &csrs)?;
+    let csr_file = CsrFile::open(&args.dir.join(CSRS_FILE), &csrs, Signatures::Trust)?;
     let batch_id = spec.batch_id.clone().unwrap_or_default();
     let expected = Expected {
         batch_id: &batch_id,
@@ -48,7 +48,7 @@ pub fn run(args: PackageArgs) -> Result<bool> {
         devices: &csrs.devices,
         csrs: &csr_file,
     };
-    let carried = check_certificates(&args.certificates, &expected)?;
+    let (carried, checked_sha256) = check_certificates(&args.certificates, &expected)?;
     let store = open_store(&args, &batch_id)?;
     let dir = BatchDir::open(&args.dir)?;
     dir.sweep_temp_files()?;
@@ -79,7 +79,7 @@ pub fn run(args: PackageArgs) -> Result<bool> {
         state: state.clone(),
         packager: packager.clone(),
     };
-    let imported = importer.import(&args.certificates, store);
+    let imported = importer.import(&args.certificates, &checked_sha256, store);
     bar.finish_and_clear();
     let outcome = packager.publish(&state, &plan, false, 0.0)?;
     imported?;
@@ -114,7 +114,7 @@ fn prepared_batch(dir: &Path) -> Result<(BatchSpec, CsrBatch), UserError> {
             "holds a batch made by `claimfab batch`, which has nothing to package",
         ));
     }
-    let csrs = read_csrs(&dir.join(CSRS_FILE))?;
+    let csrs = read_csrs(&dir.join(CSRS_FILE), Signatures::Trust)?;
     let unsealed = BatchSpec {
         encrypt_to: Vec::new(),
         signed_by: None,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::air_gap::csrs::{read_csrs, CsrBatch};
+use crate::air_gap::csrs::{read_csrs, CsrBatch, Signatures};
 use crate::air_gap::register::OfflineKeys;
 use crate::aws::Iot;
 use crate::batch_dir::journal::JournalFiles;
@@ -24,7 +24,7 @@ use crate::pipeline::preflight::preflight;
 
 /// Runs `claimfab register`.
 pub async fn run(args: RegisterArgs) -> Result<BatchResult> {
-    let batch = read_csrs(&args.csrs)?;
+    let batch = read_csrs(&args.csrs, Signatures::Verify)?;
     let previous = previous_spec(&args.out)?;
     if let Some(previous) = &previous {
         check_same_batch(previous, &batch.spec, &args.out)?;
@@ -62,9 +62,10 @@ pub async fn run(args: RegisterArgs) -> Result<BatchResult> {
     let custody = |parts: &crate::pipeline::RunParts, plan: &crate::pipeline::BatchPlan| {
         let kept = parts.dir.path(CSRS_FILE);
         if !kept.is_file() {
-            let bytes = std::fs::read(&carried)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", carried.display()))?;
-            parts.dir.write_atomic(CSRS_FILE, &bytes, 0o644)?;
+            // Streamed: a million devices' CSRs are half a gigabyte.
+            parts.dir.write_atomic_with(CSRS_FILE, 0o644, |out| {
+                std::io::copy(&mut std::fs::File::open(&carried)?, out).map(drop)
+            })?;
         }
         OfflineKeys::new(parts, &batch, &kept, plan)
     };
@@ -78,7 +79,7 @@ fn check_same_csrs(batch: &CsrBatch, out: &Path) -> Result<(), UserError> {
     if !kept.is_file() {
         return Ok(());
     }
-    let previous = read_csrs(&kept)?;
+    let previous = read_csrs(&kept, Signatures::Verify)?;
     if previous.sha256 != batch.sha256 {
         return Err(UserError::output_dir(
             out,
