@@ -71,7 +71,7 @@ def run_profiles() -> None:
 
 # The README's second command, cold on a fresh clone: measured by hand (`time CI=true bash
 # .ci/run` in a new clone), since it takes longer than the rest of the benchmark.
-TEST_COMMAND_COLD = "27 min 18 s on 2026-12-04, sharing the machine with a benchmark"
+TEST_COMMAND_COLD = "22 min 59 s on 2026-12-04 (at 7cfa150, the machine otherwise idle)"
 
 
 def notes() -> list[str]:

@@ -166,9 +166,7 @@ impl Importer<'_> {
             if next.as_ref().is_some_and(|line| line.serial == serial) {
                 let line = next.take().expect("checked");
                 next = reader.next_line::<CertificateLine>()?;
-                if let Some(registered) = self.journal(device, line, key)? {
-                    chunk.push(registered);
-                }
+                chunk.push((device, line, key));
             }
             if chunk.len() == CHUNK {
                 self.write(&writers, std::mem::take(&mut chunk))?;
@@ -281,12 +279,20 @@ impl Importer<'_> {
             .context("the journal did not keep a certificate just recorded")
     }
 
-    /// Writes a chunk's bundles in parallel (each journaled by the packager).
-    fn write(&self, writers: &rayon::ThreadPool, chunk: Vec<RegisteredDevice>) -> Result<()> {
+    /// Journals a chunk's certificates and writes their bundles, in parallel: the journal
+    /// commits the writers' events in groups, one fsync for many.
+    fn write(
+        &self,
+        writers: &rayon::ThreadPool,
+        chunk: Vec<(Device, CertificateLine, ClaimKey)>,
+    ) -> Result<()> {
         writers.install(|| {
-            chunk
-                .into_par_iter()
-                .try_for_each(|r| self.packager.package(r))
+            chunk.into_par_iter().try_for_each(|(device, line, key)| {
+                match self.journal(device, line, key)? {
+                    Some(registered) => self.packager.package(registered),
+                    None => Ok(()),
+                }
+            })
         })
     }
 }
