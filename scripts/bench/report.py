@@ -186,6 +186,8 @@ def render(r: dict) -> str:
         "",
         "```",
         *r["commands"],
+        # Benchmarks run alone afterwards (BENCH_ONLY) list their own commands.
+        *[c for c in r.get("air_gap", {}).get("commands", []) if c not in r["commands"]],
         "```",
         "",
         f"Raw figures: `{OUT.relative_to(REPO) if OUT.is_relative_to(REPO) else OUT}/results.json`"
