@@ -135,8 +135,10 @@ impl Recipients {
             .expect("X25519 recipients, at least one: checked when parsed")
     }
 
-    /// Encrypts `plaintext` to every recipient (binary age format). The plaintext is read
-    /// through age's own chunk buffer, which wipes itself; the ciphertext is not secret.
+    /// Encrypts `plaintext` to every recipient (binary age format); the ciphertext is not
+    /// secret. Known gap: age's writer copies the plaintext into a 64 KiB chunk buffer that
+    /// it frees without wiping (age 0.12), so a bundle's last chunk outlives this call in
+    /// freed memory; `core::key_store` pads around it, a bundle cannot be padded.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let recipients = self.0.iter().map(|r| r as &dyn age::Recipient);
         let encryptor = age::Encryptor::with_recipients(recipients)
