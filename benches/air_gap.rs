@@ -14,19 +14,11 @@ mod fake_iot;
 #[path = "support/rusage.rs"]
 mod rusage;
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
-
-use claimfab::cloud::Claims;
-use claimfab::core::carried::{
-    CarriedReader, CarriedWriter, CertificateLine, CertificatesHeader, CsrLine, CsrsHeader, Kind,
-    FORMAT_VERSION,
-};
-use fake_iot::{Crash, FakeIot};
 
 /// What a stage took: wall seconds, devices per second, CPU seconds of its process.
 struct Timed {
@@ -87,46 +79,6 @@ fn holder(dir: &Path) -> (PathBuf, String) {
     (path, key.recipient)
 }
 
-/// The online stage, in process: every CSR issued by the fake AWS IoT into the carried
-/// certificate file.
-fn register(csrs: &Path, certificates: &Path) {
-    let last = std::fs::read_to_string(csrs).expect("read csrs.jsonl");
-    let end: serde_json::Value =
-        serde_json::from_str(last.lines().last().expect("an end line")).expect("JSON");
-    let file = BufReader::new(std::fs::File::open(csrs).expect("open csrs.jsonl"));
-    let (mut reader, header): (_, CsrsHeader<serde_json::Value>) =
-        CarriedReader::open(file, Kind::Csrs).expect("a CSR file");
-    let out = BufWriter::new(std::fs::File::create(certificates).expect("create"));
-    let answer = CertificatesHeader {
-        claimfab: "certificates".into(),
-        version: FORMAT_VERSION,
-        batch_id: header.batch_id,
-        csrs_sha256: end["sha256"].as_str().expect("a checksum").to_string(),
-    };
-    let mut writer = CarriedWriter::new(out, Kind::Certificates, &answer).expect("write");
-    let iot = FakeIot::new(Arc::new(Crash::default()));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
-    while let Some(line) = reader.next_line::<CsrLine>().expect("a CSR line") {
-        let issued = runtime
-            .block_on(iot.create_certificate_from_csr(&line.csr))
-            .expect("issued");
-        iot.certificates.lock().unwrap().clear();
-        writer
-            .line(&CertificateLine {
-                serial: line.serial,
-                thing_name: line.thing_name,
-                certificate_id: issued.certificate_id,
-                certificate_arn: issued.certificate_arn,
-                certificate_pem: issued.certificate_pem,
-                policy_attached: true,
-            })
-            .expect("write");
-    }
-    writer.finish().expect("write").0.flush().expect("write");
-}
-
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -158,7 +110,7 @@ fn main() {
         &os("--encrypt-to"),
         &os(&recipient),
     ]);
-    register(&offline.join("csrs.jsonl"), &certificates);
+    fake_iot::carried::issue_all(&offline.join("csrs.jsonl"), &certificates);
     let package = claimfab(&[
         &os("package"),
         offline.as_os_str(),

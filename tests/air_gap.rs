@@ -4,10 +4,12 @@
 //! against the local endpoint, three directories with nothing shared but the carried files.
 //! The batch is checked independently of claimfab (zips, openssl, x509, the AWS API), the
 //! online directory for private keys, `register` after two SIGKILLs for batch's invariants,
-//! each bad carried file for exit 2 with one line and nothing changed, and the bundles on
-//! the local data plane with AWS's device SDK.
+//! each bad carried file for exit 2 with one line and nothing changed, `package` killed and
+//! its unjournaled bundles torn as a power cut may leave them, and the bundles on the local
+//! data plane with AWS's device SDK.
 
 mod common;
+mod fake_iot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -231,6 +233,106 @@ fn register_killed_twice_then_finished_keeps_every_invariant() {
     gap.f
         .rt
         .block_on(verify_batch(&gap.f.endpoint, &gap.offline, &counted(300)));
+}
+
+/// The serials the journal in `dir` holds a Packaged event for.
+fn packaged_serials(dir: &Path) -> std::collections::HashSet<String> {
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    journal
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["event"] == "packaged")
+        .map(|event| event["serial"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `package` syncs its bundles once per group and journals them after: killed mid-run, with
+/// every bundle not yet journaled torn as a power cut before that sync may leave it (empty,
+/// or garbage), a re-run packages every device, each bundle whole and
+/// holding its own key and certificate (checked with the zip, x509 and p256 crates).
+#[test]
+fn package_killed_then_torn_by_a_power_cut_finishes_every_bundle_whole() {
+    const COUNT: usize = 5000;
+    let gap = AirGap::new("");
+    gap.prepare(COUNT);
+    let certificates = gap.carry.join("certificates.jsonl");
+    fake_iot::carried::issue_all(&gap.offline.join("csrs.jsonl"), &certificates);
+    let mut child = offline()
+        .arg("package")
+        .arg(&gap.offline)
+        .arg("--certificates")
+        .arg(&certificates)
+        .arg("--identity")
+        .arg(&gap.identity)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(gap.offline.join("journal.jsonl"))
+        .is_ok_and(|t| t.contains("\"event\":\"packaged\""))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "package made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let journaled = packaged_serials(&gap.offline);
+    assert!(journaled.len() < COUNT, "killed before the end");
+
+    // Every device without a journaled bundle gets what a power cut may leave at its
+    // bundle's name (whether or not this run had reached it): nothing, or garbage.
+    let bundles = gap.offline.join("bundles");
+    let mut torn = 0;
+    for line in lines_of(&certificates) {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let Some(serial) = line["serial"].as_str() else {
+            continue;
+        };
+        if !journaled.contains(serial) {
+            let junk = if torn % 2 == 0 {
+                vec![]
+            } else {
+                vec![0x5a; 2048]
+            };
+            std::fs::write(bundles.join(format!("{serial}.zip")), junk).unwrap();
+            torn += 1;
+        }
+    }
+    assert_eq!(journaled.len() + torn, COUNT);
+    std::fs::write(bundles.join(".tmp-torn"), b"PK").unwrap();
+    let (code, stdout, stderr) = gap.package_with(&certificates);
+    assert_eq!(code, 0, "package after the crash: {stdout}\n{stderr}");
+
+    let rows = read_manifest(&gap.offline);
+    assert_eq!(rows.len(), COUNT);
+    assert_eq!(packaged_serials(&gap.offline).len(), COUNT);
+    assert!(!bundles.join(".tmp-torn").exists(), "temp files swept");
+    for row in &rows {
+        let path = gap.offline.join(&row["bundle"]);
+        assert_eq!(
+            sha256_hex(&std::fs::read(&path).unwrap()),
+            row["bundle_sha256"]
+        );
+        let files = unzip(&path);
+        let (cert_pem, _) = &files["greengrass/v2/claim-certs/claim.pem.crt"];
+        let (key_pem, _) = &files["greengrass/v2/claim-certs/claim.private.pem.key"];
+        use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+        let key = p256::SecretKey::from_pkcs8_pem(std::str::from_utf8(key_pem).unwrap()).unwrap();
+        let spki = key.public_key().to_public_key_der().unwrap();
+        assert_eq!(
+            cert_public_key_sha256(cert_pem),
+            sha256_hex(spki.as_bytes()),
+            "{}: the bundle's key is its certificate's",
+            row["serial"]
+        );
+    }
+    let (code, stdout, stderr) = run(offline().arg("verify").arg(&gap.offline));
+    assert_eq!(code, 0, "verify: {stdout}\n{stderr}");
+    println!("{} journaled before the kill, {torn} torn", journaled.len());
 }
 
 /// A carried file's lines with its end line made anew over them: an edit a checksum cannot

@@ -25,6 +25,12 @@ pub const SCRATCH_FAILED: &str =
 /// Where a run's events go, each durable before `record` returns.
 pub trait EventLog: Send + Sync {
     fn record(&self, event: &Event) -> Result<()>;
+
+    /// Records `events` in order, all durable on return; a log may share one fsync among
+    /// them (an error may leave a leading part of them recorded, as a crash would).
+    fn record_all(&self, events: &[Event]) -> Result<()> {
+        events.iter().try_for_each(|event| self.record(event))
+    }
 }
 
 /// Opens a batch directory's journal: its events so far and a log to append to.
@@ -46,16 +52,21 @@ impl EventLog for Journal {
     fn record(&self, event: &Event) -> Result<()> {
         Journal::record(self, event)
     }
+
+    fn record_all(&self, events: &[Event]) -> Result<()> {
+        Journal::record_all(self, events)
+    }
 }
 
 /// What the writers of one journal share: the lines waiting to be written, and how far
-/// the file is durable. Lines are numbered in the order they were queued.
+/// the file is durable. Appends (one line, or several recorded together) are numbered in the
+/// order they were queued.
 struct Commits {
     /// Lines queued and not yet written, in order.
     queued: Vec<u8>,
-    /// The number of the last line queued.
+    /// The number of the last append queued.
     last_queued: u64,
-    /// Lines up to this number are on disk (written and fsynced).
+    /// Appends up to this number are on disk (written and fsynced).
     durable: u64,
     /// Bytes of the file known to be complete lines.
     len: u64,
@@ -118,13 +129,25 @@ impl Journal {
     /// Appends one event durably: returns once the fsync that covers it is done. After a
     /// failed write every later append fails too, so no event can land after a partial line.
     pub fn record(&self, event: &Event) -> Result<()> {
-        let mut line = serde_json::to_vec(event).expect("journal events always serialize");
-        line.push(b'\n');
+        self.record_all(std::slice::from_ref(event))
+    }
+
+    /// Appends events in order, durably: one fsync covers them all (and whatever other
+    /// writers queued meanwhile).
+    pub fn record_all(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for event in events {
+            serde_json::to_writer(&mut lines, event).expect("journal events always serialize");
+            lines.push(b'\n');
+        }
         let mut commits = self.lock_commits();
         if commits.failed {
             return Err(self.failed_earlier());
         }
-        commits.queued.extend_from_slice(&line);
+        commits.queued.extend_from_slice(&lines);
         commits.last_queued += 1;
         let mine = commits.last_queued;
         loop {
@@ -273,5 +296,38 @@ mod tests {
         drop(journal);
         let (_, replay) = Journal::open(&path).unwrap();
         assert_eq!(replay.len(), 400, "every event, each a whole line");
+    }
+
+    #[test]
+    fn events_recorded_together_land_in_order_beside_single_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (journal, _) = Journal::open(&path).unwrap();
+        std::thread::scope(|scope| {
+            let journal = &journal;
+            scope.spawn(move || {
+                for n in 0..20 {
+                    let group: Vec<Event> = (0..10)
+                        .map(|i| format!("G{n}-{i}"))
+                        .map(|serial| requested(&serial, &serial))
+                        .collect();
+                    journal.record_all(&group).unwrap();
+                }
+            });
+            scope.spawn(move || {
+                for n in 0..50 {
+                    let serial = format!("S{n}");
+                    journal.record(&requested(&serial, &serial)).unwrap();
+                }
+            });
+        });
+        journal.record_all(&[]).unwrap();
+        drop(journal);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let grouped: Vec<&str> = text.lines().filter(|l| l.contains("\"G")).collect();
+        assert_eq!(grouped.len(), 200);
+        assert!(grouped[0].contains("\"G0-0\"") && grouped[199].contains("\"G19-9\""));
+        let (_, replay) = Journal::open(&path).unwrap();
+        assert_eq!(replay.len(), 250, "every event, each a whole line");
     }
 }

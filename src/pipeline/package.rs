@@ -30,6 +30,15 @@ use crate::core::ledger::{CertificateRecord, Event, SharedBundle};
 use crate::core::sealed::Recipients;
 use crate::core::station_config::KeyAlgorithm;
 
+/// When a bundle written is on disk for good.
+#[derive(Clone, Copy)]
+enum Durable {
+    /// Before the write returns (its own fsyncs).
+    Now,
+    /// After the batch directory's next filesystem sync.
+    AtNextSync,
+}
+
 /// Writes and reads the bundles of one batch directory.
 pub struct Packager {
     pub dir: Arc<BatchDir>,
@@ -111,6 +120,19 @@ impl Custody for Packager {
 impl Packager {
     /// One device's own bundle: written, then journaled.
     pub fn package(&self, registered: RegisteredDevice) -> Result<()> {
+        let packaged = self.write_own_bundle(registered, Durable::Now)?;
+        self.state.record(packaged)?;
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// One device's own bundle written, but not yet durable: returns the event to journal
+    /// once [`BatchDir::sync_filesystem`] has made it so. For packaging many at once.
+    pub fn write_unsynced(&self, registered: RegisteredDevice) -> Result<Event> {
+        self.write_own_bundle(registered, Durable::AtNextSync)
+    }
+
+    fn write_own_bundle(&self, registered: RegisteredDevice, durable: Durable) -> Result<Event> {
         let device = &registered.prepared.device;
         let key_pem = registered.prepared.key.pkcs8_pem();
         let (bundle, bytes) = self.write_bundle(
@@ -118,15 +140,14 @@ impl Packager {
             &device.thing_name,
             &registered.certificate.certificate_pem,
             &key_pem,
+            durable,
         )?;
-        self.state.record(Event::Packaged {
+        Ok(Event::Packaged {
             serial: device.serial.clone(),
             certificate_id: registered.certificate.certificate_id.clone(),
             bundle,
             bundle_sha256: hex::encode(Sha256::digest(&*bytes)),
-        })?;
-        self.bar.inc(1);
-        Ok(())
+        })
     }
 
     /// Batch claim scope: writes the bundle of every device that has none holding the shared
@@ -154,6 +175,7 @@ impl Packager {
                 &device.thing_name,
                 &certificate.certificate_pem,
                 &key_pem,
+                Durable::Now,
             )?;
             self.state.record(Event::SharedPackaged {
                 serial: device.serial.clone(),
@@ -175,6 +197,7 @@ impl Packager {
         thing_name: &str,
         certificate_pem: &str,
         key_pem: &str,
+        durable: Durable,
     ) -> Result<(String, Zeroizing<Vec<u8>>)> {
         let zip = build_bundle(&self.target, thing_name, certificate_pem, key_pem);
         let bytes = match &self.recipients {
@@ -182,7 +205,10 @@ impl Packager {
             None => zip,
         };
         let bundle = self.bundle_name(serial);
-        self.dir.write_atomic(&bundle, &bytes, 0o600)?;
+        match durable {
+            Durable::Now => self.dir.write_atomic(&bundle, &bytes, 0o600)?,
+            Durable::AtNextSync => self.dir.write_atomic_unsynced(&bundle, &bytes, 0o600)?,
+        }
         Ok((bundle, bytes))
     }
 

@@ -42,6 +42,16 @@ impl RunState {
         lock(&self.replay).apply(event).context(SCRATCH_FAILED)
     }
 
+    /// Journals events in order with one fsync for all, then applies them to the state.
+    pub fn record_all(&self, events: Vec<Event>) -> Result<()> {
+        tokio::task::block_in_place(|| self.log.record_all(&events))?;
+        let mut replay = lock(&self.replay);
+        events
+            .into_iter()
+            .try_for_each(|event| replay.apply(event))
+            .context(SCRATCH_FAILED)
+    }
+
     /// Reads the replayed state.
     pub fn read<T>(&self, look: impl FnOnce(&Replay) -> T) -> T {
         look(&lock(&self.replay))

@@ -7,6 +7,8 @@
 //! process that would send it has died.
 #![allow(dead_code)]
 
+pub mod carried;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
