@@ -55,6 +55,7 @@ fn per_device(c: &mut Criterion) {
 
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = BatchDir::open(scratch.path()).expect("batch dir");
+    dir.make_bundles_dir().expect("bundles/");
     let bundle = BatchDir::bundle_name("SN000001", false);
     c.bench_function("bundle_write_atomic", |b| {
         b.iter(|| dir.write_atomic(&bundle, &zip, 0o600).expect("write"))

@@ -184,6 +184,10 @@ fn three_stages_in_three_directories_make_a_batch_batch_would() {
     let stdout = gap.register();
     assert!(stdout.contains("40 ready, 0 failed"), "{stdout}");
     assert_no_private_key(&gap.f.out);
+    assert!(
+        !gap.f.out.join("bundles").exists(),
+        "register's directory holds no bundles, not even an empty bundles/"
+    );
     assert_no_private_key(&gap.carry);
 
     gap.package();

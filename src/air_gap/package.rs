@@ -209,13 +209,11 @@ impl Importer<'_> {
         }
         let serial = &device.serial;
         let mut events = Vec::new();
-        let policy_attached = match current {
-            Some(current) if current.certificate_id == line.certificate_id => {
-                if !self.packager.bundle_missing(&current) {
-                    return Ok((Vec::new(), None));
-                }
-                current.policy_attached
-            }
+        let (policy_attached, bundle_missing) = match current {
+            Some(current) if current.certificate_id == line.certificate_id => (
+                current.policy_attached,
+                self.packager.bundle_missing(&current),
+            ),
             other => {
                 if let Some(other) = other {
                     events.push(Event::Retired {
@@ -233,7 +231,7 @@ impl Importer<'_> {
                     not_after: issued.not_after,
                     at: issued.not_before,
                 });
-                false
+                (false, true)
             }
         };
         if line.policy_attached && !policy_attached {
@@ -241,6 +239,9 @@ impl Importer<'_> {
                 serial: serial.clone(),
                 certificate_id: line.certificate_id.clone(),
             });
+        }
+        if !bundle_missing {
+            return Ok((events, None));
         }
         let registered = RegisteredDevice {
             prepared: PreparedDevice {

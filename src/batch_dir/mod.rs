@@ -167,8 +167,7 @@ pub struct BatchDir {
 impl BatchDir {
     /// Creates (if needed) and locks the batch directory.
     pub fn open(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root.join(BUNDLES_DIR))
-            .with_context(|| format!("cannot create {}", root.join(BUNDLES_DIR).display()))?;
+        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
         let lock_path = root.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -189,6 +188,18 @@ impl BatchDir {
             root_sync: DirSync::new(root),
             bundles_sync: DirSync::new(&root.join(BUNDLES_DIR)),
         })
+    }
+
+    /// Creates `bundles/` if it is missing, durably: only a directory that holds bundles
+    /// has one (register's, whose keys are elsewhere, has none).
+    pub fn make_bundles_dir(&self) -> Result<()> {
+        let bundles = self.root.join(BUNDLES_DIR);
+        match fs::create_dir(&bundles) {
+            // A new entry in the root, made durable as a rename is.
+            Ok(()) => self.root_sync.renamed(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && bundles.is_dir() => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot create {}", bundles.display())),
+        }
     }
 
     /// Absolute path of a file in the batch directory.
@@ -267,9 +278,11 @@ impl BatchDir {
     /// Removes temp files a crash may have left behind.
     pub fn sweep_temp_files(&self) -> Result<()> {
         for dir in [self.root.clone(), self.root.join(BUNDLES_DIR)] {
-            for entry in
-                fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-            {
+            let entries = match fs::read_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != self.root => continue,
+                listed => listed.with_context(|| format!("cannot list {}", dir.display()))?,
+            };
+            for entry in entries {
                 let entry = entry?;
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                     fs::remove_file(entry.path())
@@ -300,7 +313,10 @@ mod tests {
     #[test]
     fn a_directory_left_before_batch_json_was_written_is_fresh() {
         let tmp = tempfile::tempdir().unwrap();
-        drop(BatchDir::open(tmp.path()).unwrap());
+        let dir = BatchDir::open(tmp.path()).unwrap();
+        dir.make_bundles_dir().unwrap();
+        dir.make_bundles_dir().unwrap();
+        drop(dir);
         assert!(matches!(inspect(tmp.path()).unwrap(), Existing::Fresh));
         fs::write(tmp.path().join("bundles/x.zip"), "x").unwrap();
         assert!(inspect(tmp.path()).is_err());
@@ -324,6 +340,7 @@ mod tests {
     fn atomic_write_sets_mode_and_leaves_no_temp() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = BatchDir::open(tmp.path()).unwrap();
+        dir.make_bundles_dir().unwrap();
         dir.write_atomic("bundles/a.zip", b"secret", 0o600).unwrap();
         dir.write_atomic("manifest.csv", b"rows", 0o644).unwrap();
         let mode = |p: &str| {

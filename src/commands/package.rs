@@ -52,6 +52,7 @@ pub fn run(args: PackageArgs) -> Result<bool> {
     let store = open_store(&args, &batch_id)?;
     let dir = BatchDir::open(&args.dir)?;
     dir.sweep_temp_files()?;
+    dir.make_bundles_dir()?;
     if packaged != spec {
         let json = serde_json::to_vec_pretty(&packaged).expect("spec serializes");
         dir.write_atomic(BATCH_FILE, &json, 0o644)?;

@@ -51,7 +51,10 @@ impl Execution<'_> {
         devices: impl Into<DeviceList>,
         api: Arc<A>,
     ) -> Result<BatchResult> {
-        let packager = |parts: &RunParts, plan: &BatchPlan| Ok(Packager::for_run(parts, plan));
+        let packager = |parts: &RunParts, plan: &BatchPlan| {
+            parts.dir.make_bundles_dir()?;
+            Ok(Packager::for_run(parts, plan))
+        };
         self.execute_in(devices, api, packager).await
     }
 
