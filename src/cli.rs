@@ -9,6 +9,11 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "claimfab", version, about, long_about = None)]
 pub struct Cli {
+    /// Who reads standard output: text for people, or json for programs (one object per
+    /// line, schemas in the README; the text then goes to standard error).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: crate::output::OutputFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +67,29 @@ pub enum Command {
     Take(TakeArgs),
     /// Record what a station did with a bundle it took: flashed, or --spoiled.
     Flashed(FlashedArgs),
+    /// Print the shell completion script for SHELL (e.g. `claimfab completions bash >
+    /// /etc/bash_completion.d/claimfab`).
+    Completions(CompletionsArgs),
+    /// Print the man page claimfab(1), or with --out write it and one page per subcommand
+    /// (claimfab-batch(1), ...) into a directory.
+    Man(ManArgs),
+}
+
+/// `claimfab completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `claimfab man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write claimfab.1 and a page per subcommand into this directory (made if missing)
+    /// instead of printing claimfab.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `claimfab close`.

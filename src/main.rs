@@ -7,12 +7,12 @@ mod harden;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
 use claimfab::commands::{
-    audit, batch, close, flashed, keys, package, prepare, register, retire_provisioned, revoke,
-    rotate, setup, take, verify,
+    audit, batch, close, flashed, keys, manual, package, prepare, register, retire_provisioned,
+    revoke, rotate, setup, take, verify,
 };
 use claimfab::error::UserError;
 use claimfab::floor::handout::TakeResult;
@@ -27,7 +27,12 @@ fn success_or_1(clean: bool) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    claimfab::output::set_format(cli.output, matches.subcommand_name().unwrap_or_default());
     if holds_keys(&cli.command) {
         if let Err(e) = harden::no_core_dumps() {
             eprintln!("claimfab: cannot turn core dumps off ({e}), and this command holds private keys; run it where setrlimit and prctl(PR_SET_DUMPABLE) are allowed");
@@ -41,6 +46,8 @@ fn main() -> ExitCode {
         // Offline by design: no runtime, no AWS client.
         Command::Prepare(args) => prepare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Package(args) => package::run(args).map(success_or_1),
+        Command::Completions(args) => manual::completions(&args).map(|()| ExitCode::SUCCESS),
+        Command::Man(args) => manual::man(&args).map(|()| ExitCode::SUCCESS),
         command => run_with_runtime(command),
     };
     exit_code(result)
@@ -65,7 +72,9 @@ fn holds_keys(command: &Command) -> bool {
         | Command::Audit(_)
         | Command::Revoke(_)
         | Command::Close(_)
-        | Command::RetireProvisioned(_) => false,
+        | Command::RetireProvisioned(_)
+        | Command::Completions(_)
+        | Command::Man(_) => false,
     }
 }
 
@@ -119,6 +128,8 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
             Command::Flashed(args) => run_flashed(args),
             Command::Prepare(args) => prepare::run(args).map(|()| ExitCode::SUCCESS),
             Command::Package(args) => package::run(args).map(success_or_1),
+            Command::Completions(args) => manual::completions(&args).map(|()| ExitCode::SUCCESS),
+            Command::Man(args) => manual::man(&args).map(|()| ExitCode::SUCCESS),
         }
     })
 }

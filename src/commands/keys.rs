@@ -17,6 +17,7 @@ pub fn station_key(args: &StationKeyArgs) -> Result<()> {
         args.out.display()
     );
     crate::say!("{recipient}");
+    emit_key(&args.out, &recipient);
     Ok(())
 }
 
@@ -28,5 +29,13 @@ pub fn batch_key(args: &BatchKeyArgs) -> Result<()> {
         args.out.display()
     );
     crate::say!("{public}");
+    emit_key(&args.out, &public.to_string());
     Ok(())
+}
+
+fn emit_key(file: &std::path::Path, public_key: &str) {
+    crate::output::emit(&crate::output::records::Record::Key {
+        file: &file.display().to_string(),
+        public_key,
+    });
 }

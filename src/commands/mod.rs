@@ -8,6 +8,7 @@ pub mod batch;
 pub mod close;
 pub mod flashed;
 pub mod keys;
+pub mod manual;
 pub mod package;
 pub mod prepare;
 pub mod register;

@@ -85,6 +85,7 @@ pub fn run(args: PackageArgs) -> Result<bool> {
     let outcome = packager.publish(&state, &plan, false, 0.0)?;
     imported?;
     let seconds = started.elapsed().as_secs_f64();
+    crate::pipeline::execution::emit_summary(&args.dir, &outcome, seconds, &packager.outputs());
     crate::say!(
         "package {}: {} ready, {} pending (no certificate carried yet), of {} devices in {seconds:.1} s",
         args.dir.display(),

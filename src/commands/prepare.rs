@@ -47,6 +47,14 @@ pub fn run(args: PrepareArgs) -> Result<()> {
     let prepared = prepare_batch(&dir, &spec, &devices, &lock, &bar);
     bar.finish_and_clear();
     let prepared = prepared?;
+    crate::output::emit(&crate::output::records::Record::Prepared {
+        dir: &args.out.display().to_string(),
+        devices: prepared.devices as u64,
+        key_store: &args.out.join(KEY_STORE_FILE).display().to_string(),
+        csrs: &args.out.join(CSRS_FILE).display().to_string(),
+        csrs_sha256: &prepared.csrs_sha256,
+        seconds: prepared.seconds,
+    });
     crate::say!(
         "prepared {} devices in {:.1} s ({:.0} devices/s)",
         prepared.devices,

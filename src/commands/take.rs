@@ -21,6 +21,14 @@ pub fn run(args: TakeArgs) -> Result<TakeResult> {
         value: args.to.display().to_string(),
         problem,
     })?;
+    if matches!(target, deliver::Target::Stdout) && crate::output::json() {
+        return Err(UserError::Flag {
+            flag: "--to",
+            value: "-".into(),
+            problem: "puts the bundle on standard output, where --output json puts its record; extract it with --to DIR, or drop --output json".into(),
+        }
+        .into());
+    }
     handout::take(TakeRequest {
         dir: args.dir,
         station_id,

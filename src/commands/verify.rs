@@ -19,6 +19,7 @@ use crate::core::bundle_check::check_stored_bundle;
 use crate::core::manifest::{self, ManifestRow};
 use crate::core::sealed::{is_sealed, OpenError};
 use crate::error::UserError;
+use crate::output::records::Record;
 use crate::trust::age_files::{read_bundle_file, StationIdentity};
 
 /// One device's (or one loose zip's) result.
@@ -77,6 +78,12 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
 fn print_reports(reports: &[Report]) {
     let failed = reports.iter().filter(|r| !r.findings.is_empty()).count();
     for report in reports {
+        crate::output::emit(&Record::Check {
+            label: &report.label,
+            ok: report.findings.is_empty(),
+            findings: &report.findings,
+            contents_unchecked: report.unopened,
+        });
         if report.findings.is_empty() {
             crate::say!("ok      {}", report.label);
         } else {
@@ -84,6 +91,10 @@ fn print_reports(reports: &[Report]) {
         }
     }
     crate::say!("{} checked, {} with findings", reports.len(), failed);
+    crate::output::emit(&Record::Checked {
+        checked: reports.len(),
+        with_findings: failed,
+    });
     let unopened = reports.iter().filter(|r| r.unopened).count();
     if unopened > 0 {
         crate::say!(

@@ -17,6 +17,7 @@ use crate::core::devices::DeviceList;
 use crate::core::signing::BatchSigner;
 use crate::core::station_config::LimitsSection;
 use crate::error::UserError;
+use crate::output::records::{Record, RunSummary};
 use crate::trust::signature_files::BatchSigning;
 
 /// How a batch command ended, for the exit code.
@@ -144,12 +145,35 @@ async fn stop_on_signals<A: Claims, C: Custody>(batch: Arc<BatchRun<A, C>>) {
     }
 }
 
+/// The `summary` record of a run (`--output json`).
+pub fn emit_summary(
+    out: &Path,
+    outcome: &Outcome,
+    seconds: f64,
+    outputs: &[(&'static str, std::path::PathBuf)],
+) {
+    crate::output::emit(&Record::Summary(&RunSummary {
+        dir: out.display().to_string(),
+        devices: outcome.devices,
+        ready: outcome.ready,
+        failed: outcome.failed,
+        pending: outcome.pending,
+        retired: outcome.retired,
+        interrupted: outcome.interrupted,
+        seconds,
+        outputs: (outputs.iter())
+            .map(|(what, path)| (*what, path.display().to_string()))
+            .collect(),
+    }));
+}
+
 fn print_summary<A: Claims, C: Custody>(
     out: &Path,
     batch: &BatchRun<A, C>,
     outcome: &Outcome,
     elapsed: f64,
 ) {
+    emit_summary(out, outcome, elapsed, &batch.outputs());
     crate::say!(
         "{} {}: {} ready, {} failed, {} pending, of {} devices in {elapsed:.1} s",
         batch.command(),

@@ -1,7 +1,7 @@
 //! The manifest stage: `manifest.csv` written from the journal's state, one row per device
 //! in batch order, streamed to the file (a row exists in memory only while it is written),
 //! the stations' hand-out queue of the ready ones, and the run's outcome counted from the
-//! same rows.
+//! same rows (each row also a `device` record with `--output json`).
 
 use std::collections::HashMap;
 
@@ -16,6 +16,7 @@ use crate::core::floor_records::{fold_logs, overlay};
 use crate::core::ledger::{DeviceRecord, Replay, SHARED_CLAIM};
 use crate::core::manifest::{DeviceStatus, ManifestRow, ManifestWriter};
 use crate::floor::Floor;
+use crate::output::records::Record;
 
 /// RFC 3339 in UTC, whole seconds.
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -83,6 +84,14 @@ pub fn write_manifest(
                     ready.push(position as u32);
                 }
                 manifest.write(&row)?;
+                let reason = failures
+                    .get(&device.serial)
+                    .or_else(|| failures.get(SHARED_CLAIM))
+                    .filter(|_| failed);
+                crate::output::emit(&Record::Device {
+                    row: &row,
+                    reason: reason.map(String::as_str),
+                });
             }
             manifest.finish().map(drop)
         })

@@ -22,6 +22,7 @@ use crate::core::names;
 use crate::error::UserError;
 use crate::floor::deliver::{self, BundleLayout, Target};
 use crate::floor::Floor;
+use crate::output::records::{Record, Taken, TakenFile};
 use crate::trust::age_files::StationIdentity;
 use crate::trust::signature_files::StationBatch;
 use bundle::check_deliverable;
@@ -111,7 +112,7 @@ pub fn take(request: TakeRequest) -> Result<TakeResult> {
             let bundle = station.hand_back(&held, log_handout, target)?;
             // Logged as handed out: it may have been delivered, and flashed, before.
             if !log_handout {
-                hand_over(&bundle, target, &station.layout)?;
+                hand_over(&station, &bundle, target, true)?;
                 station.report_hand_back(&bundle);
                 return Ok(TakeResult::HandedBack);
             }
@@ -126,9 +127,11 @@ pub fn take(request: TakeRequest) -> Result<TakeResult> {
             "claimfab: nothing left to take in {}: every ready bundle is handed out",
             station.dir.display()
         );
+        let dir = station.dir.display().to_string();
+        crate::output::emit(&Record::NothingLeft { dir: &dir });
         return Ok(TakeResult::NothingLeft);
     };
-    hand_over(&bundle, target, &station.layout)?;
+    hand_over(&station, &bundle, target, false)?;
     Ok(TakeResult::HandedOut)
 }
 
@@ -169,6 +172,7 @@ pub fn flashed(request: FlashedRequest) -> Result<()> {
         RecordAction::AlreadyRecorded => {
             station.clear_pending_if(serial)?;
             crate::say!("{serial} already recorded as {}", event.as_str());
+            emit_recorded(&station, serial, event, true);
         }
         RecordAction::Conflict(done) => {
             return Err(serial_error(
@@ -191,9 +195,19 @@ pub fn flashed(request: FlashedRequest) -> Result<()> {
             station.log(&bundle, event)?;
             station.clear_pending_if(serial)?;
             report_recorded(&station, serial, event);
+            emit_recorded(&station, serial, event, false);
         }
     }
     Ok(())
+}
+
+fn emit_recorded(station: &Station, serial: &str, event: FloorEvent, already_recorded: bool) {
+    crate::output::emit(&Record::Recorded {
+        serial,
+        event: event.as_str(),
+        station: &station.id,
+        already_recorded,
+    });
 }
 
 fn report_recorded(station: &Station, serial: &str, event: FloorEvent) {
@@ -207,8 +221,9 @@ fn report_recorded(station: &Station, serial: &str, event: FloorEvent) {
 }
 
 /// Delivers a claimed bundle: the zip on standard output (serial and thing name on standard
-/// error), or extracted under the root (serial and thing name on standard output).
-fn hand_over(bundle: &Bundle, target: &Target, layout: &BundleLayout) -> Result<()> {
+/// error), or extracted under the root (serial and thing name on standard output, or the
+/// `taken` record with `--output json`).
+fn hand_over(station: &Station, bundle: &Bundle, target: &Target, handed_back: bool) -> Result<()> {
     match target {
         Target::Stdout => {
             crate::output::write_bytes(&bundle.bytes).with_context(|| {
@@ -220,16 +235,36 @@ fn hand_over(bundle: &Bundle, target: &Target, layout: &BundleLayout) -> Result<
             eprintln!("{} {}", bundle.serial, bundle.thing_name);
         }
         Target::Root(root) => {
-            deliver::extract_expected(&bundle.bytes, root, layout).with_context(|| {
+            deliver::extract_expected(&bundle.bytes, root, &station.layout).with_context(|| {
                 format!(
                     "bundle {} stays this station's: fix this and run take again to get it back",
                     bundle.serial
                 )
             })?;
             crate::say!("{} {}", bundle.serial, bundle.thing_name);
+            crate::output::emit(&Record::Taken(&taken(station, bundle, root, handed_back)));
         }
     }
     Ok(())
+}
+
+/// The `taken` record of a bundle extracted under `root`.
+fn taken(station: &Station, bundle: &Bundle, root: &Path, handed_back: bool) -> Taken {
+    let files = (station.layout.entries().iter())
+        .map(|(name, mode)| TakenFile {
+            path: root.join(name).display().to_string(),
+            mode: format!("{mode:04o}"),
+        })
+        .collect();
+    Taken {
+        serial: bundle.serial.clone(),
+        thing_name: bundle.thing_name.clone(),
+        certificate_id: bundle.certificate_id.clone(),
+        station: station.id.clone(),
+        at: rfc3339(OffsetDateTime::now_utc()),
+        handed_back,
+        files,
+    }
 }
 
 /// A serial names a file in the batch directory: only thing-name characters pass.

@@ -1,0 +1,272 @@
+//! `--output json` as a station script or an MES reads it: every line of standard output
+//! parsed as JSON (serde_json), checked against the batch's files, the AWS API of the local
+//! endpoint and openssl, never against claimfab's text; the human text on standard error.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// Runs a command that must exit `expected`; its standard output as JSON lines, and its
+/// standard error.
+fn json_lines(cmd: &mut std::process::Command, expected: i32) -> (Vec<Value>, String) {
+    let (code, stdout, stderr) = run(cmd);
+    assert_eq!(code, expected, "{stdout}\n{stderr}");
+    let lines = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect::<Vec<_>>();
+    for line in &lines {
+        assert_eq!(line["version"], 1, "{line}");
+        assert!(
+            line["type"].is_string() && line["command"].is_string(),
+            "{line}"
+        );
+    }
+    (lines, stderr)
+}
+
+fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["type"] == kind).collect()
+}
+
+fn mode(path: &Path) -> String {
+    format!(
+        "{:04o}",
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    )
+}
+
+#[test]
+fn batch_take_flashed_and_verify_answer_in_json_lines() {
+    let fx = Fixture::new("");
+    let (lines, stderr) = json_lines(fx.batch(4).args(["--output", "json"]), 0);
+    assert!(
+        stderr.contains("4 ready, 0 failed"),
+        "the text on stderr: {stderr}"
+    );
+    assert!(lines.iter().all(|l| l["command"] == "batch"));
+    let devices = of_type(&lines, "device");
+    let serials: Vec<&str> = devices
+        .iter()
+        .map(|d| d["serial"].as_str().unwrap())
+        .collect();
+    assert_eq!(serials, counted(4));
+    let summary = of_type(&lines, "summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(
+        lines.last().unwrap()["type"],
+        "summary",
+        "the summary comes last"
+    );
+    assert_eq!(
+        (summary[0]["devices"].clone(), summary[0]["ready"].clone()),
+        (4.into(), 4.into())
+    );
+    assert_eq!(
+        summary[0]["outputs"]["manifest"],
+        fx.out.join("manifest.csv").display().to_string()
+    );
+    // Each device record is the device as AWS and the manifest have it.
+    let iot = fx.rt.block_on(fx.endpoint.client());
+    let rows = read_manifest(&fx.out);
+    for (device, row) in devices.iter().zip(&rows) {
+        assert_eq!(device["status"], "ready");
+        for column in [
+            "serial",
+            "thing_name",
+            "certificate_id",
+            "bundle",
+            "bundle_sha256",
+        ] {
+            assert_eq!(device[column], row[column].as_str(), "{column}");
+        }
+        let id = device["certificate_id"].as_str().unwrap();
+        let described = fx
+            .rt
+            .block_on(iot.describe_certificate().certificate_id(id).send())
+            .unwrap();
+        let status = described
+            .certificate_description()
+            .unwrap()
+            .status()
+            .unwrap();
+        assert_eq!(status.as_str(), "ACTIVE");
+        assert!(
+            device.get("reason").is_none(),
+            "no reason for a ready device"
+        );
+    }
+
+    // take: the record names the files it extracted, as they are on disk.
+    let image = fx.work.path().join("image");
+    let take = |to: &Path| {
+        let mut cmd = claimfab_without_endpoint();
+        cmd.args(["--output", "json", "take"])
+            .arg(&fx.out)
+            .args(["--station", "st1", "--to"])
+            .arg(to);
+        cmd
+    };
+    let (taken, _) = json_lines(&mut take(&image), 0);
+    assert_eq!(taken.len(), 1);
+    let taken = &taken[0];
+    assert_eq!(
+        (taken["command"].as_str(), taken["type"].as_str()),
+        (Some("take"), Some("taken"))
+    );
+    assert_eq!(taken["station"], "st1");
+    assert_eq!(taken["handed_back"], false);
+    let row = rows
+        .iter()
+        .find(|r| r["serial"] == taken["serial"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(taken["thing_name"], row["thing_name"].as_str());
+    assert_eq!(taken["certificate_id"], row["certificate_id"].as_str());
+    time::OffsetDateTime::parse(
+        taken["at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("at is RFC 3339");
+    let files = taken["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4);
+    for file in files {
+        let path = Path::new(file["path"].as_str().unwrap());
+        assert!(path.starts_with(&image), "{path:?}");
+        assert_eq!(mode(path), file["mode"].as_str().unwrap(), "{path:?}");
+    }
+    let file_named = |suffix: &str| {
+        let f = files
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(suffix));
+        Path::new(f.unwrap()["path"].as_str().unwrap()).to_path_buf()
+    };
+    let cert = file_named("claim.pem.crt");
+    assert_eq!(
+        openssl_public_key("cert", &cert),
+        openssl_public_key("key", &file_named("claim.private.pem.key"))
+    );
+    assert_eq!(
+        cert_public_key_sha256(&std::fs::read(&cert).unwrap()),
+        fx.rt.block_on(async {
+            let pem = iot
+                .describe_certificate()
+                .certificate_id(taken["certificate_id"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let pem = pem
+                .certificate_description()
+                .unwrap()
+                .certificate_pem()
+                .unwrap()
+                .to_string();
+            cert_public_key_sha256(pem.as_bytes())
+        })
+    );
+
+    // The bundle on standard output would mix with the record: refused, nothing taken.
+    let before = common::files(&fx.out);
+    let (code, stdout, stderr) = run(&mut take(Path::new("-")));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stdout.is_empty() && stderr.lines().count() == 1,
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("--to") && stderr.contains("--output json"),
+        "{stderr}"
+    );
+    assert_eq!(common::files(&fx.out), before, "nothing taken or written");
+
+    // flashed: recorded, then the same again.
+    let serial = taken["serial"].as_str().unwrap();
+    let flashed = || {
+        let mut cmd = claimfab_without_endpoint();
+        cmd.arg("flashed")
+            .arg(&fx.out)
+            .args(["--station", "st1", serial, "--output", "json"]);
+        json_lines(&mut cmd, 0).0
+    };
+    let first = flashed();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["type"], "recorded");
+    assert_eq!(first[0]["event"], "flashed");
+    assert_eq!(first[0]["already_recorded"], false);
+    assert_eq!(flashed()[0]["already_recorded"], true);
+
+    // The batch taken to the end: `nothing_left`, exit 3.
+    for station in ["st2", "st3", "st4"] {
+        let mut cmd = claimfab_without_endpoint();
+        cmd.args(["--output", "json", "take"])
+            .arg(&fx.out)
+            .args(["--station", station, "--to"])
+            .arg(fx.work.path().join(station));
+        assert_eq!(json_lines(&mut cmd, 0).0[0]["type"], "taken");
+    }
+    let mut last = claimfab_without_endpoint();
+    last.args(["--output", "json", "take"])
+        .arg(&fx.out)
+        .args(["--station", "st5", "--to"])
+        .arg(fx.work.path().join("st5"));
+    let (nothing, _) = json_lines(&mut last, 3);
+    assert_eq!(nothing.len(), 1);
+    assert_eq!(nothing[0]["type"], "nothing_left");
+    assert_eq!(nothing[0]["dir"], fx.out.display().to_string());
+
+    // verify: one check per batch directory, then the counts.
+    let (checks, _) = json_lines(
+        claimfab_without_endpoint()
+            .args(["verify", "--output", "json"])
+            .arg(&fx.out),
+        0,
+    );
+    let check = of_type(&checks, "check");
+    assert!(
+        !check.is_empty() && check.iter().all(|c| c["ok"] == true),
+        "{checks:?}"
+    );
+    let checked = of_type(&checks, "checked");
+    assert_eq!(checked[0]["checked"], check.len());
+    assert_eq!(checked[0]["with_findings"], 0);
+}
+
+#[test]
+fn key_commands_name_their_public_half_and_the_file_holding_the_secret() {
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("station.key");
+    let (lines, stderr) = json_lines(
+        claimfab_without_endpoint()
+            .args(["station-key", "--output", "json", "--out"])
+            .arg(&key),
+        0,
+    );
+    assert!(stderr.contains("wrote the station's identity"), "{stderr}");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "key");
+    assert_eq!(lines[0]["file"], key.display().to_string());
+    let recipient = lines[0]["public_key"].as_str().unwrap();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    assert_eq!(mode(&key), "0600");
+    let identity = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        identity.contains(&format!("# public key: {recipient}")),
+        "the identity file names the same recipient"
+    );
+
+    let signing = work.path().join("batch.key");
+    let (lines, _) = json_lines(
+        claimfab_without_endpoint()
+            .args(["--output", "json", "batch-key", "--out"])
+            .arg(&signing),
+        0,
+    );
+    assert_eq!(lines[0]["command"], "batch-key");
+    assert!(lines[0]["public_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("claimfab-ed25519:"));
+}
