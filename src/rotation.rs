@@ -359,6 +359,14 @@ fn write_report(args: &RotateRequest, rotation: &Rotation) -> Result<()> {
     }
     dir.write_atomic(REPORT_FILE, &writer.into_inner()?, 0o644)?;
     crate::say!("rotation report: {}", dir.path(REPORT_FILE).display());
+    let retire_not_before = (rotation.retire_not_before).map(crate::core::floor_records::rfc3339);
+    crate::output::emit(&crate::output::records::Record::Rotated {
+        old_dir: &args.old_dir.display().to_string(),
+        new_dir: &args.new_dir.display().to_string(),
+        report: &dir.path(REPORT_FILE).display().to_string(),
+        old_retired: rotation.retired,
+        retire_not_before: retire_not_before.as_deref(),
+    });
     match (rotation.retired, rotation.retire_not_before) {
         (true, _) => crate::say!("old certificates of {} are retired (INACTIVE)", args.old_dir.display()),
         (false, Some(t)) => crate::say!(

@@ -33,6 +33,16 @@ fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["type"] == kind).collect()
 }
 
+/// A certificate's status as AWS IoT reports it (DescribeCertificate).
+fn aws_status(fx: &Fixture, iot: &aws_sdk_iot::Client, id: &str) -> String {
+    let described = fx
+        .rt
+        .block_on(iot.describe_certificate().certificate_id(id).send())
+        .unwrap();
+    let description = described.certificate_description().unwrap();
+    description.status().unwrap().as_str().to_string()
+}
+
 fn mode(path: &Path) -> String {
     format!(
         "{:04o}",
@@ -85,16 +95,7 @@ fn batch_take_flashed_and_verify_answer_in_json_lines() {
             assert_eq!(device[column], row[column].as_str(), "{column}");
         }
         let id = device["certificate_id"].as_str().unwrap();
-        let described = fx
-            .rt
-            .block_on(iot.describe_certificate().certificate_id(id).send())
-            .unwrap();
-        let status = described
-            .certificate_description()
-            .unwrap()
-            .status()
-            .unwrap();
-        assert_eq!(status.as_str(), "ACTIVE");
+        assert_eq!(aws_status(&fx, &iot, id), "ACTIVE");
         assert!(
             device.get("reason").is_none(),
             "no reason for a ready device"
@@ -269,4 +270,98 @@ fn key_commands_name_their_public_half_and_the_file_holding_the_secret() {
         .as_str()
         .unwrap()
         .starts_with("claimfab-ed25519:"));
+}
+
+#[test]
+fn setup_close_revoke_and_audit_answer_in_json_lines() {
+    let fx = Fixture::new("");
+    let iot = fx.rt.block_on(fx.endpoint.client());
+
+    // setup: a plan, then the run; every policy step names a policy AWS now has.
+    let setup = |extra: &[&str], code: i32| {
+        let mut cmd = fx.endpoint.claimfab();
+        cmd.args(["setup", "--output", "json", "--station"])
+            .arg(&fx.station)
+            .args(extra);
+        json_lines(&mut cmd, code).0
+    };
+    let plan = setup(&["--plan"], 0);
+    let summary = of_type(&plan, "setup_summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(
+        (summary[0]["plan"].clone(), summary[0]["record"].clone()),
+        (true.into(), Value::Null)
+    );
+    assert!(summary[0]["changes"].as_u64().unwrap() > 0, "{plan:?}");
+    // The fixture made its claim policy and template unlike setup's: drift, left as it is
+    // (exit 1), then updated.
+    let drifted = setup(&[], 1);
+    let drifts = of_type(&drifted, "step");
+    let drifts: Vec<_> = drifts.iter().filter(|s| s["result"] == "drift").collect();
+    assert_eq!(drifts.len(), 2, "{drifted:?}");
+    assert!(drifts.iter().all(|s| s["detail"].is_string()));
+    assert_eq!(of_type(&drifted, "setup_summary")[0]["drifts"], 2);
+    let applied = setup(&["--update-drifted"], 0);
+    let steps = of_type(&applied, "step");
+    assert_eq!(steps.len(), of_type(&plan, "step").len());
+    for step in &steps {
+        let result = step["result"].as_str().unwrap();
+        assert!(["created", "ok", "updated"].contains(&result), "{step}");
+        if step["kind"] == "iot policy" {
+            let name = step["name"].as_str().unwrap();
+            fx.rt
+                .block_on(iot.get_policy().policy_name(name).send())
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+    }
+    let summary = of_type(&applied, "setup_summary");
+    assert!(Path::new(summary[0]["record"].as_str().unwrap()).is_file());
+
+    let (code, _, stderr) = run(&mut fx.batch(3));
+    assert_eq!(code, 0, "{stderr}");
+    let rows = read_manifest(&fx.out);
+
+    // close without --yes: the plan only, every claim never handed out.
+    let mut close = claimfab_without_endpoint();
+    close.args(["close", "--output", "json"]).arg(&fx.out);
+    let (planned, _) = json_lines(&mut close, 0);
+    let to_retire = of_type(&planned, "to_retire");
+    assert_eq!(to_retire.len(), 3);
+    for (line, row) in to_retire.iter().zip(&rows) {
+        assert_eq!(line["serial"], row["serial"].as_str());
+        assert_eq!(line["certificate_id"], row["certificate_id"].as_str());
+        assert_eq!(line["reason"], "never handed out");
+    }
+
+    // revoke one device: its record, and AWS says REVOKED.
+    let mut revoke = fx.endpoint.claimfab();
+    revoke
+        .args(["revoke", "--output", "json", "--devices", "SN000002"])
+        .arg(&fx.out);
+    let (revoked, _) = json_lines(&mut revoke, 0);
+    let retirement = of_type(&revoked, "retirement");
+    assert_eq!(retirement.len(), 1);
+    assert_eq!(retirement[0]["serial"], "SN000002");
+    assert_eq!(retirement[0]["result"], "retired");
+    assert_eq!(retirement[0]["shared_claim"], false);
+    let id = retirement[0]["certificate_id"].as_str().unwrap();
+    assert_eq!(id, rows[1]["certificate_id"]);
+    assert_eq!(aws_status(&fx, &iot, id), "REVOKED");
+    let summary = of_type(&revoked, "retirement_summary");
+    assert_eq!(
+        (summary[0]["retired"].clone(), summary[0]["failed"].clone()),
+        (1.into(), 0.into())
+    );
+
+    // audit: one batch, its devices, no drift.
+    let mut audit = fx.endpoint.claimfab();
+    audit.args(["audit", "--output", "json"]).arg(&fx.out);
+    let (audited, stderr) = json_lines(&mut audit, 0);
+    assert!(stderr.contains("batch "), "the table on stderr: {stderr}");
+    let batch = of_type(&audited, "batch");
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0]["activation"]["devices"], 3);
+    assert_eq!(batch[0]["floor"]["never_handed_out"], 2);
+    assert!(of_type(&audited, "finding").is_empty(), "{audited:?}");
+    assert_eq!(of_type(&audited, "audited")[0]["findings"], 0);
 }

@@ -99,6 +99,34 @@ struct Stop {
     refused: Refused,
 }
 
+/// The `step` record of one resource (`--output json`).
+fn emit_step(kind: &str, name: &str, result: &str, detail: Option<&str>) {
+    crate::output::emit(&crate::output::records::Record::Step {
+        kind,
+        name,
+        result,
+        detail,
+    });
+}
+
+/// The `setup_summary` record of a run.
+fn emit_summary(
+    account: &Account,
+    plan: bool,
+    changes: usize,
+    drifts: usize,
+    record: Option<&Path>,
+) {
+    crate::output::emit(&crate::output::records::Record::SetupSummary {
+        account_id: &account.account_id,
+        region: &account.region,
+        plan,
+        changes,
+        drifts,
+        record: record.map(|p| p.display().to_string()).as_deref(),
+    });
+}
+
 /// The report: what became of each step reached, in the table's order.
 struct Report<'s> {
     steps: &'s [Step],
@@ -120,10 +148,16 @@ impl Report<'_> {
                 Outcome::WouldUpdate(what) => ("update", format!(" ({what})")),
             };
             crate::say!("  {word:<8} {} {}{detail}", step.kind, step.name);
+            let what = match outcome {
+                Outcome::Drift(what) | Outcome::WouldUpdate(what) => Some(what.as_str()),
+                _ => None,
+            };
+            emit_step(step.kind, &step.name, &word.to_lowercase(), what);
         }
         if let Some(stop) = stopped {
             let error = &stop.refused.error;
             crate::say!("  FAILED   {} {}: {error}", stop.kind, stop.name);
+            emit_step(stop.kind, &stop.name, "failed", Some(&error.to_string()));
             // The failed step is the one after the last reached (none when the endpoints,
             // after every step, failed).
             for step in self.steps.iter().skip(self.outcomes.len() + 1) {
@@ -197,13 +231,14 @@ pub async fn run_with(api: &impl AccountApi, args: SetupRequest) -> Result<bool>
             report.print(None);
             let changes = report.changes();
             crate::say!("{changes} change(s) to make; nothing was touched (--plan)");
+            emit_summary(&account, true, changes, report.drifts(), None);
             Ok(true)
         }
         Ok(Some(endpoints)) => {
             report.print(None);
             let mut record = record(station, &account, &ctx, endpoints);
             record.endpoint_url = args.endpoint_url.clone();
-            finish(&report, &args.station_file, &record)
+            finish(&report, &args.station_file, &record, &account)
         }
         Err(stop) => {
             report.print(Some(&stop));
@@ -252,10 +287,16 @@ async fn apply(
 }
 
 /// Writes the record of an applied run and sums the run up; false when drift was left.
-fn finish(report: &Report<'_>, station: &Path, record: &SetupRecord) -> Result<bool> {
+fn finish(
+    report: &Report<'_>,
+    station: &Path,
+    record: &SetupRecord,
+    account: &Account,
+) -> Result<bool> {
     let path = record_path(station);
     write_record(&path, record)?;
     let (changes, drifts) = (report.changes(), report.drifts());
+    emit_summary(account, false, changes, drifts, Some(&path));
     if changes == 0 && drifts == 0 {
         crate::say!("nothing to change: the account already matches");
     } else if changes == 0 {

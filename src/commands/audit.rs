@@ -16,6 +16,7 @@ use crate::core::reconcile::{
 };
 use crate::core::station_config::LimitsSection;
 use crate::error::UserError;
+use crate::output::records::Record;
 
 fn read_batch(dir: &Path) -> Result<(BatchSpec, BatchManifest)> {
     let (spec, rows) = crate::batch_dir::spec::read_batch_dir(dir)?;
@@ -89,7 +90,23 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         provision_within: &args.provision_within,
     };
     crate::output::write(format_args!("{}", render(args.format, &report)));
+    emit_report(&report);
     Ok(findings.is_empty())
+}
+
+/// The records of `--output json`: a `batch` per directory, a `finding` per finding, then
+/// the counts.
+fn emit_report(report: &Report<'_>) {
+    for (activation, floor) in report.activation.iter().zip(report.floor) {
+        crate::output::emit(&Record::Batch { activation, floor });
+    }
+    for finding in report.findings {
+        crate::output::emit(&Record::Finding(finding));
+    }
+    crate::output::emit(&Record::Audited {
+        batches: report.activation.len(),
+        findings: report.findings.len(),
+    });
 }
 
 /// What AWS holds that the audit compares with the manifests, by full listings.

@@ -11,6 +11,7 @@ use crate::batch_dir::spec::read_batch_dir;
 use crate::cli::CloseArgs;
 use crate::core::floor_records::close_plan;
 use crate::core::manifest::DeviceStatus;
+use crate::output::records::Record;
 use crate::retirement::close::{
     close_selection, retire, stop_the_floor, write_close_report, CLOSE_REPORT,
 };
@@ -24,6 +25,12 @@ pub async fn run(args: CloseArgs) -> Result<bool> {
     let selection = close_selection(&args.dir, &spec, &rows, &plan)?;
     for (row, reason) in &plan {
         crate::say!("  retire  {:<24} {}", row.serial, reason.describe());
+        crate::output::emit(&Record::ToRetire {
+            dir: &args.dir.display().to_string(),
+            serial: &row.serial,
+            certificate_id: &row.certificate_id,
+            reason: reason.describe(),
+        });
     }
     crate::say!(
         "{} claim(s) to retire in {} ({} flashed stay active)",

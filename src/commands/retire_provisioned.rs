@@ -37,6 +37,12 @@ pub async fn run(args: RetireProvisionedArgs) -> Result<bool> {
                 "{}: no claim of a provisioned device to retire",
                 dir.display()
             );
+            crate::output::emit(&crate::output::records::Record::RetirementSummary {
+                dir: &dir.display().to_string(),
+                retired: 0,
+                failed: 0,
+                held: &[],
+            });
             continue;
         };
         crate::say!(

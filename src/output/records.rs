@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::core::manifest::ManifestRow;
+use crate::core::reconcile::{Activation, Finding, FloorReport};
 
 /// The schema version every line carries; bumped only by an incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -66,6 +67,81 @@ pub enum Record<'a> {
         /// `take --batch-key` and `[station] batch_keys` take it.
         public_key: &'a str,
     },
+    /// `revoke`, `close`, `retire-provisioned`, `rotate` (retiring the old claims): what
+    /// became of one device's claim, or of a batch's shared claim.
+    Retirement {
+        dir: &'a str,
+        /// None for a batch's shared claim (`shared_claim`: every device carries it).
+        serial: Option<&'a str>,
+        shared_claim: bool,
+        certificate_id: Option<&'a str>,
+        /// `retired` (it reached the asked state), `failed` (AWS refused or did not
+        /// answer: re-run to retry) or `skipped` (the device has no certificate).
+        result: &'a str,
+        /// What was done, or why it failed, in words.
+        detail: &'a str,
+        /// The station that held the bundle (took it, never recorded it), if one did.
+        held_by: Option<&'a str>,
+    },
+    /// `close`: a claim its plan retires (without `--yes`, only planned), and why.
+    ToRetire {
+        dir: &'a str,
+        serial: &'a str,
+        certificate_id: &'a str,
+        reason: &'a str,
+    },
+    /// The same commands: one batch directory's outcome.
+    RetirementSummary {
+        dir: &'a str,
+        /// Devices whose claim is now out of service (each device of a shared claim).
+        retired: usize,
+        /// Claims AWS did not take out of service: re-run to retry.
+        failed: usize,
+        /// Selected bundles a station held, retired all the same.
+        held: &'a [HeldBundle<'a>],
+    },
+    /// `rotate`: the rotation's state once its new batch is complete (its devices and the
+    /// old claims' retirements come before, as `batch` and `revoke` records).
+    Rotated {
+        old_dir: &'a str,
+        new_dir: &'a str,
+        /// rotation.csv: each device's old and new certificate.
+        report: &'a str,
+        /// The old claims are retired (INACTIVE).
+        old_retired: bool,
+        /// With `--retire-after`: not before this time (RFC 3339).
+        retire_not_before: Option<&'a str>,
+    },
+    /// `audit`: one batch directory: how many devices have provisioned (their thing exists)
+    /// and what the stations did.
+    Batch {
+        activation: &'a Activation,
+        floor: &'a FloorReport,
+    },
+    /// `audit`: one drift between a manifest and AWS.
+    Finding(&'a Finding),
+    /// `audit`: the counts (exit 1 when `findings` > 0).
+    Audited { batches: usize, findings: usize },
+    /// `setup`: one resource of the account's fleet-provisioning setup, in order.
+    Step {
+        /// e.g. `iam role`, `iot policy`, `iot template`.
+        kind: &'a str,
+        name: &'a str,
+        /// `created`, `ok`, `updated`, `drift` (left as it is), `create` / `update` (with
+        /// `--plan`), or `failed` (the run stopped here; the error is the detail).
+        result: &'a str,
+        detail: Option<&'a str>,
+    },
+    /// `setup`: the counts, and where the setup record was written.
+    SetupSummary {
+        account_id: &'a str,
+        region: &'a str,
+        plan: bool,
+        changes: usize,
+        drifts: usize,
+        /// STATION.setup.json; none with `--plan`.
+        record: Option<&'a str>,
+    },
     /// `man --out`: the pages written.
     ManPages { dir: &'a str, files: &'a [String] },
 }
@@ -107,4 +183,11 @@ pub struct Taken {
 pub struct TakenFile {
     pub path: String,
     pub mode: String,
+}
+
+/// A bundle a station held when its claim was retired.
+#[derive(Debug, Serialize)]
+pub struct HeldBundle<'a> {
+    pub serial: &'a str,
+    pub station: &'a str,
 }

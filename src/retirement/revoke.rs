@@ -29,6 +29,7 @@ use crate::batch_dir::journal::{EventLog, JournalStore, SCRATCH_FAILED};
 use crate::batch_dir::{BatchDir, JOURNAL_FILE, MANIFEST_FILE};
 use crate::error::UserError;
 use crate::floor::Floor;
+use crate::output::records::{HeldBundle, Record};
 
 /// What to take out of service, and how: `claimfab revoke`'s request, which `close`,
 /// `retire-provisioned` and `rotate` make too.
@@ -149,6 +150,7 @@ impl Checked<'_> {
         // leaves the bundles closed, and a re-run finds its markers in place.
         let held = self.close_floor()?;
         let plan = Revocation {
+            dir: dir.display().to_string(),
             api,
             journal: journal.as_ref(),
             replay: Mutex::new(replay),
@@ -169,6 +171,7 @@ impl Checked<'_> {
             .unwrap_or_else(PoisonError::into_inner);
         self.update_manifest(&batch_dir, &replay)?;
         say_held(&outcome.held);
+        emit_outcome(dir, &outcome);
         crate::say!(
             "{} device(s) selected, {} failed; manifest: {}",
             match self.spec.claim_scope {
@@ -201,12 +204,13 @@ impl Checked<'_> {
         let mut verdicts = futures::stream::iter(&self.selected)
             .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
             .map(|serial| async move {
-                let who = match holders.get(serial.as_str()) {
+                let held_by = holders.get(serial.as_str()).copied();
+                let who = match held_by {
                     _ if shared => format!("all {} devices (shared certificate)", self.rows.len()),
                     Some(station) => format!("{serial} (held by station {station})"),
                     None => serial.clone(),
                 };
-                (serial.as_str(), plan.report(serial, &who).await)
+                (serial.as_str(), plan.report(serial, &who, held_by).await)
             })
             .buffer_unordered(self.concurrency);
         let (mut retired, mut failed, mut first_error) = (HashSet::new(), 0, None);
@@ -321,6 +325,19 @@ fn close_bundle(floor: &Floor, serial: &str, now: OffsetDateTime) -> Result<Opti
     })
 }
 
+/// The `retirement_summary` record of one batch directory.
+fn emit_outcome(dir: &Path, outcome: &Outcome) {
+    let held: Vec<HeldBundle> = (outcome.held.iter())
+        .map(|(serial, station)| HeldBundle { serial, station })
+        .collect();
+    crate::output::emit(&Record::RetirementSummary {
+        dir: &dir.display().to_string(),
+        retired: outcome.retired.len(),
+        failed: outcome.failed,
+        held: &held,
+    });
+}
+
 /// Names the selected bundles a station held, retired all the same.
 fn say_held(held: &[(String, String)]) {
     if held.is_empty() {
@@ -420,6 +437,8 @@ enum Revoked {
 /// What to do to each selected device, and the journal's state, which every device being
 /// retired reads and extends (each only its own record).
 struct Revocation<'a, A> {
+    /// The batch directory, as the records of `--output json` name it.
+    dir: String,
     api: &'a A,
     journal: &'a dyn EventLog,
     replay: Mutex<Replay>,
@@ -441,11 +460,13 @@ impl<A: Claims> Revocation<'_, A> {
         self.replay().apply(event).context(SCRATCH_FAILED)
     }
 
-    /// Revokes one device and prints what became of it.
-    async fn report(&self, serial: &str, who: &str) -> Result<Verdict> {
+    /// Revokes one device and prints what became of it (a `retirement` record with
+    /// `--output json`).
+    async fn report(&self, serial: &str, who: &str, held_by: Option<&str>) -> Result<Verdict> {
         let record = self.replay().record(serial).context(SCRATCH_FAILED)?;
         let Some(cert) = record.and_then(|r| r.certificate) else {
             crate::say!("  skipped  {serial}: no certificate to revoke");
+            self.emit(serial, None, "skipped", "no certificate to revoke", held_by);
             return Ok(Verdict::Skipped);
         };
         let id = &cert.certificate_id;
@@ -453,13 +474,35 @@ impl<A: Claims> Revocation<'_, A> {
         Ok(match self.revoke_one(serial, &cert).await? {
             Revoked::Done(done) => {
                 crate::say!("  ok       {who} {short}: {done}");
+                self.emit(serial, Some(id), "retired", &done, held_by);
                 Verdict::Retired
             }
             Revoked::Failed(e) => {
                 crate::say!("  FAILED   {who} {short}: {e}");
+                self.emit(serial, Some(id), "failed", &e.to_string(), held_by);
                 Verdict::Failed
             }
         })
+    }
+
+    fn emit(
+        &self,
+        serial: &str,
+        certificate_id: Option<&str>,
+        result: &str,
+        detail: &str,
+        held_by: Option<&str>,
+    ) {
+        let shared = serial == SHARED_CLAIM;
+        crate::output::emit(&Record::Retirement {
+            dir: &self.dir,
+            serial: (!shared).then_some(serial),
+            shared_claim: shared,
+            certificate_id,
+            result,
+            detail,
+            held_by,
+        });
     }
 
     /// One device: status (journaled before and after), then detach and delete when asked.
