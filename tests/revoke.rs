@@ -139,3 +139,51 @@ fn revoke_at_a_stations_concurrency_retires_devices_together_each_in_order() {
         .iter()
         .all(|r| r["status"] == "revoked"));
 }
+
+/// A command run on a pseudo-terminal (util-linux `script`), as an operator at a console
+/// runs it: what the terminal showed, standard output and error together.
+fn on_a_terminal(cmd: &std::process::Command) -> String {
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|word| format!("'{}'", word.to_string_lossy().replace('\'', "'\\''")))
+        .collect();
+    let mut script = std::process::Command::new("script");
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let output = script
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env("COLUMNS", "160")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn revoke_draws_progress_on_a_terminal_only() {
+    let f = Fixture::new("");
+    assert_eq!(run(&mut f.batch(12)).0, 0);
+    let revoke = |args: &[&str]| {
+        let mut cmd = f.endpoint.claimfab();
+        cmd.arg("revoke").arg(&f.out).args(args);
+        cmd
+    };
+    // Piped, as in a log or a script: report lines only, no bar, no terminal control.
+    let (code, stdout, stderr) = run(&mut revoke(&["--devices", "SN000001,SN000002"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("  ok       SN000001"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text:?}");
+        assert!(!text.contains("retire ["), "{text}");
+    }
+    // On a terminal: the bar, counting the claims to retire.
+    let shown = on_a_terminal(revoke(&["--all", "--status", "inactive"]).env("TERM", "xterm"));
+    assert!(shown.contains("retire ["), "{shown}");
+    assert!(shown.contains("/12"), "{shown}");
+    assert!(shown.contains("  ok       SN000012"), "{shown}");
+}

@@ -159,11 +159,15 @@ async fn device_certificate_things(
         .flat_map(|b| b.rows.iter().map(|r| r.certificate_arn.as_str()))
         .collect();
     let mut found = BTreeMap::new();
-    let provisioned = batches
+    let provisioned: Vec<_> = batches
         .iter()
         .flat_map(|b| &b.rows)
-        .filter(|r| view.thing_names.contains(&r.thing_name));
+        .filter(|r| view.thing_names.contains(&r.thing_name))
+        .collect();
+    // Two paced calls per provisioned device: minutes for a large batch.
+    let bar = crate::progress::stage_bar("things", provisioned.len() as u64);
     for row in provisioned {
+        bar.inc(1);
         let thing = &row.thing_name;
         let principals = iot.thing_principals(thing).await.map_err(|e| {
             needs(
@@ -187,6 +191,7 @@ async fn device_certificate_things(
             found.insert(principal, things);
         }
     }
+    bar.finish_and_clear();
     Ok(found)
 }
 

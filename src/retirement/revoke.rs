@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
+use indicatif::ProgressBar;
 use time::OffsetDateTime;
 
 use crate::batch_dir::spec::BatchSpec;
@@ -151,6 +152,7 @@ impl Checked<'_> {
         let held = self.close_floor()?;
         let plan = Revocation {
             dir: dir.display().to_string(),
+            bar: crate::progress::stage_bar("retire", self.selected.len() as u64),
             api,
             journal: journal.as_ref(),
             replay: Mutex::new(replay),
@@ -159,7 +161,9 @@ impl Checked<'_> {
             detach: self.request.detach || self.request.delete,
             delete: self.request.delete,
         };
-        let (retired, failed) = self.retire_each(&plan, &held).await?;
+        let retiring = self.retire_each(&plan, &held).await;
+        plan.bar.finish_and_clear();
+        let (retired, failed) = retiring?;
         let outcome = Outcome {
             retired: self.retired_devices(&retired),
             failed,
@@ -210,7 +214,9 @@ impl Checked<'_> {
                     Some(station) => format!("{serial} (held by station {station})"),
                     None => serial.clone(),
                 };
-                (serial.as_str(), plan.report(serial, &who, held_by).await)
+                let verdict = plan.report(serial, &who, held_by).await;
+                plan.bar.inc(1);
+                (serial.as_str(), verdict)
             })
             .buffer_unordered(self.concurrency);
         let (mut retired, mut failed, mut first_error) = (HashSet::new(), 0, None);
@@ -439,6 +445,8 @@ enum Revoked {
 struct Revocation<'a, A> {
     /// The batch directory, as the records of `--output json` name it.
     dir: String,
+    /// One step per selected claim; hidden unless stderr is a terminal.
+    bar: ProgressBar,
     api: &'a A,
     journal: &'a dyn EventLog,
     replay: Mutex<Replay>,
@@ -465,7 +473,9 @@ impl<A: Claims> Revocation<'_, A> {
     async fn report(&self, serial: &str, who: &str, held_by: Option<&str>) -> Result<Verdict> {
         let record = self.replay().record(serial).context(SCRATCH_FAILED)?;
         let Some(cert) = record.and_then(|r| r.certificate) else {
-            crate::say!("  skipped  {serial}: no certificate to revoke");
+            self.say(format_args!(
+                "  skipped  {serial}: no certificate to revoke"
+            ));
             self.emit(serial, None, "skipped", "no certificate to revoke", held_by);
             return Ok(Verdict::Skipped);
         };
@@ -473,16 +483,21 @@ impl<A: Claims> Revocation<'_, A> {
         let short = id.get(..16).unwrap_or(id);
         Ok(match self.revoke_one(serial, &cert).await? {
             Revoked::Done(done) => {
-                crate::say!("  ok       {who} {short}: {done}");
+                self.say(format_args!("  ok       {who} {short}: {done}"));
                 self.emit(serial, Some(id), "retired", &done, held_by);
                 Verdict::Retired
             }
             Revoked::Failed(e) => {
-                crate::say!("  FAILED   {who} {short}: {e}");
+                self.say(format_args!("  FAILED   {who} {short}: {e}"));
                 self.emit(serial, Some(id), "failed", &e.to_string(), held_by);
                 Verdict::Failed
             }
         })
+    }
+
+    /// A line of the report, printed with the progress bar out of its way.
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        self.bar.suspend(|| crate::say!("{line}"));
     }
 
     fn emit(
