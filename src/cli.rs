@@ -67,12 +67,42 @@ pub enum Command {
     Take(TakeArgs),
     /// Record what a station did with a bundle it took: flashed, or --spoiled.
     Flashed(FlashedArgs),
+    /// Write a self-contained HTML floor report for a shift supervisor: per batch the status
+    /// funnel, flashed and provisioned per hour, per-station spoil rates, and the boards
+    /// flashed over --provision-within ago that have not provisioned.
+    Report(ReportArgs),
     /// Print the shell completion script for SHELL (e.g. `claimfab completions bash >
     /// /etc/bash_completion.d/claimfab`).
     Completions(CompletionsArgs),
     /// Print the man page claimfab(1), or with --out write it and one page per subcommand
     /// (claimfab-batch(1), ...) into a directory.
     Man(ManArgs),
+}
+
+/// `claimfab report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Batch directories (each with batch.json and manifest.csv).
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+
+    /// Where to write the HTML page (replaced if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+
+    /// A board flashed longer ago than this and not provisioned is listed (e.g. 24h, 3d).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub provision_within: String,
+
+    /// Ask AWS nothing: from the batch directories alone, provisioning marked unknown.
+    #[arg(long)]
+    pub offline: bool,
+
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `claimfab completions`.

@@ -248,6 +248,11 @@ pub trait Inventory: Send + Sync {
         &self,
     ) -> impl Future<Output = Result<HashMap<String, CertificateStatus>, AwsError>> + Send;
 
+    /// Every certificate of the account and region: ARN -> when it was created.
+    fn certificate_creation_times(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<String, OffsetDateTime>, AwsError>> + Send;
+
     /// The ARNs a policy is attached to.
     fn policy_targets(
         &self,

@@ -11,8 +11,8 @@ use clap::{CommandFactory, FromArgMatches};
 
 use claimfab::cli::{Cli, Command, FlashedArgs, TakeArgs};
 use claimfab::commands::{
-    audit, batch, close, flashed, keys, manual, package, prepare, register, retire_provisioned,
-    revoke, rotate, setup, take, verify,
+    audit, batch, close, flashed, keys, manual, package, prepare, register, report,
+    retire_provisioned, revoke, rotate, setup, take, verify,
 };
 use claimfab::error::UserError;
 use claimfab::floor::handout::TakeResult;
@@ -73,6 +73,7 @@ fn holds_keys(command: &Command) -> bool {
         | Command::Revoke(_)
         | Command::Close(_)
         | Command::RetireProvisioned(_)
+        | Command::Report(_)
         | Command::Completions(_)
         | Command::Man(_) => false,
     }
@@ -122,6 +123,7 @@ fn run_with_runtime(command: Command) -> anyhow::Result<ExitCode> {
             Command::RetireProvisioned(args) => {
                 retire_provisioned::run(args).await.map(success_or_1)
             }
+            Command::Report(args) => report::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::StationKey(args) => keys::station_key(&args).map(|()| ExitCode::SUCCESS),
             Command::BatchKey(args) => keys::batch_key(&args).map(|()| ExitCode::SUCCESS),
             Command::Take(args) => run_take(args),

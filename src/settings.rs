@@ -160,6 +160,31 @@ pub async fn connect_with_limits(
         .map_err(UserError::Aws)?)
 }
 
+/// `--provision-within`: how long after flashing a board should have provisioned.
+pub fn provision_within(text: &str) -> Result<std::time::Duration, UserError> {
+    humantime::parse_duration(text).map_err(|e| UserError::Flag {
+        flag: "--provision-within",
+        value: text.to_string(),
+        problem: format!("{e}; use a duration like 24h or 3d"),
+    })
+}
+
+/// The one region batches were made in (or `--region`), for commands that read AWS about
+/// several batches at once.
+pub fn batches_region(
+    flag: Option<&String>,
+    regions: std::collections::HashSet<String>,
+) -> Result<String, UserError> {
+    match (flag, regions.len()) {
+        (Some(region), _) => Ok(region.clone()),
+        (None, 1) => Ok(regions.into_iter().next().expect("one region")),
+        (None, _) => Err(UserError::Aws(
+            "the batches are in different regions; read one region at a time or pass --region"
+                .into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

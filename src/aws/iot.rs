@@ -27,6 +27,17 @@ pub struct Iot {
 }
 
 impl Iot {
+    /// ListCertificates, every page.
+    async fn every_certificate(&self) -> Result<Vec<Listed>, AwsError> {
+        self.calls
+            .pages(
+                Api::ListCertificates,
+                |token| self.certificates_page(token, false),
+                |_: &[Listed]| true,
+            )
+            .await
+    }
+
     /// Loads the SDK config (standard chain plus `settings`) and checks that a region and
     /// credentials resolve. Errors are one line saying what to set.
     pub async fn connect(settings: &AwsSettings, limits: &LimitsSection) -> Result<Self, String> {
@@ -254,17 +265,20 @@ impl Inventory for Iot {
     async fn certificate_statuses(
         &self,
     ) -> Result<HashMap<String, crate::cloud::CertificateStatus>, AwsError> {
-        let listed = self
-            .calls
-            .pages(
-                Api::ListCertificates,
-                |token| self.certificates_page(token, false),
-                |_: &[Listed]| true,
-            )
-            .await?;
+        let listed = self.every_certificate().await?;
         Ok(listed
             .into_iter()
             .map(|c| (c.summary.certificate_id, c.status))
+            .collect())
+    }
+
+    async fn certificate_creation_times(
+        &self,
+    ) -> Result<HashMap<String, OffsetDateTime>, AwsError> {
+        let listed = self.every_certificate().await?;
+        Ok(listed
+            .into_iter()
+            .map(|c| (c.summary.certificate_arn, c.created_at))
             .collect())
     }
 

@@ -46,12 +46,7 @@ fn refresh_manifest(dir: &Path, rows: &[crate::core::manifest::ManifestRow]) -> 
 
 /// Runs `claimfab audit`; returns whether AWS and the manifests agree.
 pub async fn run(args: AuditArgs) -> Result<bool> {
-    let provision_within =
-        humantime::parse_duration(&args.provision_within).map_err(|e| UserError::Flag {
-            flag: "--provision-within",
-            value: args.provision_within.clone(),
-            problem: format!("{e}; use a duration like 24h or 3d"),
-        })?;
+    let provision_within = crate::settings::provision_within(&args.provision_within)?;
     let mut batches = Vec::new();
     let mut regions = HashSet::new();
     for dir in &args.dirs {
@@ -59,16 +54,7 @@ pub async fn run(args: AuditArgs) -> Result<bool> {
         regions.insert(spec.target.region.clone());
         batches.push(batch);
     }
-    let region =
-        match (&args.aws.region, regions.len()) {
-            (Some(region), _) => region.clone(),
-            (None, 1) => regions.into_iter().next().expect("one region"),
-            (None, _) => return Err(UserError::Aws(
-                "the batches are in different regions; audit one region at a time or pass --region"
-                    .into(),
-            )
-            .into()),
-        };
+    let region = crate::settings::batches_region(args.aws.region.as_ref(), regions)?;
     let settings = crate::settings::aws_settings(&args.aws, None, Some(&region))?;
     let iot = Iot::connect(&settings, &LimitsSection::default())
         .await

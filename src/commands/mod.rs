@@ -12,6 +12,7 @@ pub mod manual;
 pub mod package;
 pub mod prepare;
 pub mod register;
+pub mod report;
 pub mod retire_provisioned;
 pub mod revoke;
 pub mod rotate;

@@ -9,6 +9,7 @@ pub mod carried;
 pub mod certificate;
 pub mod devices;
 pub mod floor_records;
+pub mod floor_report;
 pub mod greengrass;
 pub mod interned;
 pub mod iot_policy;

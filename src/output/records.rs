@@ -142,6 +142,13 @@ pub enum Record<'a> {
         /// STATION.setup.json; none with `--plan`.
         record: Option<&'a str>,
     },
+    /// `report`: the page written.
+    FloorReport {
+        file: &'a str,
+        batches: usize,
+        /// False with `--offline`: provisioning is marked unknown.
+        provisioning_known: bool,
+    },
     /// `man --out`: the pages written.
     ManPages { dir: &'a str, files: &'a [String] },
 }

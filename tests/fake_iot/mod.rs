@@ -383,6 +383,17 @@ impl Inventory for FakeIot {
             .collect())
     }
 
+    async fn certificate_creation_times(
+        &self,
+    ) -> Result<HashMap<String, OffsetDateTime>, AwsError> {
+        self.read("ListCertificates")?;
+        let certificates = self.certificates.lock().unwrap();
+        Ok(certificates
+            .values()
+            .map(|c| (c.arn.clone(), c.created_at))
+            .collect())
+    }
+
     async fn policy_targets(&self, policy: &str) -> Result<Vec<String>, AwsError> {
         self.read("ListTargetsForPolicy")?;
         let certificates = self.certificates.lock().unwrap();
