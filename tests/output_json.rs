@@ -1,8 +1,11 @@
 //! `--output json` as a station script or an MES reads it: every line of standard output
 //! parsed as JSON (serde_json), checked against the batch's files, the AWS API of the local
 //! endpoint and openssl, never against claimfab's text; the human text on standard error.
+//! batch, take, flashed, verify, setup, close, revoke, audit, rotate, prepare, package and
+//! the key commands.
 
 mod common;
+mod fake_iot;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -364,4 +367,119 @@ fn setup_close_revoke_and_audit_answer_in_json_lines() {
     assert_eq!(batch[0]["floor"]["never_handed_out"], 2);
     assert!(of_type(&audited, "finding").is_empty(), "{audited:?}");
     assert_eq!(of_type(&audited, "audited")[0]["findings"], 0);
+}
+
+#[test]
+fn prepare_and_package_answer_in_json_lines_offline() {
+    let work = tempfile::tempdir().unwrap();
+    let station = work.path().join("station.toml");
+    std::fs::write(
+        &station,
+        "[aws]\nregion = \"us-east-1\"\n\
+         iot_data_endpoint = \"line-ats.iot.us-east-1.amazonaws.com\"\n\
+         iot_credential_endpoint = \"line.credentials.iot.us-east-1.amazonaws.com\"\n\
+         [provisioning]\nthing_name_pattern = \"gg-{serial}\"\n",
+    )
+    .unwrap();
+    let secret = work.path().join("passphrase");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    let offline = work.path().join("offline");
+    let (prepared, _) = json_lines(
+        claimfab_without_endpoint()
+            .args(["prepare", "--output", "json", "--count", "3", "--station"])
+            .arg(&station)
+            .arg("--out")
+            .arg(&offline)
+            .arg("--passphrase-file")
+            .arg(&secret),
+        0,
+    );
+    assert_eq!(prepared.len(), 1);
+    let prepared = &prepared[0];
+    assert_eq!(prepared["type"], "prepared");
+    assert_eq!(prepared["devices"], 3);
+    // The checksum is the CSR file's own: its end line's, over every byte before it.
+    let csrs = std::fs::read_to_string(offline.join("csrs.jsonl")).unwrap();
+    let end = csrs.trim_end().rfind('\n').unwrap() + 1;
+    let end_line: Value = serde_json::from_str(&csrs[end..]).unwrap();
+    assert_eq!(prepared["csrs_sha256"], end_line["sha256"]);
+    assert_eq!(end_line["sha256"], sha256_hex(&csrs.as_bytes()[..end]));
+    assert_eq!(
+        prepared["csrs"],
+        offline.join("csrs.jsonl").display().to_string()
+    );
+
+    let certificates = work.path().join("certificates.jsonl");
+    fake_iot::carried::issue_all(&offline.join("csrs.jsonl"), &certificates);
+    let (packaged, _) = json_lines(
+        claimfab_without_endpoint()
+            .args(["package", "--output", "json"])
+            .arg(&offline)
+            .arg("--certificates")
+            .arg(&certificates)
+            .arg("--passphrase-file")
+            .arg(&secret),
+        0,
+    );
+    let devices = of_type(&packaged, "device");
+    assert_eq!(devices.len(), 3);
+    let rows = read_manifest(&offline);
+    for (device, row) in devices.iter().zip(&rows) {
+        assert_eq!(device["status"], "ready");
+        let bundle = std::fs::read(offline.join(device["bundle"].as_str().unwrap())).unwrap();
+        assert_eq!(device["bundle_sha256"], sha256_hex(&bundle));
+        assert_eq!(device["certificate_id"], row["certificate_id"].as_str());
+    }
+    let summary = of_type(&packaged, "summary");
+    assert_eq!(
+        (summary[0]["ready"].clone(), summary[0]["devices"].clone()),
+        (3.into(), 3.into())
+    );
+}
+
+#[test]
+fn rotate_answers_with_the_new_batch_the_old_claims_and_the_rotation() {
+    let fx = Fixture::new("");
+    assert_eq!(run(&mut fx.batch(3)).0, 0);
+    let old_rows = read_manifest(&fx.out);
+    let new = fx.work.path().join("rotated");
+    let mut rotate = fx.endpoint.claimfab();
+    rotate
+        .args(["rotate", "--output", "json", "--retire-old"])
+        .arg(&fx.out)
+        .arg("--out")
+        .arg(&new)
+        .arg("--station")
+        .arg(&fx.station);
+    let (lines, _) = json_lines(&mut rotate, 0);
+    assert!(lines.iter().all(|l| l["command"] == "rotate"));
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "device",
+            "device",
+            "device",
+            "summary",
+            "retirement",
+            "retirement",
+            "retirement",
+            "retirement_summary",
+            "rotated"
+        ]
+    );
+    let new_rows = read_manifest(&new);
+    for (device, row) in of_type(&lines, "device").iter().zip(&new_rows) {
+        assert_eq!(device["certificate_id"], row["certificate_id"].as_str());
+    }
+    let iot = fx.rt.block_on(fx.endpoint.client());
+    for retirement in of_type(&lines, "retirement") {
+        assert_eq!(retirement["result"], "retired");
+        let id = retirement["certificate_id"].as_str().unwrap();
+        assert!(old_rows.iter().any(|r| r["certificate_id"] == id));
+        assert_eq!(aws_status(&fx, &iot, id), "INACTIVE");
+    }
+    let rotated = lines.last().unwrap();
+    assert_eq!(rotated["old_retired"], true);
+    assert!(Path::new(rotated["report"].as_str().unwrap()).is_file());
 }
