@@ -65,6 +65,7 @@ pub async fn run(args: ReportArgs) -> Result<()> {
                     .as_ref()
                     .map_or(Provisioning::Unknown, Provisioning::Known),
                 overdue_before: now - within,
+                now,
             })
         })
         .collect();

@@ -75,6 +75,13 @@ fn section(out: &mut String, batch: &BatchReport) {
     );
     funnel(out, &batch.funnel, batch.devices);
     chart(out, &batch.buckets, batch.daily);
+    if batch.undrawn > 0 {
+        let _ = write!(
+            out,
+            "<p class=\"high\" data-metric=\"undrawn\">{} flash(es) or provisioning(s) dated outside the batch's life are counted but not drawn: check the stations' clocks.</p>",
+            batch.undrawn
+        );
+    }
     stations(out, batch);
     overdue(out, batch);
     out.push_str("</section>");

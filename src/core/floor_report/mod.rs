@@ -34,6 +34,8 @@ pub struct BatchInput<'a> {
     pub provisioning: Provisioning<'a>,
     /// A board flashed before this and not provisioned is overdue.
     pub overdue_before: OffsetDateTime,
+    /// When the report is made: the chart ends here.
+    pub now: OffsetDateTime,
 }
 
 /// How far the batch got: each count a number of devices.
@@ -92,6 +94,10 @@ pub struct BatchReport {
     /// empty when there was none.
     pub buckets: Vec<Bucket>,
     pub daily: bool,
+    /// Flashes and provisionings dated outside the batch's life (before its first
+    /// certificate, or after the report was made): a clock wrong somewhere, or a hand-edited
+    /// log. Counted in the funnel, not drawn.
+    pub undrawn: usize,
     pub stations: Vec<StationCounts>,
     /// None when provisioning is unknown (nobody can say which boards are overdue).
     pub overdue: Option<Vec<Overdue>>,
@@ -161,25 +167,28 @@ pub fn batch_report(input: &BatchInput) -> BatchReport {
             })
             .count(),
     };
-    let (buckets, daily) = buckets(input, &floor, known);
+    let (buckets, daily, undrawn) = buckets(input, &floor, known);
     BatchReport {
         batch: input.batch.to_string(),
         devices: input.rows.len(),
         funnel,
         buckets,
         daily,
+        undrawn,
         stations: stations(input.logs),
         overdue: known.map(|things| overdue(input, &floor, things)),
     }
 }
 
 /// Flashes and provisionings per hour (or per day), every bucket between the first and
-/// the last present, empty ones included.
+/// the last present, empty ones included; only those within the batch's life are drawn (a
+/// log's time is a station's word: a year 9999 must not make a million buckets). Also how
+/// many were left out.
 fn buckets(
     input: &BatchInput,
     floor: &FloorTimes,
     known: Option<&HashMap<String, Option<OffsetDateTime>>>,
-) -> (Vec<Bucket>, bool) {
+) -> (Vec<Bucket>, bool, usize) {
     let flashes: Vec<OffsetDateTime> = (floor.first.iter())
         .filter(|((_, event), _)| *event == FloorEvent::Flashed)
         .map(|(_, (_, at))| *at)
@@ -191,18 +200,27 @@ fn buckets(
             .filter_map(|(_, at)| *at)
             .collect()
     });
+    let born = (input.rows.iter())
+        .filter_map(|row| parse_time(&row.created_at))
+        .min();
+    let life = |at: &&OffsetDateTime| born.is_none_or(|b| **at >= b) && **at <= input.now;
+    let undrawn = (flashes.iter().chain(&provisionings))
+        .filter(|at| !life(at))
+        .count();
+    let flashes: Vec<&OffsetDateTime> = flashes.iter().filter(life).collect();
+    let provisionings: Vec<&OffsetDateTime> = provisionings.iter().filter(life).collect();
     let all = flashes.iter().chain(&provisionings);
     let (Some(first), Some(last)) = (all.clone().min(), all.max()) else {
-        return (Vec::new(), false);
+        return (Vec::new(), false, undrawn);
     };
-    let hours = (*last - *first).whole_hours() + 1;
+    let hours = (**last - **first).whole_hours() + 1;
     let (daily, width) = if hours > MAX_HOURS {
         (true, 24 * 3600)
     } else {
         (false, 3600)
     };
     let start = first.unix_timestamp() - first.unix_timestamp().rem_euclid(width);
-    let index = |at: &OffsetDateTime| ((at.unix_timestamp() - start) / width) as usize;
+    let index = |at: &&OffsetDateTime| ((at.unix_timestamp() - start) / width) as usize;
     let count = index(last) + 1;
     let mut flashed = vec![0; count];
     let mut provisioned = vec![0; count];
@@ -218,7 +236,7 @@ fn buckets(
             provisioned: known.map(|_| provisioned[i]),
         })
         .collect();
-    (buckets, daily)
+    (buckets, daily, undrawn)
 }
 
 /// Per station, by name: what it took, flashed and spoiled (each serial once per event).

@@ -61,6 +61,7 @@ fn input<'a>(
         logs,
         provisioning,
         overdue_before: datetime!(2026-12-01 09:00 UTC),
+        now: datetime!(2026-12-02 08:00 UTC),
     }
 }
 
@@ -212,4 +213,41 @@ fn text_from_the_shared_drive_is_escaped_and_the_page_needs_nothing_else() {
         assert!(!page.contains(external), "{external} in the page");
     }
     assert_eq!(escape("a&'\""), "a&amp;&#39;&quot;");
+}
+
+#[test]
+fn a_log_dated_outside_the_batch_life_is_counted_but_not_drawn() {
+    let mut rows: Vec<ManifestRow> = (1..=3).map(|n| row(n, DeviceStatus::Ready)).collect();
+    for row in &mut rows {
+        row.created_at = "2026-12-01T07:00:00Z".into();
+    }
+    let logs = vec![
+        log(
+            "st1",
+            1,
+            FloorEvent::Flashed,
+            datetime!(2026-12-01 08:10 UTC),
+        ),
+        log(
+            "st1",
+            2,
+            FloorEvent::Flashed,
+            datetime!(9999-12-31 23:00 UTC),
+        ),
+        log(
+            "st1",
+            3,
+            FloorEvent::Flashed,
+            datetime!(1970-01-01 00:00 UTC),
+        ),
+    ];
+    let report = batch_report(&input(&rows, &logs, Provisioning::Unknown));
+    assert_eq!(report.funnel.flashed, 3);
+    assert_eq!(report.undrawn, 2);
+    assert_eq!(
+        report.buckets.len(),
+        1,
+        "one hour drawn, not a million days"
+    );
+    assert_eq!(report.buckets[0].flashed, 1);
 }
