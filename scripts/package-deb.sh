@@ -7,6 +7,8 @@
 # and checks it.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+# The package's assets are named under ./target (Cargo.toml's [package.metadata.deb]).
+unset CARGO_TARGET_DIR
 
 CARGO_DEB_VERSION=3.8.0
 tools="$PWD/.tools"

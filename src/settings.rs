@@ -162,11 +162,20 @@ pub async fn connect_with_limits(
 
 /// `--provision-within`: how long after flashing a board should have provisioned.
 pub fn provision_within(text: &str) -> Result<std::time::Duration, UserError> {
-    humantime::parse_duration(text).map_err(|e| UserError::Flag {
+    const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+    let fail = |problem: String| UserError::Flag {
         flag: "--provision-within",
         value: text.to_string(),
-        problem: format!("{e}; use a duration like 24h or 3d"),
-    })
+        problem,
+    };
+    let within = humantime::parse_duration(text)
+        .map_err(|e| fail(format!("{e}; use a duration like 24h or 3d")))?;
+    if within > TEN_YEARS {
+        return Err(fail(
+            "is over ten years; use a duration like 24h or 3d".into(),
+        ));
+    }
+    Ok(within)
 }
 
 /// The one region batches were made in (or `--region`), for commands that read AWS about
@@ -221,5 +230,17 @@ mod tests {
         };
         let err = aws_settings(&flags, None, None).unwrap_err().to_string();
         assert!(err.contains("--region"), "{err}");
+    }
+
+    #[test]
+    fn provision_within_reads_durations_and_refuses_what_no_clock_can_subtract() {
+        assert_eq!(provision_within("24h").unwrap().as_secs(), 86_400);
+        for bad in ["soon", "20000y"] {
+            let err = provision_within(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--provision-within") && err.contains(bad),
+                "{err}"
+            );
+        }
     }
 }

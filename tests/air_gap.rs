@@ -337,6 +337,20 @@ fn package_killed_then_torn_by_a_power_cut_finishes_every_bundle_whole() {
     let (code, stdout, stderr) = run(offline().arg("verify").arg(&gap.offline));
     assert_eq!(code, 0, "verify: {stdout}\n{stderr}");
     println!("{} journaled before the kill, {torn} torn", journaled.len());
+
+    // A journaled bundle lost since (deleted on the share): written again, the same device.
+    let lost = gap.offline.join(&rows[7]["bundle"]);
+    std::fs::remove_file(&lost).unwrap();
+    let (code, stdout, stderr) = gap.package_with(&certificates);
+    assert_eq!(code, 0, "package after a lost bundle: {stdout}\n{stderr}");
+    let again = read_manifest(&gap.offline);
+    assert_eq!(
+        sha256_hex(&std::fs::read(&lost).unwrap()),
+        again[7]["bundle_sha256"]
+    );
+    assert_eq!(again[7]["certificate_id"], rows[7]["certificate_id"]);
+    let (code, stdout, stderr) = run(offline().arg("verify").arg(&gap.offline));
+    assert_eq!(code, 0, "verify: {stdout}\n{stderr}");
 }
 
 /// A carried file's lines with its end line made anew over them: an edit a checksum cannot

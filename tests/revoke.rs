@@ -187,3 +187,36 @@ fn revoke_draws_progress_on_a_terminal_only() {
     assert!(shown.contains("/12"), "{shown}");
     assert!(shown.contains("  ok       SN000012"), "{shown}");
 }
+
+#[test]
+fn a_reader_that_stops_reading_does_not_stop_the_revocation() {
+    use std::io::BufRead;
+    let f = Fixture::new("");
+    assert_eq!(run(&mut f.batch(8)).0, 0);
+    let mut child = f
+        .endpoint
+        .claimfab()
+        .args([
+            "revoke", "--all", "--status", "inactive", "--output", "json",
+        ])
+        .arg(&f.out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // `| head -1`: one line read, then the pipe closed.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"type\":\"retirement\""), "{first}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Every claim retired and the manifest written, whoever stopped reading.
+    let all = f.rt.block_on(f.endpoint.all_certificates());
+    let rows = read_manifest(&f.out);
+    for row in &rows {
+        assert_eq!(row["status"], "inactive", "{row:?}");
+        assert_eq!(all[&row["certificate_id"]].0, "INACTIVE");
+    }
+}

@@ -2,8 +2,9 @@
 # Builds the Debian package (scripts/package-deb.sh), installs it with dpkg as a user would,
 # and checks what it installed: the binary runs from /usr/bin, man finds its pages, bash
 # completes with the installed script, the example station file is the repository's, dpkg's
-# own audit is clean; then removes it. Outside CI: it needs root and a
-# release build (see the README for how long it takes). Run as root: bash scripts/deb/test-deb.sh
+# own audit is clean; then removes it. Outside CI: it needs root and a release build (see
+# the README for how long it takes): `sudo bash scripts/deb/test-deb.sh` builds as the user
+# who ran sudo (so target/ and .tools/ stay theirs), then installs as root.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 
@@ -12,7 +13,12 @@ if [ "$(id -u)" != 0 ]; then fail "run as root (it installs the package)"; fi
 if dpkg -s claimfab >/dev/null 2>&1; then fail "claimfab is already installed; remove it first"; fi
 
 started=$(date +%s)
-bash scripts/package-deb.sh
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # A login shell of that user: their cargo on PATH, their files.
+    sudo -u "$SUDO_USER" -i bash -c "cd '$PWD' && bash scripts/package-deb.sh"
+else
+    bash scripts/package-deb.sh
+fi
 deb=$(ls -t target/debian/claimfab_*.deb | head -1)
 echo "test-deb: built $deb in $(( $(date +%s) - started )) s"
 trap 'dpkg -r claimfab >/dev/null 2>&1 || true' EXIT

@@ -29,8 +29,10 @@ use crate::pipeline::{Packager, RegisteredDevice};
 /// Bundles written in parallel per step; bounds the keys in memory.
 const CHUNK: usize = 1024;
 
-/// One device's events to journal, and the device to package (None: nothing to write).
-type Planned = (Vec<Event>, Option<RegisteredDevice>);
+/// One device's events to journal, and the device to package (None: nothing to write),
+/// with whether the journal already names its bundle (lost since): such a bundle is written
+/// durably on its own, since a torn file at a journaled name would be trusted.
+type Planned = (Vec<Event>, Option<(RegisteredDevice, bool)>);
 
 /// What a certificate file must answer: this batch, and this CSR file.
 pub struct Expected<'a> {
@@ -209,10 +211,11 @@ impl Importer<'_> {
         }
         let serial = &device.serial;
         let mut events = Vec::new();
-        let (policy_attached, bundle_missing) = match current {
+        let (policy_attached, bundle_missing, journaled) = match current {
             Some(current) if current.certificate_id == line.certificate_id => (
                 current.policy_attached,
                 self.packager.bundle_missing(&current),
+                current.bundle.is_some(),
             ),
             other => {
                 if let Some(other) = other {
@@ -231,7 +234,7 @@ impl Importer<'_> {
                     not_after: issued.not_after,
                     at: issued.not_before,
                 });
-                (false, true)
+                (false, true, false)
             }
         };
         if line.policy_attached && !policy_attached {
@@ -258,7 +261,7 @@ impl Importer<'_> {
             },
             issued,
         };
-        Ok((events, Some(registered)))
+        Ok((events, Some((registered, journaled))))
     }
 
     /// Journals a chunk's certificates (one fsync), writes their bundles in parallel
@@ -270,13 +273,18 @@ impl Importer<'_> {
             .into_par_iter()
             .map(|(device, line, key)| self.plan(device, line, key))
             .collect::<Result<_>>()?;
-        let (events, todo): (Vec<Vec<Event>>, Vec<Option<RegisteredDevice>>) =
-            planned.into_iter().unzip();
+        let (events, todo): (Vec<Vec<Event>>, Vec<_>) = planned.into_iter().unzip();
         self.state.record_all(events.concat())?;
-        let packaged: Vec<Event> = todo
-            .into_par_iter()
+        let (again, fresh): (Vec<_>, Vec<_>) = todo
+            .into_iter()
             .flatten()
-            .map(|registered| self.packager.write_unsynced(registered))
+            .partition(|(_, journaled)| *journaled);
+        again
+            .into_par_iter()
+            .try_for_each(|(registered, _)| self.packager.package(registered))?;
+        let packaged: Vec<Event> = fresh
+            .into_par_iter()
+            .map(|(registered, _)| self.packager.write_unsynced(registered))
             .collect::<Result<_>>()?;
         if packaged.is_empty() {
             return Ok(());

@@ -158,7 +158,7 @@ fn replace_file_synced_or_not(
 pub struct BatchDir {
     root: PathBuf,
     // Held for the life of the run: the OS releases the lock if the process dies.
-    lock: File,
+    _lock: File,
     /// The shared fsyncs of the root and of `bundles/`, where files are replaced.
     root_sync: DirSync,
     bundles_sync: DirSync,
@@ -184,7 +184,7 @@ impl BatchDir {
         }
         Ok(Self {
             root: root.to_path_buf(),
-            lock,
+            _lock: lock,
             root_sync: DirSync::new(root),
             bundles_sync: DirSync::new(&root.join(BUNDLES_DIR)),
         })
@@ -195,11 +195,15 @@ impl BatchDir {
     pub fn make_bundles_dir(&self) -> Result<()> {
         let bundles = self.root.join(BUNDLES_DIR);
         match fs::create_dir(&bundles) {
-            // A new entry in the root, made durable as a rename is.
-            Ok(()) => self.root_sync.renamed(),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && bundles.is_dir() => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot create {}", bundles.display())),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && bundles.is_dir() => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", bundles.display()))
+            }
         }
+        // A new entry in the root, made durable as a rename is; also when an earlier run
+        // made it and died before its sync.
+        self.root_sync.renamed()
     }
 
     /// Absolute path of a file in the batch directory.
@@ -229,15 +233,18 @@ impl BatchDir {
         replace_file_synced_or_not(&target, mode, false, |file| file.write_all(bytes))
     }
 
-    /// Makes everything written so far durable, files and renames: one `syncfs` of the
-    /// filesystem holding the batch directory.
+    /// Makes every bundle written so far durable, files and renames: one `syncfs` of the
+    /// filesystem holding `bundles/` (which may be mounted apart from the root).
     pub fn sync_filesystem(&self) -> Result<()> {
-        rustix::fs::syncfs(&self.lock).with_context(|| {
-            format!(
-                "cannot sync the filesystem holding {}; check the disk (dmesg), then re-run",
-                self.root.display()
-            )
-        })
+        let bundles = self.root.join(BUNDLES_DIR);
+        File::open(&bundles)
+            .and_then(|dir| rustix::fs::syncfs(&dir).map_err(std::io::Error::from))
+            .with_context(|| {
+                format!(
+                    "cannot sync the filesystem holding {}; check the disk (dmesg), then re-run",
+                    bundles.display()
+                )
+            })
     }
 
     /// [`Self::write_atomic`] for contents produced a piece at a time by `write` (through a

@@ -1,8 +1,9 @@
 //! Standard output for reports and summaries, in one of two forms (`--output`): human text
 //! on standard output, or one JSON object per line on standard output (the records of
 //! `records`, a versioned schema) with the human text moved to standard error. A closed pipe
-//! (`claimfab audit | head -1`) ends the process quietly with exit code 0, as ripgrep does,
-//! instead of a panic.
+//! (`claimfab revoke ... | head -1`) stops the output quietly, never the command: a run that
+//! has begun retiring claims or writing bundles finishes (its manifest written), whoever
+//! stopped reading; no panic.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,9 @@ use records::Record;
 
 /// Set by [`silence`]: summaries are not written at all.
 static SILENT: AtomicBool = AtomicBool::new(false);
-/// Set by [`use_json`]: records on standard output, human text on standard error.
+/// Set once standard output is found closed: nothing more is written to it.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set by [`set_format`]: records on standard output, human text on standard error.
 static JSON: AtomicBool = AtomicBool::new(false);
 /// The subcommand this process runs, named in every record.
 static COMMAND: OnceLock<String> = OnceLock::new();
@@ -55,7 +58,7 @@ struct Line<'a> {
 }
 
 /// Writes one record as a JSON line on standard output when the output is JSON; nothing
-/// otherwise (the text says the same). On a broken pipe, exits 0.
+/// otherwise (the text says the same).
 pub fn emit(record: &Record) {
     if !json() || SILENT.load(Ordering::Relaxed) {
         return;
@@ -67,12 +70,7 @@ pub fn emit(record: &Record) {
     };
     let mut text = serde_json::to_vec(&line).expect("records always serialize");
     text.push(b'\n');
-    let mut out = std::io::stdout().lock();
-    match out.write_all(&text).and_then(|()| out.flush()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(_) => {}
-    }
+    to_stdout(|out| out.write_all(&text));
 }
 
 /// Turns the human summaries off for the rest of the process: for a program that runs
@@ -83,7 +81,7 @@ pub fn silence() {
 }
 
 /// Writes `text` to standard output (standard error when the output is JSON) and flushes
-/// it; on a broken pipe, exits 0.
+/// it.
 pub fn write(text: std::fmt::Arguments<'_>) {
     if SILENT.load(Ordering::Relaxed) {
         return;
@@ -93,16 +91,23 @@ pub fn write(text: std::fmt::Arguments<'_>) {
         let _ = std::io::stderr().lock().write_fmt(text);
         return;
     }
+    to_stdout(|out| out.write_fmt(text));
+}
+
+/// Writes to standard output and flushes, unless it was found closed. A closed pipe, or
+/// standard output gone another way, ends the writing, never the command: the reader left,
+/// and there is no one to tell.
+fn to_stdout(write: impl FnOnce(&mut std::io::StdoutLock) -> std::io::Result<()>) {
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
-    match out.write_fmt(text).and_then(|()| out.flush()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        // Standard output is gone some other way: there is no one left to tell.
-        Err(_) => {}
+    if write(&mut out).and_then(|()| out.flush()).is_err() {
+        CLOSED.store(true, Ordering::Relaxed);
     }
 }
 
-/// `println!` that ends quietly on a broken pipe.
+/// `println!` that stops writing, quietly, once standard output is closed.
 #[macro_export]
 macro_rules! say {
     () => {

@@ -15,6 +15,8 @@ pub mod html;
 
 /// Hourly buckets up to this many; a longer batch is drawn per day.
 const MAX_HOURS: i64 = 14 * 24;
+/// The chart goes back at most this many days from the report's time.
+const MAX_DAYS: i64 = 800;
 
 /// What AWS says of the batch's devices, when it was asked.
 pub enum Provisioning<'a> {
@@ -95,8 +97,8 @@ pub struct BatchReport {
     pub buckets: Vec<Bucket>,
     pub daily: bool,
     /// Flashes and provisionings dated outside the batch's life (before its first
-    /// certificate, or after the report was made): a clock wrong somewhere, or a hand-edited
-    /// log. Counted in the funnel, not drawn.
+    /// certificate or 800 days before the report, or after the report was made): a clock
+    /// wrong somewhere, or a hand-edited log. Counted in the funnel, not drawn.
     pub undrawn: usize,
     pub stations: Vec<StationCounts>,
     /// None when provisioning is unknown (nobody can say which boards are overdue).
@@ -109,12 +111,10 @@ struct FloorTimes<'a> {
 }
 
 impl<'a> FloorTimes<'a> {
-    fn of(logs: &'a [LogRecord]) -> Self {
+    /// The records of the batch's own devices whose time reads as a time.
+    fn of(logs: &'a [LogRecord], serials: &HashSet<&str>) -> Self {
         let mut first: HashMap<(&str, FloorEvent), (&str, OffsetDateTime)> = HashMap::new();
-        for record in logs {
-            let Some(at) = parse_time(&record.time) else {
-                continue;
-            };
+        for (record, at) in dated(logs, serials) {
             let key = (record.serial.as_str(), record.event);
             let earlier = first.get(&key).is_some_and(|(_, t)| *t <= at);
             if !earlier {
@@ -133,13 +133,29 @@ impl<'a> FloorTimes<'a> {
     }
 }
 
+/// An RFC 3339 time, in UTC and within years 1 to 9999 (so it can be written back); a log
+/// or manifest on the shared drive may hold anything.
 fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    let at = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let at = at.checked_to_offset(time::UtcOffset::UTC)?;
+    (1..=9999).contains(&at.year()).then_some(at)
+}
+
+/// The log records of the batch's own devices, each with its time; the rest (another
+/// batch's serial, a time that does not read) are left out of every count.
+fn dated<'a: 's, 's>(
+    logs: &'a [LogRecord],
+    serials: &'s HashSet<&'s str>,
+) -> impl Iterator<Item = (&'a LogRecord, OffsetDateTime)> + 's {
+    (logs.iter())
+        .filter(|record| serials.contains(record.serial.as_str()))
+        .filter_map(|record| Some((record, parse_time(&record.time)?)))
 }
 
 /// The report of one batch (see the module doc).
 pub fn batch_report(input: &BatchInput) -> BatchReport {
-    let floor = FloorTimes::of(input.logs);
+    let serials: HashSet<&str> = input.rows.iter().map(|r| r.serial.as_str()).collect();
+    let floor = FloorTimes::of(input.logs, &serials);
     let known = match input.provisioning {
         Provisioning::Known(things) => Some(things),
         Provisioning::Unknown => None,
@@ -175,7 +191,7 @@ pub fn batch_report(input: &BatchInput) -> BatchReport {
         buckets,
         daily,
         undrawn,
-        stations: stations(input.logs),
+        stations: stations(input.logs, &serials),
         overdue: known.map(|things| overdue(input, &floor, things)),
     }
 }
@@ -203,7 +219,9 @@ fn buckets(
     let born = (input.rows.iter())
         .filter_map(|row| parse_time(&row.created_at))
         .min();
-    let life = |at: &&OffsetDateTime| born.is_none_or(|b| **at >= b) && **at <= input.now;
+    let oldest = input.now - time::Duration::days(MAX_DAYS);
+    let from = born.map_or(oldest, |born| born.max(oldest));
+    let life = |at: &&OffsetDateTime| **at >= from && **at <= input.now;
     let undrawn = (flashes.iter().chain(&provisionings))
         .filter(|at| !life(at))
         .count();
@@ -240,10 +258,10 @@ fn buckets(
 }
 
 /// Per station, by name: what it took, flashed and spoiled (each serial once per event).
-fn stations(logs: &[LogRecord]) -> Vec<StationCounts> {
+fn stations(logs: &[LogRecord], serials: &HashSet<&str>) -> Vec<StationCounts> {
     let mut seen: HashSet<(&str, &str, FloorEvent)> = HashSet::new();
     let mut counts: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
-    for record in logs {
+    for (record, _) in dated(logs, serials) {
         if !seen.insert((&record.station, &record.serial, record.event)) {
             continue;
         }

@@ -251,3 +251,41 @@ fn a_log_dated_outside_the_batch_life_is_counted_but_not_drawn() {
     );
     assert_eq!(report.buckets[0].flashed, 1);
 }
+
+#[test]
+fn hostile_times_and_foreign_serials_neither_panic_nor_count() {
+    let rows: Vec<ManifestRow> = (1..=2).map(|n| row(n, DeviceStatus::Ready)).collect();
+    let mut logs = vec![log(
+        "st1",
+        1,
+        FloorEvent::Flashed,
+        datetime!(2026-12-01 08:10 UTC),
+    )];
+    // Year -1 once in UTC, a time that does not read, a serial of no device of the batch.
+    for (time, serial) in [
+        ("0000-01-01T00:00:00+01:00", "SN000002"),
+        ("yesterday", "SN000002"),
+        ("2026-12-01T08:00:00Z", "SN999999"),
+    ] {
+        let mut record = log(
+            "st9",
+            2,
+            FloorEvent::Flashed,
+            datetime!(2026-12-01 08:00 UTC),
+        );
+        (record.time, record.serial) = (time.into(), serial.into());
+        logs.push(record);
+    }
+    let things = HashMap::new();
+    let report = batch_report(&input(&rows, &logs, Provisioning::Known(&things)));
+    assert_eq!(report.funnel.flashed, 1);
+    assert_eq!(report.stations.len(), 1, "st9's records count nowhere");
+    let page = render(
+        &Page {
+            generated: datetime!(2026-12-02 08:00 UTC),
+            provision_within: "24h",
+        },
+        &[report],
+    );
+    assert!(page.contains("SN000001"));
+}
