@@ -25,9 +25,12 @@ policy evaluation logic AWS IoT policies share):
     the variable is not present, the policy statement does not match");
   * Condition: StringEquals, StringNotEquals, StringEqualsIgnoreCase, StringLike,
     StringNotLike, Bool and Null over the policy variables above (keys such as
-    "iot:Connection.Thing.IsAttached"), with the ...IfExists suffix. Any operator not listed
-    is not evaluated: an Allow statement carrying it grants nothing and a Deny statement
-    carrying it applies (the safe side; reported in Decision.notes).
+    "iot:Connection.Thing.IsAttached"), with the ...IfExists suffix;
+  * fail closed on what is not modelled here: a statement that names a condition operator
+    not listed above, or a policy variable or condition key not listed above (say
+    ${iot:Certificate.Issuer.CommonName} or aws:SourceIp, which AWS IoT resolves and this
+    evaluator cannot), is not evaluated: as an Allow it grants nothing, as a Deny it applies
+    whatever the request (AWS could only be less strict; reported in Decision.notes).
 """
 
 from __future__ import annotations
@@ -45,6 +48,17 @@ SUPPORTED_CONDITIONS = (
 )
 
 VARIABLE_RE = re.compile(r"\$\{([^}]*)\}")
+
+# The policy variables (and condition keys) this evaluator resolves; see connection_variables.
+SUBJECT_VARIABLE_FIELDS = (
+    "CommonName", "Country", "Organization", "OrganizationalUnit", "StateName", "Locality",
+    "SerialNumber", "DistinguishedNameQualifier",
+)
+SUPPORTED_VARIABLE_RE = re.compile(
+    r"iot:ClientId"
+    r"|iot:Connection\.Thing\.(?:ThingName|ThingTypeName|IsAttached|Attributes\[[^\]]+\])"
+    r"|iot:Certificate\.Subject\.(?:" + "|".join(SUBJECT_VARIABLE_FIELDS) + ")"
+)
 
 # IAM's escapes for characters that would otherwise be wildcards or start a variable.
 _ESCAPES = {"*": "\x00STAR\x00", "?": "\x00QMARK\x00", "$": "$"}
@@ -205,7 +219,36 @@ def _condition_holds(condition, variables, notes: list[str]) -> bool | None:
     return True
 
 
+def _strings(value) -> Iterable[str]:
+    """Every string in a statement element (nested lists and objects, keys included)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+
+
+def unsupported_names(statement: dict) -> list[str]:
+    """The policy variables and condition keys of a statement this evaluator cannot resolve."""
+    names = []
+    for element in ("Resource", "NotResource", "Condition"):
+        for text in _strings(statement.get(element)):
+            names += [n for n in VARIABLE_RE.findall(text) if n not in _ESCAPES and not SUPPORTED_VARIABLE_RE.fullmatch(n)]
+    condition = statement.get("Condition")
+    if isinstance(condition, dict):
+        for block in condition.values():
+            if isinstance(block, dict):
+                names += [k for k in block if not SUPPORTED_VARIABLE_RE.fullmatch(str(k))]
+    return names
+
+
 def _statement_applies(statement: dict, action: str, resource: str, variables, notes) -> bool | None:
+    """True or False, or None when the statement cannot be evaluated here (an unsupported
+    condition operator, policy variable or condition key): see the module's docstring."""
     if "Action" in statement:
         if not any(
             isinstance(a, str) and fnmatch.fnmatchcase(action.lower(), a.lower().replace("[", "[[]"))
@@ -220,6 +263,10 @@ def _statement_applies(statement: dict, action: str, resource: str, variables, n
             return False
     else:
         return False
+    unsupported = unsupported_names(statement)
+    if unsupported:
+        notes.append(f"policy variable or condition key {unsupported[0]} is not evaluated locally")
+        return None
     if "Resource" in statement:
         if not any(isinstance(r, str) and matches(r, resource, variables) for r in _as_list(statement["Resource"])):
             return False
@@ -248,8 +295,8 @@ def evaluate(
             effect = statement.get("Effect")
             applies = _statement_applies(statement, action, resource, variables, notes)
             if effect == "Deny" and applies is not False:
-                # An explicit deny wins over everything (and an unevaluable condition on a
-                # Deny is taken as holding).
+                # An explicit deny wins over everything (and a Deny that cannot be evaluated
+                # here is taken as applying).
                 return Decision(DENY, notes)
             if effect == "Allow" and applies is True:
                 allowed = True

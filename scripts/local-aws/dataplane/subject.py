@@ -1,5 +1,6 @@
 """A certificate's subject as AWS IoT names its fields (policy variables
-iot:Certificate.Subject.*, template parameters AWS::IoT::Certificate::*)."""
+iot:Certificate.Subject.*, template parameters AWS::IoT::Certificate::*). A field given more
+than once (say two OUs) takes its first value, as AWS IoT's policy variables do."""
 
 from __future__ import annotations
 
@@ -26,5 +27,5 @@ def certificate_subject(pem: str) -> dict[str, str]:
     for attr in cert.subject:
         name = SUBJECT_FIELDS.get(attr.rfc4514_attribute_name)
         if name and isinstance(attr.value, str):
-            out[name] = attr.value
+            out.setdefault(name, attr.value)
     return out

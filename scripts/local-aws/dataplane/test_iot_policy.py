@@ -139,5 +139,49 @@ class Variables(unittest.TestCase):
         self.assertEqual(p.evaluate([deny], "iot:Connect", arn("client/a"), VARS).effect, p.DENY)
 
 
+class FailsClosed(unittest.TestCase):
+    """What this evaluator cannot resolve never widens access: an Allow naming it grants
+    nothing, a Deny naming it applies."""
+
+    allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+
+    def test_deny_with_an_unsupported_variable_denies(self):
+        for resource in (arn("topic/${iot:Certificate.Issuer.CommonName}/*"), arn("topic/${aws:SourceIp}")):
+            doc = {"Statement": [self.allow_all, {"Effect": "Deny", "Action": "iot:Publish", "Resource": resource}]}
+            d = p.evaluate([doc], "iot:Publish", arn("topic/anything"), VARS)
+            self.assertEqual(d.effect, p.DENY, resource)
+            self.assertIn("not evaluated locally", " ".join(d.notes))
+            # Other actions are untouched by it.
+            self.assertTrue(p.evaluate([doc], "iot:Connect", arn("client/a"), VARS).allowed)
+
+    def test_deny_with_an_unsupported_variable_in_not_resource_or_condition_denies(self):
+        for statement in (
+            {"Effect": "Deny", "Action": "iot:Publish", "NotResource": arn("topic/${iot:Certificate.SerialNumber}")},
+            {"Effect": "Deny", "Action": "iot:Publish", "Resource": "*",
+             "Condition": {"StringNotEquals": {"iot:ClientId": "${iot:Certificate.Validity.NotAfter}"}}},
+            {"Effect": "Deny", "Action": "iot:Publish", "Resource": "*",
+             "Condition": {"StringEquals": {"aws:SourceIp": "203.0.113.7"}}},
+        ):
+            doc = {"Statement": [self.allow_all, statement]}
+            self.assertEqual(p.evaluate([doc], "iot:Publish", arn("topic/a"), VARS).effect, p.DENY, statement)
+
+    def test_allow_with_an_unsupported_variable_or_key_grants_nothing(self):
+        for statement in (
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": arn("topic/${iot:Certificate.Issuer.CommonName}")},
+            {"Effect": "Allow", "Action": "iot:Publish", "NotResource": arn("topic/${aws:SourceIp}")},
+            # A negated operator over a key it cannot read would otherwise hold.
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": "*",
+             "Condition": {"StringNotEquals": {"aws:SourceIp": "203.0.113.7"}}},
+        ):
+            self.assertFalse(p.evaluate([{"Statement": [statement]}], "iot:Publish", arn("topic/a"), VARS).allowed, statement)
+
+    def test_supported_variables_still_resolve(self):
+        v = p.connection_variables("gg-1", "gg-1", {"OrganizationalUnit": "line-3"}, "Core", {"site": "lyon"})
+        doc = {"Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": arn(
+            "topic/${iot:Connection.Thing.ThingTypeName}/${iot:Connection.Thing.Attributes[site]}/"
+            "${iot:Certificate.Subject.OrganizationalUnit}/${iot:ClientId}")}]}
+        self.assertTrue(p.evaluate([doc], "iot:Publish", arn("topic/Core/lyon/line-3/gg-1"), v).allowed)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -2,7 +2,8 @@
 whether a Lambda resource policy lets AWS IoT invoke a pre-provisioning hook
 (hook_permission._allows_iot), the thing a connection is associated with
 (authorizer.connection_thing) and the thing-association check RegisterThing makes before
-anything is created (provisioning.Provisioning.check_thing_association, with a stub endpoint).
+anything is created (provisioning.Provisioning.check_thing_association, with a stub endpoint)
+and a certificate's subject as policy variables see it (subject.certificate_subject).
 
 Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'
 """
@@ -10,7 +11,7 @@ Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local
 import json
 import unittest
 
-from dataplane import authorizer, hook_permission, provisioning
+from dataplane import authorizer, hook_permission, provisioning, subject
 from dataplane.endpoint_client import Rejected
 
 ACCOUNT = "123456789012"
@@ -112,6 +113,35 @@ class ThingAssociation(unittest.TestCase):
             check([{"thingName": "gg-2", "thingPrincipalType": "NON_EXCLUSIVE_THING"}], "gg-1", "EXCLUSIVE_THING")
         self.assertEqual((e.exception.status, e.exception.code), (400, "InvalidRequest"))
         self.assertIn("gg-2", e.exception.message)
+
+
+def self_signed(names):
+    """A PEM certificate whose subject is `names`, [(oid, value)] in order."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(oid, value) for oid, value in names])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class CertificateSubject(unittest.TestCase):
+    def test_a_field_given_twice_takes_its_first_value(self):
+        from cryptography.x509.oid import NameOID
+
+        pem = self_signed([(NameOID.COMMON_NAME, "gg-1"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "line-3"),
+                           (NameOID.ORGANIZATIONAL_UNIT_NAME, "admin")])
+        self.assertEqual(subject.certificate_subject(pem), {"CommonName": "gg-1", "OrganizationalUnit": "line-3"})
+
+    def test_not_a_certificate_has_no_subject(self):
+        self.assertEqual(subject.certificate_subject("not a certificate"), {})
 
 
 if __name__ == "__main__":
