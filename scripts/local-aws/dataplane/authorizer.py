@@ -1,9 +1,11 @@
 """The policy decision point behind the broker plugin (claimfab_auth.c): connect, publish,
 subscribe and receive decided as AWS IoT Core decides them (service.py's docstring has the
-rules), over a Unix socket of JSON lines."""
+rules), over a Unix socket of JSON lines; and which connections to close because their
+certificate left ACTIVE."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import socketserver
@@ -26,6 +28,8 @@ class Connection:
     variables: dict = field(default_factory=dict)
     decisions: dict = field(default_factory=dict)
     active: bool = False
+    # The endpoint's change counter when this was read (None: unknown, never trusted).
+    generation: int | None = None
 
 
 def connection_thing(things: list[dict], client_id: str) -> str | None:
@@ -61,6 +65,8 @@ class Authorizer:
         self.connections: dict[str, Connection] = {}
         self.lock = threading.Lock()
         self.stats: dict[str, int] = {}
+        self.kicks: collections.deque[str] = collections.deque()
+        self.swept_generation: int | None = None
 
     def count(self, key: str) -> None:
         with self.lock:
@@ -76,6 +82,7 @@ class Authorizer:
 
         iot = self.endpoint.iot
         conn = Connection(cert_id, client_id, f"arn:aws:iot:{self.region}:{self.account}:cert/{cert_id}")
+        conn.generation = self.endpoint.generation()  # read first: a change while loading shows next time
         try:
             desc = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]
         except ClientError as e:
@@ -130,16 +137,21 @@ class Authorizer:
         return thing_name, thing_type, attributes
 
     def connection(self, op, conn_key: str, cert_id: str, client_id: str) -> Connection:
-        """The connection a request is about: loaded afresh on CONNECT, else the cached one."""
-        if op == "connect":
-            conn = self.load(conn_key, cert_id, client_id)
-            with self.lock:
-                self.connections[conn_key] = conn
-            return conn
+        """The connection a request is about, as the account stands now: loaded afresh on
+        CONNECT, and again whenever anything may have changed in the account since it was
+        read (its certificate's status, its policies, its thing): AWS IoT evaluates every
+        request against the current state, not one cached until the client reconnects."""
         with self.lock:
             conn = self.connections.get(conn_key)
-        if conn is None or conn.cert_id != cert_id or conn.client_id != client_id:
-            # Not seen connecting (e.g. this service restarted): load it now.
+        fresh = (
+            op != "connect"
+            and conn is not None
+            and conn.cert_id == cert_id
+            and conn.client_id == client_id
+            and conn.generation is not None
+            and conn.generation == self.endpoint.generation()
+        )
+        if not fresh:
             conn = self.load(conn_key, cert_id, client_id)
             with self.lock:
                 self.connections[conn_key] = conn
@@ -152,11 +164,42 @@ class Authorizer:
                 del self.connections[conn_key]
         return "ok"
 
+    def next_kick(self) -> str:
+        """A connection the broker should close (its serial), or "none"."""
+        with self.lock:
+            return self.kicks.popleft() if self.kicks else "none"
+
+    def sweep(self) -> None:
+        """Queues for closing every connection whose certificate left ACTIVE since it was
+        checked: AWS IoT "disconnects all devices that used that certificate to connect"
+        (API_UpdateCertificate). Runs only when the account changed."""
+        from botocore.exceptions import ClientError
+
+        generation = self.endpoint.generation()
+        if generation is not None and generation == self.swept_generation:
+            return
+        with self.lock:
+            live = [(key, conn) for key, conn in self.connections.items() if conn.active]
+        for key, conn in live:
+            try:
+                desc = self.endpoint.iot.describe_certificate(certificateId=conn.cert_id)["certificateDescription"]
+                status = desc["status"]
+            except ClientError as e:
+                status = Endpoint.code(e) or "unreadable"
+            if status != "ACTIVE":
+                log.info("closing %s (connection %s): certificate %s is %s", conn.client_id, key, conn.cert_id[:12], status)
+                with self.lock:
+                    conn.active = False
+                    self.kicks.append(key)
+        self.swept_generation = generation
+
     def decide(self, request: dict) -> str:
         op = request.get("op")
         conn_key = str(request.get("conn", ""))
         cert_id = str(request.get("cert", ""))
         client_id = request.get("client")
+        if op == "next_kick":
+            return self.next_kick()
         if not isinstance(client_id, str):
             return "deny"
         if op == "disconnect":
@@ -165,10 +208,16 @@ class Authorizer:
             log.info("connect %s refused: the service's own client id", client_id)
             return "deny"
         conn = self.connection(op, conn_key, cert_id, client_id)
+        answer = self.answer(op, conn, client_id, request.get("topic"))
+        if op == "connect" and answer != "allow":
+            self.forget(conn_key, cert_id, client_id)  # the broker keeps no refused connection
+        return answer
+
+    def answer(self, op, conn: Connection, client_id: str, topic) -> str:
         if not conn.active:
             self.count(f"{op}.denied")
             return "deny" if op in ("connect", "receive") else "disconnect"
-        asked = action_and_resource(self.arn, op, client_id, request.get("topic"))
+        asked = action_and_resource(self.arn, op, client_id, topic)
         if asked is None:
             return "deny"
         allowed = self.allowed(conn, *asked)

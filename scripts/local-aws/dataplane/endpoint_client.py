@@ -3,6 +3,8 @@ clients for IoT, IAM and Lambda, and the rejections its errors become on the MQT
 
 from __future__ import annotations
 
+import json
+
 
 class Rejected(Exception):
     """A provisioning request's rejection: {statusCode, errorCode, errorMessage}."""
@@ -29,6 +31,21 @@ class Endpoint:
         self.iot = session.client("iot", endpoint_url=url, config=config)
         self.iam = session.client("iam", endpoint_url=url, config=config)
         self.lam = session.client("lambda", endpoint_url=url, config=config)
+        import urllib3
+
+        self._http = urllib3.PoolManager(maxsize=16)
+
+    def generation(self) -> int | None:
+        """The local endpoint's change counter (endpoint/injector.py GENERATION_PATH): it grows
+        after every IoT request that may have changed something. None when it cannot be read
+        (then nothing may be trusted from a cache)."""
+        import urllib3
+
+        try:
+            resp = self._http.request("GET", self.url.rstrip("/") + "/_claimfab/generation", timeout=5.0, retries=False)
+            return int(json.loads(resp.data)["generation"]) if resp.status == 200 else None
+        except (urllib3.exceptions.HTTPError, ValueError, KeyError, TypeError):
+            return None
 
     @staticmethod
     def code(error) -> str:

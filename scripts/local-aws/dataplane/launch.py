@@ -14,7 +14,8 @@ Imported by the launcher when it runs with --data-plane (never run on its own). 
   * stopping both (SIGTERM, then SIGKILL after 5 s); both also get SIGTERM from the kernel if
     the launcher itself dies (PR_SET_PDEATHSIG), so --exit-with-parent and a SIGKILLed
     launcher leave nothing behind.
-DataPlane.info() is what the launcher writes into endpoint.json as "data_plane".
+DataPlane.info() is what the launcher writes into endpoint.json as "data_plane" (with "log":
+the broker's log, every packet it received, debug level).
 """
 
 from __future__ import annotations
@@ -187,9 +188,12 @@ class DataPlane:
                 "user root",  # stays the invoking user; only root would otherwise switch users
                 # Its own file beside the certificates: TLS handshakes that clients end (every
                 # device's disconnect) would otherwise flood the caller's stderr.
+                # Every packet the broker receives is logged ("Received SUBSCRIBE from
+                # CLIENT_ID", ...): the broker's own record of what devices sent, which tests
+                # read (a nucleus lite device must send no SUBSCRIBE at all).
                 f"log_dest file {self.dir / 'mosquitto.log'}",
-                "log_type error",
-                "log_type warning",
+                "log_type all",
+                "log_timestamp_format %Y-%m-%dT%H:%M:%S",
                 f"plugin {plugin_path}",
                 f"plugin_opt_socket {auth_socket}",
                 f"plugin_opt_service_cert_id {service_cert_id}",
@@ -236,6 +240,7 @@ class DataPlane:
             "broker_pid": self.broker.pid if self.broker else None,
             "service_pid": self.service.pid if self.service else None,
             "service_client_id": SERVICE_CLIENT_ID,
+            "log": str(self.dir / "mosquitto.log"),
         }
 
     def stop(self) -> None:

@@ -1,6 +1,8 @@
 """The MQTT side of the fleet-provisioning service: its own connection to the broker (paho-mqtt,
-TLS, its own certificate), the requests the plugin rewrites to $claimfab/request/... and the
-answers it publishes on $claimfab/reply/... (service.py's docstring has the topics)."""
+TLS, its own certificate), the requests the plugin rewrites to
+$claimfab/request/CONNECTION/CERT_ID/HEX(CLIENT_ID)/TOPIC and the answers it publishes on
+$claimfab/reply/CONNECTION/TOPIC/{accepted,rejected}, which the plugin hands to that
+connection alone (service.py's docstring has the topics)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import threading
 
 from dataplane.authorizer import Authorizer
 from dataplane.endpoint_client import Endpoint, Rejected
-from dataplane.provisioning import Provisioning
+from dataplane.provisioning import Asker, Provisioning
 
 log = logging.getLogger("dataplane")
 
@@ -74,18 +76,22 @@ class Service:
     def on_message(self, client, userdata, message):
         self.pool.submit(self.handle, message.topic, bytes(message.payload))
 
-    def reply(self, client_id: str, topic: str, outcome: str, body: dict) -> None:
-        internal = f"{REPLY_PREFIX}{client_id.encode('utf-8').hex()}/{topic}/{outcome}"
+    def reply(self, connection: str, topic: str, outcome: str, body: dict) -> None:
+        """To the plugin, which delivers it to that connection only (claimfab_auth.c)."""
+        internal = f"{REPLY_PREFIX}{connection}/{topic}/{outcome}"
         self.client.publish(internal, json.dumps(body), qos=1)
 
     def handle(self, internal_topic: str, payload: bytes) -> None:
         try:
             rest = internal_topic[len(REQUEST_PREFIX):]
-            cert_id, hex_client, topic = rest.split("/", 2)
+            connection, cert_id, hex_client, topic = rest.split("/", 3)
+            if not connection.isdigit():
+                raise ValueError(connection)
             client_id = bytes.fromhex(hex_client).decode("utf-8")
         except ValueError:
             log.warning("malformed internal request topic %r", internal_topic)
             return
+        asker = Asker(connection, cert_id, client_id)
         api = "unknown"
         try:
             known = request_api(topic)
@@ -98,22 +104,22 @@ class Service:
             if fmt != "json":
                 log.info("ignored publish by %s on %s (unknown payload format)", client_id, topic)
                 return
-            result = self.call(api, topic, request_body(payload), cert_id, client_id)
+            result = self.call(api, topic, request_body(payload), asker)
             self.authorizer.count(f"{api}.accepted")
             log.info("%s for %s: accepted", topic, client_id)
-            self.reply(client_id, topic, "accepted", result)
+            self.reply(connection, topic, "accepted", result)
         except Rejected as r:
             self.authorizer.count(f"{api}.rejected")
             log.info("%s for %s: rejected %s %s: %s", topic, client_id, r.status, r.code, r.message)
-            self.reply(client_id, topic, "rejected", r.payload())
+            self.reply(connection, topic, "rejected", r.payload())
         except Exception:  # noqa: BLE001 - never crash on input
             log.exception("%s for %s failed", topic, client_id)
-            self.reply(client_id, topic, "rejected", Rejected(500, "InternalError", "An unexpected error has occurred.").payload())
+            self.reply(connection, topic, "rejected", Rejected(500, "InternalError", "An unexpected error has occurred.").payload())
 
-    def call(self, api: str, topic: str, body: dict, cert_id: str, client_id: str) -> dict:
+    def call(self, api: str, topic: str, body: dict, asker: Asker) -> dict:
         """The API's accepted answer (a Rejected is raised otherwise)."""
         if api == "create":
-            return self.provisioning.create_keys_and_certificate(body, cert_id)
+            return self.provisioning.create_keys_and_certificate(body, asker)
         if api == "create-from-csr":
-            return self.provisioning.create_certificate_from_csr(body, cert_id)
-        return self.provisioning.register_thing(topic.split("/")[2], body, cert_id, client_id)
+            return self.provisioning.create_certificate_from_csr(body, asker)
+        return self.provisioning.register_thing(topic.split("/")[2], body, asker)

@@ -15,18 +15,30 @@ from dataplane import template as template_eval
 from dataplane import things
 from dataplane.endpoint_client import Endpoint, Rejected, endpoint_error
 from dataplane.hook import run_hook
-from dataplane.subject import certificate_subject
 
 log = logging.getLogger("dataplane")
 
 TOKEN_LIFETIME_S = 3600  # AWS: the certificateOwnershipToken expires after one hour
 
 
+@dataclass(frozen=True)
+class Asker:
+    """Who made a request: the broker's connection serial (claimfab_auth.c), the certificate
+    it connected with and its client id."""
+
+    connection: str
+    certificate_id: str
+    client_id: str
+
+
 @dataclass
 class Token:
     certificate_id: str
     certificate_pem: str
-    claim_certificate_id: str
+    # The connection that obtained it: only that connection may spend it (AWS documents no
+    # binding, so the strict one: a token that leaked from a device is worth nothing to
+    # another connection, even one with the same claim).
+    issued_to: Asker
     expires: float
     used: bool = False
 
@@ -62,20 +74,20 @@ class Provisioning:
         self.lock = threading.Lock()
 
     # -- certificates ---------------------------------------------------------------------
-    def new_token(self, cert_id: str, pem: str, claim_cert_id: str) -> str:
+    def new_token(self, cert_id: str, pem: str, asker: Asker) -> str:
         token = base64.urlsafe_b64encode(secrets.token_bytes(96)).decode("ascii").rstrip("=")
         with self.lock:
-            self.tokens[token] = Token(cert_id, pem, claim_cert_id, time.time() + TOKEN_LIFETIME_S)
+            self.tokens[token] = Token(cert_id, pem, asker, time.time() + TOKEN_LIFETIME_S)
         return token
 
-    def create_keys_and_certificate(self, payload: dict, claim_cert_id: str) -> dict:
+    def create_keys_and_certificate(self, payload: dict, asker: Asker) -> dict:
         from botocore.exceptions import ClientError
 
         try:
             out = self.endpoint.iot.create_keys_and_certificate(setAsActive=False)
         except ClientError as e:
             raise endpoint_error(e) from None
-        token = self.new_token(out["certificateId"], out["certificatePem"], claim_cert_id)
+        token = self.new_token(out["certificateId"], out["certificatePem"], asker)
         return {
             "certificateId": out["certificateId"],
             "certificatePem": out["certificatePem"],
@@ -83,7 +95,7 @@ class Provisioning:
             "certificateOwnershipToken": token,
         }
 
-    def create_certificate_from_csr(self, payload: dict, claim_cert_id: str) -> dict:
+    def create_certificate_from_csr(self, payload: dict, asker: Asker) -> dict:
         from botocore.exceptions import ClientError
 
         csr = payload.get("certificateSigningRequest")
@@ -93,7 +105,7 @@ class Provisioning:
             out = self.endpoint.iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
         except ClientError as e:
             raise endpoint_error(e, csr=True) from None
-        token = self.new_token(out["certificateId"], out["certificatePem"], claim_cert_id)
+        token = self.new_token(out["certificateId"], out["certificatePem"], asker)
         return {
             "certificateId": out["certificateId"],
             "certificatePem": out["certificatePem"],
@@ -129,22 +141,21 @@ class Provisioning:
                 pass
 
     # -- RegisterThing --------------------------------------------------------------------
-    def register_thing(self, template_name: str, payload: dict, claim_cert_id: str, client_id: str) -> dict:
+    def register_thing(self, template_name: str, payload: dict, asker: Asker) -> dict:
         from botocore.exceptions import ClientError
 
         token_text = payload.get("certificateOwnershipToken")
         if not isinstance(token_text, str) or not token_text:
             raise Rejected(400, "InvalidCertificateOwnershipToken", "Certificate ownership token cannot be empty.")
         parameters = register_parameters(payload)
-        token = self.live_token(token_text)
+        token = self.live_token(token_text, asker)
         tmpl = self.usable_template(template_name)
         hook = tmpl.get("preProvisioningHook")
         if hook and hook.get("targetArn"):
-            event = hook_event(claim_cert_id, token, tmpl, client_id, parameters)
+            event = hook_event(asker.certificate_id, token, tmpl, asker.client_id, parameters)
             parameters = {**parameters, **run_hook(self.endpoint, hook["targetArn"], self.account, event)}
-        extra = {f"AWS::IoT::Certificate::{k}": v for k, v in certificate_subject(token.certificate_pem).items()}
         try:
-            plan = template_eval.evaluate(tmpl["templateBody"], parameters, token.certificate_id, extra)
+            plan = template_eval.evaluate(tmpl["templateBody"], parameters, token.certificate_id)
         except template_eval.TemplateError as e:
             raise Rejected(e.status, e.code, e.message) from None
         try:
@@ -159,11 +170,17 @@ class Provisioning:
             result["thingName"] = thing_name
         return result
 
-    def live_token(self, token_text: str) -> Token:
-        """The token, if it exists, is unused and has not expired."""
+    def live_token(self, token_text: str, asker: Asker) -> Token:
+        """The token, if it exists, is unused, has not expired and is spent by the connection
+        it was issued to."""
         with self.lock:
             token = self.tokens.get(token_text)
             if token is None or token.used or token.expires <= time.time():
+                token = None
+            elif token.issued_to != asker:
+                log.info("ownership token of certificate %s (issued to connection %s, %s) refused on connection %s (%s)",
+                         token.certificate_id[:12], token.issued_to.connection, token.issued_to.client_id,
+                         asker.connection, asker.client_id)
                 token = None
         if token is None:
             raise Rejected(400, "InvalidCertificateOwnershipToken", "The certificate ownership token is not valid.")

@@ -8,24 +8,36 @@ hand. This process owns (the modules beside this file named in brackets):
     listens on a Unix socket (--auth-socket) for JSON lines {"op", "conn", "cert", "client",
     "topic"?} and answers "allow", "deny" or "disconnect", as AWS IoT Core decides:
       - connect: the certificate (id = SHA-256 of its DER) must be registered in the local
-        endpoint and ACTIVE (DescribeCertificate; re-checked on every CONNECT), and the
-        policies attached to it (ListAttachedPolicies on the certificate ARN, GetPolicy)
-        must allow iot:Connect on client/CLIENT_ID;
+        endpoint and ACTIVE (DescribeCertificate), and the policies attached to it
+        (ListAttachedPolicies on the certificate ARN, GetPolicy) must allow iot:Connect on
+        client/CLIENT_ID;
       - publish (topic/T) and subscribe (topicfilter/F): allowed, or "disconnect" (AWS IoT
         closes the connection of a client that publishes or subscribes without
-        permission); receive (topic/T): allowed or "deny" (the message is not delivered);
+        permission); receive (topic/T): allowed or "deny" (the message is not delivered),
+        also for the provisioning API's replies, which reach the requesting connection
+        without a subscription;
       - evaluation in iot_policy.py, with the connection's policy variables (client id, the
         connection's thing -- the thing the certificate is exclusively attached to, else the
         attached thing whose name is the client id, see connection_thing -- and the
-        certificate's subject). Policies and thing are read at CONNECT and cached for the
-        life of the connection ("conn" = the broker's client context), with each decision
-        memoized; a CONNECT always reloads them;
+        certificate's subject). "conn" is the broker's serial number of the connection.
+        What a connection's decisions rest on (certificate status, policies, thing) is read
+        again whenever the local endpoint's change counter (/_claimfab/generation) moved
+        since it was read: AWS IoT checks each request against the account as it is, not
+        as it was at CONNECT (AWS may take minutes to apply a change; this is the strict
+        side);
+      - next_kick: every 0.2 s the service looks for live connections whose certificate
+        left ACTIVE and hands their serials to the plugin, which closes them: AWS IoT
+        "disconnects all devices that used that certificate to connect"
+        (API_UpdateCertificate);
   * [mqtt_api.py, provisioning.py, things.py] the Device provisioning MQTT API (AWS IoT Core
     Developer Guide, "Device provisioning MQTT API"), over its own MQTT connection
     (paho-mqtt, TLS, its own certificate). Devices' requests reach it rewritten by the plugin
-    as $claimfab/request/CERT_ID/HEX(CLIENT_ID)/TOPIC; it answers on
-    $claimfab/reply/HEX(CLIENT_ID)/TOPIC/{accepted,rejected}, which the plugin delivers to
-    that client only, on TOPIC/{accepted,rejected}:
+    as $claimfab/request/CONN/CERT_ID/HEX(CLIENT_ID)/TOPIC; it answers on
+    $claimfab/reply/CONN/TOPIC/{accepted,rejected}, which the plugin delivers on
+    TOPIC/{accepted,rejected} to that connection only, subscribed or not (AWS "returns the
+    device provisioning MQTT API results through the same MQTT connection used to publish
+    the API request"; nucleus lite 2.3 and later never subscribes), after its iot:Receive
+    check:
       - $aws/certificates/create/json (CreateKeysAndCertificate) -> {certificateId,
         certificatePem, privateKey, certificateOwnershipToken};
       - $aws/certificates/create-from-csr/json (CreateCertificateFromCsr,
@@ -40,7 +52,10 @@ hand. This process owns (the modules beside this file named in brackets):
     Certificates are made through the local endpoint, INACTIVE (AWS: PENDING_ACTIVATION
     until RegisterThing applies the template's Status; the IoT API has no such status, so
     they show as INACTIVE). Ownership tokens are opaque, random, bound to the new
-    certificate, single use (spent by a successful RegisterThing) and expire after one hour;
+    certificate and to the connection that obtained them (another connection, even with
+    the same claim and client id, is answered InvalidCertificateOwnershipToken: AWS
+    documents no binding, so the strict one), single use (spent by a successful
+    RegisterThing) and expire after one hour;
     a certificate whose token expired while it was still inactive and unattached is deleted,
     as AWS does. Only the json payload format is offered: a request on a .../cbor topic is
     answered on .../cbor/rejected with a JSON error (statusCode 400,
@@ -87,6 +102,7 @@ log = logging.getLogger("dataplane")
 
 STARTUP_S = 20  # the broker connection and the subscription must be in place by then
 SWEEP_EVERY_S = 60  # expired ownership tokens
+KICK_SWEEP_S = 0.2  # certificates made inactive: their connections closed within this
 
 
 def parse_args():
@@ -138,9 +154,15 @@ def connect(service: Service, port: int, stop: threading.Event, deadline: float)
     return True
 
 
-def sweep_until_stopped(provisioning: Provisioning, stop: threading.Event) -> None:
+def sweep_until_stopped(provisioning: Provisioning, authorizer: Authorizer, stop: threading.Event) -> None:
+    """Until stopped: connections whose certificate left ACTIVE queued for closing (every
+    KICK_SWEEP_S, when the account changed), expired ownership tokens (every SWEEP_EVERY_S)."""
     last_sweep = time.monotonic()
-    while not stop.wait(1.0):
+    while not stop.wait(KICK_SWEEP_S):
+        try:
+            authorizer.sweep()
+        except Exception:  # noqa: BLE001
+            log.exception("certificate status sweep failed")
         if time.monotonic() - last_sweep > SWEEP_EVERY_S:
             last_sweep = time.monotonic()
             try:
@@ -165,7 +187,7 @@ def main() -> int:
         return 1
     if not stop.is_set():
         print("ready", flush=True)
-    sweep_until_stopped(provisioning, stop)
+    sweep_until_stopped(provisioning, authorizer, stop)
     log.info("stopping; counters: %s", json.dumps(authorizer.stats, sort_keys=True))
     service.client.loop_stop()
     server.shutdown()

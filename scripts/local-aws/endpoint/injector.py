@@ -1,6 +1,6 @@
 """FaultInjector: the WSGI middleware around moto's application that counts AWS IoT requests,
 injects the faults in FaultSettings and serves the endpoint's own paths
-(/_claimfab/stats, /_claimfab/faults, /_claimfab/lambda-code/)."""
+(/_claimfab/stats, /_claimfab/faults, /_claimfab/generation, /_claimfab/lambda-code/)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ FAULTS_PATH = "/_claimfab/faults"
 # The launcher's own requests (the warm-up) carry this header with a per-process secret; they
 # bypass fault injection and are not counted, so e.g. --fail ListCertificates=1 cannot stop
 # the endpoint from starting and the counters show clients' requests only.
+# GET here answers {"generation": N}: N grows after every AWS IoT request that may change
+# something (any method but GET), so the data plane can tell that a certificate's status, its
+# policies or its thing may have changed and must be read again before the next decision
+# (AWS IoT checks every Publish, Subscribe and Receive against the current state; it has no
+# "until reconnect").
+GENERATION_PATH = "/_claimfab/generation"
 INTERNAL_HEADER = "X-Claimfab-Internal"
 INTERNAL_TOKEN = secrets.token_hex(16)
 
@@ -81,6 +87,7 @@ class FaultInjector:
         self.rng_lock = threading.Lock()
         self.stats: dict[str, dict[str, int]] = {}
         self.stats_lock = threading.Lock()
+        self.generation = 0
 
     def count(self, op: str, counter: str) -> None:
         with self.stats_lock:
@@ -112,6 +119,21 @@ class FaultInjector:
             start_response, "200 OK", {"operations": operations, "faults": self.settings.as_json()}
         )
 
+    def serve_generation(self, environ, start_response):
+        drain(environ)
+        with self.stats_lock:
+            generation = self.generation
+        return json_response(start_response, "200 OK", {"generation": generation})
+
+    def run_app(self, environ, start_response):
+        """moto's answer; the generation moves on once a request that may change something
+        has been carried out (moto acts before it returns)."""
+        result = self.app(environ, start_response)
+        if is_iot_request(environ) and environ.get("REQUEST_METHOD", "GET").upper() != "GET":
+            with self.stats_lock:
+                self.generation += 1
+        return result
+
     def clear_faults(self, environ, start_response):
         drain(environ)
         if environ.get("REQUEST_METHOD", "").upper() != "DELETE":
@@ -134,18 +156,20 @@ class FaultInjector:
             return self.serve_stats(environ, start_response)
         if path == FAULTS_PATH:
             return self.clear_faults(environ, start_response)
+        if path == GENERATION_PATH:
+            return self.serve_generation(environ, start_response)
         if not is_iot_request(environ) or environ.get("HTTP_X_CLAIMFAB_INTERNAL") == INTERNAL_TOKEN:
-            return self.app(environ, start_response)
+            return self.run_app(environ, start_response)
         op = self.router.match(environ.get("REQUEST_METHOD", ""), raw_request_path(environ))
         if op is None:
-            return self.app(environ, start_response)
+            return self.run_app(environ, start_response)
         self.count(op, "requests")
         refused = self.refuse(op, environ, start_response)
         if refused is not None:
             return refused
         if op not in self.settings.lose_response:
             self.count(op, "executed")
-            return self.app(environ, start_response)
+            return self.run_app(environ, start_response)
         return self.execute_then_maybe_lose(op, environ, start_response)
 
     def refuse(self, op: str, environ, start_response):
@@ -183,7 +207,7 @@ class FaultInjector:
             captured["status"], captured["headers"] = status, headers
             return written.append
 
-        result = self.app(environ, capture)
+        result = self.run_app(environ, capture)
         try:
             body = b"".join([*written, *result])
         finally:
