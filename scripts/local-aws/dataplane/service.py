@@ -75,7 +75,8 @@ InvalidParameters (400, missing or bad parameters, values the template cannot us
 InvalidTemplate (400), InvalidCSR (400, the endpoint refused the CSR), InvalidRequest (400,
 the endpoint refused a step, e.g. the certificate's thing association conflicts with the
 template's ThingPrincipalType), ResourceNotFound (404, no such template, thing group, thing
-type or policy), TemplateDisabled (400),
+type or policy), TemplateDisabled (400), ResourceConflictsException (409: OverrideSettings FAIL
+on an existing thing; the guide names the error, not its status),
 AccessDenied (403: the hook refused or cannot be invoked, the provisioning role is missing),
 ThrottlingException (429, the endpoint throttled), InternalError (500, anything else).
 

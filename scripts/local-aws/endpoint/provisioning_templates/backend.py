@@ -112,11 +112,11 @@ def create_provisioning_template(
 ) -> dict:
     check_name(template_name)
     check_description(description)
-    check_body(template_body)
     check_bool(enabled, "enabled")
     check_role_arn(provisioning_role_arn, required=True)
     hook = check_hook(pre_provisioning_hook)
     template_type = check_template_type(template_type, hook)
+    check_body(template_body, template_type)  # the sections allowed depend on the type
     if tags is not None and not isinstance(tags, list):
         raise InvalidRequestException("tags must be a list of {Key, Value}.")
     arn = template_arn(self, template_name)
@@ -253,6 +253,9 @@ def create_provisioning_template_version(self, template_name, template_body, set
     now = _now()
     with lock:
         t = get_template(self, template_name)
+        if t["type"] != "FLEET_PROVISIONING":
+            # Mappings and DeviceConfiguration are fleet provisioning sections only.
+            check_body(template_body, t["type"])
         if len(t["versions"]) >= MAX_VERSIONS:
             raise VersionsLimitExceededException(template_name)
         version_id = t["lastVersionId"] + 1  # ids are not reused after a delete

@@ -10,6 +10,10 @@ import unicodedata
 
 from moto.iot.exceptions import InvalidRequestException
 
+# The guide's static rules for a template body, shared with the data plane's RegisterThing
+# (dataplane/template.py) so that the two cannot disagree.
+from dataplane.template import unsupported_features
+
 # AWS IoT API reference, TemplateName: length 1..36, pattern ^[0-9A-Za-z_-]+$.
 TEMPLATE_NAME_RE = re.compile(r"^[0-9A-Za-z_-]{1,36}$")
 # TemplateBody: length 0..10240. TemplateDescription: 0..500, pattern [^\p{C}]*.
@@ -40,9 +44,11 @@ def check_name(name) -> str:
     return name
 
 
-def check_body(body) -> str:
+def check_body(body, template_type: str = "FLEET_PROVISIONING") -> str:
     # templateBody: "The JSON formatted contents of the provisioning template" (required,
-    # at most 10240 characters); a template is a JSON object. Stored and returned verbatim.
+    # at most 10240 characters); a template is a JSON object of the sections, intrinsic
+    # functions and resource keys the Developer Guide documents ("Provisioning templates"),
+    # see unsupported_features. Stored and returned verbatim.
     if not isinstance(body, str):
         raise InvalidRequestException("templateBody is required and must be a string.")
     if len(body) > TEMPLATE_BODY_MAX:
@@ -55,6 +61,9 @@ def check_body(body) -> str:
         raise InvalidRequestException(f"The template body is not valid JSON: {e}")
     if not isinstance(parsed, dict):
         raise InvalidRequestException("The template body must be a JSON object.")
+    problems = unsupported_features(parsed, template_type)
+    if problems:
+        raise InvalidRequestException(f"The template body is not valid: {'; '.join(problems)}.")
     return body
 
 
