@@ -185,6 +185,8 @@ fn the_claim_minting_attack_is_refused(nucleus: &str) {
             common_name: thing_v,
             params: &[("ThingName", thing), ("ThingGroupName", "Admins")],
             save,
+            stop_after_create: false,
+            token_from: None,
         })
     };
     let report = step(None, thing_a, &c2);

@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use common::line::*;
 use common::*;
@@ -23,6 +24,9 @@ fn every_bundle_provisions(nucleus: &str, scope: &str) {
     let reports = line.endpoint.provision(nucleus, &bundles);
     line.rt
         .block_on(assert_provisioned(&line.endpoint, &rows, &reports));
+    for report in &reports {
+        assert_packets_as_the_nucleus_sends(&line.endpoint, nucleus, report);
+    }
     if scope == "batch" {
         let claims: BTreeSet<_> = rows.iter().map(|r| &r["certificate_id"]).collect();
         assert_eq!(claims.len(), 1, "one shared claim");
@@ -32,6 +36,27 @@ fn every_bundle_provisions(nucleus: &str, scope: &str) {
     assert!(
         audit.contains(&format!("{count} devices, {count} provisioned")),
         "{audit}"
+    );
+}
+
+/// What the broker itself logged of a device's claim connection: its two requests, and the
+/// SUBSCRIBE packets its nucleus sends: four for the Java plugin (`accepted` and `rejected` of
+/// each call), none for nucleus lite, which reads the answers AWS IoT returns to the
+/// connection that asked without subscribing.
+fn assert_packets_as_the_nucleus_sends(endpoint: &Endpoint, nucleus: &str, report: &Value) {
+    let client = report["client_id"]
+        .as_str()
+        .expect("client_id in the report");
+    assert_eq!(
+        endpoint.packets_received("PUBLISH", client),
+        2,
+        "{client}: one certificate request and one RegisterThing"
+    );
+    let subscribes = if nucleus == "lite" { 0 } else { 4 };
+    assert_eq!(
+        endpoint.packets_received("SUBSCRIBE", client),
+        subscribes,
+        "{nucleus} device {client}"
     );
 }
 
@@ -79,17 +104,34 @@ fn certificates_in(line: &Line) -> usize {
 #[test]
 fn claim_policy_without_csr_topics_fails_lite_devices_and_preflight() {
     let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
-    lite_is_refused_with_claim_policy(&line, &guide_claim_policy(), &[CLAIM, "create-from-csr"]);
+    let report = refused_with_claim_policy(
+        &line,
+        "lite",
+        &guide_claim_policy(),
+        &[CLAIM, "create-from-csr"],
+    );
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("closed the connection"),
+        "{report}"
+    );
 }
 
-/// With `policy` as the claim policy, a lite bundle of `line` (made before) is dropped when
-/// it asks for its certificate, and preflight refuses a new lite batch in one line holding
-/// each of `expected`, creating nothing.
-fn lite_is_refused_with_claim_policy(line: &Line, policy: &Value, expected: &[&str]) {
+/// With `policy` as the claim policy, a bundle of `line` (made before) fails when it asks for
+/// its certificate, and preflight refuses a new batch in one line holding each of `expected`,
+/// creating nothing. Returns the device's report.
+fn refused_with_claim_policy(
+    line: &Line,
+    nucleus: &str,
+    policy: &Value,
+    expected: &[&str],
+) -> Value {
     let bundles = &line.batch("batch", 1, "device").1;
     line.rt
         .block_on(replace_policy(&line.endpoint, CLAIM, policy));
-    let report = &line.endpoint.provision("lite", bundles)[0];
+    let report = line.endpoint.provision(nucleus, bundles).remove(0);
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["stage"], "create", "{report}");
 
@@ -102,34 +144,93 @@ fn lite_is_refused_with_claim_policy(line: &Line, policy: &Value, expected: &[&s
     }
     assert!(!line.work.path().join("second").exists());
     assert_eq!(certificates_in(line), before, "nothing created");
+    report
 }
 
-/// A claim policy tightened by hand to the exact answer topics (`.../accepted` and
-/// `.../rejected`, the Java plugin's subscriptions): nucleus lite subscribes to
-/// `<topic>/+`, so a lite device is dropped when it subscribes, and preflight refuses a new
-/// lite batch beforehand.
-#[test]
-fn claim_policy_without_lites_subscriptions_fails_lite_devices_and_preflight() {
-    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+/// A claim policy tightened by hand to the exact topics: Publish on the requests, Receive on
+/// their `accepted` and `rejected` answers, and `Subscribe` on `subscribe` of those answers.
+fn exact_claim_policy(receive: &[&str], subscribe: &[&str]) -> Value {
     let arn = |kind: &str, topic: &str| format!("arn:aws:iot:{REGION}:123456789012:{kind}/{topic}");
     let bases = [
+        "$aws/certificates/create/json".to_string(),
         "$aws/certificates/create-from-csr/json".to_string(),
         format!("$aws/provisioning-templates/{TEMPLATE_NAME}/provision/json"),
     ];
-    let answers = |kind: &str| -> Vec<String> {
+    let answers = |kind: &str, which: &[&str]| -> Vec<String> {
         bases
             .iter()
-            .flat_map(|b| ["accepted", "rejected"].map(|r| arn(kind, &format!("{b}/{r}"))))
+            .flat_map(|b| which.iter().map(move |r| arn(kind, &format!("{b}/{r}"))))
             .collect()
     };
     let requests: Vec<String> = bases.iter().map(|b| arn("topic", b)).collect();
-    let exact = json!({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
-        {"Effect": "Allow", "Action": "iot:Publish", "Resource": requests},
-        {"Effect": "Allow", "Action": "iot:Receive", "Resource": answers("topic")},
-        {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": answers("topicfilter")}
-    ]});
-    lite_is_refused_with_claim_policy(&line, &exact, &["iot:Subscribe", "create-from-csr/json/+"]);
+    let mut statements = vec![
+        json!({"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}),
+        json!({"Effect": "Allow", "Action": "iot:Publish", "Resource": requests}),
+    ];
+    if !receive.is_empty() {
+        statements.push(json!({"Effect": "Allow", "Action": "iot:Receive", "Resource": answers("topic", receive)}));
+    }
+    if !subscribe.is_empty() {
+        statements.push(json!({"Effect": "Allow", "Action": "iot:Subscribe", "Resource": answers("topicfilter", subscribe)}));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// A claim policy without any iot:Subscribe: nucleus lite (2.3 and later) never subscribes,
+/// AWS IoT answers the connection that asked, so lite bundles provision and a lite batch
+/// passes preflight; the Java plugin subscribes to its answers, so a Java device is dropped
+/// when it does, and preflight refuses a Java batch beforehand.
+#[test]
+fn claim_policy_without_subscribe_serves_lite_and_refuses_java() {
+    let policy = exact_claim_policy(&["accepted", "rejected"], &[]);
+
+    let lite = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    lite.rt
+        .block_on(replace_policy(&lite.endpoint, CLAIM, &policy));
+    let (rows, bundles) = lite.batch("batch", 2, "device");
+    let reports = lite.endpoint.provision("lite", &bundles);
+    lite.rt
+        .block_on(assert_provisioned(&lite.endpoint, &rows, &reports));
+
+    let java = Line::new("[greengrass]\nnucleus = \"java\"\n");
+    let report = refused_with_claim_policy(
+        &java,
+        "java",
+        &policy,
+        &["iot:Subscribe", "create/json/accepted"],
+    );
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("closed the connection"),
+        "{report}"
+    );
+}
+
+/// A claim policy without iot:Receive on the answers: AWS IoT checks iot:Receive on every
+/// message it delivers, the provisioning API's answers too, so a lite device (subscribed to
+/// nothing) never gets its certificate, and preflight refuses a lite batch beforehand.
+#[test]
+fn claim_policy_without_receive_on_the_answers_fails_lite_devices_and_preflight() {
+    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    let policy = exact_claim_policy(&["rejected"], &[]);
+    let report = refused_with_claim_policy(
+        &line,
+        "lite",
+        &policy,
+        &["iot:Receive", "create-from-csr/json/accepted"],
+    );
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("no CreateCertificateFromCsr response"),
+        "{report}"
+    );
+    assert_eq!(
+        line.endpoint
+            .packets_received("SUBSCRIBE", report["client_id"].as_str().unwrap()),
+        0
+    );
 }
 
 /// A template that needs a parameter the bundles do not send: RegisterThing is rejected with
@@ -297,5 +398,204 @@ fn retire_provisioned_retires_exactly_the_claims_that_did_their_job() {
     assert!(
         audit.contains("6 devices, 3 provisioned"),
         "{code}: {audit}"
+    );
+}
+
+/// The claim policy as `setup` made it, with one more statement.
+fn claim_policy_with(line: &Line, statement: Value) -> Value {
+    let client = line.rt.block_on(line.endpoint.client());
+    let current = line
+        .rt
+        .block_on(client.get_policy().policy_name(CLAIM).send())
+        .unwrap();
+    let mut document: Value = serde_json::from_str(current.policy_document().unwrap()).unwrap();
+    document["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(statement);
+    document
+}
+
+/// A Deny naming a policy variable the local data plane cannot resolve (the issuer of the
+/// certificate, which AWS IoT resolves, and for which `*` matches every certificate AWS
+/// issues) is not skipped: it denies, as AWS would. The device is dropped when it asks for
+/// its certificate.
+#[test]
+fn a_deny_the_data_plane_cannot_evaluate_still_denies() {
+    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    let (_, bundles) = line.batch("batch", 1, "device");
+    let deny = json!({"Effect": "Deny", "Action": "iot:Publish",
+        "Resource": format!("arn:aws:iot:{REGION}:123456789012:topic/$aws/certificates/*"),
+        "Condition": {"StringLike": {"iot:Certificate.Issuer.CommonName": "*"}}});
+    let policy = claim_policy_with(&line, deny);
+    line.rt
+        .block_on(replace_policy(&line.endpoint, CLAIM, &policy));
+    let report = line.endpoint.provision("lite", &bundles).remove(0);
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["stage"], "create", "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("closed the connection"),
+        "{report}"
+    );
+}
+
+/// A provisioning template using an intrinsic function AWS's guide does not document for
+/// provisioning templates (`Fn::If`, CloudFormation's) is refused when it is made, with AWS's
+/// error for a bad request naming the function.
+#[test]
+fn a_template_with_an_undocumented_intrinsic_is_refused() {
+    let line = Line::new("");
+    let body = json!({
+        "Parameters": {"ThingName": {"Type": "String"}},
+        "Resources": {"thing": {"Type": "AWS::IoT::Thing", "Properties": {
+            "ThingName": {"Fn::If": ["IsProd", {"Ref": "ThingName"}, "test"]}}}}
+    });
+    let client = line.rt.block_on(line.endpoint.client());
+    let error = line
+        .rt
+        .block_on(
+            client
+                .create_provisioning_template()
+                .template_name("WithIf")
+                .template_body(body.to_string())
+                .provisioning_role_arn("arn:aws:iam::123456789012:role/GreengrassProvisioningRole")
+                .enabled(true)
+                .send(),
+        )
+        .unwrap_err()
+        .into_service_error();
+    assert!(error.is_invalid_request_exception(), "{error:?}");
+    assert!(format!("{error:?}").contains("Fn::If"), "{error:?}");
+}
+
+/// An ownership token is spent only by the connection that obtained it. Taken from one
+/// device's connection (leaked through a log or a memory dump), it is refused with AWS's
+/// error on another claim's connection and on a new connection of the same claim, even
+/// under the same client id; the certificate it names stays inactive and on no thing.
+#[test]
+fn an_ownership_token_works_only_on_the_connection_that_obtained_it() {
+    let line = Line::new("");
+    let (rows, bundles) = line.batch("batch", 2, "device");
+    let thing: &str = &rows[0]["thing_name"];
+    let leaked = line.work.path().join("leaked");
+    let client_id = "device-0001";
+    let attempt =
+        |bundle: &PathBuf, stop_after_create: bool, token_from: Option<&Path>, save: &Path| {
+            line.endpoint.attack(&Attempt {
+                nucleus: "java",
+                bundle,
+                as_cert: None,
+                client_id: Some(client_id),
+                common_name: thing,
+                params: &[("ThingName", thing)],
+                save,
+                stop_after_create,
+                token_from,
+            })
+        };
+    let report = attempt(&bundles[0], true, None, &leaked);
+    assert_eq!(report["ok"], true, "{report}");
+    let certificate_id = std::fs::read_to_string(leaked.join("certificate_id.txt")).unwrap();
+    let certificate_id = certificate_id.trim();
+
+    for (who, bundle) in [
+        ("another claim", &bundles[1]),
+        ("the same claim", &bundles[0]),
+    ] {
+        let report = attempt(
+            bundle,
+            false,
+            Some(&leaked),
+            &line.work.path().join("unused"),
+        );
+        assert_eq!(report["ok"], false, "{who}: {report}");
+        assert_eq!(report["stage"], "register", "{who}: {report}");
+        assert_eq!(report["status_code"], 400, "{who}: {report}");
+        assert_eq!(
+            report["error_code"], "InvalidCertificateOwnershipToken",
+            "{who}: {report}"
+        );
+    }
+    let client = line.rt.block_on(line.endpoint.client());
+    let described = line
+        .rt
+        .block_on(
+            client
+                .describe_certificate()
+                .certificate_id(certificate_id)
+                .send(),
+        )
+        .unwrap();
+    let description = described.certificate_description().unwrap();
+    assert_eq!(
+        description.status().unwrap().as_str(),
+        "INACTIVE",
+        "never registered"
+    );
+    let things = line
+        .rt
+        .block_on(
+            client
+                .list_principal_things()
+                .principal(description.certificate_arn().unwrap())
+                .send(),
+        )
+        .unwrap();
+    assert!(things.things().is_empty(), "{things:?}");
+    let thing_made = line
+        .rt
+        .block_on(client.describe_thing().thing_name(thing).send());
+    assert!(thing_made.is_err(), "no thing registered: {thing_made:?}");
+}
+
+/// With a batch-scope claim every board holds the same certificate, so a claim taken from
+/// one board lets its holder subscribe to exactly the topics the others' answers come on.
+/// AWS IoT returns an answer only on the connection that asked: a listener subscribed to
+/// every provisioning answer topic hears nothing while the other boards provision (their
+/// certificates and ownership tokens), and does hear the answer to its own request.
+#[test]
+fn no_answer_reaches_another_connection_than_the_one_that_asked() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    let (rows, bundles) = line.batch("batch", 4, "batch");
+    let mut listener = Command::new(repo().join(".venv/bin/python"))
+        .arg(repo().join("scripts/local-aws/eavesdropper.py"))
+        .args(["--nucleus", "lite", "--bundle"])
+        .arg(&bundles[0])
+        .arg("--connect-to")
+        .arg(line.endpoint.data_plane_address())
+        .arg("--root-ca")
+        .arg(&line.endpoint.ca_cert)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run eavesdropper.py");
+    let mut stdout = BufReader::new(listener.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "listening", "the listener is subscribed");
+
+    let reports = line.endpoint.provision("lite", &bundles[1..]);
+    line.rt
+        .block_on(assert_provisioned(&line.endpoint, &rows[1..], &reports));
+
+    drop(listener.stdin.take());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(listener.wait().unwrap().success(), "{rest}");
+    let report: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        report["foreign"],
+        json!([]),
+        "heard others' answers: {report}"
+    );
+    assert_eq!(
+        report["own_answer"], "$aws/certificates/create-from-csr/json/accepted",
+        "{report}"
     );
 }

@@ -7,6 +7,7 @@ Usage (from the repository root):
     .venv/bin/python scripts/local-aws/attacker.py --nucleus java|lite --bundle DEV.zip \\
         [--as-cert DIR] [--client-id ID] \\
         --csr-common-name CN --param K=V [--param K=V ...] --save DIR \\
+        [--stop-after create | --token-from DIR] \\
         --connect-to HOST:PORT --root-ca TEST_CA.pem [--timeout S]
 
 It owns only the attempt; everything device-like is the test device's (device.py beside it,
@@ -23,10 +24,12 @@ call). One attempt:
      id --client-id, else a random UUID;
   3. create: a fresh EC P-256 key and a CSR whose subject is CN=<--csr-common-name> (at most
      64 characters), CreateCertificateFromCsr (json); the new certificate and key are saved
-     at once to --save DIR: certificate.pem, private.key (mode 0600), certificate_id.txt;
+     at once to --save DIR: certificate.pem, private.key (mode 0600), certificate_id.txt and
+     ownership_token.txt (mode 0600); --stop-after create ends the attempt here (ok);
   4. register: RegisterThing on the bundle's template with exactly the --param parameters
      (whatever the bundle's own templateParameters/templateParams say) and the new
-     certificate's ownership token.
+     certificate's ownership token; with --token-from DIR, step 3 is skipped and the token
+     is DIR/ownership_token.txt, obtained by an earlier attempt on another connection.
 Both calls subscribe to the exact .../accepted and .../rejected topics (QoS 1).
 
 Output: ONE JSON line on stdout:
@@ -78,6 +81,9 @@ def parse_args(argv: list[str]):
     parser.add_argument("--connect-to", required=True, metavar="HOST:PORT", help="the data plane's MQTT broker (TLS)")
     parser.add_argument("--root-ca", required=True, metavar="PEM", help="the CA the server's certificate chains to")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds each step may take (default 10)")
+    parser.add_argument("--stop-after", choices=("create",), help="end the attempt after this step")
+    parser.add_argument("--token-from", metavar="DIR",
+                        help="skip create; register with DIR/ownership_token.txt (saved by an earlier --save)")
     args = parser.parse_args(argv)
 
     args.connect_to = parse_connect_to(args.connect_to)
@@ -88,6 +94,10 @@ def parse_args(argv: list[str]):
         raise UsageError(f"--bundle {args.bundle}: no such file")
     if args.as_cert and not all((Path(args.as_cert) / f).is_file() for f in ("certificate.pem", "private.key")):
         raise UsageError(f"--as-cert {args.as_cert}: needs certificate.pem and private.key")
+    if args.token_from and not (Path(args.token_from) / "ownership_token.txt").is_file():
+        raise UsageError(f"--token-from {args.token_from}: needs ownership_token.txt")
+    if args.token_from and args.stop_after:
+        raise UsageError("--token-from skips create; it cannot --stop-after create")
     if not 0 < len(args.csr_common_name) <= 64:
         raise UsageError("--csr-common-name must be 1 to 64 characters (an X.509 CN's upper bound)")
     args.params = {}
@@ -101,11 +111,26 @@ def parse_args(argv: list[str]):
     return args
 
 
-def save_credentials(directory: Path, certificate_id: str, certificate_pem: str, key_pem: bytes) -> None:
+def save_credentials(directory: Path, response, key_pem: bytes) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (directory / "certificate.pem").write_text(certificate_pem)
+    (directory / "certificate.pem").write_text(response.certificate_pem)
     write_private(directory / "private.key", key_pem)
-    (directory / "certificate_id.txt").write_text(certificate_id + "\n")
+    (directory / "certificate_id.txt").write_text(response.certificate_id + "\n")
+    write_private(directory / "ownership_token.txt", response.certificate_ownership_token.encode())
+
+
+def create(session: Session, args, report: dict) -> Optional[str]:
+    """Step 3: the new certificate's ownership token (None with --token-from: the saved one
+    is used instead)."""
+    if args.token_from:
+        return None
+    report["stage"] = "create"
+    key_pem, csr = make_csr(args.csr_common_name)
+    response, _ = create_certificate_from_csr(session, csr)
+    check_key_matches("create", response.certificate_pem, key_pem, "the key of the CSR")
+    report["certificate_id"] = response.certificate_id
+    save_credentials(Path(args.save), response, key_pem)
+    return response.certificate_ownership_token
 
 
 def attempt(args, root: Path) -> dict:
@@ -128,16 +153,15 @@ def attempt(args, root: Path) -> dict:
         session = Session(settings, cert, key, report["client_id"], port, args)
         session.connect("connect")
 
-        report["stage"] = "create"
-        key_pem, csr = make_csr(args.csr_common_name)
-        response, _ = create_certificate_from_csr(session, csr, wildcard=False)
-        check_key_matches("create", response.certificate_pem, key_pem, "the key of the CSR")
-        report["certificate_id"] = response.certificate_id
-        save_credentials(Path(args.save), response.certificate_id, response.certificate_pem, key_pem)
+        token = create(session, args, report)
+        if args.stop_after == "create":
+            report["ok"] = True
+            return report
+        if token is None:
+            token = (Path(args.token_from) / "ownership_token.txt").read_text().strip()
 
         report["stage"] = "register"
-        registered = register_thing(session, settings, response.certificate_ownership_token,
-                                    exact_subscriptions=True)
+        registered = register_thing(session, settings, token)
         report.update({"ok": True, "thing_name": registered.thing_name})
     except DeviceFailure as failure:
         report.update({"stage": failure.stage, "error": failure.error,

@@ -225,17 +225,20 @@ pub fn certificate_topic(nucleus: Nucleus) -> &'static str {
 
 /// The topic filters a device of `nucleus` subscribes to for the answers to a request on
 /// `base`, from the nuclei's sources:
-/// - the Java plugin (aws-greengrass-fleet-provisioning-by-claim, through the device SDK's
-///   IotIdentityClient): `base/accepted` and `base/rejected`;
-/// - nucleus lite 2.0 to 2.2 (`provisioner.c`): `base/accepted` and `base/rejected`; 2.3 and
-///   later (`cloud_request.c`, `ggl_aws_iot_call`): one filter `base/+`, registered locally
-///   and sent to AWS IoT as a SUBSCRIBE whenever its MQTT connection (re)connects.
+/// - the Java plugin (aws-greengrass-fleet-provisioning-by-claim 1.2.2, through the device
+///   SDK's IotIdentityClient): `base/accepted` and `base/rejected`, each SUBACKed before it
+///   publishes;
+/// - nucleus lite 2.3 and later: none. Its fleet provisioning registers `base/+` with iotcored
+///   as a "virtual" subscription (`ggl_aws_iot_call(..., true, ...)` in cloud_request.c;
+///   iotcored's `rpc_subscribe` sends no SUBSCRIBE then) and reads the answers AWS IoT returns
+///   "through the same MQTT connection used to publish the API request". (iotcored would send
+///   the filter after a reconnect in the middle of a call, but the request is not sent again
+///   then, so the call times out whatever the policy says.)
 fn answer_filters(nucleus: Nucleus, base: &str) -> Vec<String> {
-    let mut filters = vec![format!("{base}/accepted"), format!("{base}/rejected")];
-    if nucleus == Nucleus::Lite {
-        filters.push(format!("{base}/+"));
+    match nucleus {
+        Nucleus::Java => vec![format!("{base}/accepted"), format!("{base}/rejected")],
+        Nucleus::Lite => Vec::new(),
     }
-    filters
 }
 
 /// The requests a device of `nucleus` makes with its claim. Its client id is a random UUID
@@ -498,10 +501,10 @@ mod tests {
         );
     }
 
+    /// A claim policy with Publish and Receive only on the exact topics and no Subscribe at
+    /// all: enough for nucleus lite (2.3 and later never subscribes), not for the Java plugin.
     #[test]
-    fn a_policy_tightened_to_accepted_and_rejected_fails_lite() {
-        // Subscribe only on the exact answer topics: the Java plugin's subscriptions, but not
-        // nucleus lite's `<topic>/+` (2.3 and later).
+    fn a_policy_without_subscribe_serves_lite_only() {
         let prefix = arn_prefix(TEMPLATE_ARN).unwrap();
         let t = "GreengrassFleetProvisioningTemplate";
         let bases = [
@@ -509,12 +512,10 @@ mod tests {
             "$aws/certificates/create-from-csr/json".to_string(),
             format!("$aws/provisioning-templates/{t}/provision/json"),
         ];
-        let answers = |kind: &str| -> Vec<String> {
-            bases
-                .iter()
-                .flat_map(|b| ["accepted", "rejected"].map(|r| format!("{prefix}:{kind}/{b}/{r}")))
-                .collect()
-        };
+        let answers: Vec<String> = bases
+            .iter()
+            .flat_map(|b| ["accepted", "rejected"].map(|r| format!("{prefix}:topic/{b}/{r}")))
+            .collect();
         let requests: Vec<String> = bases
             .iter()
             .map(|b| format!("{prefix}:topic/{b}"))
@@ -522,14 +523,13 @@ mod tests {
         let doc = serde_json::json!({"Statement": [
             {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
             {"Effect": "Allow", "Action": "iot:Publish", "Resource": requests},
-            {"Effect": "Allow", "Action": "iot:Receive", "Resource": answers("topic")},
-            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": answers("topicfilter")}
+            {"Effect": "Allow", "Action": "iot:Receive", "Resource": answers}
         ]})
         .to_string();
-        check_claim_policy("C", &doc, &prefix, Nucleus::Java, t).unwrap();
-        let e = check_claim_policy("C", &doc, &prefix, Nucleus::Lite, t).unwrap_err();
+        check_claim_policy("C", &doc, &prefix, Nucleus::Lite, t).unwrap();
+        let e = check_claim_policy("C", &doc, &prefix, Nucleus::Java, t).unwrap_err();
         assert!(
-            e.contains("iot:Subscribe") && e.contains("create-from-csr/json/+"),
+            e.contains("iot:Subscribe") && e.contains("create/json/accepted"),
             "{e}"
         );
     }

@@ -227,7 +227,7 @@ pub async fn claim_state(endpoint: &Endpoint, row: &Row) -> (String, bool) {
 /// What an attacker holding a claim (or any certificate) asks of the data plane, as
 /// scripts/local-aws/attacker.py does it with AWS's device SDK: connect, CreateCertificateFromCsr
 /// for a CSR with `common_name`, then RegisterThing with `params` and the new certificate's
-/// ownership token.
+/// ownership token (or one obtained on another connection).
 pub struct Attempt<'a> {
     pub nucleus: &'a str,
     /// The bundle whose config names the endpoint and template (and whose claim is used
@@ -238,8 +238,13 @@ pub struct Attempt<'a> {
     pub client_id: Option<&'a str>,
     pub common_name: &'a str,
     pub params: &'a [(&'a str, &'a str)],
-    /// Where the new certificate and key are saved.
+    /// Where the new certificate, key and ownership token are saved.
     pub save: &'a Path,
+    /// End after CreateCertificateFromCsr (the token saved, never spent).
+    pub stop_after_create: bool,
+    /// Skip CreateCertificateFromCsr and register with the token an earlier attempt saved
+    /// in this directory.
+    pub token_from: Option<&'a Path>,
 }
 
 impl Endpoint {
@@ -262,6 +267,12 @@ impl Endpoint {
         }
         if let Some(id) = attempt.client_id {
             cmd.args(["--client-id", id]);
+        }
+        if attempt.stop_after_create {
+            cmd.args(["--stop-after", "create"]);
+        }
+        if let Some(dir) = attempt.token_from {
+            cmd.arg("--token-from").arg(dir);
         }
         for (key, value) in attempt.params {
             cmd.arg("--param").arg(format!("{key}={value}"));

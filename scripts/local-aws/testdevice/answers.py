@@ -1,15 +1,14 @@
-"""The answers of the Device provisioning MQTT API as the test device waits for them: a future
-settled by the first answer (accepted or rejected, AWS's rejection fields kept), the answers
-after the first counted (AWS answers only the connection that asked), and lite's one wildcard
-subscription per call."""
+"""The answers of the Device provisioning MQTT API as the test device waits for them on its
+subscriptions (the Java plugin's exact `.../accepted` and `.../rejected` ones, and
+attacker.py's): a future settled by the first answer (accepted or rejected, AWS's rejection
+fields kept), the answers after the first counted (AWS answers only the connection that
+asked). Nucleus lite subscribes to nothing; its answers are routed in lite_session.py."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 from typing import Callable
 
-from testdevice.session import Session
 from testdevice.settings import DeviceFailure, Settings
 
 
@@ -63,22 +62,3 @@ def note_extra_answers(settings: Settings, extra: int, call: str) -> None:
             f"{extra} more {call} answer(s) arrived after the first: AWS delivers an answer only to "
             "the connection that asked"
         )
-
-
-def subscribe_wildcard(session: Session, topic: str, stage: str, parse_accepted, on_accepted, on_rejected) -> None:
-    """Lite's aws_iot_call: one QoS 1 subscription to `<topic>/+`, the answer told apart by suffix."""
-    from awscrt import mqtt
-    from awsiot import iotidentity
-
-    def on_message(topic, payload, **kwargs):
-        try:
-            body = json.loads(payload.decode())
-        except ValueError:
-            body = None
-        if topic.endswith("/accepted"):
-            on_accepted(parse_accepted(body) if isinstance(body, dict) else None)
-        elif topic.endswith("/rejected"):
-            on_rejected(iotidentity.ErrorResponse.from_payload(body) if isinstance(body, dict) else None)
-
-    session.subscribe(lambda: session.connection.subscribe(f"{topic}/+", mqtt.QoS.AT_LEAST_ONCE, on_message),
-                      stage, f"{topic}/+")

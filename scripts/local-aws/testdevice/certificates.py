@@ -1,13 +1,16 @@
 """The test device's create step, as its runtime does it: CreateKeysAndCertificate (Java, no
-csrPath), CreateCertificateFromCsr with the config's CSR (Java, csrPath) or with a key and CSR
-made on the device (lite); the new certificate and key written where the runtime puts them."""
+csrPath), CreateCertificateFromCsr with the config's CSR (Java, csrPath; subscribed to the
+exact answer topics on the MQTT 3.1.1 Session) or with a key and CSR made on the device (lite:
+no subscription, on the MQTT 5 LiteSession, see lite_session.py); the new certificate and key
+written where the runtime puts them."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from testdevice.answers import _create_answer, note_extra_answers, subscribe_wildcard
+from testdevice.answers import _create_answer, note_extra_answers
+from testdevice.lite_session import LiteSession, lite_create_certificate_from_csr
 from testdevice.paths import map_device_path
 from testdevice.session import Session
 from testdevice.settings import DeviceFailure, Settings
@@ -35,25 +38,22 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def create_certificate_from_csr(session: Session, csr: str, wildcard: bool):
-    """Publishes CreateCertificateFromCsr and waits for its answer, subscribed either to
-    `<topic>/+` (lite's one wildcard subscription) or to `<topic>/accepted` and
-    `<topic>/rejected` (the Java plugin's exact ones). Returns (response, extra answers count
-    list); a rejection raises DeviceFailure at stage create with AWS's fields."""
+def create_certificate_from_csr(session: Session, csr: str):
+    """Subscribes to `<topic>/accepted` and `<topic>/rejected` (each SUBACK awaited, as the SDK's
+    v1 IotIdentityClient does for the Java plugin), publishes CreateCertificateFromCsr, waits
+    for its PUBACK and answer. Returns (response, extra answers count list); a rejection raises
+    DeviceFailure at stage create with AWS's fields. (Nucleus lite subscribes to nothing:
+    lite_create_certificate_from_csr.)"""
     from awscrt import mqtt
     from awsiot import iotidentity
 
     identity = iotidentity.IotIdentityClient(session.connection)
     answer, on_accepted, on_rejected, extra_answers = _create_answer()
-    if wildcard:
-        subscribe_wildcard(session, "$aws/certificates/create-from-csr/json", "create",
-                           iotidentity.CreateCertificateFromCsrResponse.from_payload, on_accepted, on_rejected)
-    else:
-        req = iotidentity.CreateCertificateFromCsrSubscriptionRequest()
-        session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_accepted(
-            req, mqtt.QoS.AT_LEAST_ONCE, on_accepted), "create", "$aws/certificates/create-from-csr/json/accepted")
-        session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_rejected(
-            req, mqtt.QoS.AT_LEAST_ONCE, on_rejected), "create", "$aws/certificates/create-from-csr/json/rejected")
+    req = iotidentity.CreateCertificateFromCsrSubscriptionRequest()
+    session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_accepted(
+        req, mqtt.QoS.AT_LEAST_ONCE, on_accepted), "create", "$aws/certificates/create-from-csr/json/accepted")
+    session.subscribe(lambda: identity.subscribe_to_create_certificate_from_csr_rejected(
+        req, mqtt.QoS.AT_LEAST_ONCE, on_rejected), "create", "$aws/certificates/create-from-csr/json/rejected")
     published = identity.publish_create_certificate_from_csr(
         iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr), mqtt.QoS.AT_LEAST_ONCE)
     session.wait(published, "create", "PUBACK for CreateCertificateFromCsr")
@@ -90,7 +90,7 @@ def create_keys_and_certificate(session: Session, settings: Settings, root: Path
 def create_from_csr_file(session: Session, settings: Settings, root: Path) -> tuple[str, str, str]:
     """The Java plugin with csrPath: the config's CSR, its key copied to the output key path."""
     csr = map_device_path(root, settings.csr_path).read_text()
-    response, extra_answers = create_certificate_from_csr(session, csr, wildcard=False)
+    response, extra_answers = create_certificate_from_csr(session, csr)
     check_key_matches("create", response.certificate_pem, map_device_path(root, settings.csr_key).read_bytes(),
                       "the key of the device's CSR")
     note_extra_answers(settings, extra_answers[0], "CreateCertificateFromCsr")
@@ -99,19 +99,19 @@ def create_from_csr_file(session: Session, settings: Settings, root: Path) -> tu
     return response.certificate_id, response.certificate_ownership_token, response.certificate_pem
 
 
-def create_from_device_csr(session: Session, settings: Settings, root: Path) -> tuple[str, str, str]:
-    """Lite: key and CSR made on the device, one wildcard subscription per call (the
-    certificate is written only once registered, see provision.py)."""
+def create_from_device_csr(session: LiteSession, settings: Settings, root: Path) -> tuple[str, str, str]:
+    """Lite: key and CSR made on the device, the request made as lite's aws_iot_call makes it
+    (no SUBSCRIBE; lite_session.py) (the certificate is written only once registered, see
+    provision.py)."""
     key_pem, csr = make_csr(settings.csr_common_name)
     write_private(map_device_path(root, settings.out_key), key_pem)
     write_private(map_device_path(root, settings.csr_path), csr.encode())
-    response, extra_answers = create_certificate_from_csr(session, csr, wildcard=True)
+    response = lite_create_certificate_from_csr(session, settings, csr)
     check_key_matches("create", response.certificate_pem, key_pem, "the key of the device's CSR")
-    note_extra_answers(settings, extra_answers[0], "CreateCertificateFromCsr")
     return response.certificate_id, response.certificate_ownership_token, response.certificate_pem
 
 
-def obtain_certificate(session: Session, settings: Settings, root: Path) -> tuple[str, str, str]:
+def obtain_certificate(session, settings: Settings, root: Path) -> tuple[str, str, str]:
     """The runtime's create step. Returns (certificate id, ownership token, certificate PEM);
     writes the device certificate and key where the runtime does."""
     if settings.method == "create-keys":

@@ -35,11 +35,13 @@ aws-greengrass/aws-greengrass-component-sdk, pinned 4ead4862 in fc_deps.json)
     It spawns its own iotcored (-n iotcoredfleet, -i <random UUID v4> as client id, port 8883
     fixed, no ALPN, SNI + hostname check = endpoint, CA = rootCaPath), makes an EC P-256 key
     and a SHA-256 CSR whose subject is only CN=csrCommonName (X509_NAME_add_entry_by_txt's
-    result is ignored: a CN over 64 characters leaves the subject empty), then
-    subscribes `$aws/certificates/create-from-csr/json/+` and publishes
-    {"certificateSigningRequest"}, then subscribes
-    `$aws/provisioning-templates/<templateName>/provision/json/+` and publishes
-    {"certificateOwnershipToken", "parameters"} (parameters always present); QoS 1, 30 s each.
+    result is ignored: a CN over 64 characters leaves the subject empty), then publishes
+    {"certificateSigningRequest"} to `$aws/certificates/create-from-csr/json`, then
+    {"certificateOwnershipToken", "parameters"} (parameters always present) to
+    `$aws/provisioning-templates/<templateName>/provision/json`; QoS 1, 30 s each, with NO
+    SUBSCRIBE (`<topic>/+` is a "virtual" subscription registered only inside iotcored; an
+    UNSUBSCRIBE of it follows each call) over MQTT 5 -- the wire, read from v2.6.0, is in
+    lite_session.py.
     Output dir /var/lib/greengrass/credentials (NOT system.rootPath): priv_key, cert_req.pem,
     certificate.pem, AmazonRootCA.pem (a copy of rootCaPath). Then (timestamp 3)
     system.rootCaPath, system.privateKeyPath, system.thingName,

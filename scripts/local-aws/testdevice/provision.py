@@ -1,5 +1,7 @@
 """One test device provisioning from one bundle, stage by stage as its runtime does (config,
-connect, create, register, reconnect), reported as one dict (../device.py has its fields)."""
+connect, create, register, reconnect), reported as one dict (../device.py has its fields). The
+connection is the runtime's: Session (MQTT 3.1.1, the Java plugin's SDK client) or LiteSession
+(MQTT 5, nucleus lite's iotcored)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from typing import Optional
 
 from testdevice.bundle import extract_bundle, load_settings
 from testdevice.certificates import obtain_certificate, write_private
+from testdevice.lite_session import LiteSession
 from testdevice.paths import map_device_path
 from testdevice.register import register_thing, runtime_config
-from testdevice.session import Session
+from testdevice.session import BaseSession, Session
 from testdevice.settings import DeviceFailure, Settings
 
 
@@ -24,7 +27,13 @@ class Attempt:
         self.bundle, self.args, self.root, self.report = bundle, args, root, report
         self.settings: Optional[Settings] = None
         self.stage = "config"
-        self.session: Optional[Session] = None
+        self.session: Optional[BaseSession] = None
+
+    def open_session(self, cert: Path, key: Path, client_id: str, port: int) -> BaseSession:
+        """The runtime's MQTT connection: lite's iotcored speaks MQTT 5 (see lite_session.py),
+        the Java plugin's SDK v1 client MQTT 3.1.1."""
+        kind = LiteSession if self.settings.nucleus == "lite" else Session
+        return kind(self.settings, cert, key, client_id, port, self.args)
 
     def run(self) -> None:
         client_id = self.configure()
@@ -54,8 +63,8 @@ class Attempt:
         returns (certificate id, RegisterThing's accepted response)."""
         settings, root = self.settings, self.root
         self.stage = "connect"
-        self.session = Session(settings, map_device_path(root, settings.claim_cert),
-                               map_device_path(root, settings.claim_key), client_id, settings.port, self.args)
+        self.session = self.open_session(map_device_path(root, settings.claim_cert),
+                                         map_device_path(root, settings.claim_key), client_id, settings.port)
         self.report["dialed"] = self.session.dialed
         self.session.connect("connect")
         self.stage = "create"
@@ -83,9 +92,9 @@ class Attempt:
         """Connects with the new certificate, client id = thing name, as the runtime then does."""
         settings, root = self.settings, self.root
         self.stage = "reconnect"
-        self.session = Session(settings, map_device_path(root, settings.out_cert),
-                               map_device_path(root, settings.out_key), thing_name, settings.reconnect_port,
-                               self.args)
+        self.session = self.open_session(map_device_path(root, settings.out_cert),
+                                         map_device_path(root, settings.out_key), thing_name,
+                                         settings.reconnect_port)
         self.session.connect("reconnect")
         self.session.disconnect("reconnect")
         self.session = None

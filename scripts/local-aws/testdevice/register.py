@@ -1,22 +1,29 @@
-"""The test device's RegisterThing, subscribed as its runtime subscribes, and the config the
-runtime writes once provisioned."""
+"""The test device's RegisterThing, made as its runtime makes it (Java: subscribed to the exact
+answer topics on the MQTT 3.1.1 Session; lite: no subscription, on the MQTT 5 LiteSession, see
+lite_session.py), and the config the runtime writes once provisioned."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import time
 
-from testdevice.answers import _describe_rejection, note_extra_answers, rejection_fields, subscribe_wildcard
+from testdevice.answers import _describe_rejection, note_extra_answers, rejection_fields
+from testdevice.lite_session import LiteSession, lite_register_thing
 from testdevice.session import Session
 from testdevice.settings import DeviceFailure, Settings
 
 
-def register_thing(session: Session, settings: Settings, token: str, exact_subscriptions: bool = False):
-    """The runtime's RegisterThing with settings.template and settings.params, subscribed as
-    the runtime does (lite: `<topic>/+`; Java: `<topic>/accepted` and `<topic>/rejected`, also
-    for lite with exact_subscriptions). Returns the accepted response."""
+def register_thing(session, settings: Settings, token: str):
+    """The runtime's RegisterThing with settings.template and settings.params. On a LiteSession
+    as nucleus lite makes it (lite_register_thing: no SUBSCRIBE); on a Session subscribed to
+    `<topic>/accepted` and `<topic>/rejected`, each SUBACK awaited, as the SDK's v1
+    IotIdentityClient does for the Java plugin (and for attacker.py, whatever --nucleus).
+    Returns the accepted response."""
     from awscrt import mqtt
     from awsiot import iotidentity
+
+    if isinstance(session, LiteSession):
+        return lite_register_thing(session, settings, token)
 
     identity = iotidentity.IotIdentityClient(session.connection)
     answer: concurrent.futures.Future = concurrent.futures.Future()
@@ -42,21 +49,19 @@ def register_thing(session: Session, settings: Settings, token: str, exact_subsc
         answer.set_exception(DeviceFailure("register", _describe_rejection("RegisterThing", fields), fields))
 
     topic = f"$aws/provisioning-templates/{settings.template}/provision/json"
-    if settings.nucleus == "lite" and not exact_subscriptions:
-        subscribe_wildcard(session, topic, "register", iotidentity.RegisterThingResponse.from_payload, on_accepted, on_rejected)
-    else:
-        req = iotidentity.RegisterThingSubscriptionRequest(template_name=settings.template)
-        session.subscribe(lambda: identity.subscribe_to_register_thing_accepted(req, mqtt.QoS.AT_LEAST_ONCE, on_accepted),
-                          "register", f"{topic}/accepted")
-        session.subscribe(lambda: identity.subscribe_to_register_thing_rejected(req, mqtt.QoS.AT_LEAST_ONCE, on_rejected),
-                          "register", f"{topic}/rejected")
-    # Lite always sends the parameters field; Java omits it when there are none.
+    req = iotidentity.RegisterThingSubscriptionRequest(template_name=settings.template)
+    session.subscribe(lambda: identity.subscribe_to_register_thing_accepted(req, mqtt.QoS.AT_LEAST_ONCE, on_accepted),
+                      "register", f"{topic}/accepted")
+    session.subscribe(lambda: identity.subscribe_to_register_thing_rejected(req, mqtt.QoS.AT_LEAST_ONCE, on_rejected),
+                      "register", f"{topic}/rejected")
+    # Lite's body always has parameters (attacker.py with a lite bundle); Java omits them when
+    # there are none (IotIdentityHelper.java L224-226).
     params = (settings.params or {}) if settings.nucleus == "lite" else (settings.params or None)
     identity.publish_register_thing(
         iotidentity.RegisterThingRequest(template_name=settings.template, certificate_ownership_token=token,
                                          parameters=params),
         mqtt.QoS.AT_LEAST_ONCE,
-    )  # Neither runtime waits for this PUBACK.
+    )  # The Java plugin does not wait for this PUBACK (IotIdentityHelper.java L228-231).
     response = session.wait(answer, "register", "RegisterThing response")
     time.sleep(0.05)  # let a stray second answer show up in the warnings
     note_extra_answers(settings, extra_answers[0], "RegisterThing")

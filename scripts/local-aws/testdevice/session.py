@@ -1,5 +1,7 @@
 """One MQTT connection of the test device, with AWS's IoT device SDK (awscrt), dialed through
-the tunnel as the chosen runtime's client would dial it."""
+the tunnel as the chosen runtime's client would dial it: BaseSession (the tunnel, the failure
+reports and the waiting, shared with lite_session.LiteSession), Session (MQTT 3.1.1 with the
+SDK's v1 connection: the Java plugin's client, and attacker.py's)."""
 
 from __future__ import annotations
 
@@ -12,19 +14,92 @@ from typing import Any, Callable, Optional
 from testdevice.settings import DeviceFailure, Settings
 from testdevice.tunnel import Tunnel, tls_probe
 
-class Session:
-    """One MQTT connection of the device (claim or device certificate), with the SDK."""
+
+class BaseSession:
+    """What every connection of the device shares: the CONNECT tunnel it dials through, how a
+    failed connect is explained, how a drop is noticed and reported, and waiting on a future."""
+
+    alpn = False
 
     def __init__(self, settings: Settings, cert: Path, key: Path, client_id: str, port: int, args):
-        import awscrt.io
-        from awscrt import http, mqtt
-
         self.args = args
         self.settings = settings
         self.cert, self.key, self.client_id, self.port = cert, key, client_id, port
         self.tunnel = Tunnel(args.connect_to, args.timeout)
         self.interrupted = threading.Event()
         self.interrupt_error: Optional[str] = None
+        self.connected = False
+
+    @property
+    def dialed(self) -> str:
+        alpn = " (ALPN x-amzn-mqtt-ca)" if self.alpn else ""
+        return f"{self.settings.endpoint}:{self.port}{alpn} via {self.args.connect_to[0]}:{self.args.connect_to[1]}"
+
+    def _connect_failure(self, what: str) -> str:
+        parts = [f"{what} (client id {self.client_id!r}, {self.dialed})"]
+        parts += self.tunnel.errors
+        if not self.tunnel.errors:
+            if self.tunnel.server_closed.is_set():
+                parts.append("the server closed the connection")
+            parts.append(tls_probe(self.args.connect_to, self.settings.endpoint, self.args.root_ca, self.cert, self.key,
+                                   self.args.timeout))
+        return "; ".join(parts)
+
+    def dropped(self) -> bool:
+        return self.interrupted.is_set() or self.tunnel.server_closed.is_set()
+
+    def _dropped_failure(self, stage: str, what: str, cause: Optional[Exception] = None) -> DeviceFailure:
+        detail = self.interrupt_error or (str(cause) if cause else "")
+        return DeviceFailure(
+            stage,
+            f"the server closed the connection while waiting for the {what}"
+            + (f" ({detail})" if detail else "")
+            + ": AWS IoT drops a client whose policy denies the action",
+        )
+
+    def wait(self, future: concurrent.futures.Future, stage: str, what: str,
+             check: Optional[Callable[[], Optional[str]]] = None) -> Any:
+        """Wait for a future, failing at `stage` on timeout or when the server drops us, or
+        when `check` (polled) returns a reason the future can no longer settle."""
+        deadline = time.monotonic() + self.args.timeout
+        grace_until = None
+        while True:
+            try:
+                return future.result(0.05)
+            except concurrent.futures.TimeoutError:
+                pass
+            except DeviceFailure:
+                raise
+            except Exception as e:
+                if self.dropped():
+                    raise self._dropped_failure(stage, what, e)
+                raise DeviceFailure(stage, f"{what} failed: {e}")
+            now = time.monotonic()
+            if self.dropped():
+                # Give an answer that raced the disconnect a moment to land.
+                grace_until = grace_until or now + 0.2
+                if now > grace_until:
+                    raise self._dropped_failure(stage, what)
+            elif check is not None:
+                reason = check()
+                if reason:
+                    grace_until = grace_until or now + 0.2
+                    if now > grace_until:
+                        raise DeviceFailure(stage, reason)
+            if now > deadline:
+                raise DeviceFailure(stage, f"no {what} within {self.args.timeout:g} s")
+
+
+class Session(BaseSession):
+    """One MQTT 3.1.1 connection of the device (claim or device certificate), with the SDK's
+    v1 client (awscrt.mqtt.Connection): the Java plugin's (MqttConnectionHelper.java L58:
+    clean session; the SDK's v1 IotIdentityClient on it), and attacker.py's."""
+
+    def __init__(self, settings: Settings, cert: Path, key: Path, client_id: str, port: int, args):
+        import awscrt.io
+        from awscrt import http, mqtt
+
+        super().__init__(settings, cert, key, client_id, port, args)
 
         def on_interrupted(connection, error, **kwargs):
             self.interrupt_error = str(error)
@@ -60,12 +135,6 @@ class Session:
             ),
             disable_metrics=settings.nucleus != "java",  # the Java SDK sends its metrics username
         )
-        self.connected = False
-
-    @property
-    def dialed(self) -> str:
-        alpn = " (ALPN x-amzn-mqtt-ca)" if self.alpn else ""
-        return f"{self.settings.endpoint}:{self.port}{alpn} via {self.args.connect_to[0]}:{self.args.connect_to[1]}"
 
     def connect(self, stage: str) -> None:
         future = self.connection.connect()
@@ -76,52 +145,6 @@ class Session:
         except Exception as e:  # awscrt raises AwsCrtError or Exception(ConnectReturnCode)
             raise DeviceFailure(stage, self._connect_failure(f"connect failed: {e}"))
         self.connected = True
-
-    def _connect_failure(self, what: str) -> str:
-        parts = [f"{what} (client id {self.client_id!r}, {self.dialed})"]
-        parts += self.tunnel.errors
-        if not self.tunnel.errors:
-            if self.tunnel.server_closed.is_set():
-                parts.append("the server closed the connection")
-            parts.append(tls_probe(self.args.connect_to, self.settings.endpoint, self.args.root_ca, self.cert, self.key,
-                                   self.args.timeout))
-        return "; ".join(parts)
-
-    def dropped(self) -> bool:
-        return self.interrupted.is_set() or self.tunnel.server_closed.is_set()
-
-    def _dropped_failure(self, stage: str, what: str, cause: Optional[Exception] = None) -> DeviceFailure:
-        detail = self.interrupt_error or (str(cause) if cause else "")
-        return DeviceFailure(
-            stage,
-            f"the server closed the connection while waiting for the {what}"
-            + (f" ({detail})" if detail else "")
-            + ": AWS IoT drops a client whose policy denies the action",
-        )
-
-    def wait(self, future: concurrent.futures.Future, stage: str, what: str) -> Any:
-        """Wait for a future, failing at `stage` on timeout or when the server drops us."""
-        deadline = time.monotonic() + self.args.timeout
-        grace_until = None
-        while True:
-            try:
-                return future.result(0.05)
-            except concurrent.futures.TimeoutError:
-                pass
-            except DeviceFailure:
-                raise
-            except Exception as e:
-                if self.dropped():
-                    raise self._dropped_failure(stage, what, e)
-                raise DeviceFailure(stage, f"{what} failed: {e}")
-            now = time.monotonic()
-            if self.dropped():
-                # Give an answer that raced the disconnect a moment to land.
-                grace_until = grace_until or now + 0.2
-                if now > grace_until:
-                    raise self._dropped_failure(stage, what)
-            if now > deadline:
-                raise DeviceFailure(stage, f"no {what} within {self.args.timeout:g} s")
 
     def subscribe(self, subscribe_call: Callable, stage: str, topic_hint: str) -> None:
         result = subscribe_call()
