@@ -177,7 +177,8 @@ pub enum Nucleus {
 #[serde(from = "RawGreengrassSection")]
 pub struct GreengrassSection {
     pub nucleus: Nucleus,
-    /// Written into the Java config only when the station sets it (see `greengrass.rs`).
+    /// Java: written into the config only when the station sets it (see `greengrass.rs`).
+    /// Lite: the version the image runs, checked against [`FIRST_LITE_SERVED`].
     pub nucleus_version: Option<String>,
     pub root_path: String,
     pub config_path: String,
@@ -430,6 +431,31 @@ impl StationConfig {
     }
 }
 
+/// The first nucleus lite the bundles serve: it reads `templateParams` as the map claimfab
+/// writes (`ggl_load_template_params`, lite's config_operations.c). Earlier releases read a
+/// JSON string and stop at a map; up to 2.2.0 they also connect with the template's name as
+/// every device's client id and send a CSR for `CN=amazon.com`, which claim binding refuses.
+pub const FIRST_LITE_SERVED: (u32, u32, u32) = (2, 3, 0);
+
+/// Whether bundles work on nucleus lite `version` (a checked `X.Y.Z`).
+fn lite_version_served(version: &str) -> Result<(), String> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let triple = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    if triple >= FIRST_LITE_SERVED {
+        return Ok(());
+    }
+    Err(
+        "nucleus lite before 2.3.0 reads `templateParams` as a JSON string and refuses the map \
+         claimfab writes (and up to 2.2.0 gives every device the template's name as its MQTT \
+         client id); build the image with nucleus lite 2.3.0 or later"
+            .into(),
+    )
+}
+
 /// `Err("key `KEY` = VALUE: RULE")` when `result` holds a broken rule.
 fn check(key: &str, value: &dyn std::fmt::Debug, result: Result<(), String>) -> Result<(), String> {
     result.map_err(|rule| format!("key `{key}` = {value:?}: {rule}"))
@@ -450,6 +476,13 @@ impl GreengrassSection {
                 version,
                 names::check_version(version),
             )?;
+            if self.nucleus == Nucleus::Lite {
+                check(
+                    "greengrass.nucleus_version",
+                    version,
+                    lite_version_served(version),
+                )?;
+            }
         }
         let paths = [
             ("greengrass.root_path", &self.root_path),

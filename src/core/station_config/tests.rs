@@ -133,6 +133,10 @@ fn bad_names_are_rejected() {
             "[greengrass]\nnucleus_version = \"latest\"\n",
             "greengrass.nucleus_version",
         ),
+        (
+            "[greengrass]\nnucleus = \"lite\"\nnucleus_version = \"2.2.2\"\n",
+            "nucleus lite before 2.3.0",
+        ),
     ] {
         let err = parse(text).unwrap_err();
         assert!(err.contains(key), "{text}: {err}");
@@ -168,4 +172,14 @@ fn the_station_section_names_the_station() {
     assert!(err.contains("id"), "{err}");
     let err = parse("[station]\nid = \"st1\"\nflash_command = \" \"\n").unwrap_err();
     assert!(err.contains("station.flash_command"), "{err}");
+}
+
+#[test]
+fn lite_from_2_3_0_is_served() {
+    for version in ["2.3.0", "2.6.0", "3.0.0", "2.10.1"] {
+        let text = format!("[greengrass]\nnucleus = \"lite\"\nnucleus_version = \"{version}\"\n");
+        parse(&text).unwrap_or_else(|e| panic!("{version}: {e}"));
+    }
+    // A Java nucleus 2.2.2 is another product: no such rule.
+    parse("[greengrass]\nnucleus_version = \"2.2.2\"\n").unwrap();
 }
