@@ -551,6 +551,48 @@ fn an_ownership_token_works_only_on_the_connection_that_obtained_it() {
     assert!(thing_made.is_err(), "no thing registered: {thing_made:?}");
 }
 
+/// `scripts/local-aws/eavesdropper.py` holding the claim of `bundle`: connected and subscribed
+/// to every provisioning answer topic once started, listening until stopped.
+struct Listener {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Listener {
+    fn start(line: &Line, bundle: &Path) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let mut child = Command::new(repo().join(".venv/bin/python"))
+            .arg(repo().join("scripts/local-aws/eavesdropper.py"))
+            .args(["--nucleus", "lite", "--bundle"])
+            .arg(bundle)
+            .arg("--connect-to")
+            .arg(line.endpoint.data_plane_address())
+            .arg("--root-ca")
+            .arg(&line.endpoint.ca_cert)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run eavesdropper.py");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert_eq!(first.trim(), "listening", "the listener is subscribed");
+        Self { child, stdout }
+    }
+
+    /// Stops listening; its report.
+    fn stop(mut self) -> Value {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        self.child.wait().unwrap();
+        serde_json::from_str(rest.lines().last().unwrap_or_default())
+            .unwrap_or_else(|_| panic!("no report from eavesdropper.py: {rest}"))
+    }
+}
+
 /// With a batch-scope claim every board holds the same certificate, so a claim taken from
 /// one board lets its holder subscribe to exactly the topics the others' answers come on.
 /// AWS IoT returns an answer only on the connection that asked: a listener subscribed to
@@ -558,37 +600,16 @@ fn an_ownership_token_works_only_on_the_connection_that_obtained_it() {
 /// certificates and ownership tokens), and does hear the answer to its own request.
 #[test]
 fn no_answer_reaches_another_connection_than_the_one_that_asked() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
     let (rows, bundles) = line.batch("batch", 4, "batch");
-    let mut listener = Command::new(repo().join(".venv/bin/python"))
-        .arg(repo().join("scripts/local-aws/eavesdropper.py"))
-        .args(["--nucleus", "lite", "--bundle"])
-        .arg(&bundles[0])
-        .arg("--connect-to")
-        .arg(line.endpoint.data_plane_address())
-        .arg("--root-ca")
-        .arg(&line.endpoint.ca_cert)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run eavesdropper.py");
-    let mut stdout = BufReader::new(listener.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    assert_eq!(first.trim(), "listening", "the listener is subscribed");
+    let listener = Listener::start(&line, &bundles[0]);
 
     let reports = line.endpoint.provision("lite", &bundles[1..]);
     line.rt
         .block_on(assert_provisioned(&line.endpoint, &rows[1..], &reports));
 
-    drop(listener.stdin.take());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(listener.wait().unwrap().success(), "{rest}");
-    let report: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    let report = listener.stop();
+    assert_eq!(report["ok"], true, "{report}");
     assert_eq!(
         report["foreign"],
         json!([]),
@@ -596,6 +617,66 @@ fn no_answer_reaches_another_connection_than_the_one_that_asked() {
     );
     assert_eq!(
         report["own_answer"], "$aws/certificates/create-from-csr/json/accepted",
+        "{report}"
+    );
+}
+
+/// A claim made INACTIVE while a connection uses it: AWS IoT "disconnects all devices that
+/// used that certificate to connect"; the data plane closes the connection (the broker logs
+/// it) without waiting for it to do anything.
+#[test]
+fn a_connection_whose_claim_is_made_inactive_is_closed() {
+    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    let (rows, bundles) = line.batch("batch", 1, "batch");
+    let listener = Listener::start(&line, &bundles[0]);
+    let client = line.rt.block_on(line.endpoint.client());
+    line.rt
+        .block_on(
+            client
+                .update_certificate()
+                .certificate_id(&rows[0]["certificate_id"])
+                .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
+                .send(),
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let report = listener.stop();
+    assert_eq!(report["dropped_while_listening"], true, "{report}");
+    let client_id = report["client_id"].as_str().unwrap();
+    let log = std::fs::read_to_string(line.endpoint.broker_log()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(client_id) && l.contains("administrative action")),
+        "the broker closed {client_id}"
+    );
+}
+
+/// The claim policy detached while a connection is open: the next request is decided on
+/// the account as it is now (AWS takes "a few minutes"; the data plane, the strict side, none),
+/// so the publish is refused and the connection dropped.
+#[test]
+fn a_policy_detached_from_a_live_connection_applies_at_once() {
+    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    let (rows, bundles) = line.batch("batch", 1, "batch");
+    let listener = Listener::start(&line, &bundles[0]);
+    let client = line.rt.block_on(line.endpoint.client());
+    line.rt
+        .block_on(
+            client
+                .detach_policy()
+                .policy_name(CLAIM)
+                .target(&rows[0]["certificate_arn"])
+                .send(),
+        )
+        .unwrap();
+    let report = listener.stop();
+    assert_eq!(report["dropped_while_listening"], false, "{report}");
+    assert_eq!(report["own_answer"], Value::Null, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("closed the connection"),
         "{report}"
     );
 }

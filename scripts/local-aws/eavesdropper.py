@@ -18,13 +18,15 @@ request"; this program checks that nothing else gets it:
   2. subscribe: `$aws/certificates/create/json/+`, `$aws/certificates/create-from-csr/json/+`
      and `$aws/provisioning-templates/TEMPLATE/provision/json/+` (QoS 1, each SUBACK
      checked), then print one line, `listening`, on stdout;
-  3. listen until stdin closes (or --listen-for S seconds), keeping every message;
+  3. listen until stdin closes (or --listen-for S seconds), keeping every message; if the
+     server closed the connection meanwhile (its certificate was made inactive, say), stop
+     here;
   4. prove it would have heard: CreateCertificateFromCsr of its own (a fresh key and CSR),
      whose answer must arrive on one of its subscriptions.
 
 Output: after `listening`, ONE JSON line on stdout:
     {"ok": bool, "client_id": ..., "subscribed": [...], "foreign": [{"topic", "bytes"}...],
-     "own_answer": TOPIC | null, "error": str | null}
+     "dropped_while_listening": bool, "own_answer": TOPIC | null, "error": str | null}
 "foreign" are the messages heard while listening (there must be none); "own_answer" is the
 topic its own answer came on. Exit status: 0 when it listened and heard its own answer, 1
 otherwise, 2 bad usage. Payloads (certificates, tokens) are never printed.
@@ -135,7 +137,7 @@ def own_answer(session: Session, ears: Ears, timeout: float) -> Optional[str]:
 
 def eavesdrop(args, root: Path) -> dict:
     report: dict = {"ok": False, "client_id": str(uuid.uuid4()), "subscribed": [], "foreign": [],
-                    "own_answer": None, "error": None}
+                    "dropped_while_listening": False, "own_answer": None, "error": None}
     session: Optional[Session] = None
     try:
         extract_bundle(Path(args.bundle), root)
@@ -151,6 +153,10 @@ def eavesdrop(args, root: Path) -> dict:
         print("listening", flush=True)
         listen(args)
         report["foreign"] = [{"topic": topic, "bytes": size} for topic, size in ears.taken()]
+        if session.dropped():
+            report["dropped_while_listening"] = True
+            report["error"] = "the server closed the connection while it listened"
+            return report
         report["own_answer"] = own_answer(session, ears, args.timeout)
         report["ok"] = report["own_answer"] is not None
         if not report["ok"]:

@@ -113,16 +113,21 @@ impl Endpoint {
         format!("{}:{}", dp["host"].as_str().unwrap(), dp["port"])
     }
 
+    /// The data plane's broker log (mosquitto's own, every packet it received).
+    pub fn broker_log(&self) -> PathBuf {
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.state_dir().join("endpoint.json")).unwrap(),
+        )
+        .unwrap();
+        PathBuf::from(info["data_plane"]["log"].as_str().unwrap())
+    }
+
     /// How many packets of `kind` (SUBSCRIBE, PUBLISH, UNSUBSCRIBE, ...) the data plane's
     /// broker received from the client `client_id`, read from mosquitto's own log ("Received
     /// SUBSCRIBE from CLIENT_ID", one line per packet at its debug level), not from the
     /// project's plugin or service.
     pub fn packets_received(&self, kind: &str, client_id: &str) -> usize {
-        let info: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(self.state_dir().join("endpoint.json")).unwrap(),
-        )
-        .unwrap();
-        let log = std::fs::read_to_string(info["data_plane"]["log"].as_str().unwrap()).unwrap();
+        let log = std::fs::read_to_string(self.broker_log()).unwrap();
         let wanted = format!(": Received {kind} from {client_id}");
         let with_details = format!("{wanted} (");
         log.lines()
