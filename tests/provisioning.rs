@@ -99,6 +99,13 @@ fn certificates_in(line: &Line) -> usize {
     line.rt.block_on(line.endpoint.all_certificates()).len()
 }
 
+/// The device's report says AWS IoT closed its connection (what it does on a denied publish
+/// or subscribe).
+fn assert_dropped(report: &Value) {
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(error.contains("closed the connection"), "{report}");
+}
+
 /// A claim policy without the create-from-csr topics: a lite device is dropped by AWS IoT
 /// when it asks for its certificate, and preflight refuses a new lite batch beforehand.
 #[test]
@@ -110,13 +117,7 @@ fn claim_policy_without_csr_topics_fails_lite_devices_and_preflight() {
         &guide_claim_policy(),
         &[CLAIM, "create-from-csr"],
     );
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("closed the connection"),
-        "{report}"
-    );
+    assert_dropped(&report);
 }
 
 /// With `policy` as the claim policy, a bundle of `line` (made before) fails when it asks for
@@ -199,13 +200,7 @@ fn claim_policy_without_subscribe_serves_lite_and_refuses_java() {
         &policy,
         &["iot:Subscribe", "create/json/accepted"],
     );
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("closed the connection"),
-        "{report}"
-    );
+    assert_dropped(&report);
 }
 
 /// A claim policy without iot:Receive on the answers: AWS IoT checks iot:Receive on every
@@ -433,13 +428,7 @@ fn a_deny_the_data_plane_cannot_evaluate_still_denies() {
     let report = line.endpoint.provision("lite", &bundles).remove(0);
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["stage"], "create", "{report}");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("closed the connection"),
-        "{report}"
-    );
+    assert_dropped(&report);
 }
 
 /// A provisioning template using an intrinsic function AWS's guide does not document for
@@ -621,26 +610,36 @@ fn no_answer_reaches_another_connection_than_the_one_that_asked() {
     );
 }
 
+/// A listener connected with a batch claim while `change` is made to the account (given the
+/// line and the batch's one row); the line and the listener's report, 3 s later.
+fn listen_while(change: impl FnOnce(&Line, &Row)) -> (Line, Value) {
+    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
+    let (rows, bundles) = line.batch("batch", 1, "batch");
+    let listener = Listener::start(&line, &bundles[0]);
+    change(&line, &rows[0]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let report = listener.stop();
+    (line, report)
+}
+
 /// A claim made INACTIVE while a connection uses it: AWS IoT "disconnects all devices that
 /// used that certificate to connect"; the data plane closes the connection (the broker logs
 /// it) without waiting for it to do anything.
 #[test]
 fn a_connection_whose_claim_is_made_inactive_is_closed() {
-    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
-    let (rows, bundles) = line.batch("batch", 1, "batch");
-    let listener = Listener::start(&line, &bundles[0]);
-    let client = line.rt.block_on(line.endpoint.client());
-    line.rt
-        .block_on(
-            client
-                .update_certificate()
-                .certificate_id(&rows[0]["certificate_id"])
-                .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
-                .send(),
-        )
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let report = listener.stop();
+    let (line, report) = listen_while(|line, row| {
+        line.rt
+            .block_on(async {
+                let client = line.endpoint.client().await;
+                client
+                    .update_certificate()
+                    .certificate_id(&row["certificate_id"])
+                    .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
+                    .send()
+                    .await
+            })
+            .unwrap();
+    });
     assert_eq!(report["dropped_while_listening"], true, "{report}");
     let client_id = report["client_id"].as_str().unwrap();
     let log = std::fs::read_to_string(line.endpoint.broker_log()).unwrap();
@@ -656,27 +655,20 @@ fn a_connection_whose_claim_is_made_inactive_is_closed() {
 /// so the publish is refused and the connection dropped.
 #[test]
 fn a_policy_detached_from_a_live_connection_applies_at_once() {
-    let line = Line::new("[greengrass]\nnucleus = \"lite\"\n");
-    let (rows, bundles) = line.batch("batch", 1, "batch");
-    let listener = Listener::start(&line, &bundles[0]);
-    let client = line.rt.block_on(line.endpoint.client());
-    line.rt
-        .block_on(
-            client
-                .detach_policy()
-                .policy_name(CLAIM)
-                .target(&rows[0]["certificate_arn"])
-                .send(),
-        )
-        .unwrap();
-    let report = listener.stop();
+    let (_line, report) = listen_while(|line, row| {
+        line.rt
+            .block_on(async {
+                let client = line.endpoint.client().await;
+                client
+                    .detach_policy()
+                    .policy_name(CLAIM)
+                    .target(&row["certificate_arn"])
+                    .send()
+                    .await
+            })
+            .unwrap();
+    });
     assert_eq!(report["dropped_while_listening"], false, "{report}");
     assert_eq!(report["own_answer"], Value::Null, "{report}");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("closed the connection"),
-        "{report}"
-    );
+    assert_dropped(&report);
 }

@@ -45,18 +45,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Optional
 
 from testdevice.bundle import extract_bundle, load_settings
 from testdevice.certificates import check_key_matches, create_certificate_from_csr, make_csr, write_private
-from testdevice.cli import UsageError, parse_command_line, parse_connect_to
+from testdevice.cli import UsageError, parse_connect_to, run_once
 from testdevice.java_config import JAVA_DEFAULT_INIT_CONFIG
 from testdevice.paths import map_device_path
 from testdevice.register import register_thing
@@ -181,17 +177,7 @@ def attempt(args, root: Path) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args, status = parse_command_line(parse_args, argv, "attacker.py")
-    if args is None:
-        return status
-    root = Path(tempfile.mkdtemp(prefix="claimfab-attacker-"))
-    os.chmod(root, 0o700)
-    try:
-        report = attempt(args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(report), flush=True)
-    return 0 if report["ok"] else 1
+    return run_once(parse_args, argv, "attacker.py", attempt)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -48,7 +45,7 @@ from typing import Optional
 
 from testdevice.bundle import extract_bundle, load_settings
 from testdevice.certificates import make_csr
-from testdevice.cli import UsageError, parse_command_line, parse_connect_to
+from testdevice.cli import UsageError, parse_connect_to, run_once
 from testdevice.java_config import JAVA_DEFAULT_INIT_CONFIG
 from testdevice.paths import map_device_path
 from testdevice.session import Session
@@ -175,17 +172,7 @@ def eavesdrop(args, root: Path) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args, status = parse_command_line(parse_args, argv, "eavesdropper.py")
-    if args is None:
-        return status
-    root = Path(tempfile.mkdtemp(prefix="claimfab-eavesdropper-"))
-    os.chmod(root, 0o700)
-    try:
-        report = eavesdrop(args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(report), flush=True)
-    return 0 if report["ok"] else 1
+    return run_once(parse_args, argv, "eavesdropper.py", eavesdrop)
 
 
 if __name__ == "__main__":

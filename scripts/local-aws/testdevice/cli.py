@@ -102,6 +102,24 @@ def parse_command_line(parse, argv: Optional[list[str]], prog: str):
         return None, int(e.code or 0)
 
 
+def run_once(parse, argv: Optional[list[str]], prog: str, body) -> int:
+    """The front door of a one-shot program (attacker.py, eavesdropper.py): parses its
+    arguments, runs body(args, root) in a private scratch root removed afterwards, prints the
+    JSON report it returns as one line. Exit status 0 when report["ok"], 1 otherwise, 2 on bad
+    usage."""
+    args, status = parse_command_line(parse, argv, prog)
+    if args is None:
+        return status
+    root = Path(tempfile.mkdtemp(prefix=f"claimfab-{prog.removesuffix('.py')}-"))
+    root.chmod(0o700)
+    try:
+        report = body(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args, status = parse_command_line(parse_args, argv, "device.py")
     if args is None:
