@@ -6,8 +6,9 @@
  *
  *   * Connections. Every TLS client is known by its certificate id, the SHA-256 (hex) of its
  *     certificate's DER encoding (AWS IoT's certificateId), from
- *     mosquitto_client_certificate(), and by its MQTT client id. Each accepted CONNECT gets a
- *     serial number (never reused while the broker runs), kept in a table with the client's
+ *     mosquitto_client_certificate(), and by its MQTT client id (at most 128 bytes, AWS IoT's
+ *     quota). Each accepted CONNECT gets a serial number (counting from a random start, so
+ *     never one the service saw before a broker restart), kept in a table with the client's
  *     context, client id and certificate id until MOSQ_EVT_DISCONNECT for that context
  *     (mosquitto 2.0.11 fires it once per connection: DISCONNECT, socket error, keepalive
  *     timeout, kick, and for the old context when a new CONNECT takes its client id over,
@@ -15,8 +16,8 @@
  *     service ("conn"), so a context address reused by a later client never inherits a
  *     decision or a reply.
  *   * Authorization. Every decision is delegated to the fleet-provisioning service over a
- *     Unix socket: one JSON line out ({"op": "connect"|"publish"|"subscribe"|"receive"|
- *     "disconnect"|"next_kick", "conn": SERIAL, "cert": CERT_ID, "client": CLIENT_ID,
+ *     Unix socket: one JSON line out ({"op": "connect"|"publish"|"publish_retained"|
+ *     "subscribe"|"receive"|"disconnect"|"next_kick", "conn": SERIAL, "cert": CERT_ID, "client": CLIENT_ID,
  *     "topic": T}), one line back ("allow", "deny" or "disconnect"; for next_kick "none" or
  *     a serial). The call is blocking (mosquitto runs plugins on its single thread) and
  *     bounded by a send/receive timeout (plugin_opt_timeout_ms, default 5000); any error or
@@ -25,8 +26,10 @@
  *         use use_identity_as_username): deny closes the socket without a CONNACK
  *         (we return an error other than MOSQ_ERR_AUTH, so mosquitto sends none), as AWS IoT
  *         does for an unauthorized connection.
- *       - publish (ACL check MOSQ_ACL_WRITE) and subscribe (MOSQ_ACL_SUBSCRIBE): AWS IoT
- *         closes the connection on an unauthorized publish or subscribe. mosquitto 2.0.11
+ *       - publish (ACL check MOSQ_ACL_WRITE; publish_retained when the RETAIN flag is set, which
+ *         AWS IoT authorizes with iot:RetainPublish too) and subscribe (MOSQ_ACL_SUBSCRIBE):
+ *         AWS IoT closes the connection on an unauthorized publish or subscribe, and on a
+ *         topic longer than its 256-byte quota. mosquitto 2.0.11
  *         disconnects a client whenever the WRITE or SUBSCRIBE check returns an error other
  *         than MOSQ_ERR_ACL_DENIED (handle__publish / handle__subscribe return it and the
  *         read loop calls do_disconnect), so "disconnect" is answered with MOSQ_ERR_AUTH.
@@ -90,6 +93,9 @@
 #define REPLY_PREFIX "$claimfab/reply/"
 #define INTERNAL_PREFIX "$claimfab/"
 #define KICK_POLL_MS 200
+/* AWS IoT Core quotas: client ids of at most 128 bytes, topics of at most 256 bytes. */
+#define MAX_CLIENT_ID 128
+#define MAX_TOPIC 256
 
 enum answer { ANSWER_DENY = 0, ANSWER_ALLOW = 1, ANSWER_DISCONNECT = 2 };
 
@@ -358,6 +364,8 @@ static bool connection_add(struct mosquitto *client, unsigned long long serial, 
 {
 	for(size_t i = 0; i < connection_count;){
 		if(!strcmp(connections[i].client_id, client_id) || connections[i].client == client){
+			/* Its DISCONNECT will find no entry: tell the service now. */
+			ask("disconnect", connections[i].serial, connections[i].cert_id, connections[i].client_id, NULL);
 			connection_remove_at(i);
 		}else{
 			i++;
@@ -411,7 +419,7 @@ static void reply_keep(const char *internal_topic, const void *payload, uint32_t
 		reply_free(r);
 		return;
 	}
-	memcpy(r->payload, payload, payloadlen);
+	if(payloadlen) memcpy(r->payload, payload, payloadlen);
 	r->payloadlen = payloadlen;
 	if(replies_tail){
 		replies_tail->next = r;
@@ -492,11 +500,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		rc = MOSQ_ERR_UNKNOWN;
 	}else if(is_service(cert_id)){
 		rc = MOSQ_ERR_SUCCESS;
-	}else{
+	}else if(strlen(client_id) <= MAX_CLIENT_ID){
 		unsigned long long serial = next_serial++;
-		if(ask("connect", serial, cert_id, client_id, NULL) == ANSWER_ALLOW
-				&& connection_add(ed->client, serial, client_id, cert_id)){
-			rc = MOSQ_ERR_SUCCESS;
+		if(ask("connect", serial, cert_id, client_id, NULL) == ANSWER_ALLOW){
+			if(connection_add(ed->client, serial, client_id, cert_id)){
+				rc = MOSQ_ERR_SUCCESS;
+			}else{
+				ask("disconnect", serial, cert_id, client_id, NULL);
+			}
 		}
 	}
 	mosquitto_free(cert_id);
@@ -524,10 +535,13 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		case MOSQ_ACL_UNSUBSCRIBE:
 			return MOSQ_ERR_SUCCESS; /* AWS IoT has no permission for unsubscribing */
 		case MOSQ_ACL_WRITE:
-			if(starts_with(ed->topic, INTERNAL_PREFIX)) return MOSQ_ERR_AUTH; /* not a topic AWS has */
-			return acl_answer(ask("publish", c->serial, c->cert_id, c->client_id, ed->topic));
+			/* Not a topic AWS has, or longer than AWS takes: treated as unauthorized. */
+			if(starts_with(ed->topic, INTERNAL_PREFIX) || strlen(ed->topic) > MAX_TOPIC) return MOSQ_ERR_AUTH;
+			/* A retained message needs iot:RetainPublish besides iot:Publish. */
+			return acl_answer(ask(ed->retain ? "publish_retained" : "publish", c->serial, c->cert_id, c->client_id,
+					ed->topic));
 		case MOSQ_ACL_SUBSCRIBE:
-			if(starts_with(ed->topic, INTERNAL_PREFIX)) return MOSQ_ERR_AUTH;
+			if(starts_with(ed->topic, INTERNAL_PREFIX) || strlen(ed->topic) > MAX_TOPIC) return MOSQ_ERR_AUTH;
 			return acl_answer(ask("subscribe", c->serial, c->cert_id, c->client_id, ed->topic));
 		case MOSQ_ACL_READ:
 			/* Provisioning replies never travel by subscription (see the top of this file). */
@@ -636,6 +650,14 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		return MOSQ_ERR_INVAL;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &last_kick_poll);
+	/* Serials start at a random point: a restarted broker never gives a new connection the
+	 * serial of one the service still remembers (its tokens, its queued kicks). */
+	uint32_t start = 0;
+	if(getentropy(&start, sizeof(start)) != 0){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "claimfab_auth: no entropy for the connection serials");
+		return MOSQ_ERR_UNKNOWN;
+	}
+	next_serial = ((unsigned long long)start << 20) + 1;
 	if(mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL)
 			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL)
 			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL)

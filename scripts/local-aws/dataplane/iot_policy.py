@@ -20,9 +20,12 @@ policy evaluation logic AWS IoT policies share):
   * policy variables in Resource and Condition values: ${iot:ClientId},
     ${iot:Connection.Thing.ThingName}, ${iot:Connection.Thing.IsAttached},
     ${iot:Certificate.Subject.CommonName} (and the certificate's other subject fields), and
-    the IAM escapes ${*}, ${?}, ${$}. A variable with no value (e.g. no thing attached) makes
-    the string it appears in match nothing, so an Allow naming it grants nothing (IAM: "If
-    the variable is not present, the policy statement does not match");
+    the IAM escapes ${*}, ${?}, ${$}. A variable with no value on the connection (e.g. no
+    thing attached) in a Resource, NotResource or condition value makes the statement
+    unevaluable (below): an Allow naming it grants nothing, a Deny naming it applies (AWS:
+    an unresolved thing variable "will result in an access denied error"); a condition KEY
+    with no value follows IAM (positive operators fail, negated ones and ...IfExists hold,
+    Null tests it);
   * Condition: StringEquals, StringNotEquals, StringEqualsIgnoreCase, StringLike,
     StringNotLike, Bool and Null over the policy variables above (keys such as
     "iot:Connection.Thing.IsAttached"), with the ...IfExists suffix;
@@ -30,7 +33,9 @@ policy evaluation logic AWS IoT policies share):
     not listed above, or a policy variable or condition key not listed above (say
     ${iot:Certificate.Issuer.CommonName} or aws:SourceIp, which AWS IoT resolves and this
     evaluator cannot), is not evaluated: as an Allow it grants nothing, as a Deny it applies
-    whatever the request (AWS could only be less strict; reported in Decision.notes).
+    whatever the request (AWS could only be less strict; reported in Decision.notes); a
+    statement whose Effect is neither Allow nor Deny (AWS would not have taken the policy)
+    counts as a Deny.
 """
 
 from __future__ import annotations
@@ -232,6 +237,21 @@ def _strings(value) -> Iterable[str]:
             yield from _strings(item)
 
 
+def unresolved_names(statement: dict, variables) -> list[str]:
+    """The policy variables a statement's Resource, NotResource or condition values name that
+    have no value on this connection (e.g. no thing attached)."""
+    names = []
+    for element in ("Resource", "NotResource"):
+        for text in _strings(statement.get(element)):
+            names += [n for n in VARIABLE_RE.findall(text) if n not in _ESCAPES and variables.get(n) is None]
+    condition = statement.get("Condition")
+    for block in (condition.values() if isinstance(condition, dict) else ()):
+        for value in (block.values() if isinstance(block, dict) else ()):
+            for text in _strings(value):
+                names += [n for n in VARIABLE_RE.findall(text) if n not in _ESCAPES and variables.get(n) is None]
+    return names
+
+
 def unsupported_names(statement: dict) -> list[str]:
     """The policy variables and condition keys of a statement this evaluator cannot resolve."""
     names = []
@@ -267,6 +287,11 @@ def _statement_applies(statement: dict, action: str, resource: str, variables, n
     if unsupported:
         notes.append(f"policy variable or condition key {unsupported[0]} is not evaluated locally")
         return None
+    unresolved = unresolved_names(statement, variables)
+    if unresolved:
+        # AWS: an unresolved thing variable "will result in an access denied error".
+        notes.append(f"policy variable {unresolved[0]} has no value on this connection")
+        return None
     if "Resource" in statement:
         if not any(isinstance(r, str) and matches(r, resource, variables) for r in _as_list(statement["Resource"])):
             return False
@@ -294,6 +319,11 @@ def evaluate(
         for statement in statements:
             effect = statement.get("Effect")
             applies = _statement_applies(statement, action, resource, variables, notes)
+            if effect not in (ALLOW, DENY):
+                # AWS refuses such a policy (MalformedPolicyException); moto keeps it. Read
+                # as a Deny, the safe side.
+                notes.append(f"statement Effect {effect!r} is neither Allow nor Deny: read as Deny")
+                effect = DENY
             if effect == "Deny" and applies is not False:
                 # An explicit deny wins over everything (and a Deny that cannot be evaluated
                 # here is taken as applying).

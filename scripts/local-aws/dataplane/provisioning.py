@@ -41,6 +41,9 @@ class Token:
     issued_to: Asker
     expires: float
     used: bool = False
+    # A RegisterThing is spending it: another one at the same time is refused (requests are
+    # served on several threads), and it is freed again if that one fails.
+    in_use: bool = False
 
 
 def register_parameters(payload: dict) -> dict:
@@ -148,7 +151,22 @@ class Provisioning:
         if not isinstance(token_text, str) or not token_text:
             raise Rejected(400, "InvalidCertificateOwnershipToken", "Certificate ownership token cannot be empty.")
         parameters = register_parameters(payload)
-        token = self.live_token(token_text, asker)
+        token = self.take_token(token_text, asker)
+        try:
+            result = self.register_with(token, template_name, parameters, asker)
+        except BaseException:
+            with self.lock:
+                token.in_use = False
+            raise
+        with self.lock:
+            token.used = True
+            self.tokens.pop(token_text, None)
+        return result
+
+    def register_with(self, token: Token, template_name: str, parameters: dict, asker: Asker) -> dict:
+        """RegisterThing's work once the token is held: template, hook, plan, resources."""
+        from botocore.exceptions import ClientError
+
         tmpl = self.usable_template(template_name)
         hook = tmpl.get("preProvisioningHook")
         if hook and hook.get("targetArn"):
@@ -162,26 +180,25 @@ class Provisioning:
             thing_name = self.apply(plan, token)
         except ClientError as e:
             raise endpoint_error(e) from None
-        with self.lock:
-            token.used = True
-            self.tokens.pop(token_text, None)
         result = {"deviceConfiguration": plan.device_configuration}
         if thing_name:
             result["thingName"] = thing_name
         return result
 
-    def live_token(self, token_text: str, asker: Asker) -> Token:
-        """The token, if it exists, is unused, has not expired and is spent by the connection
-        it was issued to."""
+    def take_token(self, token_text: str, asker: Asker) -> Token:
+        """The token, held for this RegisterThing, if it exists, is unused, not being spent,
+        has not expired and is spent by the connection it was issued to."""
         with self.lock:
             token = self.tokens.get(token_text)
-            if token is None or token.used or token.expires <= time.time():
+            if token is None or token.used or token.in_use or token.expires <= time.time():
                 token = None
             elif token.issued_to != asker:
                 log.info("ownership token of certificate %s (issued to connection %s, %s) refused on connection %s (%s)",
                          token.certificate_id[:12], token.issued_to.connection, token.issued_to.client_id,
                          asker.connection, asker.client_id)
                 token = None
+            else:
+                token.in_use = True
         if token is None:
             raise Rejected(400, "InvalidCertificateOwnershipToken", "The certificate ownership token is not valid.")
         return token

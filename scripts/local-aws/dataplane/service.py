@@ -8,10 +8,13 @@ hand. This process owns (the modules beside this file named in brackets):
     listens on a Unix socket (--auth-socket) for JSON lines {"op", "conn", "cert", "client",
     "topic"?} and answers "allow", "deny" or "disconnect", as AWS IoT Core decides:
       - connect: the certificate (id = SHA-256 of its DER) must be registered in the local
-        endpoint and ACTIVE (DescribeCertificate), and the policies attached to it
-        (ListAttachedPolicies on the certificate ARN, GetPolicy) must allow iot:Connect on
-        client/CLIENT_ID;
-      - publish (topic/T) and subscribe (topicfilter/F): allowed, or "disconnect" (AWS IoT
+        endpoint and ACTIVE (DescribeCertificate), and the policies that apply to it
+        (ListAttachedPolicies on the certificate ARN and on the thing groups of the
+        connection's thing and their parents, GetPolicy) must allow iot:Connect on
+        client/CLIENT_ID; a read that fails for another reason than "not found" denies
+        everything and caches nothing;
+      - publish (topic/T; publish_retained needs iot:RetainPublish too) and subscribe
+        (topicfilter/F): allowed, or "disconnect" (AWS IoT
         closes the connection of a client that publishes or subscribes without
         permission); receive (topic/T): allowed or "deny" (the message is not delivered),
         also for the provisioning API's replies, which reach the requesting connection

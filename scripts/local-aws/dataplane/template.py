@@ -32,7 +32,8 @@ InvalidTemplate) whatever the guide does not document:
     policy, at most 2048 characters not counting whitespace, AWS IoT Core's policy size
     quota; no OverrideSettings, "not available for policy resources");
   * OverrideSettings values DO_NOTHING, REPLACE, FAIL, MERGE (MERGE for AttributePayload and
-    ThingGroups only); where a template gives none, DO_NOTHING (the guide's default: an
+    ThingGroups only), by the property's name or the guide's ATTRIBUTE_PAYLOAD, THING_TYPE_NAME,
+    THING_GROUPS; where a template gives none, DO_NOTHING (the guide states no default: an
     existing thing is left as it is). A certificate's OverrideSettings (for its Status) is
     not modelled: in fleet provisioning the certificate always exists already, and the guide
     does not say what each value then does, so such a template is refused at RegisterThing;
@@ -65,6 +66,26 @@ RESOURCE_KEYS = ("Type", "Properties", "OverrideSettings")
 THING_PRINCIPAL_TYPES = ("EXCLUSIVE_THING", "NON_EXCLUSIVE_THING")
 OVERRIDE_VALUES = ("DO_NOTHING", "REPLACE", "FAIL", "MERGE")
 OVERRIDE_DEFAULT = "DO_NOTHING"
+# The guide names the thing's OverrideSettings properties ATTRIBUTE_PAYLOAD, THING_TYPE_NAME
+# and THING_GROUPS, and its example spells them as the properties; both are read.
+OVERRIDE_NAMES = {
+    "AttributePayload": "AttributePayload", "ATTRIBUTE_PAYLOAD": "AttributePayload",
+    "ThingTypeName": "ThingTypeName", "THING_TYPE_NAME": "ThingTypeName",
+    "ThingGroups": "ThingGroups", "THING_GROUPS": "ThingGroups",
+}
+# Each resource type's Properties the guide documents for fleet provisioning, and those it
+# documents that are not modelled here (refused as such).
+PROPERTIES = {
+    THING_TYPE: ("ThingName", "AttributePayload", "ThingTypeName", "ThingGroups"),
+    CERT_TYPE: ("CertificateId", "Status", "ThingPrincipalType"),
+    POLICY_TYPE: ("PolicyName", "PolicyDocument"),
+}
+NOT_MODELLED_PROPERTIES = {
+    THING_TYPE: ("BillingGroup",),
+    CERT_TYPE: ("CertificateSigningRequest", "CACertificatePem", "CertificatePem"),
+}
+STATUSES = ("ACTIVE", "INACTIVE", "Active", "Inactive")  # the guide's values and its example's
+PARAMETER_KEYS = ("Type", "Default")
 # AWS IoT Core quotas: "Maximum size of a policy document: 2048 characters (excluding white
 # space)".
 POLICY_DOCUMENT_MAX = 2048
@@ -132,9 +153,82 @@ def unsupported_features(body: dict, template_type: str = "FLEET_PROVISIONING") 
     for name in ("Parameters", "Resources", "DeviceConfiguration"):
         problems += _undocumented_functions(known.get(name))
     problems += _functions_in_mappings(known.get("Mappings"))
+    problems += _parameter_declarations(known.get("Parameters"))
+    problems += _undeclared_refs(known)
     problems += _resource_keys(known.get("Resources"))
+    problems += _resource_properties(known.get("Resources"))
     problems += _nested_device_configuration(known.get("DeviceConfiguration"))
     return _unique(problems)
+
+
+def _parameter_declarations(parameters) -> list[str]:
+    if parameters is None:
+        return []
+    if not isinstance(parameters, dict):
+        return ["Parameters must be an object"]
+    problems = []
+    for name, spec in parameters.items():
+        if not isinstance(spec, dict):
+            problems.append(f"parameter {name} must be an object")
+            continue
+        problems += [f"parameter {name} has {key}; the guide documents {', '.join(PARAMETER_KEYS)}"
+                     for key in spec if key not in PARAMETER_KEYS]
+        if spec.get("Type", "String") != "String":
+            problems.append(f"parameter {name} has Type {spec.get('Type')!r}; only String is documented")
+        if "Default" in spec and not isinstance(spec["Default"], str):
+            problems.append(f"parameter {name} has a Default that is not a string")
+    return problems
+
+
+def _sub_names(arg) -> list[str]:
+    """The ${NAME}s of an Fn::Sub that refer to parameters (not ${!literal} nor its own
+    variables)."""
+    text, local = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1]) if (
+        isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str) and isinstance(arg[1], dict)) else ("", {})
+    return [n for n in re.findall(r"\$\{([^}]*)\}", text) if not n.startswith("!") and n not in local]
+
+
+def _undeclared_refs(sections: dict) -> list[str]:
+    """Refs (and Fn::Sub names) to no declared parameter; AWS supplies only
+    AWS::IoT::Certificate::Id undeclared."""
+    declared = set(sections.get("Parameters") or {}) | {CERT_ID_PARAM}
+    problems = []
+    for name in ("Resources", "DeviceConfiguration"):
+        for obj in _objects(sections.get(name)):
+            names = [obj["Ref"]] if "Ref" in obj and len(obj) == 1 else []
+            names += _sub_names(obj["Fn::Sub"]) if "Fn::Sub" in obj and len(obj) == 1 else []
+            problems += [f"Ref {n!r} names no declared parameter" for n in names
+                         if not isinstance(n, str) or n not in declared]
+    return problems
+
+
+def _resource_properties(resources) -> list[str]:
+    if not isinstance(resources, dict):
+        return []
+    if not resources:
+        return ["Resources must not be empty"]
+    problems = []
+    for logical, resource in resources.items():
+        if not isinstance(resource, dict):
+            continue
+        rtype, props = resource.get("Type"), resource.get("Properties") or {}
+        if rtype not in RESOURCE_TYPES:
+            problems.append(f"resource {logical} has Type {rtype!r}; the guide documents {', '.join(RESOURCE_TYPES)}")
+            continue
+        if not isinstance(props, dict):
+            continue
+        for key in props:
+            if key in NOT_MODELLED_PROPERTIES.get(rtype, ()):
+                problems.append(f"resource {logical}: {key} is not modelled by the local endpoint for fleet provisioning")
+            elif key not in PROPERTIES[rtype]:
+                problems.append(f"resource {logical}: {key} is not a property AWS IoT documents for {rtype}")
+        if rtype == CERT_TYPE and isinstance(props.get("Status"), str) and props["Status"] not in STATUSES:
+            problems.append(f"resource {logical}: Status {props['Status']!r} is not ACTIVE or INACTIVE")
+        settings = resource.get("OverrideSettings")
+        if rtype == THING_TYPE and isinstance(settings, dict):
+            problems += [f"resource {logical}: OverrideSettings {key} is not one the guide documents "
+                         f"({', '.join(OVERRIDE_NAMES)})" for key in settings if key not in OVERRIDE_NAMES]
+    return problems
 
 
 def _undocumented_functions(node) -> list[str]:
@@ -333,11 +427,23 @@ def _scalar(value):
     return value
 
 
-def _override(settings, key: str) -> str:
-    value = (settings or {}).get(key, OVERRIDE_DEFAULT)
-    if value not in OVERRIDE_VALUES or (value == "MERGE" and key == "ThingTypeName"):
-        raise invalid_template(f"OverrideSettings.{key} cannot be {value!r}")
-    return value
+def thing_override_settings(logical: str, settings) -> dict:
+    """The thing's OverrideSettings by property (either spelling), DO_NOTHING where none is
+    given; an unknown property or value is refused."""
+    if settings is not None and not isinstance(settings, dict):
+        raise invalid_template(f"resource {logical}: OverrideSettings must be an object")
+    given = {}
+    for key, value in (settings or {}).items():
+        if key not in OVERRIDE_NAMES:
+            raise invalid_template(f"resource {logical}: OverrideSettings {key} is not one the guide documents")
+        given[OVERRIDE_NAMES[key]] = value
+    resolved = {}
+    for key in ("AttributePayload", "ThingGroups", "ThingTypeName"):
+        value = given.get(key, OVERRIDE_DEFAULT)
+        if value not in OVERRIDE_VALUES or (value == "MERGE" and key == "ThingTypeName"):
+            raise invalid_template(f"OverrideSettings.{key} cannot be {value!r}")
+        resolved[key] = value
+    return resolved
 
 
 def evaluate(template, supplied: dict, certificate_id: str, extra_system: dict | None = None) -> Plan:
@@ -422,11 +528,7 @@ def thing_plan(logical: str, props: dict, override_settings) -> dict:
         if not isinstance(props["ThingTypeName"], str):
             raise invalid_template(f"resource {logical}: ThingTypeName must be a string")
         thing["ThingTypeName"] = props["ThingTypeName"]
-    if override_settings is not None and not isinstance(override_settings, dict):
-        raise invalid_template(f"resource {logical}: OverrideSettings must be an object")
-    thing["OverrideSettings"] = {
-        key: _override(override_settings, key) for key in ("AttributePayload", "ThingGroups", "ThingTypeName")
-    }
+    thing["OverrideSettings"] = thing_override_settings(logical, override_settings)
     return thing
 
 
@@ -445,9 +547,10 @@ def certificate_plan(logical: str, props: dict, certificate_id: str, override_se
             "are not supported by the local endpoint"
         )
     # "Status: Optional. String that can be ACTIVE or INACTIVE. Defaults to ACTIVE."
-    status = str(props.get("Status", "ACTIVE")).upper()
-    if status not in ("ACTIVE", "INACTIVE"):
-        raise invalid_template(f"resource {logical}: Status must be Active or Inactive")
+    status = props.get("Status", "ACTIVE")
+    if status not in STATUSES:
+        raise invalid_template(f"resource {logical}: Status must be ACTIVE or INACTIVE (Active, Inactive)")
+    status = status.upper()
     certificate = {"CertificateId": cert_id, "Status": status}
     if "ThingPrincipalType" in props:
         kind = props["ThingPrincipalType"]

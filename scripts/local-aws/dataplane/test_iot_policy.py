@@ -175,6 +175,26 @@ class FailsClosed(unittest.TestCase):
         ):
             self.assertFalse(p.evaluate([{"Statement": [statement]}], "iot:Publish", arn("topic/a"), VARS).allowed, statement)
 
+    def test_a_variable_with_no_value_never_widens_access(self):
+        no_thing = p.connection_variables("dev-1", None)
+        for statement in (
+            # NotResource naming the (absent) thing would otherwise exclude nothing.
+            {"Effect": "Allow", "Action": "iot:Publish", "NotResource": arn("topic/${iot:Connection.Thing.ThingName}/*")},
+            # A negated operator against an absent value would otherwise hold.
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": "*",
+             "Condition": {"StringNotEquals": {"iot:ClientId": "${iot:Connection.Thing.ThingName}"}}},
+        ):
+            self.assertFalse(p.evaluate([{"Statement": [statement]}], "iot:Publish", arn("topic/a"), no_thing).allowed, statement)
+        deny = {"Statement": [self.allow_all, {"Effect": "Deny", "Action": "iot:Publish",
+                                               "Resource": arn("topic/${iot:Connection.Thing.ThingName}/admin")}]}
+        self.assertEqual(p.evaluate([deny], "iot:Publish", arn("topic/other"), no_thing).effect, p.DENY)
+        # With a thing attached the same Deny is an ordinary one.
+        self.assertTrue(p.evaluate([deny], "iot:Publish", arn("topic/other"), p.connection_variables("gg-1", "gg-1")).allowed)
+
+    def test_an_effect_neither_allow_nor_deny_denies(self):
+        doc = {"Statement": [self.allow_all, {"Effect": "deny", "Action": "iot:Publish", "Resource": "*"}]}
+        self.assertEqual(p.evaluate([doc], "iot:Publish", arn("topic/a"), VARS).effect, p.DENY)
+
     def test_supported_variables_still_resolve(self):
         v = p.connection_variables("gg-1", "gg-1", {"OrganizationalUnit": "line-3"}, "Core", {"site": "lyon"})
         doc = {"Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": arn(

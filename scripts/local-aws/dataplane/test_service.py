@@ -3,7 +3,8 @@ whether a Lambda resource policy lets AWS IoT invoke a pre-provisioning hook
 (hook_permission._allows_iot), the thing a connection is associated with
 (authorizer.connection_thing) and the thing-association check RegisterThing makes before
 anything is created (provisioning.Provisioning.check_thing_association, with a stub endpoint)
-and a certificate's subject as policy variables see it (subject.certificate_subject).
+a certificate's subject as policy variables see it (subject.certificate_subject), and the
+ownership tokens (spent once, by the connection they were issued to).
 
 Run: .venv/bin/python -m unittest discover -s scripts/local-aws -t scripts/local-aws -p 'test_*.py'
 """
@@ -113,6 +114,48 @@ class ThingAssociation(unittest.TestCase):
             check([{"thingName": "gg-2", "thingPrincipalType": "NON_EXCLUSIVE_THING"}], "gg-1", "EXCLUSIVE_THING")
         self.assertEqual((e.exception.status, e.exception.code), (400, "InvalidRequest"))
         self.assertIn("gg-2", e.exception.message)
+
+
+class OwnershipTokens(unittest.TestCase):
+    """A token is spent once, by the connection it was issued to."""
+
+    def setUp(self):
+        self.prov = provisioning.Provisioning(StubEndpoint([]), "us-east-1", ACCOUNT)
+        self.owner = provisioning.Asker("7", "a" * 64, "dev-1")
+        self.token = self.prov.new_token("b" * 64, "PEM", self.owner)
+
+    def refused(self, asker):
+        with self.assertRaises(Rejected) as e:
+            self.prov.take_token(self.token, asker)
+        self.assertEqual((e.exception.status, e.exception.code), (400, "InvalidCertificateOwnershipToken"))
+
+    def test_the_owner_connection_takes_it(self):
+        self.assertEqual(self.prov.take_token(self.token, self.owner).certificate_id, "b" * 64)
+
+    def test_another_connection_of_the_same_claim_and_client_id_is_refused(self):
+        self.refused(provisioning.Asker("8", "a" * 64, "dev-1"))
+        self.refused(provisioning.Asker("7", "c" * 64, "dev-1"))
+        self.assertEqual(self.prov.take_token(self.token, self.owner).certificate_id, "b" * 64, "still the owner's")
+
+    def test_two_registrations_at_once_cannot_both_hold_it(self):
+        self.prov.take_token(self.token, self.owner)
+        self.refused(self.owner)
+
+    def test_a_failed_registration_frees_it_and_a_successful_one_spends_it(self):
+        failing = provisioning.Provisioning(StubEndpoint([]), "us-east-1", ACCOUNT)
+        token = failing.new_token("b" * 64, "PEM", self.owner)
+
+        def no_template(*args):
+            raise Rejected(404, "ResourceNotFound", "Template T does not exist.")
+
+        failing.register_with = no_template
+        with self.assertRaises(Rejected):
+            failing.register_thing("T", {"certificateOwnershipToken": token}, self.owner)
+        failing.register_with = lambda *args: {"deviceConfiguration": {}, "thingName": "dev-1"}
+        self.assertEqual(failing.register_thing("T", {"certificateOwnershipToken": token}, self.owner)["thingName"], "dev-1")
+        with self.assertRaises(Rejected) as e:
+            failing.register_thing("T", {"certificateOwnershipToken": token}, self.owner)
+        self.assertEqual(e.exception.code, "InvalidCertificateOwnershipToken")
 
 
 def self_signed(names):

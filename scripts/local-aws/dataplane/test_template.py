@@ -292,6 +292,43 @@ class Unsupported(unittest.TestCase):
             "(Parameters, Resources, Mappings, DeviceConfiguration)"
         ])
 
+    def test_what_the_guide_does_not_document_is_refused_when_the_template_is_made(self):
+        cases = [
+            (lambda b: b["Parameters"]["N"].update(AllowedPattern="[a-z]+"), "parameter N has AllowedPattern"),
+            (lambda b: b["Parameters"]["N"].update(Type="Number"), "only String is documented"),
+            (lambda b: b["Resources"]["T"]["Properties"].update(ThingName={"Ref": "AWS::NoValue"}), "Ref 'AWS::NoValue'"),
+            (lambda b: b["Resources"]["T"]["Properties"].update(ThingName={"Ref": "Serial"}), "Ref 'Serial' names no declared"),
+            (lambda b: b["Resources"]["T"]["Properties"].update(ThingName={"Fn::Sub": "gg-${Serial}"}), "Ref 'Serial'"),
+            (lambda b: b["Resources"]["T"]["Properties"].update(Owner="line-3"), "Owner is not a property"),
+            (lambda b: b["Resources"]["T"]["Properties"].update(BillingGroup="b"), "BillingGroup is not modelled"),
+            (lambda b: b["Resources"]["T"].update(OverrideSettings={"Attributes": "FAIL"}), "OverrideSettings Attributes"),
+            (lambda b: b.update(Resources={}), "Resources must not be empty"),
+        ]
+        for change, needle in cases:
+            with self.subTest(needle=needle):
+                body = thing_template()
+                change(body)
+                problems = t.unsupported_features(body)
+                self.assertTrue(any(needle in p for p in problems), problems)
+
+    def test_certificate_status_and_properties(self):
+        def cert(**props):
+            return {"Resources": {"C": {"Type": "AWS::IoT::Certificate", "Properties": {
+                "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, **props}}}}
+
+        self.assertEqual(t.unsupported_features(cert(Status="Active")), [])
+        self.assertTrue(any("Status 'active'" in p for p in t.unsupported_features(cert(Status="active"))))
+        self.assertTrue(any("CertificateSigningRequest is not modelled" in p
+                            for p in t.unsupported_features(cert(CertificateSigningRequest="x"))))
+
+    def test_the_guides_override_names_are_read(self):
+        body = thing_template()
+        body["Resources"]["T"]["OverrideSettings"] = {"THING_GROUPS": "FAIL", "ATTRIBUTE_PAYLOAD": "MERGE"}
+        self.assertEqual(t.unsupported_features(body), [])
+        plan = t.evaluate(body, {"N": "d1"}, CERT)
+        self.assertEqual(plan.thing["OverrideSettings"],
+                         {"AttributePayload": "MERGE", "ThingGroups": "FAIL", "ThingTypeName": "DO_NOTHING"})
+
     def test_resource_condition_key(self):
         body = thing_template()
         body["Resources"]["T"]["Condition"] = "Prod"
