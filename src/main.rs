@@ -4,6 +4,7 @@
 //! private key runs with core dumps off (harden.rs).
 
 mod harden;
+mod wipe_alloc;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,12 @@ use claimfab::commands::{
 use claimfab::error::UserError;
 use claimfab::floor::handout::TakeResult;
 use claimfab::pipeline::execution::BatchResult;
+
+/// Wipes what it frees while `claimfab::core::wiping` says so (every free, in the commands
+/// that hold keys).
+#[global_allocator]
+static ALLOCATOR: wipe_alloc::WipingAllocator<std::alloc::System> =
+    wipe_alloc::WipingAllocator(std::alloc::System);
 
 fn success_or_1(clean: bool) -> ExitCode {
     if clean {
@@ -34,6 +41,8 @@ fn main() -> ExitCode {
     };
     claimfab::output::set_format(cli.output, matches.subcommand_name().unwrap_or_default());
     if holds_keys(&cli.command) {
+        // Keys pass through third-party buffers freed unwiped (age's chunk buffer, zip's).
+        claimfab::core::wiping::wipe_every_free();
         if let Err(e) = harden::no_core_dumps() {
             eprintln!("claimfab: cannot turn core dumps off ({e}), and this command holds private keys; run it where setrlimit and prctl(PR_SET_DUMPABLE) are allowed");
             return ExitCode::from(1);

@@ -23,3 +23,4 @@ pub mod reconcile;
 pub mod sealed;
 pub mod signing;
 pub mod station_config;
+pub mod wiping;

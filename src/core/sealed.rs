@@ -13,6 +13,8 @@ use age::x25519;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::core::wiping::wiping;
+
 /// What a sealed bundle's name ends with (`bundles/SERIAL.zip.age`).
 pub const SEALED_SUFFIX: &str = ".age";
 
@@ -136,10 +138,14 @@ impl Recipients {
     }
 
     /// Encrypts `plaintext` to every recipient (binary age format); the ciphertext is not
-    /// secret. Known gap: age's writer copies the plaintext into a 64 KiB chunk buffer that
-    /// it frees without wiping (age 0.12), so a bundle's last chunk outlives this call in
-    /// freed memory; `core::key_store` pads around it, a bundle cannot be padded.
+    /// secret. age's writer copies the plaintext into a 64 KiB chunk buffer that it frees
+    /// without wiping (age 0.12): that happens inside [`wiping`], so the binary's allocator
+    /// zeroes it (tests/wiping.rs).
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        wiping(|| self.seal_unwiped(plaintext))
+    }
+
+    fn seal_unwiped(&self, plaintext: &[u8]) -> Vec<u8> {
         let recipients = self.0.iter().map(|r| r as &dyn age::Recipient);
         let encryptor = age::Encryptor::with_recipients(recipients)
             .expect("X25519 recipients, at least one: checked when parsed");
