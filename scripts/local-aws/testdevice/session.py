@@ -48,6 +48,17 @@ class BaseSession:
     def dropped(self) -> bool:
         return self.interrupted.is_set() or self.tunnel.server_closed.is_set()
 
+    def dropped_soon(self, within: float = 0.5) -> bool:
+        """Whether the connection is (or within `within` seconds turns out) dropped: a
+        request the SDK fails because the server closed the connection may fail before the
+        SDK's interruption callback or the tunnel sees the close."""
+        deadline = time.monotonic() + within
+        while not self.dropped():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def _dropped_failure(self, stage: str, what: str, cause: Optional[Exception] = None) -> DeviceFailure:
         detail = self.interrupt_error or (str(cause) if cause else "")
         return DeviceFailure(
@@ -71,7 +82,7 @@ class BaseSession:
             except DeviceFailure:
                 raise
             except Exception as e:
-                if self.dropped():
+                if self.dropped_soon():
                     raise self._dropped_failure(stage, what, e)
                 raise DeviceFailure(stage, f"{what} failed: {e}")
             now = time.monotonic()
